@@ -1,0 +1,54 @@
+package callback
+
+// The bizType values of the seed.
+const (
+	BizImgGenControlConfig = "sdImgGenControlConfig"
+	BizSDPreInvoke         = "sdPreInvoke"
+	BizAPIPreInvoke        = "apiAccessPreInvoke"
+	BizAPICommit           = "apiAccessCommit"
+	BizAPIRollback         = "apiAccessRollback"
+	BizTaskFinished        = "sdTaskFinished"
+	BizJobFinished         = "sdJobFinished"
+)
+
+// Kind says how a bizType is answered.
+type Kind int
+
+const (
+	// Async events are stored and answered 200 after the store; the platform
+	// retries any other answer.
+	Async Kind = iota
+	// Sync events are answered with a decision within the platform's 5 s
+	// budget; the platform never retries them.
+	Sync
+	// Unknown bizTypes are stored and answered like async events.
+	Unknown
+)
+
+// KindOf classifies a bizType.
+func KindOf(bizType string) Kind {
+	switch bizType {
+	case BizImgGenControlConfig, BizSDPreInvoke, BizAPIPreInvoke, BizAPICommit, BizAPIRollback:
+		return Sync
+	case BizTaskFinished, BizJobFinished:
+		return Async
+	}
+	return Unknown
+}
+
+// SubjectToken returns bizType as a NATS subject token: characters outside
+// [A-Za-z0-9_-] become '_', and an empty bizType is "_".
+func SubjectToken(s string) string {
+	if s == "" {
+		return "_"
+	}
+	out := make([]byte, 0, len(s))
+	for _, c := range s {
+		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-' {
+			out = append(out, byte(c))
+		} else {
+			out = append(out, '_')
+		}
+	}
+	return string(out)
+}
