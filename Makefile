@@ -1,0 +1,43 @@
+# sdevents — see README.md. Every target runs from a fresh clone.
+SHELL := /bin/bash
+GO ?= go
+MODULES := pkg streams services/ingress services/quota services/archiver services/aggregator cmd/sdevents
+TOOLS := $(CURDIR)/.tools/bin
+STATICCHECK_VERSION := v0.8.2
+CONFIG ?= sdevents.example.yaml
+
+.PHONY: build run test test-short lint tidy-check tidy bench tools clean
+
+build: ## bin/sdevents
+	cd cmd/sdevents && $(GO) build -trimpath -o $(CURDIR)/bin/sdevents .
+
+run: build ## sdevents run with the example configuration
+	./bin/sdevents run --config $(CONFIG)
+
+tools: ## test dependencies (MinIO server), cached under .tools/
+	bash scripts/install-minio.sh
+
+test: tools ## every test of every module, with the race detector
+	@set -e; for m in $(MODULES); do \
+		echo "=== $$m"; \
+		(cd $$m && SDEVENTS_MINIO_BIN=$(TOOLS)/minio $(GO) test -race -shuffle=on -timeout 20m ./...); \
+	done
+
+test-short: ## quick tests without the race detector
+	@set -e; for m in $(MODULES); do (cd $$m && $(GO) test -short ./...); done
+
+lint: ## go vet + staticcheck (pinned)
+	@test -x $(TOOLS)/staticcheck || GOBIN=$(TOOLS) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+	@set -e; for m in $(MODULES); do (cd $$m && $(GO) vet ./... && $(TOOLS)/staticcheck ./...); done
+
+tidy: ## go mod tidy in every module
+	@set -e; for m in $(MODULES); do (cd $$m && GOWORK=off $(GO) mod tidy); done
+
+tidy-check: ## fails when a module's go.mod or go.sum is not tidy (outside the workspace)
+	@set -e; for m in $(MODULES); do (cd $$m && GOWORK=off $(GO) mod tidy -diff) || { echo "$$m is not tidy: run make tidy"; exit 1; }; done
+
+bench: ## benchmarks against their floors; results in docs/benchmarks.md
+	cd bench && $(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./...
+
+clean:
+	rm -rf bin data

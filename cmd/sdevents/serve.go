@@ -1,0 +1,229 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+	"github.com/spf13/cobra"
+
+	"github.com/sdevents/sdevents/pkg/config"
+	"github.com/sdevents/sdevents/pkg/httpserver"
+	"github.com/sdevents/sdevents/pkg/natsrv"
+	"github.com/sdevents/sdevents/services/ingress"
+	"github.com/sdevents/sdevents/streams"
+)
+
+// component is one service wired into a process: Run blocks until ctx ends
+// and has drained its consumers by the time it returns.
+type component struct {
+	name string
+	run  func(ctx context.Context) error
+}
+
+// process is what one sdevents process runs: the embedded server (run only),
+// the NATS connection, the HTTP server and the chosen services.
+type process struct {
+	cfg        config.Config
+	log        zerolog.Logger
+	srv        *server.Server
+	nc         *nats.Conn
+	js         jetstream.JetStream
+	http       *httpserver.Server
+	reg        *prometheus.Registry
+	components []component
+}
+
+func newRunCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "run",
+		Short: "Run every service in one process with an embedded JetStream (unless nats.url is set)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return serve(cmd.Context(), g, []string{"ingress"})
+		},
+	}
+}
+
+func newServiceCmd(g *globals, name, short string) *cobra.Command {
+	return &cobra.Command{
+		Use:   name,
+		Short: short,
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := g.load()
+			if err != nil {
+				return err
+			}
+			if cfg.NATS.URL == "" {
+				return fmt.Errorf("%s needs an external NATS: set nats.url (or use `sdevents run`)", name)
+			}
+			return serve(cmd.Context(), g, []string{name})
+		},
+	}
+}
+
+// serve builds a process with the named services and runs it until SIGINT or
+// SIGTERM, then shuts it down in two phases.
+func serve(parent context.Context, g *globals, services []string) error {
+	cfg, err := g.load()
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(parent, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	p, cleanup, err := build(ctx, cfg, services)
+	if err != nil {
+		return err
+	}
+	defer cleanup()
+	return p.run(ctx)
+}
+
+func newLogger(cfg config.Log) zerolog.Logger {
+	lvl, _ := zerolog.ParseLevel(cfg.Level) // validated
+	var w = zerolog.New(os.Stderr)
+	if cfg.Format == "console" {
+		w = zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr})
+	}
+	return w.Level(lvl).With().Timestamp().Logger()
+}
+
+// build is the composition root: it starts or connects to NATS, applies the
+// stream definitions and constructs the services. cleanup closes what build
+// opened, in reverse order.
+func build(ctx context.Context, cfg config.Config, services []string) (*process, func(), error) {
+	p := &process{cfg: cfg, log: newLogger(cfg.Log), reg: prometheus.NewRegistry()}
+	var closers []func()
+	cleanup := func() {
+		for i := len(closers) - 1; i >= 0; i-- {
+			closers[i]()
+		}
+	}
+	fail := func(err error) (*process, func(), error) {
+		cleanup()
+		return nil, nil, err
+	}
+
+	natsOpts := []nats.Option{
+		nats.Name("sdevents"),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250 * time.Millisecond),
+	}
+	url := cfg.NATS.URL
+	if url == "" {
+		e := cfg.NATS.Embedded
+		srv, err := natsrv.Start(natsrv.Options{
+			Addr: e.Addr, StoreDir: e.StoreDir, SyncAlways: e.Sync == "always", SyncInterval: e.SyncInterval.D(),
+			MaxPayload: e.MaxPayload, MonitorAddr: e.MonitorAddr,
+		})
+		if err != nil {
+			return fail(err)
+		}
+		p.srv = srv
+		closers = append(closers, func() { srv.Shutdown(); srv.WaitForShutdown() })
+		url = srv.ClientURL()
+		p.log.Info().Str("addr", srv.ClientURL()).Str("store_dir", e.StoreDir).Str("sync", e.Sync).Msg("embedded nats-server started")
+	} else if cfg.NATS.CredsFile != "" {
+		natsOpts = append(natsOpts, nats.UserCredentials(cfg.NATS.CredsFile))
+	}
+	nc, err := nats.Connect(url, natsOpts...)
+	if err != nil {
+		return fail(fmt.Errorf("connect nats %s: %w", url, err))
+	}
+	p.nc = nc
+	closers = append(closers, nc.Close)
+	if p.js, err = jetstream.New(nc); err != nil {
+		return fail(err)
+	}
+	applyCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := streams.ApplyEmbedded(applyCtx, p.js, cfg.NATS.Replicas); err != nil {
+		return fail(err)
+	}
+
+	p.http = httpserver.New(p.log, p.reg)
+	p.http.AddReadyCheck("nats", func(context.Context) error {
+		if !nc.IsConnected() {
+			return errors.New("not connected")
+		}
+		return nil
+	})
+	p.http.AddReadyCheck("streams", func(ctx context.Context) error { return streams.Check(ctx, p.js) })
+
+	for _, name := range services {
+		switch name {
+		case "ingress":
+			in, err := ingress.New(ctx, cfg, nc, p.reg)
+			if err != nil {
+				return fail(err)
+			}
+			in.Routes(p.http.Echo())
+		default:
+			return fail(fmt.Errorf("unknown service %q", name))
+		}
+	}
+	if err := p.http.Listen(cfg.HTTP.Addr); err != nil {
+		return fail(err)
+	}
+	return p, cleanup, nil
+}
+
+// run serves until ctx ends, then shuts down in two phases under one deadline:
+// stop intake (HTTP), let the components drain their consumers, then drain the
+// NATS connection. The embedded server stops in cleanup.
+func (p *process) run(ctx context.Context) error {
+	errc := make(chan error, len(p.components)+1)
+	cctx, cancelComponents := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelComponents()
+	go func() { errc <- p.http.Run(ctx) }()
+	for _, c := range p.components {
+		go func() {
+			if err := c.run(cctx); err != nil {
+				errc <- fmt.Errorf("%s: %w", c.name, err)
+				return
+			}
+			errc <- nil
+		}()
+	}
+	p.log.Info().Str("http", p.http.Addr()).Msg("sdevents ready")
+	var firstErr error
+	select {
+	case <-ctx.Done():
+	case err := <-errc:
+		firstErr = err
+	}
+	p.log.Info().Msg("shutting down")
+	deadline, cancel := context.WithTimeout(context.Background(), p.cfg.Shutdown.D())
+	defer cancel()
+	if err := p.http.Shutdown(deadline); err != nil && firstErr == nil {
+		firstErr = err
+	}
+	cancelComponents()
+	for range len(p.components) {
+		select {
+		case err := <-errc:
+			if err != nil && firstErr == nil {
+				firstErr = err
+			}
+		case <-deadline.Done():
+			p.log.Warn().Msg("components did not stop before the shutdown deadline")
+		}
+	}
+	if err := p.nc.Drain(); err == nil {
+		for p.nc.IsDraining() && deadline.Err() == nil {
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	p.log.Info().Msg("stopped")
+	return firstErr
+}

@@ -1,0 +1,194 @@
+// Package config loads the sdevents configuration: a YAML file, overridden key by
+// key by SDEVENTS_<UPPER_SNAKE_PATH> environment variables, with secrets readable
+// from files (*_file keys).
+//
+// Load reports every problem at once (errors.Join): unknown keys in the file or
+// in the environment, unreadable secret files and invalid values, each naming
+// its key. The environment is passed in as a lookup function so that tests never
+// touch the process environment.
+package config
+
+import (
+	"time"
+)
+
+// Config is the whole configuration. Its YAML keys are the contract's; the
+// zero value is not usable: start from Default.
+type Config struct {
+	HTTP       HTTP       `yaml:"http"`
+	NATS       NATS       `yaml:"nats"`
+	Ingress    Ingress    `yaml:"ingress"`
+	Callbacks  []Callback `yaml:"callbacks"`
+	SNS        []SNS      `yaml:"sns"`
+	Quota      Quota      `yaml:"quota"`
+	Admin      Admin      `yaml:"admin"`
+	Archive    Archive    `yaml:"archive"`
+	Aggregator Aggregator `yaml:"aggregator"`
+	Log        Log        `yaml:"log"`
+	Shutdown   Duration   `yaml:"shutdown_timeout"`
+}
+
+// HTTP configures the one HTTP listener of a process: ingress, admin, metrics.
+type HTTP struct {
+	Addr string `yaml:"addr"`
+	// MaxBody is the largest accepted request body in bytes (default 1 MiB).
+	MaxBody int64 `yaml:"max_body"`
+}
+
+// NATS says where JetStream is.
+type NATS struct {
+	// URL of an external NATS; empty starts the embedded server.
+	URL string `yaml:"url"`
+	// CredsFile is an optional NATS credentials file for URL.
+	CredsFile string   `yaml:"creds_file"`
+	Embedded  Embedded `yaml:"embedded"`
+	// Replicas of every stream (1 on a single node, 3 on a cluster).
+	Replicas int `yaml:"replicas"`
+}
+
+// Embedded configures the in-process nats-server of `sdevents run`.
+type Embedded struct {
+	Addr     string `yaml:"addr"`
+	StoreDir string `yaml:"store_dir"`
+	// Sync is the file-store fsync policy: "always" (fsync every write before
+	// the ack) or "interval" (fsync every SyncInterval; acknowledged writes
+	// survive a process crash but not a power loss).
+	Sync         string   `yaml:"sync"`
+	SyncInterval Duration `yaml:"sync_interval"`
+	// MaxPayload is the server's max_payload in bytes; it must exceed
+	// http.max_body plus headers.
+	MaxPayload int32 `yaml:"max_payload"`
+	// MonitorAddr serves the NATS monitoring endpoints when set.
+	MonitorAddr string `yaml:"monitor_addr"`
+}
+
+// Ingress tunes the callback and SNS endpoints.
+type Ingress struct {
+	// SyncSkew is how far a synchronous callback's timestamp may be from now.
+	SyncSkew Duration `yaml:"sync_skew"`
+	// AsyncMaxAge is how old an asynchronous callback may be (it covers the
+	// platform's retry schedule).
+	AsyncMaxAge Duration `yaml:"async_max_age"`
+	// SyncDeadline bounds the whole handling of a synchronous callback.
+	SyncDeadline Duration `yaml:"sync_deadline"`
+	// PublishTimeout bounds one JetStream publish.
+	PublishTimeout Duration `yaml:"publish_timeout"`
+	// FailOpen answers success when the quota service cannot decide in time.
+	FailOpen bool `yaml:"fail_open"`
+}
+
+// Callback is one source speaking the 002 seed's protocol.
+type Callback struct {
+	Name string `yaml:"name"`
+	Keys []Key  `yaml:"keys"`
+}
+
+// Key is one access-key pair. SK may be given inline or read from SKFile.
+type Key struct {
+	AK     string `yaml:"ak"`
+	SK     Secret `yaml:"sk"`
+	SKFile string `yaml:"sk_file"`
+}
+
+// SNS is one source speaking SNS HTTP(S) delivery.
+type SNS struct {
+	Name        string   `yaml:"name"`
+	TopicARNs   []string `yaml:"topic_arns"`
+	AutoConfirm bool     `yaml:"auto_confirm"`
+	CertHosts   []string `yaml:"cert_hosts"`
+	CAFile      string   `yaml:"ca_file"`
+}
+
+// Quota configures the credit ledger.
+type Quota struct {
+	Price          Price    `yaml:"price"`
+	ReservationTTL Duration `yaml:"reservation_ttl"`
+}
+
+// Price of a generation.
+type Price struct {
+	PerImage int64 `yaml:"per_image"`
+}
+
+// Admin configures the operator API.
+type Admin struct {
+	Token     Secret `yaml:"token"`
+	TokenFile string `yaml:"token_file"`
+}
+
+// Archive configures the archiver's sources and sink.
+type Archive struct {
+	Dir        string   `yaml:"dir"`
+	AllowHosts []string `yaml:"allow_hosts"`
+	SourceS3   S3       `yaml:"source_s3"`
+	S3         S3       `yaml:"s3"`
+	// Workers is the number of images archived in parallel per replica.
+	Workers int `yaml:"workers"`
+	// MaxBytes caps one image.
+	MaxBytes int64 `yaml:"max_bytes"`
+	// URLLifetime is how long after its event a callback image URL may still
+	// be valid; transient failures are retried until then.
+	URLLifetime Duration `yaml:"url_lifetime"`
+}
+
+// S3 is an S3-compatible endpoint.
+type S3 struct {
+	Endpoint      string `yaml:"endpoint"`
+	Bucket        string `yaml:"bucket"`
+	AccessKey     string `yaml:"access_key"`
+	SecretKey     Secret `yaml:"secret_key"`
+	SecretKeyFile string `yaml:"secret_key_file"`
+	Secure        bool   `yaml:"secure"`
+	Region        string `yaml:"region"`
+}
+
+// Aggregator configures job grouping.
+type Aggregator struct {
+	// Key is "account" (default) or "invoke_id".
+	Key         string   `yaml:"key"`
+	IdleTimeout Duration `yaml:"idle_timeout"`
+}
+
+// Log configures the process log.
+type Log struct {
+	// Level is a zerolog level name.
+	Level string `yaml:"level"`
+	// Format is "json" (default) or "console".
+	Format string `yaml:"format"`
+}
+
+// Default returns the configuration used for every key the file and the
+// environment leave out.
+func Default() Config {
+	return Config{
+		HTTP: HTTP{Addr: "127.0.0.1:8080", MaxBody: 1 << 20},
+		NATS: NATS{
+			Embedded: Embedded{
+				Addr:         "127.0.0.1:4222",
+				StoreDir:     "data/nats",
+				Sync:         "interval",
+				SyncInterval: Duration(2 * time.Minute),
+				MaxPayload:   8 << 20,
+			},
+			Replicas: 1,
+		},
+		Ingress: Ingress{
+			SyncSkew:       Duration(5 * time.Minute),
+			AsyncMaxAge:    Duration(6 * time.Hour),
+			SyncDeadline:   Duration(3 * time.Second),
+			PublishTimeout: Duration(2 * time.Second),
+		},
+		Quota: Quota{Price: Price{PerImage: 1}, ReservationTTL: Duration(time.Hour)},
+		Archive: Archive{
+			Dir:         "data/archive",
+			S3:          S3{Bucket: "sd-archive"},
+			SourceS3:    S3{Secure: true},
+			Workers:     4,
+			MaxBytes:    64 << 20,
+			URLLifetime: Duration(5 * time.Hour),
+		},
+		Aggregator: Aggregator{Key: "account", IdleTimeout: Duration(10 * time.Minute)},
+		Log:        Log{Level: "info", Format: "json"},
+		Shutdown:   Duration(20 * time.Second),
+	}
+}

@@ -1,0 +1,139 @@
+package config_test
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sdevents/sdevents/pkg/config"
+)
+
+func writeFile(t *testing.T, name, content string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestExampleConfigLoads(t *testing.T) {
+	t.Parallel()
+	cfg, err := config.Load(filepath.Join("..", "..", "sdevents.example.yaml"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.HTTP.Addr != "127.0.0.1:8080" || cfg.NATS.Embedded.StoreDir != "data/nats" {
+		t.Fatalf("unexpected values: %+v", cfg)
+	}
+	if len(cfg.Callbacks) != 1 || cfg.Callbacks[0].Keys[0].SK.Reveal() != "SK-example" {
+		t.Fatalf("callbacks: %+v", cfg.Callbacks)
+	}
+	if cfg.Quota.ReservationTTL.D() != time.Hour {
+		t.Fatalf("ttl = %v", cfg.Quota.ReservationTTL.D())
+	}
+}
+
+func TestLoad(t *testing.T) {
+	t.Parallel()
+	base := `
+callbacks:
+  - name: default
+    keys:
+      - ak: a
+        sk: s
+`
+	skFile := writeFile(t, "sk", "from-file\n")
+	tests := []struct {
+		name    string
+		yaml    string
+		env     map[string]string
+		wantErr []string // substrings, all must appear
+		check   func(t *testing.T, c config.Config)
+	}{
+		{name: "defaults", yaml: base, check: func(t *testing.T, c config.Config) {
+			if c.HTTP.MaxBody != 1<<20 || c.Ingress.SyncDeadline.D() != 3*time.Second {
+				t.Fatalf("defaults not applied: %+v", c)
+			}
+		}},
+		{name: "unknown key named", yaml: base + "htpp:\n  addr: x\n", wantErr: []string{"htpp"}},
+		{name: "unknown nested key named", yaml: "http:\n  adr: 1\n", wantErr: []string{"adr"}},
+		{name: "env overrides nested key", yaml: base, env: map[string]string{
+			"SDEVENTS_NATS_EMBEDDED_STORE_DIR": "/var/lib/x",
+			"SDEVENTS_QUOTA_RESERVATION_TTL":   "90s",
+			"SDEVENTS_CALLBACKS_0_KEYS_0_SK":   "env-sk",
+			"SDEVENTS_ARCHIVE_ALLOW_HOSTS":     "a.example, b.example:8080",
+			"SDEVENTS_INGRESS_FAIL_OPEN":       "true",
+			"SDEVENTS_CONFIG":                  "ignored",
+		}, check: func(t *testing.T, c config.Config) {
+			if c.NATS.Embedded.StoreDir != "/var/lib/x" || c.Quota.ReservationTTL.D() != 90*time.Second {
+				t.Fatalf("env not applied: %+v", c)
+			}
+			if c.Callbacks[0].Keys[0].SK.Reveal() != "env-sk" {
+				t.Fatal("sk not overridden")
+			}
+			if fmt.Sprint(c.Archive.AllowHosts) != "[a.example b.example:8080]" || !c.Ingress.FailOpen {
+				t.Fatalf("lists/bools: %v %v", c.Archive.AllowHosts, c.Ingress.FailOpen)
+			}
+		}},
+		{name: "unknown env key", yaml: base, env: map[string]string{"SDEVENTS_HTTP_ADR": "x"}, wantErr: []string{"SDEVENTS_HTTP_ADR: unknown key"}},
+		{name: "env index out of range", yaml: base, env: map[string]string{"SDEVENTS_CALLBACKS_1_KEYS_0_SK": "x"}, wantErr: []string{"SDEVENTS_CALLBACKS_1_KEYS_0_SK"}},
+		{name: "bad env value", yaml: base, env: map[string]string{"SDEVENTS_QUOTA_RESERVATION_TTL": "soon"}, wantErr: []string{"quota.reservation_ttl"}},
+		{name: "secret from file", yaml: strings.Replace(base, "sk: s", "sk_file: "+skFile, 1), check: func(t *testing.T, c config.Config) {
+			if c.Callbacks[0].Keys[0].SK.Reveal() != "from-file" {
+				t.Fatalf("sk_file not read")
+			}
+		}},
+		{name: "secret file missing", yaml: strings.Replace(base, "sk: s", "sk_file: /nonexistent/sk", 1), wantErr: []string{"callbacks[0].keys[0].sk_file"}},
+		{name: "all problems at once", yaml: `
+http: {addr: nowhere}
+callbacks:
+  - name: Bad_Name
+    keys: []
+quota: {price: {per_image: 0}}
+aggregator: {key: job}
+`, wantErr: []string{"http.addr", "callbacks[0].name", "callbacks[0].keys", "quota.price.per_image", "aggregator.key"}},
+		{name: "duplicate source", yaml: base + "  - name: default\n    keys: [{ak: b, sk: c}]\n", wantErr: []string{`"default" is used twice`}},
+		{name: "bad topic arn", yaml: "sns:\n  - name: eks\n    topic_arns: [nope]\n", wantErr: []string{"sns[0].topic_arns[0]"}},
+		{name: "payload too small for body", yaml: base + "http: {max_body: 10485760}\n", wantErr: []string{"nats.embedded.max_payload"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			cfg, err := config.Load(writeFile(t, "c.yaml", tc.yaml), tc.env)
+			if len(tc.wantErr) > 0 {
+				if err == nil {
+					t.Fatal("want error")
+				}
+				for _, w := range tc.wantErr {
+					if !strings.Contains(err.Error(), w) {
+						t.Errorf("error %q does not name %q", err, w)
+					}
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			tc.check(t, cfg)
+		})
+	}
+}
+
+func TestSecretNeverPrints(t *testing.T) {
+	t.Parallel()
+	s := config.Secret("hunter2")
+	for _, out := range []string{fmt.Sprint(s), fmt.Sprintf("%v %s %+v %#v", s, s, s, s)} {
+		if strings.Contains(out, "hunter2") {
+			t.Fatalf("secret printed: %s", out)
+		}
+	}
+	c := config.Default()
+	c.Admin.Token = "hunter2"
+	if strings.Contains(fmt.Sprintf("%+v", c), "hunter2") {
+		t.Fatal("secret printed through config")
+	}
+}

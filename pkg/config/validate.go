@@ -1,0 +1,157 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"regexp"
+	"strings"
+
+	"github.com/rs/zerolog"
+)
+
+var (
+	sourceName = regexp.MustCompile(`^[a-z0-9-]+$`)
+	topicARN   = regexp.MustCompile(`^arn:aws(-cn|-us-gov)?:sns:[a-z0-9-]+:[0-9]{12}:[A-Za-z0-9_-]{1,256}(\.fifo)?$`)
+)
+
+// Validate reports every invalid value at once, each naming its key.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: "+format, append([]any{key}, args...)...))
+	}
+	hostPort := func(key, v string) {
+		if _, _, err := net.SplitHostPort(v); err != nil {
+			bad(key, "want host:port, got %q", v)
+		}
+	}
+	positive := func(key string, d Duration) {
+		if d <= 0 {
+			bad(key, "must be positive")
+		}
+	}
+
+	hostPort("http.addr", c.HTTP.Addr)
+	if c.HTTP.MaxBody <= 0 {
+		bad("http.max_body", "must be positive")
+	}
+	if c.NATS.URL == "" {
+		e := c.NATS.Embedded
+		hostPort("nats.embedded.addr", e.Addr)
+		if e.StoreDir == "" {
+			bad("nats.embedded.store_dir", "must be set")
+		}
+		if e.Sync != "always" && e.Sync != "interval" {
+			bad("nats.embedded.sync", "want always or interval, got %q", e.Sync)
+		}
+		if e.Sync == "interval" {
+			positive("nats.embedded.sync_interval", e.SyncInterval)
+		}
+		if int64(e.MaxPayload) < c.HTTP.MaxBody+64<<10 {
+			bad("nats.embedded.max_payload", "%d is too small for http.max_body %d plus headers (want at least %d)", e.MaxPayload, c.HTTP.MaxBody, c.HTTP.MaxBody+64<<10)
+		}
+		if e.MonitorAddr != "" {
+			hostPort("nats.embedded.monitor_addr", e.MonitorAddr)
+		}
+	}
+	if c.NATS.Replicas < 1 || c.NATS.Replicas > 5 {
+		bad("nats.replicas", "want 1 to 5, got %d", c.NATS.Replicas)
+	}
+	positive("ingress.sync_skew", c.Ingress.SyncSkew)
+	positive("ingress.async_max_age", c.Ingress.AsyncMaxAge)
+	positive("ingress.sync_deadline", c.Ingress.SyncDeadline)
+	positive("ingress.publish_timeout", c.Ingress.PublishTimeout)
+
+	names := map[string]bool{}
+	for i, cb := range c.Callbacks {
+		key := fmt.Sprintf("callbacks[%d]", i)
+		if !sourceName.MatchString(cb.Name) {
+			bad(key+".name", "want [a-z0-9-]+, got %q", cb.Name)
+		}
+		if names[cb.Name] {
+			bad(key+".name", "%q is used twice", cb.Name)
+		}
+		names[cb.Name] = true
+		if len(cb.Keys) == 0 {
+			bad(key+".keys", "at least one key pair is required")
+		}
+		for j, k := range cb.Keys {
+			if k.AK == "" {
+				bad(fmt.Sprintf("%s.keys[%d].ak", key, j), "must be set")
+			}
+			if k.SK == "" {
+				bad(fmt.Sprintf("%s.keys[%d].sk", key, j), "must be set (or sk_file)")
+			}
+		}
+	}
+	names = map[string]bool{}
+	for i, s := range c.SNS {
+		key := fmt.Sprintf("sns[%d]", i)
+		if !sourceName.MatchString(s.Name) {
+			bad(key+".name", "want [a-z0-9-]+, got %q", s.Name)
+		}
+		if names[s.Name] {
+			bad(key+".name", "%q is used twice", s.Name)
+		}
+		names[s.Name] = true
+		if len(s.TopicARNs) == 0 {
+			bad(key+".topic_arns", "at least one topic ARN is required")
+		}
+		for j, arn := range s.TopicARNs {
+			if !topicARN.MatchString(arn) {
+				bad(fmt.Sprintf("%s.topic_arns[%d]", key, j), "%q is not an SNS topic ARN", arn)
+			}
+		}
+		for j, h := range s.CertHosts {
+			if h == "" || strings.ContainsAny(h, "/@?#") {
+				bad(fmt.Sprintf("%s.cert_hosts[%d]", key, j), "want host or host:port, got %q", h)
+			}
+		}
+	}
+	if c.Quota.Price.PerImage < 1 {
+		bad("quota.price.per_image", "must be at least 1")
+	}
+	positive("quota.reservation_ttl", c.Quota.ReservationTTL)
+	if c.Archive.S3.Endpoint == "" && c.Archive.Dir == "" {
+		bad("archive.dir", "must be set when archive.s3.endpoint is empty")
+	}
+	if c.Archive.S3.Endpoint != "" {
+		hostPort("archive.s3.endpoint", c.Archive.S3.Endpoint)
+		if c.Archive.S3.Bucket == "" {
+			bad("archive.s3.bucket", "must be set")
+		}
+	}
+	if c.Archive.SourceS3.Endpoint != "" {
+		hostPort("archive.source_s3.endpoint", c.Archive.SourceS3.Endpoint)
+	}
+	if c.Archive.Workers < 1 {
+		bad("archive.workers", "must be at least 1")
+	}
+	if c.Archive.MaxBytes < 1 {
+		bad("archive.max_bytes", "must be positive")
+	}
+	positive("archive.url_lifetime", c.Archive.URLLifetime)
+	if c.Aggregator.Key != "account" && c.Aggregator.Key != "invoke_id" {
+		bad("aggregator.key", "want account or invoke_id, got %q", c.Aggregator.Key)
+	}
+	positive("aggregator.idle_timeout", c.Aggregator.IdleTimeout)
+	if _, err := zerolog.ParseLevel(c.Log.Level); err != nil || c.Log.Level == "" {
+		bad("log.level", "unknown level %q", c.Log.Level)
+	}
+	if c.Log.Format != "json" && c.Log.Format != "console" {
+		bad("log.format", "want json or console, got %q", c.Log.Format)
+	}
+	positive("shutdown_timeout", c.Shutdown)
+	return errors.Join(errs...)
+}
+
+// CallbackSource returns the callback source called name.
+func (c Config) CallbackSource(name string) (Callback, bool) {
+	for _, cb := range c.Callbacks {
+		if cb.Name == name {
+			return cb, true
+		}
+	}
+	return Callback{}, false
+}

@@ -1,0 +1,140 @@
+// Package httpserver is the one HTTP base every sdevents process shares: an echo
+// server with /healthz, /readyz and /metrics, one structured log line per
+// request, Prometheus request metrics, the single place where errors become
+// HTTP answers, and a graceful shutdown.
+//
+// Services register their routes on Echo(); they never write error answers
+// themselves: they return errors wrapping the sentinels of this package (or of
+// the protocol packages) and ErrorHandler maps them.
+package httpserver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/rs/zerolog"
+)
+
+// ReadyCheck reports whether a dependency is ready; nil means ready.
+type ReadyCheck func(ctx context.Context) error
+
+// Server is the shared HTTP server of a process.
+type Server struct {
+	e        *echo.Echo
+	log      zerolog.Logger
+	reg      *prometheus.Registry
+	checks   []namedCheck
+	srv      *http.Server
+	ln       net.Listener
+	requests *prometheus.CounterVec
+	latency  *prometheus.HistogramVec
+}
+
+type namedCheck struct {
+	name  string
+	check ReadyCheck
+}
+
+// New builds a server listening on addr (bound by Listen). reg receives the
+// process metrics and is served on /metrics.
+func New(log zerolog.Logger, reg *prometheus.Registry) *Server {
+	s := &Server{e: echo.New(), log: log, reg: reg}
+	s.e.HideBanner, s.e.HidePort = true, true
+	s.e.HTTPErrorHandler = s.handleError
+	s.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "sdevents", Subsystem: "http", Name: "requests_total",
+		Help: "HTTP requests by route, source, bizType (or SNS type) and outcome.",
+	}, []string{"route", "source", "kind", "outcome", "code"})
+	s.latency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Namespace: "sdevents", Subsystem: "http", Name: "request_duration_seconds",
+		Help:    "HTTP request latency by route and kind.",
+		Buckets: []float64{.0005, .001, .002, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+	}, []string{"route", "kind"})
+	reg.MustRegister(s.requests, s.latency,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	s.e.Use(s.observe)
+	s.e.GET("/healthz", func(c echo.Context) error { return c.JSON(http.StatusOK, map[string]any{"ok": true}) })
+	s.e.GET("/readyz", s.ready)
+	s.e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})))
+	return s
+}
+
+// Echo returns the router for services to add routes to.
+func (s *Server) Echo() *echo.Echo { return s.e }
+
+// AddReadyCheck adds a check to /readyz.
+func (s *Server) AddReadyCheck(name string, c ReadyCheck) {
+	s.checks = append(s.checks, namedCheck{name, c})
+}
+
+func (s *Server) ready(c echo.Context) error {
+	ctx, cancel := context.WithTimeout(c.Request().Context(), 2*time.Second)
+	defer cancel()
+	problems := map[string]string{}
+	for _, ch := range s.checks {
+		if err := ch.check(ctx); err != nil {
+			problems[ch.name] = err.Error()
+		}
+	}
+	if len(problems) > 0 {
+		return c.JSON(http.StatusServiceUnavailable, map[string]any{"ready": false, "problems": problems})
+	}
+	return c.JSON(http.StatusOK, map[string]any{"ready": true})
+}
+
+// Listen binds addr; Addr then tells the bound address (port 0 picks one).
+func (s *Server) Listen(addr string) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("http listen %s: %w", addr, err)
+	}
+	s.ln = ln
+	return nil
+}
+
+// Addr is the bound address, after Listen.
+func (s *Server) Addr() string { return s.ln.Addr().String() }
+
+// Run serves until ctx ends or Shutdown is called. It returns nil after a
+// clean shutdown.
+func (s *Server) Run(ctx context.Context) error {
+	if s.ln == nil {
+		return errors.New("httpserver: Run before Listen")
+	}
+	s.srv = &http.Server{
+		Handler:           s.e,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+	}
+	err := s.srv.Serve(s.ln)
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return fmt.Errorf("http serve: %w", err)
+}
+
+// Shutdown stops accepting requests and waits for in-flight ones until ctx
+// ends; this is the first phase of a process shutdown.
+func (s *Server) Shutdown(ctx context.Context) error {
+	if s.srv == nil {
+		if s.ln != nil {
+			return s.ln.Close()
+		}
+		return nil
+	}
+	if err := s.srv.Shutdown(ctx); err != nil {
+		return fmt.Errorf("http shutdown: %w", err)
+	}
+	return nil
+}

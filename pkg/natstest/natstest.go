@@ -1,0 +1,222 @@
+// Package natstest starts real nats-servers with JetStream for tests: one node,
+// or a three-node cluster on loopback. Every server stores in t.TempDir() and is
+// shut down by t.Cleanup.
+package natstest
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/sdevents/sdevents/streams"
+)
+
+// Node is one running server.
+type Node struct {
+	t    testing.TB
+	opts server.Options
+	Srv  *server.Server
+}
+
+// baseOptions is a fresh copy of the options every test server starts from.
+func baseOptions(t testing.TB, dir string) server.Options {
+	return server.Options{
+		Host:                  "127.0.0.1",
+		Port:                  server.RANDOM_PORT,
+		NoLog:                 true,
+		NoSigs:                true,
+		MaxControlLine:        4096,
+		DisableShortFirstPing: true,
+		JetStream:             true,
+		StoreDir:              dir,
+		MaxPayload:            8 << 20,
+	}
+}
+
+// Start starts a single JetStream node.
+func Start(t testing.TB) *Node {
+	t.Helper()
+	n := &Node{t: t, opts: baseOptions(t, t.TempDir())}
+	n.start()
+	t.Cleanup(n.Shutdown)
+	return n
+}
+
+func (n *Node) start() {
+	n.t.Helper()
+	opts := n.opts
+	s, err := server.NewServer(&opts)
+	if err != nil {
+		n.t.Fatalf("natstest: %v", err)
+	}
+	s.Start()
+	if !s.ReadyForConnections(10 * time.Second) {
+		n.t.Fatal("natstest: server not ready")
+	}
+	n.Srv = s
+	// Keep the port for restarts.
+	n.opts.Port = s.Addr().(*net.TCPAddr).Port
+}
+
+// URL is the client URL.
+func (n *Node) URL() string { return n.Srv.ClientURL() }
+
+// Shutdown stops the node and waits for it; it may be called more than once.
+func (n *Node) Shutdown() {
+	if n.Srv != nil && n.Srv.Running() {
+		n.Srv.Shutdown()
+		n.Srv.WaitForShutdown()
+	}
+}
+
+// Restart shuts the node down and starts it again on the same port and store.
+func (n *Node) Restart() {
+	n.t.Helper()
+	n.Shutdown()
+	n.start()
+}
+
+// Connect returns a connection to url that reconnects forever and is closed at
+// cleanup.
+func Connect(t testing.TB, url string, opts ...nats.Option) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	opts = append([]nats.Option{nats.MaxReconnects(-1), nats.ReconnectWait(50 * time.Millisecond)}, opts...)
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		t.Fatalf("natstest: connect: %v", err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatalf("natstest: jetstream: %v", err)
+	}
+	return nc, js
+}
+
+// ApplyStreams applies the project's stream definitions with the given replicas.
+func ApplyStreams(t testing.TB, js jetstream.JetStream, replicas int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var err error
+	// A fresh cluster may still be electing; retry until the deadline.
+	for {
+		if err = streams.ApplyEmbedded(ctx, js, replicas); err == nil {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("natstest: apply streams: %v", err)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// Cluster is a three-node JetStream cluster on loopback.
+type Cluster struct {
+	Nodes []*Node
+}
+
+// StartCluster starts three clustered JetStream nodes, each given every route,
+// and waits for a meta leader.
+func StartCluster(t testing.TB) *Cluster {
+	t.Helper()
+	const size = 3
+	ports := freePorts(t, size)
+	routes := make([]string, size)
+	for i, p := range ports {
+		routes[i] = fmt.Sprintf("nats-route://127.0.0.1:%d", p)
+	}
+	c := &Cluster{}
+	for i := range size {
+		o := baseOptions(t, t.TempDir())
+		o.ServerName = fmt.Sprintf("n%d", i+1)
+		o.Cluster.Name = "sdevents-test"
+		o.Cluster.Host = "127.0.0.1"
+		o.Cluster.Port = ports[i]
+		o.Routes = server.RoutesFromStr(strings.Join(routes, ","))
+		n := &Node{t: t, opts: o}
+		n.start()
+		t.Cleanup(n.Shutdown)
+		c.Nodes = append(c.Nodes, n)
+	}
+	c.WaitMetaLeader(t)
+	return c
+}
+
+// URLs is every node's client URL, comma-separated, for nats.Connect.
+func (c *Cluster) URLs() string {
+	var urls []string
+	for _, n := range c.Nodes {
+		urls = append(urls, fmt.Sprintf("nats://127.0.0.1:%d", n.opts.Port))
+	}
+	return strings.Join(urls, ",")
+}
+
+// WaitMetaLeader polls until some running node knows the JetStream meta leader.
+func (c *Cluster) WaitMetaLeader(t testing.TB) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, n := range c.Nodes {
+			if n.Srv != nil && n.Srv.Running() && n.Srv.JetStreamIsLeader() {
+				return
+			}
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+	t.Fatal("natstest: no meta leader")
+}
+
+// StreamLeader returns the node leading stream.
+func (c *Cluster) StreamLeader(t testing.TB, stream string) *Node {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, n := range c.Nodes {
+			if n.Srv != nil && n.Srv.Running() && n.Srv.JetStreamIsStreamLeader("$G", stream) {
+				return n
+			}
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+	t.Fatalf("natstest: no leader for stream %s", stream)
+	return nil
+}
+
+func freePorts(t testing.TB, n int) []int {
+	t.Helper()
+	var ls []net.Listener
+	var ports []int
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ls = append(ls, l)
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	for _, l := range ls {
+		l.Close()
+	}
+	return ports
+}
+
+// Eventually polls cond every 20 ms until it is true or timeout passes.
+func Eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -1,0 +1,91 @@
+// Package quotarpc is the NATS request/reply protocol between the ingress and
+// the quota service. The ingress stores a synchronous callback in INGRESS, then
+// asks the quota service for the platform's answer on SubjectDecide; any quota
+// replica in QueueGroup answers. Operator calls use SubjectGrant and
+// SubjectAccount. All payloads are JSON.
+//
+// Subjects live outside sd.> so that downstream subscribers of the event
+// subjects never see RPC traffic.
+package quotarpc
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// Subjects and the queue group of the quota service.
+const (
+	SubjectDecide  = "sdevents.quota.rpc.decide"
+	SubjectGrant   = "sdevents.quota.rpc.grant"
+	SubjectAccount = "sdevents.quota.rpc.account"
+	QueueGroup     = "quota"
+)
+
+// DecideRequest asks for the answer to one synchronous callback.
+type DecideRequest struct {
+	Source   string `json:"source"`
+	BizType  string `json:"biz_type"`
+	Account  string `json:"account"` // "" when the request carried no token
+	InvokeID string `json:"invoke_id"`
+	APIID    string `json:"api_id"`
+	// Body is the callback body as received (the price is read from it).
+	Body json.RawMessage `json:"body,omitempty"`
+	// RawBody carries a body that is not JSON, verbatim.
+	RawBody []byte `json:"raw_body,omitempty"`
+	// IngressSeq is the INGRESS sequence of the stored callback.
+	IngressSeq uint64    `json:"ingress_seq"`
+	At         time.Time `json:"at"`
+}
+
+// BodyBytes returns the callback body.
+func (r DecideRequest) BodyBytes() []byte {
+	if len(r.Body) > 0 {
+		return r.Body
+	}
+	return r.RawBody
+}
+
+// NewDecideRequest fills Body or RawBody from body.
+func NewDecideRequest(body []byte) DecideRequest {
+	if len(body) > 0 && json.Valid(body) {
+		return DecideRequest{Body: json.RawMessage(body)}
+	}
+	return DecideRequest{RawBody: body}
+}
+
+// Answer is the platform's answer in the seed's shape.
+type Answer struct {
+	Success    bool   `json:"success"`
+	ErrMessage string `json:"errMessage,omitempty"`
+	Data       *Data  `json:"data,omitempty"`
+}
+
+// Data is the data object of sdImgGenControlConfig and sdPreInvoke answers.
+type Data struct {
+	Message    string `json:"message"`
+	ButtonText string `json:"buttonText,omitempty"`
+	Disabled   bool   `json:"disabled"`
+}
+
+// GrantRequest adds (or with negative Credits removes) credits.
+type GrantRequest struct {
+	Account string `json:"account"`
+	Credits int64  `json:"credits"`
+	// ID makes the grant idempotent: a repeated ID changes nothing.
+	ID string `json:"id,omitempty"`
+}
+
+// AccountRequest asks for an account's state.
+type AccountRequest struct {
+	Account string `json:"account"`
+	// Recent is the number of ledger events to return (default 50).
+	Recent int `json:"recent,omitempty"`
+}
+
+// Reply wraps every operator reply: Error is set on failure with Status the
+// HTTP status the operator API answers.
+type Reply struct {
+	Error  string          `json:"error,omitempty"`
+	Status int             `json:"status,omitempty"`
+	Result json.RawMessage `json:"result,omitempty"`
+}

@@ -1,0 +1,182 @@
+package ingress
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/sdevents/sdevents/pkg/callback"
+	"github.com/sdevents/sdevents/pkg/event"
+	"github.com/sdevents/sdevents/pkg/httpserver"
+	"github.com/sdevents/sdevents/pkg/quotarpc"
+)
+
+// handleCallback serves POST /v1/callbacks[/:source].
+func (s *Service) handleCallback(c echo.Context) error {
+	info := httpserver.Info(c)
+	name := c.Param("source")
+	if name == "" {
+		name = s.first
+	}
+	keys, ok := s.sources[name]
+	if !ok {
+		return fmt.Errorf("%w: unknown callback source %q", httpserver.ErrNotFound, name)
+	}
+	info.Source = name
+	body, err := readBody(c.Request(), s.cfg.HTTP.MaxBody)
+	if err != nil {
+		return err
+	}
+	p, err := callback.ParseParams(c.Request().URL.RawQuery)
+	if err != nil {
+		return err
+	}
+	info.Kind, info.InvokeID = p.BizType, p.InvokeID
+	v, err := callback.Verify(keys, p, body)
+	if err != nil {
+		return err
+	}
+	acct := v.Account()
+	info.Account = acct
+	ts, _ := callback.ParseTimestamp(p.Timestamp) // checked by ParseParams
+	kind := callback.KindOf(p.BizType)
+	win := callback.Window{MaxAge: s.cfg.Ingress.SyncSkew.D(), MaxFuture: s.cfg.Ingress.SyncSkew.D()}
+	if kind != callback.Sync {
+		win.MaxAge = s.cfg.Ingress.AsyncMaxAge.D()
+	}
+	now := s.now()
+	if err := win.Check(ts, now); err != nil {
+		return err
+	}
+
+	key := dedupKey(name, p.BizType, p.InvokeID, body)
+	msg := event.Message("sd.callback."+name+"."+callback.SubjectToken(p.BizType), event.Meta{
+		ID:          key,
+		Source:      "/sdevents/callbacks/" + name,
+		Type:        "sd.callback." + p.BizType,
+		Time:        now,
+		Subject:     acct,
+		ContentType: contentType(c.Request()),
+	}, body)
+	event.Set(msg, event.HeaderSDSource, name)
+	if acct != "" {
+		event.Set(msg, event.HeaderSDAccount, acct)
+	}
+	for _, h := range []struct{ k, v string }{
+		{event.HeaderAPIID, p.APIID}, {event.HeaderBizType, p.BizType}, {event.HeaderInvokeID, p.InvokeID},
+		{event.HeaderAPIToken, p.APIToken}, {event.HeaderSign, p.Sign}, {event.HeaderNonce, p.Nonce},
+		{event.HeaderTimestamp, p.Timestamp},
+	} {
+		event.Set(msg, h.k, h.v)
+	}
+
+	ctx := c.Request().Context()
+	if kind == callback.Sync {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, s.cfg.Ingress.SyncDeadline.D())
+		defer cancel()
+	}
+	stored, err := s.store.Put(ctx, msg, key, kind != callback.Sync)
+	if err != nil {
+		return err
+	}
+	info.Outcome = "stored"
+	if stored.Duplicate {
+		info.Outcome = "duplicate"
+	}
+	if kind != callback.Sync {
+		return c.JSON(http.StatusOK, quotarpc.Answer{Success: true})
+	}
+	req := quotarpc.NewDecideRequest(body)
+	req.Source, req.BizType, req.Account, req.InvokeID, req.APIID = name, p.BizType, acct, p.InvokeID, p.APIID
+	req.IngressSeq, req.At = stored.Seq, now
+	ans, err := s.decide(ctx, req)
+	if err != nil {
+		info.Outcome = "quota-unavailable"
+		info.Err = err
+		ans = s.unavailableAnswer(p.BizType)
+	} else if ans.Success {
+		info.Outcome = "accepted"
+	} else {
+		info.Outcome = "refused"
+	}
+	return c.JSON(http.StatusOK, ans)
+}
+
+// decide asks the quota service for the answer to a synchronous callback.
+func (s *Service) decide(ctx context.Context, req quotarpc.DecideRequest) (quotarpc.Answer, error) {
+	payload, err := json.Marshal(req)
+	if err != nil {
+		return quotarpc.Answer{}, fmt.Errorf("quota request: %w", err)
+	}
+	resp, err := s.nc.RequestWithContext(ctx, quotarpc.SubjectDecide, payload)
+	if err != nil {
+		return quotarpc.Answer{}, fmt.Errorf("quota request: %w", err)
+	}
+	var ans quotarpc.Answer
+	if err := json.Unmarshal(resp.Data, &ans); err != nil {
+		return quotarpc.Answer{}, fmt.Errorf("quota reply: %w", err)
+	}
+	return ans, nil
+}
+
+// unavailableAnswer is the answer when the quota service cannot decide in
+// time: a refusal, or an acceptance when the operator chose fail-open.
+func (s *Service) unavailableAnswer(bizType string) quotarpc.Answer {
+	if s.cfg.Ingress.FailOpen {
+		ans := quotarpc.Answer{Success: true}
+		if bizType == callback.BizImgGenControlConfig || bizType == callback.BizSDPreInvoke {
+			ans.Data = &quotarpc.Data{Message: "Credit check unavailable; generation allowed.", ButtonText: "Generate"}
+		}
+		return ans
+	}
+	const msg = "The credit service is busy. Please try again in a moment."
+	ans := quotarpc.Answer{Success: false, ErrMessage: msg}
+	if bizType == callback.BizImgGenControlConfig || bizType == callback.BizSDPreInvoke {
+		ans.Data = &quotarpc.Data{Message: msg, ButtonText: "Unavailable", Disabled: true}
+	}
+	return ans
+}
+
+// readBody reads at most limit bytes; a larger body is ErrTooLarge.
+func readBody(r *http.Request, limit int64) ([]byte, error) {
+	if r.ContentLength > limit {
+		return nil, fmt.Errorf("%w: %d bytes, limit %d", httpserver.ErrTooLarge, r.ContentLength, limit)
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
+	if err != nil {
+		return nil, fmt.Errorf("%w: reading body: %v", httpserver.ErrBadRequest, err)
+	}
+	if int64(len(body)) > limit {
+		return nil, fmt.Errorf("%w: limit %d bytes", httpserver.ErrTooLarge, limit)
+	}
+	return body, nil
+}
+
+func contentType(r *http.Request) string {
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		return ct
+	}
+	return "application/json"
+}
+
+// dedupKey identifies a callback across the platform's retries: retries keep
+// source, bizType, invokeId and body but get a fresh nonce, timestamp and sign.
+// Fields are length-prefixed so that no two tuples share a key.
+func dedupKey(source, bizType, invokeID string, body []byte) string {
+	h := sha256.New()
+	for _, f := range [][]byte{[]byte(source), []byte(bizType), []byte(invokeID), body} {
+		var n [8]byte
+		binary.BigEndian.PutUint64(n[:], uint64(len(f)))
+		h.Write(n[:])
+		h.Write(f)
+	}
+	return "cb-" + hex.EncodeToString(h.Sum(nil)[:16])
+}

@@ -1,0 +1,100 @@
+// Package ingress is the HTTP front of sdevents: it proves every callback and
+// SNS delivery genuine, records it in the INGRESS stream, and answers the
+// platform. Synchronous callbacks are answered by the quota service over NATS
+// (package quotarpc) within the configured deadline.
+//
+// A 2xx answer is given only after JetStream acknowledged the event. The
+// service holds no state of its own: any number of replicas may run.
+package ingress
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/sdevents/sdevents/pkg/callback"
+	"github.com/sdevents/sdevents/pkg/config"
+	"github.com/sdevents/sdevents/streams"
+)
+
+// Service is the ingress. Build it with New; register its routes with Routes.
+type Service struct {
+	cfg     config.Config
+	nc      *nats.Conn
+	store   *Store
+	sources map[string][]callback.Key
+	first   string
+	now     func() time.Time
+	metrics *metrics
+}
+
+// Option changes a Service built by New.
+type Option func(*Service)
+
+// WithClock replaces time.Now, for freshness tests.
+func WithClock(now func() time.Time) Option { return func(s *Service) { s.now = now } }
+
+// New builds the ingress over an open NATS connection. The streams must have
+// been applied. reg receives the ingress metrics.
+func New(ctx context.Context, cfg config.Config, nc *nats.Conn, reg prometheus.Registerer, opts ...Option) (*Service, error) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("ingress: %w", err)
+	}
+	kv, err := js.KeyValue(ctx, streams.IngressDedup)
+	if err != nil {
+		return nil, fmt.Errorf("ingress: dedup bucket: %w", err)
+	}
+	m := newMetrics(reg)
+	s := &Service{
+		cfg:     cfg,
+		nc:      nc,
+		store:   &Store{js: js, kv: kv, timeout: cfg.Ingress.PublishTimeout.D(), observe: m.publish.Observe},
+		sources: map[string][]callback.Key{},
+		now:     time.Now,
+		metrics: m,
+	}
+	for i, cb := range cfg.Callbacks {
+		keys := make([]callback.Key, len(cb.Keys))
+		for j, k := range cb.Keys {
+			keys[j] = callback.Key{AK: k.AK, SK: k.SK.Reveal()}
+		}
+		s.sources[cb.Name] = keys
+		if i == 0 {
+			s.first = cb.Name
+		}
+	}
+	for _, o := range opts {
+		o(s)
+	}
+	return s, nil
+}
+
+// Routes registers the ingress endpoints on e.
+func (s *Service) Routes(e *echo.Echo) {
+	e.POST("/v1/callbacks", s.handleCallback)
+	e.POST("/v1/callbacks/:source", s.handleCallback)
+}
+
+// errStore marks a failure to store an event: the platform should retry.
+var errStore = errors.New("event not stored")
+
+type metrics struct {
+	publish prometheus.Observer
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	h := prometheus.NewHistogram(prometheus.HistogramOpts{
+		Namespace: "sdevents", Subsystem: "ingress", Name: "publish_duration_seconds",
+		Help:    "Time to store one event in INGRESS, de-duplication included.",
+		Buckets: []float64{.0002, .0005, .001, .002, .005, .01, .025, .05, .1, .25, .5, 1, 2},
+	})
+	reg.MustRegister(h)
+	return &metrics{publish: h}
+}

@@ -1,0 +1,361 @@
+// Package streams holds the JetStream definitions of sdevents as data: the YAML
+// files beside this file, embedded into the binary and used unchanged by the
+// deployment manifests.
+//
+// Load parses them strictly, the pure functions StreamConfig, ConsumerConfig and
+// KeyValueConfig map them to nats.go types, and Apply creates or updates them,
+// so that a changed file updates the running stream at the next start.
+package streams
+
+import (
+	"bytes"
+	"context"
+	"embed"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"path"
+	"sort"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"gopkg.in/yaml.v3"
+)
+
+//go:embed *.yaml
+var files embed.FS
+
+// Files returns the embedded definition files.
+func Files() fs.FS { return files }
+
+// Names of the streams and buckets the services depend on.
+const (
+	Ingress      = "INGRESS"
+	IngressDedup = "INGRESS_DEDUP"
+	Quota        = "QUOTA"
+	QuotaTimers  = "QUOTA_TIMERS"
+	Archive      = "ARCHIVE"
+	Jobs         = "JOBS"
+)
+
+// File is one definition file: a stream with its consumers, or a KV bucket.
+type File struct {
+	Name      string     `yaml:"-"`
+	Stream    *Stream    `yaml:"stream"`
+	Consumers []Consumer `yaml:"consumers"`
+	KV        *KeyValue  `yaml:"kv"`
+}
+
+// Stream is the subset of a stream configuration the project sets.
+type Stream struct {
+	Name              string   `yaml:"name"`
+	Description       string   `yaml:"description"`
+	Subjects          []string `yaml:"subjects"`
+	Storage           string   `yaml:"storage"`
+	Retention         string   `yaml:"retention"`
+	Discard           string   `yaml:"discard"`
+	MaxAge            Duration `yaml:"max_age"`
+	MaxBytes          int64    `yaml:"max_bytes"`
+	MaxMsgSize        int32    `yaml:"max_msg_size"`
+	MaxMsgsPerSubject int64    `yaml:"max_msgs_per_subject"`
+	DuplicateWindow   Duration `yaml:"duplicate_window"`
+	AllowDirect       bool     `yaml:"allow_direct"`
+	AllowMsgSchedules bool     `yaml:"allow_msg_schedules"`
+	AllowMsgTTL       bool     `yaml:"allow_msg_ttl"`
+}
+
+// Consumer is a durable pull consumer of the file's stream.
+type Consumer struct {
+	Name           string   `yaml:"name"`
+	Description    string   `yaml:"description"`
+	FilterSubjects []string `yaml:"filter_subjects"`
+	DeliverPolicy  string   `yaml:"deliver_policy"`
+	AckPolicy      string   `yaml:"ack_policy"`
+	AckWait        Duration `yaml:"ack_wait"`
+	MaxDeliver     int      `yaml:"max_deliver"`
+	MaxAckPending  int      `yaml:"max_ack_pending"`
+}
+
+// KeyValue is a KV bucket.
+type KeyValue struct {
+	Bucket      string   `yaml:"bucket"`
+	Description string   `yaml:"description"`
+	Storage     string   `yaml:"storage"`
+	TTL         Duration `yaml:"ttl"`
+	History     uint8    `yaml:"history"`
+	MaxBytes    int64    `yaml:"max_bytes"`
+}
+
+// Duration is a Go duration string in YAML.
+type Duration time.Duration
+
+// UnmarshalYAML reads a duration string.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	var s string
+	if err := n.Decode(&s); err != nil {
+		return err
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("duration %q: %w", s, err)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// Load parses every *.yaml file of fsys, sorted by name. Unknown keys, a file
+// with neither or both of stream and kv, and duplicate names are errors.
+func Load(fsys fs.FS) ([]File, error) {
+	names, err := fs.Glob(fsys, "*.yaml")
+	if err != nil {
+		return nil, fmt.Errorf("streams: %w", err)
+	}
+	sort.Strings(names)
+	var out []File
+	var errs []error
+	seen := map[string]string{}
+	for _, name := range names {
+		raw, err := fs.ReadFile(fsys, name)
+		if err != nil {
+			return nil, fmt.Errorf("streams: %w", err)
+		}
+		var f File
+		dec := yaml.NewDecoder(bytes.NewReader(raw))
+		dec.KnownFields(true)
+		if err := dec.Decode(&f); err != nil && !errors.Is(err, io.EOF) {
+			errs = append(errs, fmt.Errorf("%s: %w", name, err))
+			continue
+		}
+		f.Name = path.Base(name)
+		if err := f.validate(); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", name, err))
+			continue
+		}
+		id := f.id()
+		if other, dup := seen[id]; dup {
+			errs = append(errs, fmt.Errorf("%s: %s is also defined in %s", name, id, other))
+		}
+		seen[id] = name
+		out = append(out, f)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("streams: %w", err)
+	}
+	return out, nil
+}
+
+func (f File) id() string {
+	if f.KV != nil {
+		return "kv " + f.KV.Bucket
+	}
+	return "stream " + f.Stream.Name
+}
+
+func (f File) validate() error {
+	if (f.Stream == nil) == (f.KV == nil) {
+		return errors.New("want exactly one of stream or kv")
+	}
+	if f.KV != nil {
+		if f.KV.Bucket == "" {
+			return errors.New("kv.bucket must be set")
+		}
+		if len(f.Consumers) > 0 {
+			return errors.New("a kv file has no consumers")
+		}
+		_, err := storage(f.KV.Storage)
+		return err
+	}
+	if f.Stream.Name == "" || len(f.Stream.Subjects) == 0 {
+		return errors.New("stream.name and stream.subjects must be set")
+	}
+	if _, err := StreamConfig(*f.Stream, 1); err != nil {
+		return err
+	}
+	for _, c := range f.Consumers {
+		if _, err := ConsumerConfig(c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func storage(s string) (jetstream.StorageType, error) {
+	switch s {
+	case "file":
+		return jetstream.FileStorage, nil
+	case "memory":
+		return jetstream.MemoryStorage, nil
+	}
+	return 0, fmt.Errorf("storage %q: want file or memory (set it explicitly)", s)
+}
+
+// StreamConfig maps a definition to its nats.go configuration with the given
+// number of replicas.
+func StreamConfig(s Stream, replicas int) (jetstream.StreamConfig, error) {
+	st, err := storage(s.Storage)
+	if err != nil {
+		return jetstream.StreamConfig{}, fmt.Errorf("stream %s: %w", s.Name, err)
+	}
+	var ret jetstream.RetentionPolicy
+	switch s.Retention {
+	case "limits":
+		ret = jetstream.LimitsPolicy
+	case "workqueue":
+		ret = jetstream.WorkQueuePolicy
+	case "interest":
+		ret = jetstream.InterestPolicy
+	default:
+		return jetstream.StreamConfig{}, fmt.Errorf("stream %s: retention %q: want limits, workqueue or interest", s.Name, s.Retention)
+	}
+	var disc jetstream.DiscardPolicy
+	switch s.Discard {
+	case "old":
+		disc = jetstream.DiscardOld
+	case "new":
+		disc = jetstream.DiscardNew
+	default:
+		return jetstream.StreamConfig{}, fmt.Errorf("stream %s: discard %q: want old or new", s.Name, s.Discard)
+	}
+	return jetstream.StreamConfig{
+		Name:              s.Name,
+		Description:       s.Description,
+		Subjects:          s.Subjects,
+		Storage:           st,
+		Retention:         ret,
+		Discard:           disc,
+		MaxAge:            time.Duration(s.MaxAge),
+		MaxBytes:          orUnlimited(s.MaxBytes),
+		MaxMsgSize:        int32(orUnlimited(int64(s.MaxMsgSize))),
+		MaxMsgsPerSubject: orUnlimited(s.MaxMsgsPerSubject),
+		MaxMsgs:           -1,
+		MaxConsumers:      -1,
+		Duplicates:        time.Duration(s.DuplicateWindow),
+		AllowDirect:       s.AllowDirect,
+		AllowMsgSchedules: s.AllowMsgSchedules,
+		AllowMsgTTL:       s.AllowMsgTTL,
+		Replicas:          replicas,
+	}, nil
+}
+
+func orUnlimited(n int64) int64 {
+	if n == 0 {
+		return -1
+	}
+	return n
+}
+
+// ConsumerConfig maps a consumer definition to its nats.go configuration.
+func ConsumerConfig(c Consumer) (jetstream.ConsumerConfig, error) {
+	if c.Name == "" {
+		return jetstream.ConsumerConfig{}, errors.New("consumer name must be set")
+	}
+	var dp jetstream.DeliverPolicy
+	switch c.DeliverPolicy {
+	case "all":
+		dp = jetstream.DeliverAllPolicy
+	case "new":
+		dp = jetstream.DeliverNewPolicy
+	default:
+		return jetstream.ConsumerConfig{}, fmt.Errorf("consumer %s: deliver_policy %q: want all or new", c.Name, c.DeliverPolicy)
+	}
+	if c.AckPolicy != "explicit" {
+		return jetstream.ConsumerConfig{}, fmt.Errorf("consumer %s: ack_policy %q: want explicit", c.Name, c.AckPolicy)
+	}
+	cc := jetstream.ConsumerConfig{
+		Durable:       c.Name,
+		Description:   c.Description,
+		DeliverPolicy: dp,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       time.Duration(c.AckWait),
+		MaxDeliver:    c.MaxDeliver,
+		MaxAckPending: c.MaxAckPending,
+	}
+	if len(c.FilterSubjects) == 1 {
+		cc.FilterSubject = c.FilterSubjects[0]
+	} else {
+		cc.FilterSubjects = c.FilterSubjects
+	}
+	return cc, nil
+}
+
+// KeyValueConfig maps a bucket definition to its nats.go configuration.
+func KeyValueConfig(kv KeyValue, replicas int) (jetstream.KeyValueConfig, error) {
+	st, err := storage(kv.Storage)
+	if err != nil {
+		return jetstream.KeyValueConfig{}, fmt.Errorf("kv %s: %w", kv.Bucket, err)
+	}
+	return jetstream.KeyValueConfig{
+		Bucket:      kv.Bucket,
+		Description: kv.Description,
+		Storage:     st,
+		TTL:         time.Duration(kv.TTL),
+		History:     max(kv.History, 1),
+		MaxBytes:    orUnlimited(kv.MaxBytes),
+		Replicas:    replicas,
+	}, nil
+}
+
+// Apply creates or updates every stream, consumer and bucket of files with the
+// given replica count. It is idempotent; an existing stream whose file changed
+// is updated in place (changes JetStream cannot apply, such as storage, fail).
+func Apply(ctx context.Context, js jetstream.JetStream, files []File, replicas int) error {
+	for _, f := range files {
+		if f.KV != nil {
+			cfg, err := KeyValueConfig(*f.KV, replicas)
+			if err != nil {
+				return err
+			}
+			if _, err := js.CreateOrUpdateKeyValue(ctx, cfg); err != nil {
+				return fmt.Errorf("apply kv %s: %w", cfg.Bucket, err)
+			}
+			continue
+		}
+		cfg, err := StreamConfig(*f.Stream, replicas)
+		if err != nil {
+			return err
+		}
+		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
+			return fmt.Errorf("apply stream %s: %w", cfg.Name, err)
+		}
+		for _, c := range f.Consumers {
+			cc, err := ConsumerConfig(c)
+			if err != nil {
+				return err
+			}
+			if _, err := js.CreateOrUpdateConsumer(ctx, cfg.Name, cc); err != nil {
+				return fmt.Errorf("apply consumer %s/%s: %w", cfg.Name, cc.Durable, err)
+			}
+		}
+	}
+	return nil
+}
+
+// ApplyEmbedded loads the embedded files and applies them.
+func ApplyEmbedded(ctx context.Context, js jetstream.JetStream, replicas int) error {
+	files, err := Load(Files())
+	if err != nil {
+		return err
+	}
+	return Apply(ctx, js, files, replicas)
+}
+
+// Check reports whether every embedded stream and bucket exists; /readyz uses it.
+func Check(ctx context.Context, js jetstream.JetStream) error {
+	files, err := Load(Files())
+	if err != nil {
+		return err
+	}
+	for _, f := range files {
+		name := ""
+		if f.KV != nil {
+			name = "KV_" + f.KV.Bucket
+		} else {
+			name = f.Stream.Name
+		}
+		if _, err := js.Stream(ctx, name); err != nil {
+			return fmt.Errorf("stream %s: %w", name, err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,100 @@
+package streams_test
+
+import (
+	"context"
+	"testing"
+	"testing/fstest"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/sdevents/sdevents/pkg/natstest"
+	"github.com/sdevents/sdevents/streams"
+)
+
+func TestEmbeddedFilesLoad(t *testing.T) {
+	t.Parallel()
+	files, err := streams.Load(streams.Files())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]bool{"stream INGRESS": false, "stream QUOTA": false, "stream ARCHIVE": false, "stream JOBS": false, "kv INGRESS_DEDUP": false, "stream QUOTA_TIMERS": false}
+	for _, f := range files {
+		id := "stream "
+		if f.KV != nil {
+			id = "kv " + f.KV.Bucket
+		} else {
+			id += f.Stream.Name
+			cfg, _ := streams.StreamConfig(*f.Stream, 1)
+			if cfg.Storage != jetstream.FileStorage {
+				t.Errorf("%s: storage %v, want file", f.Name, cfg.Storage)
+			}
+		}
+		if _, ok := want[id]; !ok {
+			t.Errorf("unexpected definition %s", id)
+		}
+		want[id] = true
+	}
+	for id, seen := range want {
+		if !seen {
+			t.Errorf("missing %s", id)
+		}
+	}
+}
+
+func TestLoadRejects(t *testing.T) {
+	t.Parallel()
+	tests := []struct{ name, content string }{
+		{"unknown key", "stream: {name: A, subjects: [a], storage: file, retention: limits, discard: old, colour: red}\n"},
+		{"storage missing", "stream: {name: A, subjects: [a], retention: limits, discard: old}\n"},
+		{"both kinds", "stream: {name: A, subjects: [a], storage: file, retention: limits, discard: old}\nkv: {bucket: B, storage: file}\n"},
+		{"bad ack policy", "stream: {name: A, subjects: [a], storage: file, retention: limits, discard: old}\nconsumers: [{name: c, deliver_policy: all, ack_policy: none}]\n"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			if _, err := streams.Load(fstest.MapFS{"a.yaml": {Data: []byte(tc.content)}}); err == nil {
+				t.Fatal("want error")
+			}
+		})
+	}
+}
+
+func TestApplyIsIdempotentAndUpdates(t *testing.T) {
+	t.Parallel()
+	n := natstest.Start(t)
+	_, js := natstest.Connect(t, n.URL())
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for range 2 {
+		if err := streams.ApplyEmbedded(ctx, js, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := streams.Check(ctx, js); err != nil {
+		t.Fatal(err)
+	}
+	// A changed definition updates the running stream.
+	changed := fstest.MapFS{"x.yaml": {Data: []byte("stream: {name: INGRESS, subjects: ['sd.callback.>', 'sd.sns.>'], storage: file, retention: limits, discard: old, max_age: 1h, duplicate_window: 1m}\n")}}
+	files, err := streams.Load(changed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := streams.Apply(ctx, js, files, 1); err != nil {
+		t.Fatal(err)
+	}
+	s, err := js.Stream(ctx, streams.Ingress)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := s.CachedInfo().Config.MaxAge; got != time.Hour {
+		t.Fatalf("max_age = %v after update, want 1h", got)
+	}
+	c, err := js.Consumer(ctx, streams.Ingress, "archiver")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.CachedInfo().Config.AckPolicy != jetstream.AckExplicitPolicy {
+		t.Fatal("archiver consumer is not explicit-ack")
+	}
+}
