@@ -21,6 +21,10 @@ func (g *globals) load() (config.Config, error) {
 	return config.Load(path, g.env)
 }
 
+// commands are the top-level commands that service files register in init,
+// beside the ones newRoot adds itself.
+var commands []func(*globals) *cobra.Command
+
 func newRoot(environ []string) *cobra.Command {
 	g := &globals{env: config.EnvFrom(environ)}
 	root := &cobra.Command{
@@ -35,5 +39,8 @@ func newRoot(environ []string) *cobra.Command {
 		newServiceCmd(g, "ingress", "Run the HTTP ingress against an external NATS"),
 		newSimCmd(g),
 	)
+	for _, c := range commands {
+		root.AddCommand(c(g))
+	}
 	return root
 }

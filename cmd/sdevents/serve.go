@@ -23,6 +23,32 @@ import (
 	"github.com/sdevents/sdevents/streams"
 )
 
+// target wires one service into a process: it constructs the service from
+// p.cfg and p's adapters, registers its routes on p.http and adds its
+// long-running parts with p.add. Each service file registers its target.
+type target func(ctx context.Context, p *process) error
+
+// targets are the services a process can run, by name; runOrder is the order
+// `sdevents run` starts them in.
+var (
+	targets  = map[string]target{"ingress": ingressTarget}
+	runOrder = []string{"ingress"}
+)
+
+func ingressTarget(ctx context.Context, p *process) error {
+	in, err := ingress.New(ctx, p.cfg, p.nc, p.reg)
+	if err != nil {
+		return err
+	}
+	in.Routes(p.http.Echo())
+	return nil
+}
+
+// add registers a long-running part of a service.
+func (p *process) add(name string, run func(ctx context.Context) error) {
+	p.components = append(p.components, component{name, run})
+}
+
 // component is one service wired into a process: Run blocks until ctx ends
 // and has drained its consumers by the time it returns.
 type component struct {
@@ -49,7 +75,7 @@ func newRunCmd(g *globals) *cobra.Command {
 		Short: "Run every service in one process with an embedded JetStream (unless nats.url is set)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return serve(cmd.Context(), g, []string{"ingress"})
+			return serve(cmd.Context(), g, runOrder)
 		},
 	}
 }
@@ -161,15 +187,12 @@ func build(ctx context.Context, cfg config.Config, services []string) (*process,
 	p.http.AddReadyCheck("streams", func(ctx context.Context) error { return streams.Check(ctx, p.js) })
 
 	for _, name := range services {
-		switch name {
-		case "ingress":
-			in, err := ingress.New(ctx, cfg, nc, p.reg)
-			if err != nil {
-				return fail(err)
-			}
-			in.Routes(p.http.Echo())
-		default:
+		t, ok := targets[name]
+		if !ok {
 			return fail(fmt.Errorf("unknown service %q", name))
+		}
+		if err := t(ctx, p); err != nil {
+			return fail(fmt.Errorf("%s: %w", name, err))
 		}
 	}
 	if err := p.http.Listen(cfg.HTTP.Addr); err != nil {
