@@ -28,7 +28,7 @@ type Vector struct {
 	} `json:"keys"`
 }
 
-func loadVectors(t *testing.T) []Vector {
+func loadVectors(t testing.TB) []Vector {
 	t.Helper()
 	raw, err := os.ReadFile(filepath.Join("..", "..", "testdata", "fixtures", "callbacks", "vectors.json"))
 	if err != nil {

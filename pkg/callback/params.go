@@ -48,8 +48,8 @@ const MaxParamLen = 4096
 // parameters are ignored; a repeated known one is malformed, since the platform
 // never sends two and a verifier must not guess which one was signed.
 //
-// A '+' in base64 fields decodes to a space under form encoding; the spaces of
-// apiToken and sign are turned back into '+', which no valid value contains.
+// Values are form-decoded: a base64 '+' must arrive escaped (%2B), as any form
+// decoder, the seed's included, reads a bare '+' as a space.
 func ParseParams(rawQuery string) (Params, error) {
 	q, err := url.ParseQuery(rawQuery)
 	if err != nil {
@@ -73,8 +73,6 @@ func ParseParams(rawQuery string) (Params, error) {
 		}
 		*pn.field(&p) = v
 	}
-	p.APIToken = strings.ReplaceAll(p.APIToken, " ", "+")
-	p.Sign = strings.ReplaceAll(p.Sign, " ", "+")
 	if p.Sign == "" || p.Nonce == "" || p.Timestamp == "" {
 		return p, ErrUnsigned
 	}
