@@ -1,0 +1,138 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"net/http"
+	"net/url"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/sdevents/sdevents/pkg/callback"
+	"github.com/sdevents/sdevents/pkg/config"
+	"github.com/sdevents/sdevents/pkg/natstest"
+	"github.com/sdevents/sdevents/streams"
+)
+
+// exampleConfig loads the repository's example configuration with free ports
+// and a temporary store, as an operator would through the environment.
+func exampleConfig(t *testing.T, storeDir string) config.Config {
+	t.Helper()
+	cfg, err := config.Load(filepath.Join("..", "..", "sdevents.example.yaml"), map[string]string{
+		"SDEVENTS_HTTP_ADDR":               "127.0.0.1:0",
+		"SDEVENTS_NATS_EMBEDDED_ADDR":      "127.0.0.1:0",
+		"SDEVENTS_NATS_EMBEDDED_STORE_DIR": storeDir,
+		"SDEVENTS_ARCHIVE_DIR":             filepath.Join(storeDir, "archive"),
+		"SDEVENTS_LOG_LEVEL":               "warn",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+// running is a process of `sdevents run` started in the test.
+type running struct {
+	p    *process
+	stop func()
+}
+
+func startRun(t *testing.T, cfg config.Config) *running {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	p, cleanup, err := build(ctx, cfg, runOrder)
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- p.run(ctx) }()
+	r := &running{p: p}
+	stopped := false
+	r.stop = func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("run: %v", err)
+		}
+		cleanup()
+	}
+	t.Cleanup(r.stop)
+	natstest.Eventually(t, 10*time.Second, "/readyz", func() bool {
+		resp, err := http.Get("http://" + p.http.Addr() + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+	return r
+}
+
+func (r *running) sendTaskFinished(t *testing.T, cfg config.Config, nonce string) int {
+	t.Helper()
+	key := callback.Key{AK: cfg.Callbacks[0].Keys[0].AK, SK: cfg.Callbacks[0].Keys[0].SK.Reveal()}
+	body := []byte(`{"success":true,"data":{"generatedImageId":"g-1","url":"https://example.com/a.png"}}`)
+	enc, err := callback.EncryptToken("user-restart", key.SK, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := callback.Params{APIID: "api", BizType: callback.BizTaskFinished, InvokeID: "i-restart", APIToken: enc,
+		Nonce: nonce, Timestamp: strconv.FormatInt(time.Now().UnixMilli(), 10)}
+	p.Sign = callback.Sign(key, p, body, "user-restart")
+	q := url.Values{"apiId": {p.APIID}, "bizType": {p.BizType}, "invokeId": {p.InvokeID}, "apiToken": {p.APIToken},
+		"sign": {p.Sign}, "nonce": {p.Nonce}, "timestamp": {p.Timestamp}}
+	resp, err := http.Post("http://"+r.p.http.Addr()+"/v1/callbacks/default?"+q.Encode(), "application/json", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+func (r *running) ingressMsgs(t *testing.T) uint64 {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	s, err := r.p.js.Stream(ctx, streams.Ingress)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.State.Msgs
+}
+
+// TestExampleConfigStartsAndRestartKeepsEvents starts `sdevents run` from the
+// example configuration, stores a callback, restarts on the same store and
+// finds the event again; a retry after the restart is still stored once.
+func TestExampleConfigStartsAndRestartKeepsEvents(t *testing.T) {
+	store := t.TempDir()
+	cfg := exampleConfig(t, store)
+	first := startRun(t, cfg)
+	if code := first.sendTaskFinished(t, cfg, "n1"); code != http.StatusOK {
+		t.Fatalf("first delivery: %d", code)
+	}
+	if n := first.ingressMsgs(t); n != 1 {
+		t.Fatalf("INGRESS has %d messages, want 1", n)
+	}
+	first.stop()
+
+	second := startRun(t, cfg)
+	if n := second.ingressMsgs(t); n != 1 {
+		t.Fatalf("after restart INGRESS has %d messages, want 1", n)
+	}
+	if code := second.sendTaskFinished(t, cfg, "n2"); code != http.StatusOK {
+		t.Fatalf("retry after restart: %d", code)
+	}
+	if n := second.ingressMsgs(t); n != 1 {
+		t.Fatalf("a retry after restart was stored again: %d messages", n)
+	}
+}
