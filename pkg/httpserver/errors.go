@@ -8,6 +8,7 @@ import (
 
 	"github.com/sdevents/sdevents/pkg/account"
 	"github.com/sdevents/sdevents/pkg/callback"
+	"github.com/sdevents/sdevents/pkg/sns"
 )
 
 // Sentinels that services wrap to choose an answer. Each names the reaction it
@@ -43,6 +44,17 @@ var statusTable = []struct {
 	{callback.ErrToken, http.StatusUnauthorized},
 	{callback.ErrStale, http.StatusUnauthorized},
 	{ErrForbidden, http.StatusForbidden},
+	{sns.ErrUnknownTopic, http.StatusForbidden},
+	{sns.ErrUnsupportedVersion, http.StatusForbidden},
+	{sns.ErrUntrustedURL, http.StatusForbidden},
+	{sns.ErrCertificate, http.StatusForbidden},
+	{sns.ErrSignature, http.StatusForbidden},
+	{sns.ErrRawDelivery, http.StatusForbidden},
+	{sns.ErrMalformed, http.StatusBadRequest},
+	{sns.ErrUnknownType, http.StatusBadRequest},
+	{sns.ErrTooLarge, http.StatusRequestEntityTooLarge},
+	{sns.ErrCertFetch, http.StatusBadGateway},
+	{sns.ErrConfirm, http.StatusBadGateway},
 	{ErrNotFound, http.StatusNotFound},
 	{ErrConflict, http.StatusConflict},
 	{ErrTooLarge, http.StatusRequestEntityTooLarge},

@@ -267,3 +267,5 @@ func loadVectors(t *testing.T) []vector {
 	}
 	return f.Cases
 }
+
+func writeFile(path string, b []byte) error { return os.WriteFile(path, b, 0o600) }

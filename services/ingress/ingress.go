@@ -20,6 +20,7 @@ import (
 
 	"github.com/sdevents/sdevents/pkg/callback"
 	"github.com/sdevents/sdevents/pkg/config"
+	"github.com/sdevents/sdevents/pkg/sns"
 	"github.com/sdevents/sdevents/streams"
 )
 
@@ -30,12 +31,21 @@ type Service struct {
 	store   *Store
 	sources map[string][]callback.Key
 	first   string
-	now     func() time.Time
-	metrics *metrics
+	// snsSources are the SNS sources by name.
+	snsSources map[string]*snsSource
+	snsOpts    []func(*sns.Config)
+	now        func() time.Time
+	metrics    *metrics
 }
 
 // Option changes a Service built by New.
 type Option func(*Service)
+
+// WithSNSConfig adjusts every SNS verifier's configuration (tests route AWS
+// host names to a local server, or inject a clock).
+func WithSNSConfig(f func(*sns.Config)) Option {
+	return func(s *Service) { s.snsOpts = append(s.snsOpts, f) }
+}
 
 // WithClock replaces time.Now, for freshness tests.
 func WithClock(now func() time.Time) Option { return func(s *Service) { s.now = now } }
@@ -73,6 +83,14 @@ func New(ctx context.Context, cfg config.Config, nc *nats.Conn, reg prometheus.R
 	for _, o := range opts {
 		o(s)
 	}
+	s.snsSources = map[string]*snsSource{}
+	for _, c := range cfg.SNS {
+		src, err := newSNSSource(c, s.snsOpts...)
+		if err != nil {
+			return nil, fmt.Errorf("ingress: %w", err)
+		}
+		s.snsSources[c.Name] = src
+	}
 	return s, nil
 }
 
@@ -80,6 +98,7 @@ func New(ctx context.Context, cfg config.Config, nc *nats.Conn, reg prometheus.R
 func (s *Service) Routes(e *echo.Echo) {
 	e.POST("/v1/callbacks", s.handleCallback)
 	e.POST("/v1/callbacks/:source", s.handleCallback)
+	e.POST("/v1/sns/:source", s.handleSNS)
 }
 
 // errStore marks a failure to store an event: the platform should retry.

@@ -1,0 +1,162 @@
+package bench
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/url"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+
+	"github.com/sdevents/sdevents/pkg/callback"
+	"github.com/sdevents/sdevents/pkg/config"
+	"github.com/sdevents/sdevents/pkg/httpserver"
+	"github.com/sdevents/sdevents/pkg/natsrv"
+	"github.com/sdevents/sdevents/services/ingress"
+	"github.com/sdevents/sdevents/streams"
+)
+
+var benchKey = callback.Key{AK: "AK-bench", SK: "SK-bench"}
+
+// jetStream starts an embedded server with the given fsync policy, applies
+// the streams and returns a connection.
+func jetStream(tb testing.TB, syncAlways bool) (*nats.Conn, jetstream.JetStream) {
+	tb.Helper()
+	srv, err := natsrv.Start(natsrv.Options{Addr: "127.0.0.1:0", StoreDir: filepath.Join(tb.TempDir(), "js"),
+		SyncAlways: syncAlways, SyncInterval: 2 * time.Minute, MaxPayload: 8 << 20})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
+	nc, err := nats.Connect(srv.ClientURL())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(nc.Close)
+	js, _ := jetstream.New(nc)
+	if err := streams.ApplyEmbedded(context.Background(), js, 1); err != nil {
+		tb.Fatal(err)
+	}
+	return nc, js
+}
+
+// serveIngress runs the real ingress (every check, both de-duplication tiers)
+// on a loopback port and returns its base URL.
+func serveIngress(tb testing.TB, nc *nats.Conn) string {
+	tb.Helper()
+	cfg := config.Default()
+	cfg.Callbacks = []config.Callback{{Name: "default", Keys: []config.Key{{AK: benchKey.AK, SK: config.Secret(benchKey.SK)}}}}
+	reg := prometheus.NewRegistry()
+	srv := httpserver.New(zerolog.New(io.Discard), reg)
+	in, err := ingress.New(context.Background(), cfg, nc, reg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	in.Routes(srv.Echo())
+	if err := srv.Listen("127.0.0.1:0"); err != nil {
+		tb.Fatal(err)
+	}
+	go func() { _ = srv.Run(context.Background()) }()
+	tb.Cleanup(func() { _ = srv.Shutdown(context.Background()) })
+	return "http://" + srv.Addr()
+}
+
+// serveFloor runs the least an ingress can do: read the body, publish it to
+// the same JetStream, answer 200 after the ack. No checks, no headers.
+func serveFloor(tb testing.TB, js jetstream.JetStream) string {
+	tb.Helper()
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /floor", func(w http.ResponseWriter, r *http.Request) {
+		body, err := io.ReadAll(r.Body)
+		if err == nil {
+			_, err = js.Publish(r.Context(), "sd.callback.floor.sdTaskFinished", body)
+		}
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte(`{"success":true}`))
+	})
+	srv := &http.Server{Addr: "127.0.0.1:0", Handler: mux}
+	ln, err := netListen()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	go func() { _ = srv.Serve(ln) }()
+	tb.Cleanup(func() { _ = srv.Close() })
+	return "http://" + ln.Addr().String() + "/floor"
+}
+
+// signedTaskFinished prepares n distinct signed sdTaskFinished callbacks.
+func signedTaskFinished(tb testing.TB, base string, n int) []Request {
+	tb.Helper()
+	reqs := make([]Request, n)
+	now := time.Now()
+	enc, err := callback.EncryptToken("bench-user", benchKey.SK, nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for i := range reqs {
+		body := []byte(`{"success":true,"data":{"generatedImageId":"g-` + strconv.Itoa(i) + `","url":"https://example.com/` + strconv.Itoa(i) + `.png","type":"png","width":"512","height":512}}`)
+		p := callback.Params{APIID: "api-txt2img", BizType: callback.BizTaskFinished, InvokeID: "i-" + strconv.Itoa(i),
+			APIToken: enc, Nonce: strconv.Itoa(i), Timestamp: strconv.FormatInt(now.UnixMilli(), 10)}
+		p.Sign = callback.Sign(benchKey, p, body, "bench-user")
+		q := url.Values{"apiId": {p.APIID}, "bizType": {p.BizType}, "invokeId": {p.InvokeID}, "apiToken": {p.APIToken},
+			"sign": {p.Sign}, "nonce": {p.Nonce}, "timestamp": {p.Timestamp}}
+		reqs[i] = Request{URL: base + "/v1/callbacks/default?" + q.Encode(), Body: body}
+	}
+	return reqs
+}
+
+const conns = 64
+
+// BenchmarkIngress measures signed asynchronous callbacks per second and
+// p50/p99 through the full ingress at 64 keep-alive connections, against the
+// floor, for both fsync policies. Reported: ingress/s, floor/s, ratio.
+func BenchmarkIngress(b *testing.B) {
+	n := 20000
+	if testing.Short() {
+		n = 2000
+	}
+	for _, mode := range []struct {
+		name   string
+		always bool
+	}{{"sync=interval", false}, {"sync=always", true}} {
+		b.Run(mode.name, func(b *testing.B) {
+			for range b.N {
+				nc, js := jetStream(b, mode.always)
+				base := serveIngress(b, nc)
+				floorURL := serveFloor(b, js)
+				floorReqs := make([]Request, n)
+				for i, r := range signedTaskFinished(b, base, n) {
+					floorReqs[i] = Request{URL: floorURL, Body: r.Body}
+				}
+				reqs := signedTaskFinished(b, base, n)
+				// Warm both paths, then measure floor and ingress alternately.
+				Run(context.Background(), floorReqs[:500], conns)
+				runtime.GC()
+				floor := Run(context.Background(), floorReqs, conns)
+				runtime.GC()
+				got := Run(context.Background(), reqs, conns)
+				if got.Errors > 0 || floor.Errors > 0 {
+					b.Fatalf("errors: ingress %v, floor %v", got, floor)
+				}
+				b.Logf("floor:   %v", floor)
+				b.Logf("ingress: %v", got)
+				b.ReportMetric(got.PerSecond(), "ingress/s")
+				b.ReportMetric(floor.PerSecond(), "floor/s")
+				b.ReportMetric(got.PerSecond()/floor.PerSecond(), "ratio")
+				b.ReportMetric(float64(got.P50.Microseconds()), "p50-µs")
+				b.ReportMetric(float64(got.P99.Microseconds()), "p99-µs")
+			}
+		})
+	}
+}

@@ -1,0 +1,134 @@
+// Package snstest is a local SNS for tests and the simulator: an HTTPS server
+// on loopback with its own CA that serves a signing certificate and answers
+// SubscribeURL confirmations, and a signer that builds envelopes the way SNS
+// does. Configure a receiver with Host() as an extra trusted host and CAPEM()
+// as an extra CA.
+package snstest
+
+import (
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nuid"
+
+	"github.com/sdevents/sdevents/pkg/sns"
+)
+
+// CertPath is where the server serves its signing certificate.
+const CertPath = "/SimpleNotificationService-0123456789abcdef0123456789abcdef.pem"
+
+// Server is a running local SNS.
+type Server struct {
+	srv     *httptest.Server
+	key     *rsa.PrivateKey
+	certPEM []byte
+	caPEM   []byte
+
+	mu        sync.Mutex
+	confirmed map[string]bool // subscription tokens confirmed by a GET
+	certGets  atomic.Int64
+}
+
+// New starts a server; Close stops it.
+func New() (*Server, error) {
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		return nil, fmt.Errorf("snstest: key: %w", err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()),
+		Subject:      pkix.Name{CommonName: "sns.amazonaws.com"},
+		DNSNames:     []string{"sns.amazonaws.com"},
+		NotBefore:    time.Now().Add(-24 * time.Hour),
+		NotAfter:     time.Now().Add(365 * 24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return nil, fmt.Errorf("snstest: certificate: %w", err)
+	}
+	s := &Server{key: key, certPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), confirmed: map[string]bool{}}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET "+CertPath, func(w http.ResponseWriter, _ *http.Request) {
+		s.certGets.Add(1)
+		_, _ = w.Write(s.certPEM)
+	})
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Get("Action") != "ConfirmSubscription" {
+			http.Error(w, "unknown action", http.StatusBadRequest)
+			return
+		}
+		s.mu.Lock()
+		s.confirmed[r.URL.Query().Get("Token")] = true
+		s.mu.Unlock()
+		_, _ = w.Write([]byte(`<ConfirmSubscriptionResponse><ConfirmSubscriptionResult><SubscriptionArn>arn</SubscriptionArn></ConfirmSubscriptionResult></ConfirmSubscriptionResponse>`))
+	})
+	s.srv = httptest.NewUnstartedServer(mux)
+	s.srv.Listener.Close()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, fmt.Errorf("snstest: listen: %w", err)
+	}
+	s.srv.Listener = ln
+	s.srv.StartTLS()
+	s.caPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: s.srv.Certificate().Raw})
+	return s, nil
+}
+
+// Close stops the server.
+func (s *Server) Close() { s.srv.Close() }
+
+// Host is the server's host:port, to trust as an extra host.
+func (s *Server) Host() string { return s.srv.Listener.Addr().String() }
+
+// CAPEM is the CA of the server's TLS certificate, to trust as an extra CA.
+func (s *Server) CAPEM() []byte { return s.caPEM }
+
+// CertURL is the SigningCertURL of the envelopes the server signs.
+func (s *Server) CertURL() string { return "https://" + s.Host() + CertPath }
+
+// CertFetches counts the certificate downloads served.
+func (s *Server) CertFetches() int64 { return s.certGets.Load() }
+
+// Confirmed reports whether the subscription with token was confirmed.
+func (s *Server) Confirmed(token string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.confirmed[token]
+}
+
+// Notification returns a signed Notification of message on topicARN. A nil
+// subject leaves Subject out.
+func (s *Server) Notification(topicARN, message string, subject *string, version string) (sns.Envelope, error) {
+	e := sns.Envelope{
+		Type: sns.TypeNotification, MessageId: nuid.Next(), TopicArn: topicARN, Subject: subject,
+		Message: message, Timestamp: time.Now().UTC().Format("2006-01-02T15:04:05.000Z"),
+		SigningCertURL: s.CertURL(), UnsubscribeURL: "https://" + s.Host() + "/?Action=Unsubscribe",
+	}
+	return e, sns.Sign(&e, s.key, version)
+}
+
+// SubscriptionConfirmation returns a signed confirmation request for topicARN
+// whose SubscribeURL points at the server.
+func (s *Server) SubscriptionConfirmation(topicARN, version string) (sns.Envelope, error) {
+	token := nuid.Next()
+	e := sns.Envelope{
+		Type: sns.TypeSubscriptionConfirmation, MessageId: nuid.Next(), TopicArn: topicARN, Token: token,
+		Message:        "You have chosen to subscribe to the topic " + topicARN + ".",
+		SubscribeURL:   "https://" + s.Host() + "/?Action=ConfirmSubscription&TopicArn=" + topicARN + "&Token=" + token,
+		Timestamp:      time.Now().UTC().Format("2006-01-02T15:04:05.000Z"),
+		SigningCertURL: s.CertURL(),
+	}
+	return e, sns.Sign(&e, s.key, version)
+}

@@ -1,0 +1,126 @@
+package ingress
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"net/http"
+	"os"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/sdevents/sdevents/pkg/account"
+	"github.com/sdevents/sdevents/pkg/config"
+	"github.com/sdevents/sdevents/pkg/event"
+	"github.com/sdevents/sdevents/pkg/httpserver"
+	"github.com/sdevents/sdevents/pkg/quotarpc"
+	"github.com/sdevents/sdevents/pkg/sns"
+	"github.com/sdevents/sdevents/pkg/taskresult"
+)
+
+// snsSource is one configured SNS source with its verifier.
+type snsSource struct {
+	verifier    *sns.Verifier
+	autoConfirm bool
+}
+
+// newSNSSource builds the verifier of one source from its configuration.
+func newSNSSource(c config.SNS, opts ...func(*sns.Config)) (*snsSource, error) {
+	sc := sns.Config{TopicARNs: c.TopicARNs, ExtraHosts: c.CertHosts}
+	if c.CAFile != "" {
+		pem, err := os.ReadFile(c.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("sns source %s: ca_file: %w", c.Name, err)
+		}
+		sc.ExtraCAPEM = pem
+	}
+	for _, o := range opts {
+		o(&sc)
+	}
+	v, err := sns.NewVerifier(sc)
+	if err != nil {
+		return nil, fmt.Errorf("sns source %s: %w", c.Name, err)
+	}
+	return &snsSource{verifier: v, autoConfirm: c.AutoConfirm}, nil
+}
+
+// handleSNS serves POST /v1/sns/:source: verify the envelope (certificate
+// from the topic's SNS host only), confirm subscriptions, store it once per
+// MessageId and answer 200 after the ack. Forged, unknown-topic and
+// unverifiable messages get 403, which SNS does not retry; transient failures
+// (certificate fetch, JetStream) get 5xx, which it does.
+func (s *Service) handleSNS(c echo.Context) error {
+	info := httpserver.Info(c)
+	name := c.Param("source")
+	src, ok := s.snsSources[name]
+	if !ok {
+		return fmt.Errorf("%w: unknown SNS source %q", httpserver.ErrNotFound, name)
+	}
+	info.Source = name
+	if sns.IsRawDelivery(c.Request().Header) {
+		return fmt.Errorf("%w: raw message delivery carries no signature", sns.ErrRawDelivery)
+	}
+	body, err := readBody(c.Request(), min(s.cfg.HTTP.MaxBody, sns.MaxEnvelopeSize))
+	if err != nil {
+		return err
+	}
+	env, err := sns.ParseEnvelope(body)
+	if err != nil {
+		return err
+	}
+	info.Kind = env.Type
+	if h := c.Request().Header.Get("x-amz-sns-message-type"); h != "" && h != env.Type {
+		return fmt.Errorf("%w: x-amz-sns-message-type %q differs from Type", sns.ErrMalformed, h)
+	}
+	ctx := c.Request().Context()
+	if err := src.verifier.Verify(ctx, env); err != nil {
+		return err
+	}
+
+	acct, taskID := account.Unknown, ""
+	if env.Type == sns.TypeNotification {
+		r := taskresult.ParseSNSMessage(env.Message)
+		taskID = r.ID
+		if r.Account != "" {
+			acct = account.FromToken(r.Account)
+		}
+	}
+	info.Account, info.InvokeID = acct, taskID
+	if env.Type == sns.TypeSubscriptionConfirmation && src.autoConfirm {
+		if err := src.verifier.Confirm(ctx, env); err != nil {
+			return err
+		}
+		info.Outcome = "confirmed"
+	}
+
+	key := snsKey(name, env.MessageId)
+	msg := event.Message("sd.sns."+name+"."+env.Type, event.Meta{
+		ID: key, Source: "/sdevents/sns/" + name, Type: "sd.sns." + env.Type, Time: s.now(),
+		Subject: acct, ContentType: "application/json",
+	}, body)
+	for _, h := range []struct{ k, v string }{
+		{event.HeaderSDSource, name}, {event.HeaderSDAccount, acct}, {event.HeaderSNSType, env.Type},
+		{event.HeaderSNSMsgID, env.MessageId}, {event.HeaderSNSTopicARN, env.TopicArn}, {event.HeaderTaskID, taskID},
+	} {
+		if h.v != "" {
+			event.Set(msg, h.k, h.v)
+		}
+	}
+	stored, err := s.store.Put(ctx, msg, key, true)
+	if err != nil {
+		return err
+	}
+	if info.Outcome == "" {
+		info.Outcome = "stored"
+	}
+	if stored.Duplicate {
+		info.Outcome = "duplicate"
+	}
+	return c.JSON(http.StatusOK, quotarpc.Answer{Success: true})
+}
+
+// snsKey identifies an SNS message across retries: SNS keeps the MessageId.
+func snsKey(source, messageID string) string {
+	h := sha256.Sum256([]byte(source + "\x00" + messageID))
+	return "sns-" + hex.EncodeToString(h[:16])
+}

@@ -1,0 +1,160 @@
+package ingress_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"net/http"
+	"testing"
+
+	"github.com/sdevents/sdevents/pkg/account"
+	"github.com/sdevents/sdevents/pkg/config"
+	"github.com/sdevents/sdevents/pkg/sns"
+	"github.com/sdevents/sdevents/pkg/sns/snstest"
+)
+
+const topic = "arn:aws:sns:us-east-1:123456789012:SdOnEKSStack-sdNotificationOutputCfn-abcdefgh"
+
+func startSNS(t *testing.T, autoConfirm bool) (*harness, *snstest.Server) {
+	t.Helper()
+	local, err := snstest.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(local.Close)
+	ca := t.TempDir() + "/ca.pem"
+	if err := writeFile(ca, local.CAPEM()); err != nil {
+		t.Fatal(err)
+	}
+	cfg := baseConfig()
+	cfg.SNS = []config.SNS{{Name: "eks", TopicARNs: []string{topic}, AutoConfirm: autoConfirm, CertHosts: []string{local.Host()}, CAFile: ca}}
+	return startHarness(t, cfg), local
+}
+
+func (h *harness) postSNS(source string, env sns.Envelope, header map[string]string) int {
+	h.t.Helper()
+	raw, err := json.Marshal(env)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	req, _ := http.NewRequest(http.MethodPost, h.base+"/v1/sns/"+source, bytes.NewReader(raw))
+	req.Header.Set("Content-Type", "text/plain; charset=UTF-8")
+	req.Header.Set("x-amz-sns-message-type", env.Type)
+	for k, v := range header {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode >= 400 && !bytes.Contains(body, []byte(`"success":false`)) {
+		h.t.Fatalf("error answer without success:false: %s", body)
+	}
+	return resp.StatusCode
+}
+
+// TestSNSNotificationsStoredOnceAcrossRetries: v1 and v2 notifications from a
+// local SNS with its own CA are stored once each, however often SNS retries.
+func TestSNSNotificationsStoredOnceAcrossRetries(t *testing.T) {
+	t.Parallel()
+	h, local := startSNS(t, true)
+	msg := `{"id":"task-7","status":"completed","result":true,"image_url":["s3://out/t/task-7-1.png"],"output_url":"s3://out/t/task-7.out","context":{"account":"user-42"}}`
+	subject := "done"
+	for _, v := range []string{sns.SignatureV1, sns.SignatureV2} {
+		env, err := local.Notification(topic, msg, &subject, v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for retry := range 4 {
+			if code := h.postSNS("eks", env, nil); code != http.StatusOK {
+				t.Fatalf("v%s retry %d: %d", v, retry, code)
+			}
+		}
+	}
+	if n := h.count("sd.sns.eks.Notification"); n != 2 {
+		t.Fatalf("stored %d notifications, want 2", n)
+	}
+	m := h.last("sd.sns.eks.Notification")
+	if m.Header.Get("sd-task-id") != "task-7" || m.Header.Get("sd-account") != account.FromToken("user-42") {
+		t.Fatalf("headers %v", m.Header)
+	}
+	var stored sns.Envelope
+	if err := json.Unmarshal(m.Data, &stored); err != nil || stored.Signature == "" {
+		t.Fatalf("data is not the signed envelope: %v", err)
+	}
+	if local.CertFetches() != 1 {
+		t.Fatalf("certificate fetched %d times, want 1 (cached)", local.CertFetches())
+	}
+}
+
+func TestSNSSubscriptionConfirmed(t *testing.T) {
+	t.Parallel()
+	for _, auto := range []bool{true, false} {
+		h, local := startSNS(t, auto)
+		env, err := local.SubscriptionConfirmation(topic, sns.SignatureV1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if code := h.postSNS("eks", env, nil); code != http.StatusOK {
+			t.Fatalf("auto_confirm=%v: %d", auto, code)
+		}
+		if local.Confirmed(env.Token) != auto {
+			t.Fatalf("auto_confirm=%v: confirmed = %v", auto, local.Confirmed(env.Token))
+		}
+		if n := h.count("sd.sns.eks.SubscriptionConfirmation"); n != 1 {
+			t.Fatalf("stored %d", n)
+		}
+	}
+}
+
+func TestSNSRefusals(t *testing.T) {
+	t.Parallel()
+	h, local := startSNS(t, true)
+	good, err := local.Notification(topic, `{"id":1,"result":true,"image_url":[]}`, nil, sns.SignatureV2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherTopic, err := local.Notification("arn:aws:sns:us-east-1:123456789012:other", `{}`, nil, sns.SignatureV2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged := good
+	forged.Message = `{"id":1,"result":true,"image_url":["s3://evil/x.png"]}`
+	badConfirm, err := local.SubscriptionConfirmation(topic, sns.SignatureV1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	badConfirm.SubscribeURL = "https://evil.example/?Action=ConfirmSubscription"
+	tests := []struct {
+		name   string
+		source string
+		env    sns.Envelope
+		header map[string]string
+		want   int
+	}{
+		{"unknown source", "nope", good, nil, 404},
+		{"raw delivery", "eks", good, map[string]string{"x-amz-sns-rawdelivery": "true"}, 403},
+		{"forged message", "eks", forged, nil, 403},
+		{"unknown topic", "eks", otherTopic, nil, 403},
+		{"foreign SubscribeURL", "eks", badConfirm, nil, 403},
+		{"type header mismatch", "eks", good, map[string]string{"x-amz-sns-message-type": "SubscriptionConfirmation"}, 400},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if code := h.postSNS(tc.source, tc.env, tc.header); code != tc.want {
+				t.Fatalf("code = %d, want %d", code, tc.want)
+			}
+		})
+	}
+	if local.CertFetches() > 1 {
+		t.Fatalf("%d certificate fetches: refusals before the signature check must not fetch", local.CertFetches())
+	}
+	if local.Confirmed(badConfirm.Token) {
+		t.Fatal("a foreign SubscribeURL was confirmed")
+	}
+	if n := h.count(">"); n != 0 {
+		t.Fatalf("refused messages stored %d", n)
+	}
+}
