@@ -80,3 +80,18 @@ func Run(ctx context.Context, reqs []Request, conns int) Result {
 	return Result{Requests: len(reqs), Errors: int(errs.Load()), Elapsed: elapsed,
 		P50: lat[len(lat)*50/100], P99: lat[len(lat)*99/100]}
 }
+
+// median returns the result with the median throughput.
+func median(rs []Result) Result {
+	s := slices.Clone(rs)
+	slices.SortFunc(s, func(a, b Result) int {
+		switch {
+		case a.PerSecond() < b.PerSecond():
+			return -1
+		case a.PerSecond() > b.PerSecond():
+			return 1
+		}
+		return 0
+	})
+	return s[len(s)/2]
+}

@@ -31,12 +31,11 @@ func Files() fs.FS { return files }
 
 // Names of the streams and buckets the services depend on.
 const (
-	Ingress      = "INGRESS"
-	IngressDedup = "INGRESS_DEDUP"
-	Quota        = "QUOTA"
-	QuotaTimers  = "QUOTA_TIMERS"
-	Archive      = "ARCHIVE"
-	Jobs         = "JOBS"
+	Ingress     = "INGRESS"
+	Quota       = "QUOTA"
+	QuotaTimers = "QUOTA_TIMERS"
+	Archive     = "ARCHIVE"
+	Jobs        = "JOBS"
 )
 
 // File is one definition file: a stream with its consumers, or a KV bucket.

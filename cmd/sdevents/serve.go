@@ -41,6 +41,8 @@ func ingressTarget(ctx context.Context, p *process) error {
 		return err
 	}
 	in.Routes(p.http.Echo())
+	p.http.AddReadyCheck("ingress", in.Ready)
+	p.add("ingress", in.Run)
 	return nil
 }
 

@@ -27,7 +27,7 @@ func newSimCmd(g *globals) *cobra.Command {
 func newSimSendCmd(g *globals) *cobra.Command {
 	var (
 		target, source, bizType, invokeID, apiID, token, body string
-		keyIndex                                               int
+		keyIndex                                              int
 	)
 	cmd := &cobra.Command{
 		Use:   "send",

@@ -75,6 +75,9 @@ type Ingress struct {
 	PublishTimeout Duration `yaml:"publish_timeout"`
 	// FailOpen answers success when the quota service cannot decide in time.
 	FailOpen bool `yaml:"fail_open"`
+	// DedupHorizon is how long a stored asynchronous callback or SNS message
+	// is remembered for de-duplication (the platform retries for 4.5 h).
+	DedupHorizon Duration `yaml:"dedup_horizon"`
 }
 
 // Callback is one source speaking the 002 seed's protocol.
@@ -177,6 +180,7 @@ func Default() Config {
 			AsyncMaxAge:    Duration(6 * time.Hour),
 			SyncDeadline:   Duration(3 * time.Second),
 			PublishTimeout: Duration(2 * time.Second),
+			DedupHorizon:   Duration(7 * time.Hour),
 		},
 		Quota: Quota{Price: Price{PerImage: 1}, ReservationTTL: Duration(time.Hour)},
 		Archive: Archive{

@@ -62,6 +62,7 @@ func (c Config) Validate() error {
 	positive("ingress.async_max_age", c.Ingress.AsyncMaxAge)
 	positive("ingress.sync_deadline", c.Ingress.SyncDeadline)
 	positive("ingress.publish_timeout", c.Ingress.PublishTimeout)
+	positive("ingress.dedup_horizon", c.Ingress.DedupHorizon)
 
 	names := map[string]bool{}
 	for i, cb := range c.Callbacks {

@@ -30,8 +30,9 @@ func Info(c echo.Context) *RequestInfo {
 	return ri
 }
 
-// observe logs one line per request and records its metrics. It logs the path
-// without the query string, which carries signatures and encrypted tokens.
+// observe logs one line per request and records its metrics. It logs the
+// matched route pattern, never the raw path or query: paths may name an
+// account by its token and queries carry signatures and encrypted tokens.
 func (s *Server) observe(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		start := time.Now()
@@ -65,7 +66,7 @@ func (s *Server) observe(next echo.HandlerFunc) echo.HandlerFunc {
 			lvl = s.log.Debug()
 		}
 		lvl = lvl.Str("method", c.Request().Method).
-			Str("path", c.Request().URL.Path).
+			Str("route", route).
 			Int("status", status).
 			Dur("took", took).
 			Int64("bytes_in", c.Request().ContentLength).

@@ -106,13 +106,16 @@ func startHarness(t *testing.T, cfg config.Config) *harness {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = srv.Run(ctx) }()
+	done := make(chan struct{}, 2)
+	go func() { defer func() { done <- struct{}{} }(); _ = srv.Run(ctx) }()
+	go func() { defer func() { done <- struct{}{} }(); _ = in.Run(ctx) }()
 	t.Cleanup(func() {
 		cancel()
 		_ = srv.Shutdown(context.Background())
 		<-done
+		<-done
 	})
+	natstest.Eventually(t, 10*time.Second, "ingress ready", func() bool { return in.Ready(ctx) == nil })
 	h.base = "http://" + srv.Addr()
 	return h
 }

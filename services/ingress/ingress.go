@@ -57,15 +57,16 @@ func New(ctx context.Context, cfg config.Config, nc *nats.Conn, reg prometheus.R
 	if err != nil {
 		return nil, fmt.Errorf("ingress: %w", err)
 	}
-	kv, err := js.KeyValue(ctx, streams.IngressDedup)
+	stream, err := js.Stream(ctx, streams.Ingress)
 	if err != nil {
-		return nil, fmt.Errorf("ingress: dedup bucket: %w", err)
+		return nil, fmt.Errorf("ingress: %w", err)
 	}
 	m := newMetrics(reg)
 	s := &Service{
-		cfg:     cfg,
-		nc:      nc,
-		store:   &Store{js: js, kv: kv, timeout: cfg.Ingress.PublishTimeout.D(), observe: m.publish.Observe},
+		cfg: cfg,
+		nc:  nc,
+		store: &Store{js: js, stream: stream, seen: newSeenIndex(cfg.Ingress.DedupHorizon.D()),
+			timeout: cfg.Ingress.PublishTimeout.D(), observe: m.publish.Observe},
 		sources: map[string][]callback.Key{},
 		now:     time.Now,
 		metrics: m,
@@ -92,6 +93,20 @@ func New(ctx context.Context, cfg config.Config, nc *nats.Conn, reg prometheus.R
 		s.snsSources[c.Name] = src
 	}
 	return s, nil
+}
+
+// Run keeps the de-duplication index current until ctx ends.
+func (s *Service) Run(ctx context.Context) error {
+	return s.store.seen.tail(ctx, s.store.js)
+}
+
+// Ready reports whether the de-duplication index has caught up with the
+// stream; until then asynchronous events are answered 503.
+func (s *Service) Ready(context.Context) error {
+	if !s.store.seen.ready.Load() {
+		return errIndexWarming
+	}
+	return nil
 }
 
 // Routes registers the ingress endpoints on e.

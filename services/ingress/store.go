@@ -2,7 +2,6 @@ package ingress
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"time"
@@ -13,18 +12,23 @@ import (
 	"github.com/sdevents/sdevents/pkg/httpserver"
 )
 
+// errIndexWarming is returned while the de-duplication index is being rebuilt
+// after a start: long-horizon events cannot be checked yet (503, retried).
+var errIndexWarming = errors.New("de-duplication index is warming up")
+
 // Store writes events to INGRESS exactly once per de-duplication key.
 //
 // Two tiers keep an event single (docs/design.md, "De-duplication"):
 //   - Nats-Msg-Id (= ce-id = the key) within the stream's duplicate window
-//     (10 min) catches concurrent and quick retries inside JetStream itself;
-//   - for events the platform retries for hours (Horizon), the INGRESS_DEDUP
-//     bucket remembers key → stream sequence for its TTL (7 h). It is read
-//     before publishing and written after the ack; a crash between the two is
-//     covered by the duplicate window, since the next retry comes within it.
+//     (10 min) catches concurrent and quick retries inside JetStream itself,
+//     atomically with the store;
+//   - for events the platform retries for hours (horizon), the replica's
+//     seenIndex, rebuilt from the stream, finds keys stored up to 7 h ago; a
+//     hit is confirmed by reading the stored message.
 type Store struct {
 	js      jetstream.JetStream
-	kv      jetstream.KeyValue
+	stream  jetstream.Stream
+	seen    *seenIndex
 	timeout time.Duration
 	observe func(float64)
 }
@@ -43,25 +47,28 @@ func (s *Store) Put(ctx context.Context, msg *nats.Msg, key string, horizon bool
 	defer func() { s.observe(time.Since(start).Seconds()) }()
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
-	if horizon {
-		e, err := s.kv.Get(ctx, key)
-		switch {
-		case err == nil && len(e.Value()) == 8:
-			return Stored{Seq: binary.BigEndian.Uint64(e.Value()), Duplicate: true}, nil
-		case err != nil && !errors.Is(err, jetstream.ErrKeyNotFound):
-			return Stored{}, fmt.Errorf("%w: %w: dedup lookup: %v", httpserver.ErrUnavailable, errStore, err)
+	fp, hasFP := fingerprint(key)
+	if horizon && hasFP {
+		if seq, ok := s.seen.lookup(fp); ok {
+			m, err := s.stream.GetMsg(ctx, seq)
+			switch {
+			case err == nil && m.Header.Get(nats.MsgIdHdr) == key:
+				return Stored{Seq: seq, Duplicate: true}, nil
+			case err != nil && !errors.Is(err, jetstream.ErrMsgNotFound):
+				return Stored{}, fmt.Errorf("%w: %w: dedup check: %v", httpserver.ErrUnavailable, errStore, err)
+			}
+			// A fingerprint collision or an expired event: store it.
+		}
+		if !s.seen.ready.Load() {
+			return Stored{}, fmt.Errorf("%w: %w", httpserver.ErrUnavailable, errIndexWarming)
 		}
 	}
 	ack, err := s.js.PublishMsg(ctx, msg)
 	if err != nil {
 		return Stored{}, fmt.Errorf("%w: %w: publish: %v", httpserver.ErrUnavailable, errStore, err)
 	}
-	if horizon {
-		var v [8]byte
-		binary.BigEndian.PutUint64(v[:], ack.Sequence)
-		if _, err := s.kv.Put(ctx, key, v[:]); err != nil {
-			return Stored{}, fmt.Errorf("%w: %w: dedup record: %v", httpserver.ErrUnavailable, errStore, err)
-		}
+	if horizon && hasFP {
+		s.seen.add(fp, ack.Sequence, time.Now())
 	}
 	return Stored{Seq: ack.Sequence, Duplicate: ack.Duplicate}, nil
 }
