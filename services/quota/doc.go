@@ -1,5 +1,13 @@
 // Package quota is the credit ledger service: it answers the platform's
-// synchronous callbacks from per-account state folded from the QUOTA stream,
-// appending every change with optimistic concurrency so that no replica can
-// spend a credit twice.
+// synchronous callbacks (over the NATS request/reply of package quotarpc)
+// from per-account state folded from the QUOTA stream, appending every change
+// to sd.quota.<account> with optimistic concurrency so that no replica can
+// spend a credit twice. Reservations expire through JetStream message
+// schedules in QUOTA_TIMERS, which survive restarts and are handled by
+// whichever replica the quota-expiry consumer hands them to. Operators grant
+// credits and read accounts over the HTTP admin API (Routes).
+//
+// The rules live in the pure package ledger; this package is the adapter:
+// state caching, the append/catch-up loop, timers, RPC and HTTP. See
+// docs/quota.md.
 package quota

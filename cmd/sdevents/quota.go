@@ -1,0 +1,310 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/schollz/progressbar/v3"
+	"github.com/spf13/cobra"
+
+	"github.com/sdevents/sdevents/services/quota"
+)
+
+func init() {
+	targets["quota"] = quotaTarget
+	runOrder = append(runOrder, "quota")
+	commands = append(commands, newQuotaCmd)
+	replayCommands = append(replayCommands, newReplayQuotaCmd)
+}
+
+// quotaTarget wires the quota service into a process: its operator API on the
+// shared HTTP server and its Run (decision RPC and expiry timers).
+func quotaTarget(ctx context.Context, p *process) error {
+	q, err := quota.New(ctx, p.cfg, p.nc, p.reg, quota.WithLogger(p.log))
+	if err != nil {
+		return err
+	}
+	q.Routes(p.http.Echo())
+	p.add("quota", q.Run)
+	return nil
+}
+
+// newQuotaCmd is `sdevents quota`: the service against an external NATS, and
+// the operator commands against a running deployment's admin API.
+func newQuotaCmd(g *globals) *cobra.Command {
+	cmd := newServiceCmd(g, "quota", "Run the quota service (credit ledger) against an external NATS")
+	cmd.AddCommand(newQuotaGrantCmd(g), newQuotaBalanceCmd(g), newQuotaLedgerCmd(g))
+	return cmd
+}
+
+func newQuotaGrantCmd(g *globals) *cobra.Command {
+	c := &adminClient{g: g}
+	var id string
+	cmd := &cobra.Command{
+		Use:   "grant ACCOUNT CREDITS",
+		Short: "Add credits to an account (negative CREDITS remove them); ACCOUNT is an id or token:<token>",
+		Long: `Add credits to an account; negative CREDITS remove them (write "--" before
+a negative amount: sdevents quota grant ACCOUNT -- -5). ACCOUNT is an account id
+or token:<token>. With --id the grant is idempotent: repeating it changes nothing.`,
+		Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			n, err := strconv.ParseInt(args[1], 10, 64)
+			if err != nil {
+				return fmt.Errorf("credits %q: want an integer", args[1])
+			}
+			var ans quota.GrantAnswer
+			body := quota.GrantRequest{Credits: &n, ID: id}
+			if err := c.call(cmd.Context(), http.MethodPost, accountPath(args[0])+"/credits", body, &ans); err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			if ans.Repeat {
+				fmt.Fprintf(out, "grant %q was already applied to %s; nothing changed\n", ans.ID, ans.Account)
+			} else {
+				fmt.Fprintf(out, "granted %d credits to %s\n", ans.Credits, ans.Account)
+			}
+			fmt.Fprintf(out, "balance %d, reserved %d\n", ans.Balance, ans.Reserved)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&id, "id", "", "idempotency key: a grant repeated with the same id changes nothing")
+	c.flags(cmd)
+	return cmd
+}
+
+func newQuotaBalanceCmd(g *globals) *cobra.Command {
+	c := &adminClient{g: g}
+	cmd := &cobra.Command{
+		Use:   "balance ACCOUNT",
+		Short: "Show an account's balance and open reservations; ACCOUNT is an id or token:<token>",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			v, err := c.account(cmd.Context(), args[0])
+			if err != nil || c.printJSON(cmd.OutOrStdout(), v) {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			fmt.Fprintf(out, "account   %s\nbalance   %d\nreserved  %d\ngranted   %d\ncommitted %d\n",
+				v.Account, v.Balance, v.Reserved, v.Granted, v.Committed)
+			if len(v.Reservations) > 0 {
+				w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(w, "\nINVOKE ID\tCREDITS\tRESERVED AT\tEXPIRES AT")
+				for _, r := range v.Reservations {
+					fmt.Fprintf(w, "%s\t%d\t%s\t%s\n", r.InvokeID, r.Credits, stamp(r.ReservedAt), stamp(r.ExpiresAt))
+				}
+				return w.Flush()
+			}
+			return nil
+		},
+	}
+	c.flags(cmd)
+	return cmd
+}
+
+func newQuotaLedgerCmd(g *globals) *cobra.Command {
+	c := &adminClient{g: g}
+	cmd := &cobra.Command{
+		Use:   "ledger ACCOUNT",
+		Short: "Show an account's latest ledger events; ACCOUNT is an id or token:<token>",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			v, err := c.account(cmd.Context(), args[0])
+			if err != nil || c.printJSON(cmd.OutOrStdout(), v.Ledger) {
+				return err
+			}
+			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(w, "SEQ\tAT\tTYPE\tINVOKE ID / GRANT ID\tCREDITS\tBALANCE\tRESERVED\tREASON")
+			for _, e := range v.Ledger {
+				fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%d\t%d\t%d\t%s\n", e.Seq, stamp(e.At), e.Type, e.InvokeID+e.ID,
+					e.Credits, e.Balance, e.Reserved, e.Reason)
+			}
+			return w.Flush()
+		},
+	}
+	c.flags(cmd)
+	return cmd
+}
+
+func newReplayQuotaCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "quota",
+		Short: "Rebuild every balance from the QUOTA stream and report accounts whose stored balance differs",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := g.load()
+			if err != nil {
+				return err
+			}
+			nc, err := connectNATS(cfg)
+			if err != nil {
+				return err
+			}
+			defer nc.Close()
+			js, err := jetstream.New(nc)
+			if err != nil {
+				return err
+			}
+			bar := progressbar.NewOptions64(-1,
+				progressbar.OptionSetWriter(cmd.ErrOrStderr()),
+				progressbar.OptionSetDescription("replaying QUOTA"),
+				progressbar.OptionShowCount(),
+				progressbar.OptionThrottle(100*time.Millisecond),
+				progressbar.OptionClearOnFinish(),
+			)
+			first := true
+			rep, err := quota.Replay(cmd.Context(), js, func(seq, last uint64) {
+				if first {
+					bar.ChangeMax64(int64(last))
+					first = false
+				}
+				_ = bar.Set64(int64(seq))
+			})
+			_ = bar.Finish()
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			fmt.Fprintf(out, "replayed %d events of %d accounts\n", rep.Events, rep.Accounts)
+			if len(rep.Differ) == 0 {
+				fmt.Fprintln(out, "every stored balance agrees with the fold")
+				return nil
+			}
+			w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(w, "ACCOUNT\tMISMATCHES\tINCONSISTENT\tFIRST PROBLEM")
+			for _, p := range rep.Differ {
+				fmt.Fprintf(w, "%s\t%d\t%d\t%s\n", p.Account, p.Mismatches, p.Inconsistent, p.First)
+			}
+			if err := w.Flush(); err != nil {
+				return err
+			}
+			return fmt.Errorf("%d accounts differ from the fold of their events", len(rep.Differ))
+		},
+	}
+}
+
+// adminClient calls the operator API of a running deployment.
+type adminClient struct {
+	g      *globals
+	url    string
+	token  string
+	asJSON bool
+}
+
+func (c *adminClient) flags(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&c.url, "url", "", "base URL of the admin API (default http://<http.addr> of the configuration)")
+	cmd.Flags().StringVar(&c.token, "token", "", "admin bearer token (default admin.token of the configuration; prefer SDEVENTS_ADMIN_TOKEN)")
+	cmd.Flags().BoolVar(&c.asJSON, "json", false, "print the answer as JSON")
+}
+
+// printJSON prints v as indented JSON when --json was given and reports
+// whether it did.
+func (c *adminClient) printJSON(w io.Writer, v any) bool {
+	if !c.asJSON {
+		return false
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+	return true
+}
+
+// endpoint resolves the base URL and token from the flags, then the
+// configuration.
+func (c *adminClient) endpoint() (base, token string, err error) {
+	base, token = c.url, c.token
+	if base == "" || token == "" {
+		cfg, err := c.g.load()
+		if err != nil {
+			return "", "", err
+		}
+		if base == "" {
+			base = "http://" + cfg.HTTP.Addr
+		}
+		if token == "" {
+			token = cfg.Admin.Token.Reveal()
+		}
+	}
+	if token == "" {
+		return "", "", errors.New("no admin token: set admin.token (SDEVENTS_ADMIN_TOKEN) or pass --token")
+	}
+	return strings.TrimSuffix(base, "/"), token, nil
+}
+
+// call sends body (when not nil) as JSON and decodes a 2xx answer into out;
+// any other answer is an error carrying the server's message.
+func (c *adminClient) call(ctx context.Context, method, path string, body, out any) error {
+	base, token, err := c.endpoint()
+	if err != nil {
+		return err
+	}
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		rd = bytes.NewReader(b)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, method, base+path, rd)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("admin API: %w", err)
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return fmt.Errorf("admin API: %w", err)
+	}
+	if resp.StatusCode/100 != 2 {
+		var e struct {
+			ErrMessage string `json:"errMessage"`
+		}
+		if json.Unmarshal(raw, &e) != nil || e.ErrMessage == "" {
+			e.ErrMessage = strings.TrimSpace(string(raw))
+		}
+		return fmt.Errorf("admin API: %s: %s", resp.Status, e.ErrMessage)
+	}
+	if err := json.Unmarshal(raw, out); err != nil {
+		return fmt.Errorf("admin API: decode answer: %w", err)
+	}
+	return nil
+}
+
+func (c *adminClient) account(ctx context.Context, acct string) (quota.AccountView, error) {
+	var v quota.AccountView
+	err := c.call(ctx, http.MethodGet, accountPath(acct), nil, &v)
+	return v, err
+}
+
+// accountPath is the admin path of an account id or token:<token>; the token
+// is escaped into one path segment.
+func accountPath(acct string) string {
+	return "/v1/admin/accounts/" + url.PathEscape(acct)
+}
+
+func stamp(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.UTC().Format(time.RFC3339)
+}

@@ -1,0 +1,48 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/nats-io/nats.go"
+	"github.com/spf13/cobra"
+
+	"github.com/sdevents/sdevents/pkg/config"
+)
+
+// replayCommands are the subcommands of `sdevents replay`, one per consumer
+// projection; service files append theirs in init.
+var replayCommands []func(*globals) *cobra.Command
+
+func init() {
+	commands = append(commands, newReplayCmd)
+}
+
+func newReplayCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "replay",
+		Short: "Rebuild a consumer's projection from the beginning of its stream and report differences",
+		Args:  cobra.NoArgs,
+	}
+	for _, c := range replayCommands {
+		cmd.AddCommand(c(g))
+	}
+	return cmd
+}
+
+// connectNATS connects a command-line tool to the deployment's NATS:
+// nats.url (with nats.creds_file), or, when it is empty, the embedded server
+// of a running `sdevents run` at nats.embedded.addr.
+func connectNATS(cfg config.Config) (*nats.Conn, error) {
+	url := cfg.NATS.URL
+	opts := []nats.Option{nats.Name("sdevents-cli")}
+	if url == "" {
+		url = "nats://" + cfg.NATS.Embedded.Addr
+	} else if cfg.NATS.CredsFile != "" {
+		opts = append(opts, nats.UserCredentials(cfg.NATS.CredsFile))
+	}
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("connect nats %s (is sdevents running?): %w", url, err)
+	}
+	return nc, nil
+}

@@ -1,0 +1,86 @@
+package quota
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"github.com/sdevents/sdevents/services/quota/ledger"
+)
+
+// maxAttempts bounds how often one decision is retried after losing an
+// append race; the caller's deadline bounds it too.
+const maxAttempts = 32
+
+// command decides on the current state of an account at now. It is called
+// again, on a caught-up state, after every lost race, so it must not have
+// effects of its own.
+type command func(a *ledger.Account, now time.Time) ledger.Decision
+
+// do decides cmd on account id and returns the decision once its event is
+// stored. Decisions of one replica on one account are serialized; replicas
+// race through the optimistic append. It returns an error when the account
+// cannot be read or the event cannot be stored before ctx ends; the event may
+// then be stored or not (the next decision on the account finds out).
+func (s *Service) do(ctx context.Context, id string, cmd command) (ledger.Decision, error) {
+	e, err := s.lock(ctx, id)
+	if err != nil {
+		return ledger.Decision{}, err
+	}
+	defer e.unlock()
+	return s.run(ctx, e, cmd)
+}
+
+// run is do on a locked, loaded entry.
+//
+// A decision with an event is appended expecting the account's last sequence
+// to be the state's: the append itself proves the state current. A decision
+// without an event proves nothing, so unless it cannot depend on the state
+// (a repeat — outcomes are final — or an invalid command), the state is first
+// checked against the stream leader and the command decided again if it moved.
+// Losing an append race catches up and decides again, at most maxAttempts
+// times, with a growing random pause so that two replicas do not keep
+// colliding.
+func (s *Service) run(ctx context.Context, e *entry, cmd command) (ledger.Decision, error) {
+	fresh := false
+	for attempt := 1; ; attempt++ {
+		d := cmd(e.acct, s.now())
+		if len(d.Events) == 0 {
+			if fresh || d.Repeat || errors.Is(d.Answer.Err, ledger.ErrInvalidCommand) {
+				return d, nil
+			}
+			moved, err := s.sync(ctx, e)
+			if err != nil || !moved {
+				return d, err
+			}
+			fresh = true
+			continue
+		}
+		if err := ctx.Err(); err != nil {
+			return d, fmt.Errorf("decide %s: %w", e.acct.ID, err)
+		}
+		ev := d.Events[0]
+		seq, err := s.store.append(ctx, ev, e.acct.Seq)
+		if err == nil {
+			s.apply(e, ev, seq)
+			return d, nil
+		}
+		if !errors.Is(err, ErrConflict) || attempt >= maxAttempts {
+			return d, fmt.Errorf("decide %s (attempt %d): %w", e.acct.ID, attempt, err)
+		}
+		s.metrics.conflicts.Inc()
+		if _, err := s.sync(ctx, e); err != nil {
+			return d, err
+		}
+		fresh = true
+		if attempt > 1 {
+			pause := time.Duration(rand.Int64N(int64(attempt) * int64(200*time.Microsecond)))
+			select {
+			case <-time.After(pause):
+			case <-ctx.Done():
+			}
+		}
+	}
+}

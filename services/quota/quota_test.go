@@ -1,0 +1,452 @@
+package quota_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sdevents/sdevents/pkg/callback"
+	"github.com/sdevents/sdevents/pkg/config"
+	"github.com/sdevents/sdevents/pkg/natstest"
+	"github.com/sdevents/sdevents/services/quota/ledger"
+	"github.com/sdevents/sdevents/streams"
+)
+
+// burst sends n concurrent reservations of one credit each for token, with
+// invokeIds prefix-0 … prefix-(n-1), and returns each answer by invokeId.
+// after, when set, runs once `after` answers have arrived.
+func (d *deployment) burst(token, prefix string, n int, afterN int, after func()) map[string]answer {
+	var mu sync.Mutex
+	out := make(map[string]answer, n)
+	var once sync.Once
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			inv := fmt.Sprintf("%s-%d", prefix, i)
+			a := d.reserve(token, inv)
+			mu.Lock()
+			out[inv] = a
+			done := len(out)
+			mu.Unlock()
+			if after != nil && done >= afterN {
+				once.Do(after)
+			}
+		})
+	}
+	wg.Wait()
+	return out
+}
+
+func TestTwoReplicasNeverOverdraw(t *testing.T) {
+	t.Parallel()
+	d := start(t, testConfig(), 2)
+	const token = "user-race"
+	acct := acctOf(token)
+	d.grant(token, 50, "initial")
+
+	answers := d.burst(token, "inv", 200, 0, nil)
+	success := 0
+	for inv, a := range answers {
+		switch {
+		case a.Code != http.StatusOK:
+			t.Fatalf("%s: %d %s", inv, a.Code, a.Raw)
+		case a.success():
+			success++
+		case !strings.Contains(a.errMessage(), "Not enough credits"):
+			t.Errorf("%s refused with %q", inv, a.errMessage())
+		}
+	}
+	if success != 50 {
+		t.Fatalf("%d reservations succeeded, want exactly 50", success)
+	}
+	evs := d.events(acct)
+	last := evs[len(evs)-1]
+	if last.Balance != 0 || last.Reserved != 50 {
+		t.Fatalf("last event balance %d reserved %d, want 0 and 50", last.Balance, last.Reserved)
+	}
+	reserved := map[string]bool{}
+	for _, e := range evs {
+		if e.Type == ledger.TypeReserved {
+			if reserved[e.InvokeID] {
+				t.Fatalf("%s reserved twice", e.InvokeID)
+			}
+			reserved[e.InvokeID] = true
+			if !answers[e.InvokeID].success() {
+				t.Fatalf("%s reserved but answered %s", e.InvokeID, answers[e.InvokeID].Raw)
+			}
+		}
+	}
+	rep := d.replay()
+	if b := rep.Balances[acct]; b.Balance != 0 || b.Reserved != 50 || len(b.Open) != 50 {
+		t.Fatalf("fold: balance %d reserved %d open %d", b.Balance, b.Reserved, len(b.Open))
+	}
+	if v := d.view(acct); v.Balance != 0 || v.Reserved != 50 || len(v.Reservations) != 50 {
+		t.Fatalf("admin view: balance %d reserved %d, %d reservations", v.Balance, v.Reserved, len(v.Reservations))
+	}
+}
+
+func TestReplicaKilledMidLoad(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig()
+	cfg.Ingress.SyncDeadline = config.Duration(time.Second)
+	d := start(t, cfg, 2)
+	const token = "user-kill"
+	acct := acctOf(token)
+	d.grant(token, 50, "initial")
+
+	victim := d.replicas[1]
+	answers := d.burst(token, "inv", 200, 40, func() { victim.nc.Close() })
+
+	var success, busy int
+	for inv, a := range answers {
+		switch {
+		case a.Code != http.StatusOK:
+			t.Fatalf("%s: %d %s", inv, a.Code, a.Raw)
+		case a.success():
+			success++
+		case strings.Contains(a.errMessage(), "busy"), strings.Contains(a.errMessage(), "could not record"):
+			busy++
+		case !strings.Contains(a.errMessage(), "Not enough credits"):
+			t.Errorf("%s refused with %q", inv, a.errMessage())
+		}
+	}
+	evs := d.events(acct)
+	reserved := map[string]bool{}
+	for _, e := range evs {
+		if e.Type != ledger.TypeReserved {
+			continue
+		}
+		if reserved[e.InvokeID] {
+			t.Fatalf("%s reserved twice", e.InvokeID)
+		}
+		reserved[e.InvokeID] = true
+	}
+	for inv, a := range answers {
+		if a.success() && !reserved[inv] {
+			t.Fatalf("%s answered success but no reservation is stored", inv)
+		}
+	}
+	// A replica killed between its append and its reply leaves a stored
+	// reservation the platform was told was refused ("busy"): its credits
+	// come back at expiry. Nothing else may differ.
+	if extra := len(reserved) - success; extra < 0 || extra > busy {
+		t.Fatalf("%d reservations stored, %d answered success, %d busy", len(reserved), success, busy)
+	}
+	rep := d.replay()
+	b := rep.Balances[acct]
+	if b.Balance < 0 || b.Balance != 50-int64(len(reserved)) || b.Reserved != int64(len(reserved)) {
+		t.Fatalf("fold: balance %d reserved %d with %d reservations", b.Balance, b.Reserved, len(reserved))
+	}
+	t.Logf("killed a replica after 40 answers: %d succeeded, %d busy, %d stored", success, busy, len(reserved))
+	if success < 40 {
+		// The survivor keeps serving: the account still had credits.
+		t.Fatalf("only %d reservations succeeded", success)
+	}
+}
+
+func TestRestartKeepsBalancesAndExpiresWhileDown(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig()
+	cfg.Quota.ReservationTTL = config.Duration(2 * time.Second)
+	d := start(t, cfg, 1)
+	const alice, bob = "user-alice", "user-bob"
+	d.grant(alice, 10, "a")
+	d.grant(bob, 7, "b")
+	for _, inv := range []string{"c1", "open"} {
+		if a := d.reserve(alice, inv); !a.success() {
+			t.Fatalf("reserve %s: %s", inv, a.Raw)
+		}
+	}
+	if a := d.callback(callback.BizAPICommit, alice, "c1", nil); !a.success() {
+		t.Fatalf("commit: %s", a.Raw)
+	}
+	before := d.view(acctOf(alice))
+	if before.Balance != 8 || before.Reserved != 1 {
+		t.Fatalf("before: %+v", before)
+	}
+	expires := before.Reservations[0].ExpiresAt
+
+	// Everything stops: the service, then the server.
+	d.replicas[0].stop(t)
+	d.node.Restart()
+	natstest.Eventually(t, 10*time.Second, "the reservation's expiry to pass", func() bool {
+		return time.Now().After(expires.Add(500 * time.Millisecond))
+	})
+	_, js := natstest.Connect(t, d.node.URL())
+	d.js = js
+	r := d.addReplica()
+	d.serveHTTP(r)
+
+	natstest.Eventually(t, 15*time.Second, "the overdue reservation released", func() bool {
+		v := d.view(acctOf(alice))
+		return v.Balance == 9 && v.Reserved == 0
+	})
+	if v := d.view(acctOf(bob)); v.Balance != 7 {
+		t.Fatalf("bob after restart: %+v", v)
+	}
+	evs := d.events(acctOf(alice))
+	if last := evs[len(evs)-1]; last.Type != ledger.TypeExpired || last.InvokeID != "open" {
+		t.Fatalf("last event %+v", last)
+	}
+	// Committing it now is refused clearly and changes nothing.
+	if a := d.callback(callback.BizAPICommit, alice, "open", nil); a.success() || !strings.Contains(a.errMessage(), "expired") {
+		t.Fatalf("late commit: %s", a.Raw)
+	}
+	if n := len(d.events(acctOf(alice))); n != len(evs) {
+		t.Fatalf("late commit appended %d events", n-len(evs))
+	}
+	d.replay()
+}
+
+func TestExpiryWhileRunning(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig()
+	cfg.Quota.ReservationTTL = config.Duration(time.Second)
+	d := start(t, cfg, 2)
+	const token = "user-expiry"
+	acct := acctOf(token)
+	d.grant(token, 3, "")
+	for _, inv := range []string{"e1", "e2", "kept"} {
+		if a := d.reserve(token, inv); !a.success() {
+			t.Fatalf("reserve %s: %s", inv, a.Raw)
+		}
+	}
+	if a := d.callback(callback.BizAPICommit, token, "kept", nil); !a.success() {
+		t.Fatalf("commit: %s", a.Raw)
+	}
+	natstest.Eventually(t, 10*time.Second, "both reservations expired", func() bool {
+		v := d.view(acct)
+		return v.Balance == 2 && v.Reserved == 0
+	})
+	expired := 0
+	for _, e := range d.events(acct) {
+		if e.Type == ledger.TypeExpired {
+			expired++
+		}
+	}
+	if expired != 2 {
+		t.Fatalf("%d expired events, want 2", expired)
+	}
+	if a := d.callback(callback.BizAPIRollback, token, "e1", nil); a.success() || !strings.Contains(a.errMessage(), "expired") {
+		t.Fatalf("rollback after expiry: %s", a.Raw)
+	}
+	d.replay()
+}
+
+func TestIdempotencyOverHTTP(t *testing.T) {
+	t.Parallel()
+	d := start(t, testConfig(), 2)
+	const token = "user-idem"
+	acct := acctOf(token)
+	d.grant(token, 2, "g-1")
+	if a := d.grant(token, 2, "g-1"); a.Body["repeat"] != true || a.Body["balance"] != float64(2) {
+		t.Fatalf("repeated grant: %s", a.Raw)
+	}
+	if a := d.admin(http.MethodPost, "/v1/admin/accounts/"+acct+"/credits", adminToken, `{"credits": 3, "id": "g-1"}`); a.Code != http.StatusBadRequest {
+		t.Fatalf("grant id reused with other credits: %d %s", a.Code, a.Raw)
+	}
+	count := func() int { return len(d.events(acct)) }
+
+	big := []byte(`{"batch_size": 2}`)
+	for range 2 {
+		if a := d.callback(callback.BizAPIPreInvoke, token, "r1", big); !a.success() {
+			t.Fatalf("reserve r1: %s", a.Raw)
+		}
+	}
+	n := count()
+	if n != 2 {
+		t.Fatalf("%d events after grant and repeated reserve, want 2", n)
+	}
+	// Denied, twice: the same refusal, one denied event.
+	first := d.reserve(token, "r2")
+	second := d.reserve(token, "r2")
+	if first.success() || first.errMessage() != second.errMessage() || !strings.Contains(first.errMessage(), "Not enough credits") {
+		t.Fatalf("denials: %s / %s", first.Raw, second.Raw)
+	}
+	if got := count(); got != n+1 {
+		t.Fatalf("%d events after two denials, want %d", got, n+1)
+	}
+	n++
+	// Unknown reservations: clear refusals, nothing appended.
+	for _, biz := range []string{callback.BizAPICommit, callback.BizAPIRollback} {
+		if a := d.callback(biz, token, "nope", nil); a.success() || !strings.Contains(a.errMessage(), "no reservation") {
+			t.Fatalf("%s unknown: %s", biz, a.Raw)
+		}
+	}
+	// Commit, commit again, then a rollback of the committed one.
+	if a := d.callback(callback.BizAPICommit, token, "r1", nil); !a.success() {
+		t.Fatalf("commit: %s", a.Raw)
+	}
+	if a := d.callback(callback.BizAPICommit, token, "r1", nil); !a.success() {
+		t.Fatalf("repeated commit: %s", a.Raw)
+	}
+	if a := d.callback(callback.BizAPIRollback, token, "r1", nil); a.success() || !strings.Contains(a.errMessage(), "already committed") {
+		t.Fatalf("rollback after commit: %s", a.Raw)
+	}
+	if got := count(); got != n+1 {
+		t.Fatalf("%d events, want %d (one commit)", got, n+1)
+	}
+	// Another account's reservation is unknown here.
+	if a := d.callback(callback.BizAPIRollback, "user-other", "r1", nil); a.success() {
+		t.Fatalf("rollback from another account: %s", a.Raw)
+	}
+	// The committed credits are spent; a reserve repeated after commit is
+	// still the first answer.
+	if a := d.callback(callback.BizAPIPreInvoke, token, "r1", big); !a.success() {
+		t.Fatalf("reserve after commit: %s", a.Raw)
+	}
+	if v := d.view(acct); v.Balance != 0 || v.Reserved != 0 {
+		t.Fatalf("view: %+v", v)
+	}
+	d.replay()
+}
+
+func TestChecksAndPrices(t *testing.T) {
+	t.Parallel()
+	d := start(t, testConfig(), 1)
+	const token = "user-checks"
+	d.grant(token, 5, "")
+	cases := []struct {
+		name, biz, body string
+		success         bool
+		disabled        bool
+		contains        string
+	}{
+		{"control config affordable", callback.BizImgGenControlConfig, `{"param": {"batch_size": 2, "n_iter": 2}}`, true, false, "5 credits"},
+		{"control config too expensive", callback.BizImgGenControlConfig, `{"param": {"batch_size": 3, "n_iter": 2}}`, true, true, "costs 6 credits"},
+		{"control config bad price", callback.BizImgGenControlConfig, `{"param": {"n_iter": -1}}`, true, true, "negative"},
+		{"pre-check affordable", callback.BizSDPreInvoke, `{"batch_size": 5}`, true, false, "5 credits"},
+		{"pre-check too expensive", callback.BizSDPreInvoke, `{"batch_size": 6}`, true, true, "Not enough credits"},
+		{"reserve non-numeric", callback.BizAPIPreInvoke, `{"batch_size": "many"}`, false, false, "not a number"},
+		{"reserve absurd", callback.BizAPIPreInvoke, `{"batch_size": 1e12}`, false, false, "images"},
+		{"reserve fractional", callback.BizAPIPreInvoke, `{"n_iter": 1.5}`, false, false, "whole number"},
+	}
+	for _, c := range cases {
+		a := d.callback(c.biz, token, "inv-"+c.name, []byte(c.body))
+		text := a.errMessage()
+		if data := a.data(); data != nil {
+			text += " " + fmt.Sprint(data["message"])
+			if data["disabled"] != c.disabled {
+				t.Errorf("%s: disabled = %v: %s", c.name, data["disabled"], a.Raw)
+			}
+		}
+		if a.Code != http.StatusOK || a.success() != c.success || !strings.Contains(text, c.contains) {
+			t.Errorf("%s: %d %s", c.name, a.Code, a.Raw)
+		}
+	}
+	if n := len(d.events(acctOf(token))); n != 1 {
+		t.Fatalf("checks and bad prices appended %d events", n-1)
+	}
+	// No token: a readable refusal.
+	a := d.callback(callback.BizAPIPreInvoke, "", "inv-anon", nil)
+	if a.success() || !strings.Contains(a.errMessage(), "no user token") {
+		t.Fatalf("without token: %s", a.Raw)
+	}
+}
+
+func TestAdminAPI(t *testing.T) {
+	t.Parallel()
+	d := start(t, testConfig(), 1)
+	const token = "user-admin/with+odd chars"
+	acct := acctOf(token)
+	path := "/v1/admin/accounts/" + acct
+	for _, bearer := range []string{"", "wrong", adminToken + "x"} {
+		for _, req := range []struct{ method, path, body string }{
+			{http.MethodGet, path, ""},
+			{http.MethodPost, path + "/credits", `{"credits": 5}`},
+		} {
+			if a := d.admin(req.method, req.path, bearer, req.body); a.Code != http.StatusUnauthorized || a.success() {
+				t.Fatalf("%s %s with %q: %d %s", req.method, req.path, bearer, a.Code, a.Raw)
+			}
+		}
+	}
+	if a := d.grant(token, 5, ""); a.Body["balance"] != float64(5) || a.Body["account"] != acct {
+		t.Fatalf("grant: %s", a.Raw)
+	}
+	if a := d.admin(http.MethodPost, path+"/credits", adminToken, `{"credits": -6}`); a.Code != http.StatusConflict {
+		t.Fatalf("removing more than the balance: %d %s", a.Code, a.Raw)
+	}
+	for _, body := range []string{`{"credits": 0}`, `{}`, `{"credits": "5"}`, `{"credits": 1, "extra": 1}`, `nope`} {
+		if a := d.admin(http.MethodPost, path+"/credits", adminToken, body); a.Code != http.StatusBadRequest {
+			t.Fatalf("grant %s: %d %s", body, a.Code, a.Raw)
+		}
+	}
+	if a := d.admin(http.MethodGet, "/v1/admin/accounts/not-an-account", adminToken, ""); a.Code != http.StatusBadRequest {
+		t.Fatalf("bad account: %d %s", a.Code, a.Raw)
+	}
+	if a := d.reserve(token, "i-1"); !a.success() {
+		t.Fatalf("reserve: %s", a.Raw)
+	}
+	v := d.view("token:" + token)
+	if v.Account != acct || v.Balance != 4 || v.Reserved != 1 || len(v.Reservations) != 1 || v.Reservations[0].InvokeID != "i-1" ||
+		len(v.Ledger) != 2 || v.Ledger[1].Type != ledger.TypeReserved {
+		t.Fatalf("view: %+v", v)
+	}
+	if strings.Contains(d.logs.String(), "user-admin") {
+		t.Fatalf("a token reached the log:\n%s", d.logs.String())
+	}
+
+	// Without a token the admin API does not exist.
+	cfg := testConfig()
+	cfg.Admin.Token = ""
+	off := start(t, cfg, 1)
+	if a := off.admin(http.MethodGet, path, adminToken, ""); a.Code != http.StatusNotFound {
+		t.Fatalf("admin API without a token: %d %s", a.Code, a.Raw)
+	}
+}
+
+func TestLedgerUnwritableIsRefusedInTime(t *testing.T) {
+	t.Parallel()
+	d := start(t, testConfig(), 1)
+	const token = "user-nostream"
+	d.grant(token, 5, "")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := d.js.DeleteStream(ctx, streams.Quota); err != nil {
+		t.Fatal(err)
+	}
+	for _, biz := range []string{callback.BizAPIPreInvoke, callback.BizAPICommit, callback.BizImgGenControlConfig} {
+		begin := time.Now()
+		a := d.callback(biz, token, "i-1", []byte(`{}`))
+		took := time.Since(begin)
+		if a.Code != http.StatusOK || a.success() || a.errMessage() == "" {
+			t.Fatalf("%s without the ledger: %d %s", biz, a.Code, a.Raw)
+		}
+		if took > d.cfg.Ingress.SyncDeadline.D() {
+			t.Fatalf("%s answered after %s", biz, took)
+		}
+	}
+}
+
+func TestOverdueWithoutTimerExpiredOnLoad(t *testing.T) {
+	t.Parallel()
+	d := start(t, testConfig(), 1)
+	acct := acctOf("user-no-timer")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	// A ledger written by someone else (an older version, a crash before the
+	// timer): a reservation whose expiry passed and that has no timer.
+	past := time.Now().Add(-time.Hour).UTC()
+	for _, e := range []ledger.Event{
+		{Type: ledger.TypeGranted, Account: acct, Credits: 4, Balance: 4, At: past},
+		{Type: ledger.TypeReserved, Account: acct, InvokeID: "old", Credits: 1, Balance: 3, Reserved: 1, At: past, ExpiresAt: past.Add(time.Minute)},
+	} {
+		data, _ := json.Marshal(e)
+		if _, err := d.js.Publish(ctx, "sd.quota."+acct, data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if v := d.view(acct); v.Balance != 4 || v.Reserved != 0 {
+		t.Fatalf("view after load: %+v", v)
+	}
+	evs := d.events(acct)
+	if last := evs[len(evs)-1]; last.Type != ledger.TypeExpired || last.InvokeID != "old" || last.Balance != 4 {
+		t.Fatalf("last event %+v", last)
+	}
+	d.replay()
+}

@@ -1,0 +1,203 @@
+package quota
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+
+	"github.com/sdevents/sdevents/pkg/config"
+	"github.com/sdevents/sdevents/pkg/quotarpc"
+	"github.com/sdevents/sdevents/streams"
+)
+
+// Concurrency bounds of one replica: decision requests, and fired timers
+// (kept apart so that a burst of expiries cannot hold up the platform's
+// answers). Beyond them the subscription, or the consumer, waits.
+const (
+	maxInflight       = 1024
+	maxInflightExpiry = 32
+)
+
+// Service is one replica of the quota service. Build it with New, start it
+// with Run and register its operator API with Routes. Any number of replicas
+// may run against the same JetStream.
+type Service struct {
+	cfg      config.Config
+	nc       *nats.Conn
+	js       jetstream.JetStream
+	store    *store
+	accounts accounts
+	now      func() time.Time
+	log      zerolog.Logger
+	metrics  *metrics
+
+	perImage int64
+	ttl      time.Duration
+	deadline time.Duration // bound of one synchronous decision
+
+	slots       chan struct{} // decision requests in flight
+	expirySlots chan struct{} // fired timers in flight
+	inflight    sync.WaitGroup
+}
+
+// Option changes a Service built by New.
+type Option func(*Service)
+
+// WithClock replaces time.Now for the decisions (expiry tests). Timers still
+// fire on the server's clock.
+func WithClock(now func() time.Time) Option { return func(s *Service) { s.now = now } }
+
+// WithLogger sets the logger of failures and expiries (default: none).
+func WithLogger(l zerolog.Logger) Option { return func(s *Service) { s.log = l } }
+
+// New builds a quota replica over an open NATS connection. The streams of
+// streams/ must have been applied: New returns an error when QUOTA,
+// QUOTA_TIMERS or the quota-expiry consumer is missing, or when
+// quota.reservation_ttl is not shorter than QUOTA_TIMERS' max age (a timer
+// would be removed before it fires). reg receives the quota metrics.
+func New(ctx context.Context, cfg config.Config, nc *nats.Conn, reg prometheus.Registerer, opts ...Option) (*Service, error) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("quota: %w", err)
+	}
+	if _, err := js.Stream(ctx, streams.Quota); err != nil {
+		return nil, fmt.Errorf("quota: stream %s: %w", streams.Quota, err)
+	}
+	timers, err := js.Stream(ctx, streams.QuotaTimers)
+	if err != nil {
+		return nil, fmt.Errorf("quota: stream %s: %w", streams.QuotaTimers, err)
+	}
+	if _, err := timers.Consumer(ctx, expiryDurable); err != nil {
+		return nil, fmt.Errorf("quota: consumer %s: %w", expiryDurable, err)
+	}
+	ttl := cfg.Quota.ReservationTTL.D()
+	if maxAge := timers.CachedInfo().Config.MaxAge; maxAge > 0 && ttl >= maxAge {
+		return nil, fmt.Errorf("quota: reservation_ttl %s must be shorter than the max age of %s (%s)", ttl, streams.QuotaTimers, maxAge)
+	}
+	s := &Service{
+		cfg:         cfg,
+		nc:          nc,
+		js:          js,
+		store:       &store{nc: nc, js: js},
+		accounts:    accounts{m: map[string]*entry{}},
+		now:         time.Now,
+		log:         zerolog.Nop(),
+		metrics:     newMetrics(reg),
+		perImage:    cfg.Quota.Price.PerImage,
+		ttl:         ttl,
+		deadline:    cfg.Ingress.SyncDeadline.D(),
+		slots:       make(chan struct{}, maxInflight),
+		expirySlots: make(chan struct{}, maxInflightExpiry),
+	}
+	if s.deadline <= 0 {
+		s.deadline = 3 * time.Second
+	}
+	for _, o := range opts {
+		o(s)
+	}
+	return s, nil
+}
+
+// Run serves the decision RPC (queue group quota) and the expiry timers until
+// ctx ends, then drains: it stops reading both, waits for every decision in
+// flight, and returns nil. It returns an error only when it cannot start.
+func (s *Service) Run(ctx context.Context) error {
+	sub, err := s.nc.QueueSubscribe(quotarpc.SubjectDecide, quotarpc.QueueGroup, s.onDecide)
+	if err != nil {
+		return fmt.Errorf("quota: subscribe %s: %w", quotarpc.SubjectDecide, err)
+	}
+	cons, err := s.js.Consumer(ctx, streams.QuotaTimers, expiryDurable)
+	if err != nil {
+		_ = sub.Unsubscribe()
+		return fmt.Errorf("quota: consumer %s: %w", expiryDurable, err)
+	}
+	cc, err := cons.Consume(s.onDue, jetstream.PullMaxMessages(64),
+		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+			if !errors.Is(err, nats.ErrConnectionClosed) {
+				s.log.Warn().Err(err).Msg("quota: expiry consumer")
+			}
+		}))
+	if err != nil {
+		_ = sub.Unsubscribe()
+		return fmt.Errorf("quota: consume %s: %w", expiryDurable, err)
+	}
+	<-ctx.Done()
+
+	closed := sub.StatusChanged(nats.SubscriptionClosed)
+	if err := sub.Drain(); err == nil {
+		for range closed { // closed when the subscription is
+		}
+	}
+	cc.Drain()
+	<-cc.Closed()
+	s.inflight.Wait()
+	return nil
+}
+
+// Routes registers the operator API (CONTRACT §7) on e when admin.token is
+// set; without a token it registers nothing.
+func (s *Service) Routes(e *echo.Echo) {
+	if s.cfg.Admin.Token.Reveal() == "" {
+		return
+	}
+	g := e.Group("/v1/admin", s.redactPath, s.requireToken)
+	g.POST("/accounts/:account/credits", s.handleGrant)
+	g.GET("/accounts/:account", s.handleAccount)
+}
+
+// dispatch runs fn in its own goroutine once one of slots is free; Run waits
+// for it.
+func (s *Service) dispatch(slots chan struct{}, fn func()) {
+	slots <- struct{}{}
+	s.inflight.Add(1)
+	go func() {
+		defer func() { <-slots; s.inflight.Done() }()
+		fn()
+	}()
+}
+
+type metrics struct {
+	decisions *prometheus.CounterVec
+	duration  *prometheus.HistogramVec
+	conflicts prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "sdevents", Subsystem: "quota", Name: "decisions_total",
+			Help: "Quota decisions by kind (bizType, expire, grant) and outcome (accepted, refused, error).",
+		}, []string{"kind", "outcome"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: "sdevents", Subsystem: "quota", Name: "decision_duration_seconds",
+			Help:    "Time to decide and store one quota decision, retries included.",
+			Buckets: []float64{.0002, .0005, .001, .002, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+		}, []string{"kind"}),
+		conflicts: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "sdevents", Subsystem: "quota", Name: "append_conflicts_total",
+			Help: "Appends refused because another writer moved the account's subject on first.",
+		}),
+	}
+	reg.MustRegister(m.decisions, m.duration, m.conflicts)
+	return m
+}
+
+func (m *metrics) observe(kind string, start time.Time, success bool, err error) {
+	outcome := "accepted"
+	switch {
+	case err != nil:
+		outcome = "error"
+	case !success:
+		outcome = "refused"
+	}
+	m.decisions.WithLabelValues(kind, outcome).Inc()
+	m.duration.WithLabelValues(kind).Observe(time.Since(start).Seconds())
+}

@@ -1,0 +1,238 @@
+package quota
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
+
+	"github.com/sdevents/sdevents/pkg/event"
+	"github.com/sdevents/sdevents/services/quota/ledger"
+	"github.com/sdevents/sdevents/streams"
+)
+
+// Subjects of the ledger and of the expiry timers (streams/quota.yaml,
+// streams/quota-timers.yaml).
+const (
+	subjectLedger = "sd.quota."               // + account
+	subjectTimer  = "sdevents.quota.timer."   // + account + "." + invoke token
+	subjectDue    = "sdevents.quota.due."     // + account
+	eventSource   = "/sdevents/quota"         // ce-source of every QUOTA event
+	expiryDurable = "quota-expiry"            // the durable consumer of fired timers
+	apiMsgGet     = "$JS.API.STREAM.MSG.GET." // + stream: answered by the stream leader
+)
+
+// ErrConflict is returned (wrapped) by store.append when the account's subject
+// moved past the expected sequence, or the event is a duplicate of one
+// already stored: another writer got there first. The caller catches up with
+// the stream and decides again.
+var ErrConflict = errors.New("ledger moved on")
+
+// store is the JetStream adapter of the ledger: optimistic appends to
+// sd.quota.<account>, reads answered by the stream leader, and expiry timers
+// in QUOTA_TIMERS.
+type store struct {
+	nc *nats.Conn
+	js jetstream.JetStream
+}
+
+// ledgerSubject is the QUOTA subject of an account.
+func ledgerSubject(account string) string { return subjectLedger + account }
+
+// msgID is the Nats-Msg-Id (and ce-id) of e: deterministic for every
+// transition of an invokeId and for a grant with an id, so that a publish
+// retried after a lost ack cannot be stored twice within the duplicate window.
+// The "i-"/"g-" tags keep invoke ids and grant ids apart.
+func msgID(e ledger.Event) string {
+	switch {
+	case e.Type != ledger.TypeGranted:
+		return "q-" + e.Account + "-i-" + e.InvokeID + "-" + string(e.Type)
+	case e.ID != "":
+		return "q-" + e.Account + "-g-" + e.ID
+	default:
+		return "q-" + e.Account + "-g-" + nuid.Next()
+	}
+}
+
+// append stores e on the account's subject, expecting last as the sequence of
+// the subject's last message (0: no message yet), and returns e's sequence.
+// A reserved event first gets its expiry timer (see schedule), so that no
+// stored reservation lacks one. It returns an error wrapping ErrConflict when
+// the subject moved on or the message is a duplicate; any other error means
+// the event may or may not be stored (a lost ack): the next append of the
+// account conflicts and catches up.
+func (s *store) append(ctx context.Context, e ledger.Event, last uint64) (uint64, error) {
+	if e.Type == ledger.TypeReserved {
+		if err := s.schedule(ctx, e.Account, e.InvokeID, e.ExpiresAt); err != nil {
+			return 0, err
+		}
+	}
+	data, err := json.Marshal(e)
+	if err != nil {
+		return 0, fmt.Errorf("encode %s event: %w", e.Type, err)
+	}
+	msg := event.Message(ledgerSubject(e.Account), event.Meta{
+		ID: msgID(e), Source: eventSource, Type: "sd.quota." + string(e.Type),
+		Time: e.At, Subject: e.Account, ContentType: "application/json",
+	}, data)
+	ack, err := s.js.PublishMsg(ctx, msg, jetstream.WithExpectLastSequencePerSubject(last))
+	if err != nil {
+		var apiErr *jetstream.APIError
+		if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+			apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
+			return 0, fmt.Errorf("%w: %s expected last sequence %d: %v", ErrConflict, e.Account, last, err)
+		}
+		return 0, fmt.Errorf("append %s event: %w", e.Type, err)
+	}
+	if ack.Duplicate {
+		return 0, fmt.Errorf("%w: %s event of %s is a duplicate of sequence %d", ErrConflict, e.Type, e.Account, ack.Sequence)
+	}
+	return ack.Sequence, nil
+}
+
+// timer is the payload of an expiry timer.
+type timer struct {
+	Account  string `json:"account"`
+	InvokeID string `json:"invoke_id"`
+}
+
+// timerSubject is the schedule subject of one reservation. The invokeId is
+// hashed: it may hold any character, a subject token may not.
+func timerSubject(account, invokeID string) string {
+	sum := sha256.Sum256([]byte(invokeID))
+	return subjectTimer + account + "." + hex.EncodeToString(sum[:16])
+}
+
+// schedule publishes a message schedule in QUOTA_TIMERS that makes the server
+// publish {account, invoke_id} on sdevents.quota.due.<account> at `at`
+// (rounded up to the second, the resolution of @at schedules). Publishing the
+// same reservation again replaces its schedule (the server rolls the subject
+// up), so retries are harmless; a schedule of a reservation that was never
+// stored fires once and is acknowledged as stray.
+func (s *store) schedule(ctx context.Context, account, invokeID string, at time.Time) error {
+	data, err := json.Marshal(timer{Account: account, InvokeID: invokeID})
+	if err != nil {
+		return fmt.Errorf("encode expiry timer: %w", err)
+	}
+	if r := at.Truncate(time.Second); !r.Equal(at) {
+		at = r.Add(time.Second)
+	}
+	msg := &nats.Msg{Subject: timerSubject(account, invokeID), Data: data, Header: nats.Header{}}
+	if _, err := s.js.PublishMsg(ctx, msg,
+		jetstream.WithScheduleAt(at), jetstream.WithScheduleTarget(subjectDue+account)); err != nil {
+		return fmt.Errorf("expiry timer: %w", err)
+	}
+	return nil
+}
+
+// storedMsg is a message as the stream leader returns it.
+type storedMsg struct {
+	Subject string    `json:"subject"`
+	Seq     uint64    `json:"seq"`
+	Data    []byte    `json:"data"`
+	Time    time.Time `json:"time"`
+}
+
+// errNoMsg is returned by store.get when no message matches.
+var errNoMsg = errors.New("no such message")
+
+// get asks the QUOTA stream leader for one message: the last one of subject
+// (next == false) or the first one of subject at or after seq (next == true).
+// It returns errNoMsg when there is none.
+//
+// It does not use direct gets on purpose: with allow_direct, a follower of a
+// replicated stream may answer and lag behind an append it just acknowledged,
+// while the leader answers with everything acknowledged so far. Catching up
+// must see the event that caused a conflict.
+func (s *store) get(ctx context.Context, subject string, seq uint64, next bool) (storedMsg, error) {
+	req := map[string]any{"last_by_subj": subject}
+	if next {
+		req = map[string]any{"seq": seq, "next_by_subj": subject}
+	}
+	payload, err := json.Marshal(req)
+	if err != nil {
+		return storedMsg{}, err
+	}
+	resp, err := s.nc.RequestWithContext(ctx, apiMsgGet+streams.Quota, payload)
+	if err != nil {
+		return storedMsg{}, fmt.Errorf("read %s: %w", subject, err)
+	}
+	var r struct {
+		Error   *jetstream.APIError `json:"error"`
+		Message *storedMsg          `json:"message"`
+	}
+	if err := json.Unmarshal(resp.Data, &r); err != nil {
+		return storedMsg{}, fmt.Errorf("read %s: %w", subject, err)
+	}
+	switch {
+	case r.Error != nil && r.Error.ErrorCode == jetstream.JSErrCodeMessageNotFound:
+		return storedMsg{}, errNoMsg
+	case r.Error != nil:
+		return storedMsg{}, fmt.Errorf("read %s: %w", subject, r.Error)
+	case r.Message == nil:
+		return storedMsg{}, fmt.Errorf("read %s: empty answer", subject)
+	}
+	return *r.Message, nil
+}
+
+// lastSeq returns the sequence of the last message on the account's subject,
+// 0 when it has none.
+func (s *store) lastSeq(ctx context.Context, account string) (uint64, error) {
+	m, err := s.get(ctx, ledgerSubject(account), 0, false)
+	switch {
+	case errors.Is(err, errNoMsg):
+		return 0, nil
+	case err != nil:
+		return 0, err
+	}
+	return m.Seq, nil
+}
+
+// readRange calls fn for every message of stream on filter with a sequence
+// in [from, to], in order, through an ordered consumer (one pass, cheap for
+// long histories). fn's error stops the read and is returned.
+func readRange(ctx context.Context, js jetstream.JetStream, stream, filter string, from, to uint64, fn func(jetstream.Msg) error) error {
+	if to < from {
+		return nil
+	}
+	cons, err := js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{
+		FilterSubjects:    []string{filter},
+		DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:       max(from, 1),
+		InactiveThreshold: 10 * time.Second,
+	})
+	if err != nil {
+		return fmt.Errorf("read %s: %w", filter, err)
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(512))
+	if err != nil {
+		return fmt.Errorf("read %s: %w", filter, err)
+	}
+	defer it.Stop()
+	for {
+		m, err := it.Next(jetstream.NextContext(ctx))
+		if err != nil {
+			return fmt.Errorf("read %s: %w", filter, err)
+		}
+		md, err := m.Metadata()
+		if err != nil {
+			return fmt.Errorf("read %s: %w", filter, err)
+		}
+		if md.Sequence.Stream > to {
+			return nil
+		}
+		if err := fn(m); err != nil {
+			return err
+		}
+		if md.Sequence.Stream >= to || md.NumPending == 0 {
+			return nil
+		}
+	}
+}

@@ -1,0 +1,113 @@
+package quota
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/sdevents/sdevents/pkg/natstest"
+	"github.com/sdevents/sdevents/services/quota/ledger"
+	"github.com/sdevents/sdevents/streams"
+)
+
+// TestScheduleFires checks, against the embedded nats-server, what expiry
+// relies on: an @at schedule in QUOTA_TIMERS fires once, at (not before) its
+// second, on the target subject, with the payload, to the durable consumer;
+// and a schedule published again for the same reservation replaces the first.
+func TestScheduleFires(t *testing.T) {
+	t.Parallel()
+	node := natstest.Start(t)
+	nc, js := natstest.Connect(t, node.URL())
+	natstest.ApplyStreams(t, js, 1)
+	st := &store{nc: nc, js: js}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+
+	const acct = "a_aaaaaaaaaaaaaaaaaaaaaaaaaa"
+	at := time.Now().Add(1200 * time.Millisecond)
+	if err := st.schedule(ctx, acct, "inv/1 with spaces", at.Add(-time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	// Replaces the schedule above (already due) before it fires.
+	if err := st.schedule(ctx, acct, "inv/1 with spaces", at); err != nil {
+		t.Fatal(err)
+	}
+	cons, err := js.Consumer(ctx, streams.QuotaTimers, expiryDurable)
+	if err != nil {
+		t.Fatal(err)
+	}
+	batch, err := cons.Fetch(2, jetstream.FetchMaxWait(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []jetstream.Msg
+	for m := range batch.Messages() {
+		got = append(got, m)
+		_ = m.Ack()
+	}
+	if len(got) != 1 {
+		t.Fatalf("fired %d messages, want 1", len(got))
+	}
+	m := got[0]
+	md, _ := m.Metadata()
+	if md.Timestamp.Before(at.Truncate(time.Second)) {
+		t.Fatalf("fired at %s, before %s", md.Timestamp, at)
+	}
+	if m.Subject() != subjectDue+acct {
+		t.Fatalf("fired on %s", m.Subject())
+	}
+	var tm timer
+	if err := json.Unmarshal(m.Data(), &tm); err != nil || tm.Account != acct || tm.InvokeID != "inv/1 with spaces" {
+		t.Fatalf("payload %q (%v)", m.Data(), err)
+	}
+	// The schedule itself is gone once fired.
+	s, err := js.Stream(ctx, streams.QuotaTimers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	natstest.Eventually(t, 5*time.Second, "schedule purged", func() bool {
+		_, err := s.GetLastMsgForSubject(ctx, timerSubject(acct, "inv/1 with spaces"))
+		return err != nil
+	})
+}
+
+// TestAppendOptimistic checks the expected-last-subject-sequence semantics
+// the ledger relies on: 0 means "no message yet", a stale sequence is a
+// conflict, and a replayed message id is a conflict too.
+func TestAppendOptimistic(t *testing.T) {
+	t.Parallel()
+	node := natstest.Start(t)
+	nc, js := natstest.Connect(t, node.URL())
+	natstest.ApplyStreams(t, js, 1)
+	st := &store{nc: nc, js: js}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	const acct = "a_bbbbbbbbbbbbbbbbbbbbbbbbbb"
+	grant := ledger.Event{Type: ledger.TypeGranted, Account: acct, Credits: 5, Balance: 5, ID: "g1", At: time.Now()}
+	if _, err := st.append(ctx, grant, 7); !isConflict(err) {
+		t.Fatalf("append to an empty subject expecting 7: %v", err)
+	}
+	seq, err := st.append(ctx, grant, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.append(ctx, grant, 0); !isConflict(err) {
+		t.Fatalf("stale expected sequence: %v", err)
+	}
+	if _, err := st.append(ctx, grant, seq); !isConflict(err) {
+		t.Fatalf("duplicate message id: %v", err)
+	}
+	last, err := st.lastSeq(ctx, acct)
+	if err != nil || last != seq {
+		t.Fatalf("last = %d, %v; want %d", last, err, seq)
+	}
+	if _, err := st.get(ctx, ledgerSubject(acct), seq+1, true); err != errNoMsg {
+		t.Fatalf("next after last: %v", err)
+	}
+}
+
+func isConflict(err error) bool { return err != nil && errors.Is(err, ErrConflict) }
