@@ -84,6 +84,7 @@ func New(ctx context.Context, cfg config.Config, nc *nats.Conn, reg prometheus.R
 	for _, o := range opts {
 		o(s)
 	}
+	m.watchIndex(reg, s.store.seen)
 	s.snsSources = map[string]*snsSource{}
 	for _, c := range cfg.SNS {
 		src, err := newSNSSource(c, s.snsOpts...)
@@ -121,6 +122,26 @@ var errStore = errors.New("event not stored")
 
 type metrics struct {
 	publish prometheus.Observer
+}
+
+// watchIndex exports the size of the de-duplication index and how far its
+// tail lags behind the newest stored event it has seen.
+func (m *metrics) watchIndex(reg prometheus.Registerer, x *seenIndex) {
+	reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: "sdevents", Subsystem: "ingress", Name: "dedup_index_entries",
+			Help: "Events remembered by this replica's long-horizon de-duplication index.",
+		}, func() float64 { return float64(x.entries.Load()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: "sdevents", Subsystem: "ingress", Name: "dedup_index_ready",
+			Help: "1 once the index has caught up with INGRESS after a start.",
+		}, func() float64 {
+			if x.ready.Load() {
+				return 1
+			}
+			return 0
+		}),
+	)
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {

@@ -32,9 +32,8 @@ type seenIndex struct {
 	mu    sync.RWMutex
 	slots map[int64]map[uint64]uint64 // slot number → fingerprint → seq
 
-	ready    atomic.Bool
-	entries  atomic.Int64
-	lastTail atomic.Int64 // unix nanos of the newest event the tail applied
+	ready   atomic.Bool
+	entries atomic.Int64
 }
 
 func newSeenIndex(horizon time.Duration) *seenIndex {
@@ -122,7 +121,6 @@ func (x *seenIndex) tail(ctx context.Context, js jetstream.JetStream) error {
 		if fp, ok := fingerprint(m.Headers().Get(nats.MsgIdHdr)); ok {
 			x.add(fp, md.Sequence.Stream, md.Timestamp)
 		}
-		x.lastTail.Store(md.Timestamp.UnixNano())
 		if md.NumPending == 0 {
 			x.ready.Store(true)
 		}
