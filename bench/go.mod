@@ -7,6 +7,7 @@ require (
 	github.com/prometheus/client_golang v1.25.0
 	github.com/rs/zerolog v1.35.1
 	github.com/sdevents/sdevents/pkg v0.0.0
+	github.com/sdevents/sdevents/services/aggregator v0.0.0
 	github.com/sdevents/sdevents/services/ingress v0.0.0
 	github.com/sdevents/sdevents/streams v0.0.0
 )

@@ -9,6 +9,7 @@ require (
 	github.com/rs/zerolog v1.35.1
 	github.com/schollz/progressbar/v3 v3.19.1
 	github.com/sdevents/sdevents/pkg v0.0.0
+	github.com/sdevents/sdevents/services/aggregator v0.0.0
 	github.com/sdevents/sdevents/services/ingress v0.0.0
 	github.com/sdevents/sdevents/services/quota v0.0.0
 	github.com/sdevents/sdevents/streams v0.0.0
@@ -56,3 +57,5 @@ replace github.com/sdevents/sdevents/streams => ../../streams
 replace github.com/sdevents/sdevents/services/ingress => ../../services/ingress
 
 replace github.com/sdevents/sdevents/services/quota => ../../services/quota
+
+replace github.com/sdevents/sdevents/services/aggregator => ../../services/aggregator

@@ -1,0 +1,177 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/sdevents/sdevents/pkg/config"
+	"github.com/sdevents/sdevents/pkg/event"
+	"github.com/sdevents/sdevents/pkg/natstest"
+	"github.com/sdevents/sdevents/services/aggregator"
+	"github.com/sdevents/sdevents/services/aggregator/jobs"
+	"github.com/sdevents/sdevents/streams"
+)
+
+// envInt reads a size from the environment, for quick runs.
+func aggEnvInt(name string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
+		return v
+	}
+	return def
+}
+
+// fill stores n callback events in INGRESS as the ingress does: jobs of
+// eight sdTaskFinished and one sdJobFinished, round-robin over accounts.
+func fillIngress(b *testing.B, js jetstream.JetStream, n, accounts int) {
+	b.Helper()
+	body := []byte(`{"success":true,"data":{"generatedImageId":"g","url":"https://img.example/g.png","type":"png","width":512,"height":512}}`)
+	for i := range n {
+		acct := fmt.Sprintf("a_bench%05d", i%accounts)
+		biz := "sdTaskFinished"
+		if (i/accounts)%9 == 8 {
+			biz = "sdJobFinished"
+		}
+		msg := event.Message("sd.callback.default."+biz, event.Meta{
+			ID: "b-" + strconv.Itoa(i), Source: "/sdevents/callbacks/default", Type: "sd.callback." + biz,
+			Time: time.Now(), Subject: acct, ContentType: "application/json",
+		}, body)
+		for k, v := range map[string]string{event.HeaderSDSource: "default", event.HeaderSDAccount: acct,
+			event.HeaderBizType: biz, event.HeaderInvokeID: "inv-" + strconv.Itoa(i/accounts/9)} {
+			event.Set(msg, k, v)
+		}
+		if _, err := js.PublishMsgAsync(msg); err != nil {
+			b.Fatal(err)
+		}
+		if i%4096 == 4095 {
+			<-js.PublishAsyncComplete()
+		}
+	}
+	select {
+	case <-js.PublishAsyncComplete():
+	case <-time.After(time.Minute):
+		b.Fatal("publish did not complete")
+	}
+}
+
+func aggServer(b *testing.B) (*natstest.Node, jetstream.JetStream) {
+	srv := natstest.Start(b)
+	_, js := natstest.Connect(b, srv.URL())
+	natstest.ApplyStreams(b, js, 1)
+	return srv, js
+}
+
+// BenchmarkAggregatorLive: task events aggregated per second by one
+// aggregator catching up on a backlog in INGRESS (default 200,000 events,
+// BENCH_LIVE_EVENTS), until its consumer's ack floor reaches the last one.
+func BenchmarkAggregatorLive(b *testing.B) {
+	n := aggEnvInt("BENCH_LIVE_EVENTS", 200_000)
+	for range b.N {
+		srv, js := aggServer(b)
+		fillIngress(b, js, n, 1000)
+		nc, err := nats.Connect(srv.URL())
+		if err != nil {
+			b.Fatal(err)
+		}
+		cfg := config.Default()
+		svc, err := aggregator.New(context.Background(), cfg, nc, prometheus.NewRegistry(),
+			aggregator.WithWorkers(aggEnvInt("BENCH_AGG_WORKERS", 32)))
+		if err != nil {
+			b.Fatal(err)
+		}
+		cons, err := js.Consumer(context.Background(), streams.Ingress, aggregator.ConsumerName)
+		if err != nil {
+			b.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		b.ResetTimer()
+		start := time.Now()
+		go func() { done <- svc.Run(ctx) }()
+		for {
+			info, err := cons.Info(context.Background())
+			if err == nil && info.AckFloor.Stream >= uint64(n) {
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		elapsed := time.Since(start)
+		b.StopTimer()
+		cancel()
+		<-done
+		nc.Close()
+		b.ReportMetric(float64(n)/elapsed.Seconds(), "events/s")
+	}
+}
+
+// BenchmarkReplay: rebuilding job state from 1,000,000 INGRESS events
+// (BENCH_REPLAY_EVENTS) against the floor: reading the same events with an
+// ordered consumer and doing nothing.
+func BenchmarkReplay(b *testing.B) {
+	n := aggEnvInt("BENCH_REPLAY_EVENTS", 1_000_000)
+	_, js := aggServer(b)
+	fillIngress(b, js, n, 1000)
+	cfg := jobs.Config{}
+	ctx := context.Background()
+	for range b.N {
+		b.ResetTimer()
+		start := time.Now()
+		read := floorRead(b, js)
+		floor := time.Since(start)
+		start = time.Now()
+		res, err := aggregator.Replay(ctx, js, cfg, time.Now(), nil)
+		replay := time.Since(start)
+		b.StopTimer()
+		if err != nil {
+			b.Fatal(err)
+		}
+		if read != uint64(n) || res.Events != uint64(n) {
+			b.Fatalf("read %d, replayed %d, want %d", read, res.Events, n)
+		}
+		b.ReportMetric(float64(n)/floor.Seconds(), "floor-events/s")
+		b.ReportMetric(float64(n)/replay.Seconds(), "replay-events/s")
+		b.ReportMetric(floor.Seconds()/replay.Seconds(), "replay/floor")
+		b.ReportMetric(replay.Seconds(), "replay-s")
+	}
+}
+
+// floorRead reads every INGRESS message the aggregator consumer would read
+// with an ordered consumer and does nothing with them.
+func floorRead(b *testing.B, js jetstream.JetStream) uint64 {
+	ctx := context.Background()
+	c, err := js.Consumer(ctx, streams.Ingress, aggregator.ConsumerName)
+	if err != nil {
+		b.Fatal(err)
+	}
+	cons, err := js.OrderedConsumer(ctx, streams.Ingress, jetstream.OrderedConsumerConfig{FilterSubjects: c.CachedInfo().Config.FilterSubjects})
+	if err != nil {
+		b.Fatal(err)
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(8192))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer it.Stop()
+	var read uint64
+	for {
+		m, err := it.Next()
+		if err != nil {
+			b.Fatal(err)
+		}
+		meta, err := m.Metadata()
+		if err != nil {
+			b.Fatal(err)
+		}
+		read++
+		if meta.NumPending == 0 {
+			return read
+		}
+	}
+}

@@ -1,0 +1,163 @@
+package aggregator
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/sdevents/sdevents/services/aggregator/jobs"
+	"github.com/sdevents/sdevents/streams"
+)
+
+// lookup fills a closed job's credits and archive URIs from what the QUOTA
+// and ARCHIVE streams hold when the job closes. It never waits for events
+// that are not there yet.
+type lookup struct {
+	nc *nats.Conn
+	// quotaLookback is how long before a job's start its quota events may
+	// be: a reservation precedes its task by at most the reservation TTL.
+	quotaLookback time.Duration
+}
+
+// archiveLookback covers clock differences between stream leaders: an image
+// is archived after the task that reported it was stored in INGRESS.
+const archiveLookback = time.Minute
+
+// fill sets r's Credits from the QUOTA events of r.InvokeIDs and the URI of
+// every image of r whose URL an ARCHIVE event stored.
+func (l lookup) fill(ctx context.Context, r *jobs.Record) error {
+	if len(r.InvokeIDs) > 0 {
+		c, err := l.credits(ctx, r.Account, r.InvokeIDs, r.StartedAt.Add(-l.quotaLookback))
+		if err != nil {
+			return err
+		}
+		r.Credits = c
+	}
+	if !hasImages(r) {
+		return nil
+	}
+	uris, err := l.archived(ctx, r.Account, r.StartedAt.Add(-archiveLookback))
+	if err != nil || len(uris) == 0 {
+		return err
+	}
+	setURI := func(imgs []jobs.Image) {
+		for i := range imgs {
+			if u, ok := uris[imgs[i].URL]; ok {
+				imgs[i].URI = u
+			}
+		}
+	}
+	setURI(r.Images)
+	for i := range r.Tasks {
+		setURI(r.Tasks[i].Images)
+	}
+	return nil
+}
+
+func hasImages(r *jobs.Record) bool {
+	if len(r.Images) > 0 {
+		return true
+	}
+	return slices.ContainsFunc(r.Tasks, func(t jobs.Task) bool { return len(t.Images) > 0 })
+}
+
+// credits sums the account's QUOTA events for invokeIDs since t: reserved,
+// committed, and released (expired reservations count as released).
+func (l lookup) credits(ctx context.Context, account string, invokeIDs []string, since time.Time) (jobs.Credits, error) {
+	var c jobs.Credits
+	err := l.scan(ctx, streams.Quota, "sd.quota."+account, since, func(data []byte) {
+		var ev struct {
+			Type     string `json:"type"`
+			InvokeID string `json:"invoke_id"`
+			Credits  int64  `json:"credits"`
+		}
+		if json.Unmarshal(data, &ev) != nil || !slices.Contains(invokeIDs, ev.InvokeID) {
+			return
+		}
+		switch ev.Type {
+		case "reserved":
+			c.Reserved += ev.Credits
+		case "committed":
+			c.Committed += ev.Credits
+		case "released", "expired":
+			c.Released += ev.Credits
+		}
+	})
+	return c, err
+}
+
+// archived maps source URL to archive URI for the account's images stored
+// since t.
+func (l lookup) archived(ctx context.Context, account string, since time.Time) (map[string]string, error) {
+	uris := map[string]string{}
+	err := l.scan(ctx, streams.Archive, "sd.archive.stored."+account, since, func(data []byte) {
+		var ev struct {
+			SourceURL string `json:"source_url"`
+			URI       string `json:"uri"`
+		}
+		if json.Unmarshal(data, &ev) == nil && ev.SourceURL != "" && ev.URI != "" {
+			uris[ev.SourceURL] = ev.URI
+		}
+	})
+	return uris, err
+}
+
+// scanBatch is the number of messages one direct-get request returns.
+const scanBatch = 256
+
+// scan calls fn with the data of every message of subject in stream stored
+// at or after since, in order, using batched direct gets (no consumer is
+// created). It returns when it has read what the stream held when asked.
+func (l lookup) scan(ctx context.Context, stream, subject string, since time.Time, fn func([]byte)) error {
+	inbox := l.nc.NewRespInbox()
+	sub, err := l.nc.SubscribeSync(inbox)
+	if err != nil {
+		return fmt.Errorf("read %s: %w", subject, err)
+	}
+	defer sub.Unsubscribe()
+	req := map[string]any{"next_by_subj": subject, "batch": scanBatch, "start_time": since.UTC()}
+	for {
+		payload, err := json.Marshal(req)
+		if err != nil {
+			return err
+		}
+		if err := l.nc.PublishRequest("$JS.API.DIRECT.GET."+stream, inbox, payload); err != nil {
+			return fmt.Errorf("read %s: %w", subject, err)
+		}
+		last, more, err := readBatch(ctx, sub, fn)
+		if err != nil {
+			return fmt.Errorf("read %s: %w", subject, err)
+		}
+		if !more {
+			return nil
+		}
+		req = map[string]any{"next_by_subj": subject, "batch": scanBatch, "seq": last + 1}
+	}
+}
+
+// readBatch reads one direct-get batch: messages until the end-of-batch
+// marker. more reports that the stream holds further messages after last.
+func readBatch(ctx context.Context, sub *nats.Subscription, fn func([]byte)) (last uint64, more bool, err error) {
+	for {
+		m, err := sub.NextMsgWithContext(ctx)
+		if err != nil {
+			return 0, false, err
+		}
+		switch status := m.Header.Get("Status"); status {
+		case "":
+			last, _ = strconv.ParseUint(m.Header.Get("Nats-Sequence"), 10, 64)
+			fn(m.Data)
+		case "204": // end of batch
+			return last, last > 0 && m.Header.Get("Nats-Num-Pending") != "0", nil
+		case "404": // nothing (more)
+			return last, false, nil
+		default:
+			return 0, false, fmt.Errorf("direct get: status %s %s", status, m.Header.Get("Description"))
+		}
+	}
+}

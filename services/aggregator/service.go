@@ -1,0 +1,213 @@
+package aggregator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+
+	"github.com/sdevents/sdevents/pkg/config"
+	"github.com/sdevents/sdevents/services/aggregator/jobs"
+	"github.com/sdevents/sdevents/streams"
+)
+
+// ConsumerName is the durable INGRESS consumer the aggregator reads
+// (streams/ingress.yaml); its filter decides which messages are read.
+const ConsumerName = "aggregator"
+
+// Service is the aggregator. Build it with New and run it with Run; any
+// number of replicas may run against the same streams.
+type Service struct {
+	cfg     jobs.Config
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	store   stateStore
+	lookup  lookup
+	durable jetstream.Consumer
+	due     jetstream.Consumer
+	log     zerolog.Logger
+	metrics *metrics
+	opts    options
+
+	index   *index
+	ioctx   context.Context
+	workers []*worker
+}
+
+type options struct {
+	workers     int
+	timerMargin time.Duration
+	opTimeout   time.Duration
+	maxWindow   int
+	cacheSize   int
+	log         zerolog.Logger
+	hooks       hooks
+}
+
+// Option changes a Service built by New.
+type Option func(*options)
+
+// WithLogger sets the logger; by default nothing is logged.
+func WithLogger(l zerolog.Logger) Option { return func(o *options) { o.log = l } }
+
+// WithWorkers sets how many keys are handled concurrently (default 32).
+func WithWorkers(n int) Option { return func(o *options) { o.workers = max(n, 1) } }
+
+// WithTimerMargin sets how long after a job's deadline its idle-timeout
+// timer fires (default 2 s, plus rounding to the second). The margin absorbs
+// clock differences between the servers that stamp INGRESS messages and
+// fire timers.
+func WithTimerMargin(d time.Duration) Option { return func(o *options) { o.timerMargin = max(d, 0) } }
+
+// hooks let tests inject faults; production uses the zero value.
+type hooks struct {
+	onCommit func(seq uint64)
+	onAck    func(m jetstream.Msg) error
+}
+
+func (h hooks) beforeCommit(seq uint64) {
+	if h.onCommit != nil {
+		h.onCommit(seq)
+	}
+}
+
+func (h hooks) ack(m jetstream.Msg) error {
+	if h.onAck != nil {
+		return h.onAck(m)
+	}
+	return m.Ack()
+}
+
+// New builds the aggregator over an open NATS connection. The streams must
+// have been applied (streams.Apply). reg receives the aggregator's metrics.
+// It fails with jobs.ErrInvalidConfig for an unusable aggregator
+// configuration.
+func New(ctx context.Context, cfg config.Config, nc *nats.Conn, reg prometheus.Registerer, opts ...Option) (*Service, error) {
+	jcfg := jobs.Config{Key: cfg.Aggregator.Key, IdleTimeout: cfg.Aggregator.IdleTimeout.D()}
+	if err := jcfg.Validate(); err != nil {
+		return nil, fmt.Errorf("aggregator: %w", err)
+	}
+	o := options{workers: 32, timerMargin: 2 * time.Second, opTimeout: 10 * time.Second,
+		maxWindow: 1 << 18, cacheSize: 4096, log: zerolog.Nop()}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("aggregator: %w", err)
+	}
+	kv, err := js.KeyValue(ctx, StateBucket)
+	if err != nil {
+		return nil, fmt.Errorf("aggregator: state bucket: %w", err)
+	}
+	durable, err := js.Consumer(ctx, streams.Ingress, ConsumerName)
+	if err != nil {
+		return nil, fmt.Errorf("aggregator: consumer %s: %w", ConsumerName, err)
+	}
+	due, err := js.Consumer(ctx, TimerStream, dueConsumer)
+	if err != nil {
+		return nil, fmt.Errorf("aggregator: consumer %s: %w", dueConsumer, err)
+	}
+	return &Service{
+		cfg: jcfg, nc: nc, js: js, store: stateStore{kv: kv},
+		lookup:  lookup{nc: nc, quotaLookback: cfg.Quota.ReservationTTL.D() + time.Minute},
+		durable: durable, due: due, log: o.log, metrics: newMetrics(reg), opts: o,
+	}, nil
+}
+
+// Run consumes INGRESS and the fired timers until ctx ends, then drains:
+// it stops fetching, finishes the messages it holds and returns. It returns
+// an error only when it cannot start. Run may be called once.
+func (s *Service) Run(ctx context.Context) error {
+	s.ioctx = context.WithoutCancel(ctx)
+	startCtx, cancel := context.WithTimeout(s.ioctx, s.opts.opTimeout)
+	idx, err := newIndex(startCtx, s.js, s.durable, s.cfg, s.opts.maxWindow)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("aggregator: %w", err)
+	}
+	s.index = idx
+	idxCtx, stopIndex := context.WithCancel(s.ioctx)
+	var idxDone sync.WaitGroup
+	idxDone.Go(func() {
+		idx.run(idxCtx, func(err error) { s.log.Warn().Err(err).Msg("aggregator key index restarts") })
+	})
+	defer func() { stopIndex(); idxDone.Wait() }()
+
+	var wg sync.WaitGroup
+	s.workers = make([]*worker, s.opts.workers)
+	for i := range s.workers {
+		w := &worker{s: s, in: make(chan work, 64), cache: stateCache{size: s.opts.cacheSize}}
+		s.workers[i] = w
+		wg.Go(w.run)
+	}
+	defer func() {
+		for _, w := range s.workers {
+			close(w.in)
+		}
+		wg.Wait()
+	}()
+
+	onErr := jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+		if !errors.Is(err, jetstream.ErrNoHeartbeat) {
+			s.log.Debug().Err(err).Msg("aggregator consumer")
+		}
+	})
+	ingress, err := s.durable.Consume(s.dispatchIngress, onErr, jetstream.PullMaxMessages(512))
+	if err != nil {
+		return fmt.Errorf("aggregator: consume %s: %w", streams.Ingress, err)
+	}
+	timers, err := s.due.Consume(s.dispatchDue, onErr, jetstream.PullMaxMessages(64))
+	if err != nil {
+		ingress.Stop()
+		return fmt.Errorf("aggregator: consume %s: %w", TimerStream, err)
+	}
+	<-ctx.Done()
+	for _, cc := range []jetstream.ConsumeContext{ingress, timers} {
+		cc.Drain()
+	}
+	for _, cc := range []jetstream.ConsumeContext{ingress, timers} {
+		select {
+		case <-cc.Closed():
+		case <-time.After(s.opts.opTimeout):
+			cc.Stop()
+		}
+	}
+	return nil
+}
+
+// dispatchIngress routes an INGRESS message to the worker of its key, or
+// acknowledges it when it takes no part in jobs.
+func (s *Service) dispatchIngress(m jetstream.Msg) {
+	k, kind, ok := keyOf(m.Subject(), m.Headers(), s.cfg)
+	if !ok {
+		s.metrics.handled(false, ackDone)
+		_ = m.Ack()
+		return
+	}
+	tok := k.Token()
+	s.workerOf(tok).in <- work{msg: m, token: tok, key: k, kind: kind}
+}
+
+// dispatchDue routes a fired timer to the worker of its key.
+func (s *Service) dispatchDue(m jetstream.Msg) {
+	tok, ok := dueToken(m.Subject())
+	if !ok {
+		_ = m.Ack()
+		return
+	}
+	s.workerOf(tok).in <- work{msg: m, token: tok, due: true}
+}
+
+func (s *Service) workerOf(token string) *worker {
+	h := fnv.New32a()
+	h.Write([]byte(token))
+	return s.workers[h.Sum32()%uint32(len(s.workers))]
+}

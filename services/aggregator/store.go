@@ -1,0 +1,104 @@
+package aggregator
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/sdevents/sdevents/services/aggregator/jobs"
+)
+
+// StateBucket is the KV bucket holding one entry per job key
+// (streams/aggregator-state.yaml).
+const StateBucket = "AGGREGATOR_STATE"
+
+// errConflict is returned by stateStore.save when the entry changed since it
+// was loaded: another replica or a timer wrote it. The caller reloads and
+// starts over.
+var errConflict = errors.New("state changed concurrently")
+
+// entry is the value stored under a key's token.
+type entry struct {
+	State jobs.State `json:"state"`
+	// TimerAt is when the idle-timeout timer last armed for the key fires;
+	// zero when none is pending (timers.go).
+	TimerAt time.Time `json:"timer_at,omitzero"`
+}
+
+// stateStore reads and writes entries with compare-and-set.
+type stateStore struct {
+	kv jetstream.KeyValue
+}
+
+// load returns the entry of token and its revision, revision 0 when there is
+// none yet.
+func (s stateStore) load(ctx context.Context, token string) (entry, uint64, error) {
+	var e entry
+	kve, err := s.kv.Get(ctx, token)
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		return e, 0, nil
+	case err != nil:
+		return e, 0, fmt.Errorf("load state %s: %w", token, err)
+	}
+	if err := json.Unmarshal(kve.Value(), &e); err != nil {
+		return e, 0, fmt.Errorf("load state %s: %w", token, err)
+	}
+	return e, kve.Revision(), nil
+}
+
+// save writes e if token is still at revision rev (0: absent) and returns
+// the new revision. It returns errConflict when it is not.
+func (s stateStore) save(ctx context.Context, token string, e entry, rev uint64) (uint64, error) {
+	raw, err := json.Marshal(e)
+	if err != nil {
+		return 0, fmt.Errorf("save state %s: %w", token, err)
+	}
+	var next uint64
+	if rev == 0 {
+		next, err = s.kv.Create(ctx, token, raw)
+	} else {
+		next, err = s.kv.Update(ctx, token, raw, rev)
+	}
+	if errors.Is(err, jetstream.ErrKeyExists) {
+		return 0, fmt.Errorf("save state %s: %w", token, errConflict)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("save state %s: %w", token, err)
+	}
+	return next, nil
+}
+
+// cached is an entry as a worker last loaded or saved it.
+type cached struct {
+	e   entry
+	rev uint64
+	// fresh is true when e was just read from the bucket.
+	fresh bool
+}
+
+// stateCache keeps the entries a worker owns, so that a key's next message
+// needs no read. A stale entry is harmless: its save fails with errConflict
+// and the worker reloads. It is dropped whole when it reaches its size.
+type stateCache struct {
+	size int
+	m    map[string]*cached
+}
+
+func (c *stateCache) get(token string) (*cached, bool) {
+	e, ok := c.m[token]
+	return e, ok
+}
+
+func (c *stateCache) put(token string, e *cached) {
+	if c.m == nil || len(c.m) >= c.size {
+		c.m = make(map[string]*cached, min(c.size, 1024))
+	}
+	c.m[token] = e
+}
+
+func (c *stateCache) forget(token string) { delete(c.m, token) }
