@@ -95,3 +95,57 @@ func median(rs []Result) Result {
 	})
 	return s[len(s)/2]
 }
+
+// RunRate POSTs every request once at a fixed rate (open loop) over at most
+// conns connections. Latency is measured from the moment a request was due,
+// so a server that falls behind is charged for the queueing it causes.
+func RunRate(ctx context.Context, reqs []Request, rate, conns int) Result {
+	tr := &http.Transport{MaxIdleConns: conns, MaxIdleConnsPerHost: conns, MaxConnsPerHost: conns, IdleConnTimeout: time.Minute}
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Transport: tr, Timeout: 30 * time.Second}
+	type job struct {
+		i   int
+		due time.Time
+	}
+	jobs := make(chan job, len(reqs))
+	lat := make([]time.Duration, len(reqs))
+	var errs atomic.Int64
+	var wg sync.WaitGroup
+	for range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range jobs {
+				req, _ := http.NewRequestWithContext(ctx, http.MethodPost, reqs[j.i].URL, bytes.NewReader(reqs[j.i].Body))
+				req.Header.Set("Content-Type", "application/json")
+				resp, err := client.Do(req)
+				if err == nil {
+					_, _ = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode >= 300 {
+						err = fmt.Errorf("status %d", resp.StatusCode)
+					}
+				}
+				lat[j.i] = time.Since(j.due)
+				if err != nil {
+					errs.Add(1)
+				}
+			}
+		}()
+	}
+	start := time.Now()
+	interval := time.Second / time.Duration(rate)
+	for i := range reqs {
+		due := start.Add(time.Duration(i) * interval)
+		if d := time.Until(due); d > 0 {
+			time.Sleep(d)
+		}
+		jobs <- job{i, due}
+	}
+	close(jobs)
+	wg.Wait()
+	elapsed := time.Since(start)
+	slices.Sort(lat)
+	return Result{Requests: len(reqs), Errors: int(errs.Load()), Elapsed: elapsed,
+		P50: lat[len(lat)*50/100], P99: lat[len(lat)*99/100]}
+}
