@@ -28,7 +28,7 @@ func TestAggregatorTargetAndReplayJobs(t *testing.T) {
 	_, js := natstest.Connect(t, url)
 	ctx := context.Background()
 	for i, biz := range []string{"sdPreInvoke", "sdTaskFinished", "sdJobFinished"} {
-		body := []byte(`{"success":true,"data":{"generatedImageId":"g-1","url":"https://example.com/a.png"}}`)
+		body := []byte(`{"success":true,"data":{"generatedImageId":"g-1","url":"http://127.0.0.1:9/a.png"}}`)
 		msg := event.Message("sd.callback.default."+biz, event.Meta{
 			ID: "cli-" + biz, Source: "/sdevents/callbacks/default", Type: "sd.callback." + biz, Time: time.Now(), Subject: "a_cli",
 		}, body)

@@ -77,7 +77,7 @@ func startRun(t *testing.T, cfg config.Config) *running {
 func (r *running) sendTaskFinished(t *testing.T, cfg config.Config, nonce string) int {
 	t.Helper()
 	key := callback.Key{AK: cfg.Callbacks[0].Keys[0].AK, SK: cfg.Callbacks[0].Keys[0].SK.Reveal()}
-	body := []byte(`{"success":true,"data":{"generatedImageId":"g-1","url":"https://example.com/a.png"}}`)
+	body := []byte(`{"success":true,"data":{"generatedImageId":"g-1","url":"http://127.0.0.1:9/a.png"}}`)
 	enc, err := callback.EncryptToken("user-restart", key.SK, nil)
 	if err != nil {
 		t.Fatal(err)

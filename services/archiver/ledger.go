@@ -1,0 +1,225 @@
+package archiver
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/sdevents/sdevents/pkg/event"
+	"github.com/sdevents/sdevents/streams"
+)
+
+// ledger makes the outcome of each image exactly one ARCHIVE event, whatever
+// the redeliveries, replicas and crashes (docs/archiver.md, "Exactly once").
+//
+// The ARCHIVE_KEYS bucket holds one entry per image, keyed by EventID:
+//
+//  1. claim: Create (create-only, so the first outcome wins) a pending
+//     record that holds the whole event, archived_at included;
+//  2. publish the event with Nats-Msg-Id = EventID;
+//  3. mark the record done (Update at the claim's revision).
+//
+// Whoever finds a pending record completes it with the recorded event. While
+// the claim is younger than the ARCHIVE duplicate window (less a margin) a
+// second publish is dropped by JetStream; an older claim is first taken over
+// (compare-and-set, so one completer at a time) and ARCHIVE is searched for
+// the event before it is published.
+type ledger struct {
+	js jetstream.JetStream
+	kv jetstream.KeyValue
+	// window is how long after a claim a publish may be repeated safely:
+	// the ARCHIVE duplicate window less a margin.
+	window time.Duration
+	now    func() time.Time
+}
+
+// outcome is an ARCHIVE event to publish once.
+type outcome struct {
+	ID      string          `json:"id"`
+	Subject string          `json:"subject"`
+	Account string          `json:"account"`
+	Type    string          `json:"type"`
+	At      time.Time       `json:"at"`
+	Data    json.RawMessage `json:"data"`
+}
+
+// record is the bucket entry of one image.
+type record struct {
+	State     string    `json:"state"`
+	ClaimedAt time.Time `json:"claimed_at"`
+	// Seq is the event's ARCHIVE sequence once done.
+	Seq     uint64  `json:"seq,omitempty"`
+	Outcome outcome `json:"outcome"`
+}
+
+const (
+	statePending = "pending"
+	stateDone    = "done"
+	// windowMargin is kept between a claim's age and the duplicate window:
+	// it covers a publish in flight and clock differences.
+	windowMargin = 2 * time.Minute
+	// scanMargin moves the search for a published event back, for clock
+	// differences between a replica and the server.
+	scanMargin = time.Minute
+)
+
+// errClaimBusy: another replica is completing the same outcome right now.
+// Transient: the next delivery finds the record done.
+var errClaimBusy = errors.New("archiver: outcome being completed elsewhere")
+
+// settled reports whether the image with event id already has an outcome.
+// A pending outcome is completed first; its error is returned with true.
+func (l *ledger) settled(ctx context.Context, id string) (bool, error) {
+	e, err := l.kv.Get(ctx, id)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("archiver: ledger get %s: %w", id, err)
+	}
+	var rec record
+	if err := json.Unmarshal(e.Value(), &rec); err != nil {
+		return true, fmt.Errorf("archiver: ledger record %s: %w", id, err)
+	}
+	if rec.State == stateDone {
+		return true, nil
+	}
+	return true, l.complete(ctx, rec, e.Revision())
+}
+
+// record publishes o unless the image already has an outcome, in which case
+// that one stands (first wins).
+func (l *ledger) record(ctx context.Context, o outcome) error {
+	rec := record{State: statePending, ClaimedAt: l.now(), Outcome: o}
+	raw, err := json.Marshal(rec)
+	if err != nil {
+		return fmt.Errorf("archiver: %w", err)
+	}
+	rev, err := l.kv.Create(ctx, o.ID, raw)
+	if errors.Is(err, jetstream.ErrKeyExists) {
+		_, err := l.settled(ctx, o.ID)
+		return err
+	}
+	if err != nil {
+		return fmt.Errorf("archiver: ledger claim %s: %w", o.ID, err)
+	}
+	return l.publish(ctx, rec, rev)
+}
+
+// complete finishes a pending record found at revision rev.
+func (l *ledger) complete(ctx context.Context, rec record, rev uint64) error {
+	if l.now().Sub(rec.ClaimedAt) < l.window {
+		return l.publish(ctx, rec, rev)
+	}
+	since := rec.ClaimedAt
+	rec.ClaimedAt = l.now()
+	raw, err := json.Marshal(rec)
+	if err != nil {
+		return fmt.Errorf("archiver: %w", err)
+	}
+	rev, err = l.kv.Update(ctx, rec.Outcome.ID, raw, rev)
+	if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+		return errClaimBusy
+	}
+	if err != nil {
+		return fmt.Errorf("archiver: ledger take over %s: %w", rec.Outcome.ID, err)
+	}
+	seq, err := l.find(ctx, rec.Outcome, since.Add(-scanMargin))
+	if err != nil {
+		return err
+	}
+	if seq > 0 {
+		return l.markDone(ctx, rec, seq, rev)
+	}
+	return l.publish(ctx, rec, rev)
+}
+
+// publish sends the recorded event and marks the record done. It refuses
+// once the claim is older than the window, when a repeated publish could
+// pass the duplicate check: the next delivery takes the claim over.
+func (l *ledger) publish(ctx context.Context, rec record, rev uint64) error {
+	if l.now().Sub(rec.ClaimedAt) >= l.window {
+		return fmt.Errorf("%w: claim of %s expired before publishing", errClaimBusy, rec.Outcome.ID)
+	}
+	o := rec.Outcome
+	msg := event.Message(o.Subject, event.Meta{
+		ID: o.ID, Source: eventSource, Type: o.Type, Time: o.At, Subject: o.Account, ContentType: "application/json",
+	}, o.Data)
+	ack, err := l.js.PublishMsg(ctx, msg, jetstream.WithExpectStream(streams.Archive))
+	if err != nil {
+		return fmt.Errorf("archiver: publish %s: %w", o.ID, err)
+	}
+	return l.markDone(ctx, rec, ack.Sequence, rev)
+}
+
+func (l *ledger) markDone(ctx context.Context, rec record, seq, rev uint64) error {
+	rec.State, rec.Seq = stateDone, seq
+	raw, err := json.Marshal(rec)
+	if err != nil {
+		return fmt.Errorf("archiver: %w", err)
+	}
+	_, err = l.kv.Update(ctx, rec.Outcome.ID, raw, rev)
+	if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+		// Someone completed or took over the record meanwhile; the event
+		// is in the stream, where a taker's search finds it.
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("archiver: ledger done %s: %w", rec.Outcome.ID, err)
+	}
+	return nil
+}
+
+// find searches ARCHIVE for the event o (by Nats-Msg-Id) on its subject,
+// from the time since, and returns its sequence, or 0 when it is not there.
+// It reads headers only, through a short-lived consumer.
+func (l *ledger) find(ctx context.Context, o outcome, since time.Time) (uint64, error) {
+	c, err := l.js.CreateConsumer(ctx, streams.Archive, jetstream.ConsumerConfig{
+		FilterSubject:     o.Subject,
+		DeliverPolicy:     jetstream.DeliverByStartTimePolicy,
+		OptStartTime:      &since,
+		AckPolicy:         jetstream.AckNonePolicy,
+		HeadersOnly:       true,
+		MemoryStorage:     true,
+		InactiveThreshold: time.Minute,
+	})
+	if err != nil {
+		return 0, fmt.Errorf("archiver: search ARCHIVE for %s: %w", o.ID, err)
+	}
+	defer func() {
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = l.js.DeleteConsumer(dctx, streams.Archive, c.CachedInfo().Name)
+	}()
+	left := c.CachedInfo().NumPending
+	for left > 0 {
+		batch, err := c.Fetch(int(min(left, 256)), jetstream.FetchMaxWait(5*time.Second))
+		if err != nil {
+			return 0, fmt.Errorf("archiver: search ARCHIVE for %s: %w", o.ID, err)
+		}
+		n := 0
+		for m := range batch.Messages() {
+			n++
+			if m.Headers().Get(nats.MsgIdHdr) == o.ID {
+				meta, err := m.Metadata()
+				if err != nil {
+					return 0, fmt.Errorf("archiver: search ARCHIVE for %s: %w", o.ID, err)
+				}
+				return meta.Sequence.Stream, nil
+			}
+		}
+		if err := batch.Error(); err != nil {
+			return 0, fmt.Errorf("archiver: search ARCHIVE for %s: %w", o.ID, err)
+		}
+		if n == 0 {
+			return 0, fmt.Errorf("archiver: search ARCHIVE for %s: no progress", o.ID)
+		}
+		left -= uint64(n)
+	}
+	return 0, nil
+}
