@@ -45,7 +45,7 @@ func TestObjectKey(t *testing.T) {
 			t.Errorf("ObjectKey(%q): %v", in, err)
 		}
 	}
-	if EventID(key) != EventID(key) || EventID(key) == EventID(key+"x") || !strings.HasPrefix(EventID(key), "ar-") || len(EventID(key)) != 35 {
+	if again := key; EventID(key) != EventID(again) || EventID(key) == EventID(key+"x") || !strings.HasPrefix(EventID(key), "ar-") || len(EventID(key)) != 35 {
 		t.Errorf("EventID %q", EventID(key))
 	}
 }

@@ -10,7 +10,6 @@ import (
 	"net/url"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -297,11 +296,6 @@ func (d *deployment) replay() quota.ReplayReport {
 		d.t.Fatalf("replay found differences: %+v", rep.Differ)
 	}
 	return rep
-}
-
-// counts tallies answers by outcome.
-type counts struct {
-	success, refused, busy atomic.Int64
 }
 
 func acctOf(token string) string { return account.FromToken(token) }
