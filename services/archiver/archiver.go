@@ -148,6 +148,9 @@ func (s *Service) Run(ctx context.Context) error {
 		}
 	},
 		jetstream.PullMaxMessages(s.workers),
+		// Short pulls: a pull request a failing consumer leader drops is
+		// renewed within seconds, not after the default 30 s.
+		jetstream.PullExpiry(5*time.Second),
 		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 			if !errors.Is(err, jetstream.ErrConnectionClosed) {
 				s.log.Warn().Err(err).Msg("archiver consume")

@@ -119,7 +119,9 @@ func (s *Service) Run(ctx context.Context) error {
 		_ = sub.Unsubscribe()
 		return fmt.Errorf("quota: consumer %s: %w", expiryDurable, err)
 	}
-	cc, err := cons.Consume(s.onDue, jetstream.PullMaxMessages(64),
+	// Short pulls: a pull request a failing consumer leader drops is renewed
+	// within seconds, not after the default 30 s.
+	cc, err := cons.Consume(s.onDue, jetstream.PullMaxMessages(64), jetstream.PullExpiry(5*time.Second),
 		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 			if !errors.Is(err, nats.ErrConnectionClosed) {
 				s.log.Warn().Err(err).Msg("quota: expiry consumer")

@@ -1,0 +1,357 @@
+package e2e_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+
+	"github.com/sdevents/sdevents/pkg/callback"
+	"github.com/sdevents/sdevents/pkg/config"
+	"github.com/sdevents/sdevents/pkg/httpserver"
+	"github.com/sdevents/sdevents/pkg/natstest"
+	"github.com/sdevents/sdevents/services/ingress"
+	"github.com/sdevents/sdevents/services/quota"
+)
+
+const adminToken = "e2e-admin-token"
+
+var platformKey = callback.Key{AK: "AK-e2e", SK: "SK-e2e"}
+
+// deployment is a three-node JetStream cluster on loopback with the
+// project's streams applied at R3, and an operator connection to it.
+type deployment struct {
+	t       *testing.T
+	cluster *natstest.Cluster
+	js      jetstream.JetStream
+	cfg     config.Config
+}
+
+func newDeployment(t *testing.T) *deployment {
+	t.Helper()
+	c := natstest.StartCluster(t)
+	_, js := natstest.Connect(t, c.URLs())
+	natstest.ApplyStreams(t, js, 3)
+	cfg := config.Default()
+	cfg.Callbacks = []config.Callback{{Name: "default", Keys: []config.Key{{AK: platformKey.AK, SK: config.Secret(platformKey.SK)}}}}
+	cfg.HTTP.Addr = "127.0.0.1:0"
+	cfg.Admin.Token = adminToken
+	return &deployment{t: t, cluster: c, js: js, cfg: cfg}
+}
+
+// connect opens a service connection that knows every node and reconnects
+// forever, as a deployed service's does.
+func (d *deployment) connect() *nats.Conn {
+	d.t.Helper()
+	nc, _ := natstest.Connect(d.t, d.cluster.URLs())
+	return nc
+}
+
+// consumerLeader returns the running node that leads consumer of stream.
+func (d *deployment) consumerLeader(stream, consumer string) *natstest.Node {
+	d.t.Helper()
+	var leader *natstest.Node
+	natstest.Eventually(d.t, 30*time.Second, "a leader of consumer "+consumer, func() bool {
+		for _, n := range d.cluster.Nodes {
+			if n.Srv != nil && n.Srv.Running() && n.Srv.JetStreamIsConsumerLeader("$G", stream, consumer) {
+				leader = n
+				return true
+			}
+		}
+		return false
+	})
+	return leader
+}
+
+// localState is what node n itself stores of stream (not what the leader
+// reports), or false while the node cannot tell.
+func localState(n *natstest.Node, stream string) (server.StreamState, bool) {
+	if n.Srv == nil || !n.Srv.Running() {
+		return server.StreamState{}, false
+	}
+	acc, err := n.Srv.JszAccount(&server.JSzOptions{Account: "$G", Streams: true})
+	if err != nil {
+		return server.StreamState{}, false
+	}
+	for _, s := range acc.Streams {
+		if s.Name == stream {
+			return s.State, true
+		}
+	}
+	return server.StreamState{}, false
+}
+
+// waitReplicasConverge waits until every node stores msgs messages of stream
+// up to the same last sequence: a restarted node has caught up.
+func (d *deployment) waitReplicasConverge(stream string, msgs uint64, timeout time.Duration) {
+	d.t.Helper()
+	natstest.Eventually(d.t, timeout, fmt.Sprintf("every node storing %d messages of %s", msgs, stream), func() bool {
+		var last uint64
+		for i, n := range d.cluster.Nodes {
+			st, ok := localState(n, stream)
+			if !ok || st.Msgs != msgs || (i > 0 && st.LastSeq != last) {
+				return false
+			}
+			last = st.LastSeq
+		}
+		return true
+	})
+}
+
+// waitOrDiagnose is natstest.Eventually that, on a timeout, first logs what
+// every running node knows of the streams' leaders and replicas, and the
+// latest answers the platform got.
+func waitOrDiagnose(t *testing.T, d *deployment, p *platform, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			for _, n := range d.cluster.Nodes {
+				if n.Srv == nil || !n.Srv.Running() {
+					continue
+				}
+				acc, err := n.Srv.JszAccount(&server.JSzOptions{Account: "$G", Streams: true, Consumer: true})
+				if err != nil {
+					t.Logf("%s: %v", n.Srv.Name(), err)
+					continue
+				}
+				for _, s := range acc.Streams {
+					if s.Cluster != nil {
+						b, _ := json.Marshal(s.Cluster)
+						t.Logf("%s sees %s: msgs %d last %d cluster %s", n.Srv.Name(), s.Name, s.State.Msgs, s.State.LastSeq, b)
+					}
+				}
+			}
+			p.last.Range(func(k, v any) bool { t.Logf("last answer %v: %v", k, v); return true })
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// service is one running HTTP front: an ingress, optionally with a quota
+// replica's admin API, on a loopback port.
+type service struct {
+	base    string
+	ingress *ingress.Service
+}
+
+// serveIngress runs an ingress replica (its own connection, its own
+// de-duplication index) on real HTTP until the test ends. With admin, the
+// quota replica's operator API is served beside it.
+func (d *deployment) serveIngress(admin *quota.Service) *service {
+	d.t.Helper()
+	nc := d.connect()
+	reg := prometheus.NewRegistry()
+	srv := httpserver.New(zerolog.New(io.Discard), reg)
+	in, err := ingress.New(d.t.Context(), d.cfg, nc, reg)
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	in.Routes(srv.Echo())
+	if admin != nil {
+		admin.Routes(srv.Echo())
+	}
+	if err := srv.Listen(d.cfg.HTTP.Addr); err != nil {
+		d.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{}, 2)
+	go func() { defer func() { done <- struct{}{} }(); _ = srv.Run(ctx) }()
+	go func() { defer func() { done <- struct{}{} }(); _ = in.Run(ctx) }()
+	d.t.Cleanup(func() {
+		cancel()
+		_ = srv.Shutdown(context.Background())
+		<-done
+		<-done
+	})
+	natstest.Eventually(d.t, 20*time.Second, "ingress ready", func() bool { return in.Ready(ctx) == nil })
+	return &service{base: "http://" + srv.Addr(), ingress: in}
+}
+
+// startQuota runs a quota replica on its own connection until the test ends.
+func (d *deployment) startQuota() *quota.Service {
+	d.t.Helper()
+	nc := d.connect()
+	svc, err := quota.New(d.t.Context(), d.cfg, nc, prometheus.NewRegistry())
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- svc.Run(ctx) }()
+	d.t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			d.t.Errorf("quota Run: %v", err)
+		}
+	})
+	return svc
+}
+
+// platform sends callbacks the way the platform does: every attempt is
+// signed afresh (new nonce, timestamp and sign) over the same body and
+// invokeId.
+type platform struct {
+	client *http.Client
+	// last keeps the latest answer per non-2xx status (or "error" for a
+	// transport error), for diagnostics.
+	last sync.Map
+}
+
+func newPlatform() *platform {
+	tr := &http.Transport{MaxIdleConnsPerHost: 64, IdleConnTimeout: time.Minute}
+	return &platform{client: &http.Client{Transport: tr, Timeout: 15 * time.Second}}
+}
+
+// answer is one HTTP answer, decoded.
+type answer struct {
+	Code int
+	Body map[string]any
+	Raw  string
+}
+
+func (a answer) ok() bool      { return a.Code >= 200 && a.Code < 300 }
+func (a answer) success() bool { return a.Body["success"] == true }
+
+// send signs and POSTs one callback to base. A transport error is returned
+// as such (the platform would retry it like a 5xx).
+func (p *platform) send(ctx context.Context, base, bizType, invokeID, token string, body []byte) (answer, error) {
+	enc, err := callback.EncryptToken(token, platformKey.SK, nil)
+	if err != nil {
+		return answer{}, err
+	}
+	var nonce [8]byte
+	_, _ = rand.Read(nonce[:])
+	par := callback.Params{APIID: "api-e2e", BizType: bizType, InvokeID: invokeID, APIToken: enc,
+		Nonce: hex.EncodeToString(nonce[:]), Timestamp: strconv.FormatInt(time.Now().UnixMilli(), 10)}
+	par.Sign = callback.Sign(platformKey, par, body, token)
+	q := url.Values{"apiId": {par.APIID}, "bizType": {par.BizType}, "invokeId": {par.InvokeID}, "apiToken": {par.APIToken},
+		"sign": {par.Sign}, "nonce": {par.Nonce}, "timestamp": {par.Timestamp}}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/v1/callbacks/default?"+q.Encode(), bytes.NewReader(body))
+	if err != nil {
+		return answer{}, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	return p.do(req)
+}
+
+func (p *platform) do(req *http.Request) (answer, error) {
+	resp, err := p.client.Do(req)
+	if err != nil {
+		return answer{}, err
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return answer{}, err
+	}
+	a := answer{Code: resp.StatusCode, Raw: string(raw)}
+	if err := json.Unmarshal(raw, &a.Body); err != nil {
+		return a, fmt.Errorf("answer %d is not JSON: %q", resp.StatusCode, raw)
+	}
+	if a.Code >= 400 && a.Body["success"] != false {
+		return a, fmt.Errorf("error answer %d without success:false: %s", a.Code, raw)
+	}
+	return a, nil
+}
+
+// deliver sends an asynchronous callback until it is answered 2xx, retrying
+// every non-2xx answer and transport error after a short pause (the platform
+// waits longer; the behaviour is the same). It returns the number of
+// attempts, or an error when ctx ends first.
+func (p *platform) deliver(ctx context.Context, base, bizType, invokeID, token string, body []byte) (int, error) {
+	pause := 50 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		a, err := p.send(ctx, base, bizType, invokeID, token, body)
+		switch {
+		case err != nil:
+			p.last.Store("error", err.Error())
+		case !a.ok():
+			p.last.Store(a.Code, a.Raw)
+		}
+		if err == nil && a.ok() {
+			if !a.success() {
+				return attempt, fmt.Errorf("%s: 2xx without success: %s", invokeID, a.Raw)
+			}
+			return attempt, nil
+		}
+		if err == nil && a.Code != http.StatusServiceUnavailable {
+			// Only "could not store, retry" is expected from a healthy ingress.
+			return attempt, fmt.Errorf("%s: unexpected answer %d %s", invokeID, a.Code, a.Raw)
+		}
+		select {
+		case <-ctx.Done():
+			return attempt, fmt.Errorf("%s: not delivered after %d attempts: %w", invokeID, attempt, ctx.Err())
+		case <-time.After(pause):
+		}
+		pause = min(2*pause, 400*time.Millisecond)
+	}
+}
+
+// readAll returns every message of stream on subjects filter ("" = all), in
+// order, through an ordered consumer: a consistent read of what the stream
+// leader holds when readAll starts.
+func readAll(t *testing.T, js jetstream.JetStream, stream, filter string) []jetstream.Msg {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	s, err := js.Stream(ctx, stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var opts []jetstream.StreamInfoOpt
+	if filter != "" {
+		opts = append(opts, jetstream.WithSubjectFilter(filter))
+	}
+	info, err := s.Info(ctx, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Msgs == 0 || filter != "" && len(info.State.Subjects) == 0 {
+		return nil
+	}
+	cfg := jetstream.OrderedConsumerConfig{}
+	if filter != "" {
+		cfg.FilterSubjects = []string{filter}
+	}
+	c, err := js.OrderedConsumer(ctx, stream, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []jetstream.Msg
+	for {
+		batch, err := c.Fetch(1000, jetstream.FetchMaxWait(time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for m := range batch.Messages() {
+			out = append(out, m)
+			md, err := m.Metadata()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if md.NumPending == 0 {
+				return out
+			}
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("read %s: only %d messages before the deadline (%v)", stream, len(out), batch.Error())
+		}
+	}
+}
