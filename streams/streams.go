@@ -298,6 +298,8 @@ func KeyValueConfig(kv KeyValue, replicas int) (jetstream.KeyValueConfig, error)
 // Apply creates or updates every stream, consumer and bucket of files with the
 // given replica count. It is idempotent; an existing stream whose file changed
 // is updated in place (changes JetStream cannot apply, such as storage, fail).
+// It creates first and updates on "already exists", so that several processes
+// starting together on a fresh cluster do not race through update-then-create.
 func Apply(ctx context.Context, js jetstream.JetStream, files []File, replicas int) error {
 	for _, f := range files {
 		if f.KV != nil {
@@ -305,7 +307,11 @@ func Apply(ctx context.Context, js jetstream.JetStream, files []File, replicas i
 			if err != nil {
 				return err
 			}
-			if _, err := js.CreateOrUpdateKeyValue(ctx, cfg); err != nil {
+			_, err = js.CreateKeyValue(ctx, cfg)
+			if errors.Is(err, jetstream.ErrBucketExists) {
+				_, err = js.UpdateKeyValue(ctx, cfg)
+			}
+			if err != nil {
 				return fmt.Errorf("apply kv %s: %w", cfg.Bucket, err)
 			}
 			continue
@@ -314,7 +320,11 @@ func Apply(ctx context.Context, js jetstream.JetStream, files []File, replicas i
 		if err != nil {
 			return err
 		}
-		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
+		_, err = js.CreateStream(ctx, cfg)
+		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			_, err = js.UpdateStream(ctx, cfg)
+		}
+		if err != nil {
 			return fmt.Errorf("apply stream %s: %w", cfg.Name, err)
 		}
 		for _, c := range f.Consumers {
@@ -322,7 +332,11 @@ func Apply(ctx context.Context, js jetstream.JetStream, files []File, replicas i
 			if err != nil {
 				return err
 			}
-			if _, err := js.CreateOrUpdateConsumer(ctx, cfg.Name, cc); err != nil {
+			_, err = js.CreateConsumer(ctx, cfg.Name, cc)
+			if errors.Is(err, jetstream.ErrConsumerExists) {
+				_, err = js.UpdateConsumer(ctx, cfg.Name, cc)
+			}
+			if err != nil {
 				return fmt.Errorf("apply consumer %s/%s: %w", cfg.Name, cc.Durable, err)
 			}
 		}

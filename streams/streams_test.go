@@ -97,3 +97,23 @@ func TestApplyIsIdempotentAndUpdates(t *testing.T) {
 		t.Fatal("archiver consumer is not explicit-ack")
 	}
 }
+
+// TestConcurrentApplyOnFreshServer: processes starting together all succeed.
+func TestConcurrentApplyOnFreshServer(t *testing.T) {
+	t.Parallel()
+	n := natstest.Start(t)
+	errs := make(chan error, 4)
+	for range 4 {
+		_, js := natstest.Connect(t, n.URL())
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			errs <- streams.ApplyEmbedded(ctx, js, 1)
+		}()
+	}
+	for range 4 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+}
