@@ -1,7 +1,7 @@
 # sdevents — see README.md. Every target runs from a fresh clone.
 SHELL := /bin/bash
 GO ?= go
-MODULES := pkg streams services/ingress services/quota services/archiver services/aggregator cmd/sdevents e2e bench
+MODULES := pkg streams services/ingress services/quota services/archiver services/aggregator services/console cmd/sdevents e2e bench
 TOOLS := $(CURDIR)/.tools/bin
 STATICCHECK_VERSION := v0.8.2
 CONFIG ?= sdevents.example.yaml

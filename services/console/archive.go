@@ -1,0 +1,151 @@
+package console
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/sdevents/sdevents/pkg/callback"
+	"github.com/sdevents/sdevents/pkg/event"
+	"github.com/sdevents/sdevents/pkg/httpserver"
+	"github.com/sdevents/sdevents/streams"
+)
+
+// Bounds of the archive page.
+const (
+	failuresPage = 25
+	// failuresSpan bounds the ARCHIVE sequences searched for one page:
+	// failures are rare among stored images.
+	failuresSpan = 1 << 22
+)
+
+// RetrySubjectPrefix starts the subject of a retry request; the account id
+// follows. It is in the internal sdevents.* namespace, like the timers, and
+// is not part of the sd.> contract.
+const RetrySubjectPrefix = "sdevents.archiver.retry."
+
+// RetryRequest is the data of a retry request: archive again the image whose
+// failure is the ARCHIVE event at FailedSeq. The archiver acts on it only
+// while that failure is the image's recorded outcome, so the same request,
+// repeated at any time, retries at most once (docs/console.md).
+type RetryRequest struct {
+	// ID is "retry-<FailedSeq>", also the message's ce-id and Nats-Msg-Id.
+	ID          string    `json:"id"`
+	FailedSeq   uint64    `json:"failed_seq"`
+	FailedID    string    `json:"failed_id"`
+	Account     string    `json:"account"`
+	TaskID      string    `json:"task_id"`
+	ImageID     string    `json:"image_id"`
+	Key         string    `json:"key"`
+	SourceURL   string    `json:"source_url"`
+	RequestedAt time.Time `json:"requested_at"`
+}
+
+// ErrRetryUnsupported: no stream stores retry requests, so no archiver
+// would see one (501). The deployment's archiver does not support retries.
+var ErrRetryUnsupported = errors.New("no stream stores " + RetrySubjectPrefix + "*: this deployment's archiver does not accept retries")
+
+func init() { httpserver.RegisterStatus(ErrRetryUnsupported, http.StatusNotImplemented) }
+
+// FailureRow is one archive failure.
+type FailureRow struct {
+	Seq uint64
+	Ev  ArchiveEvent
+	Err string
+}
+
+type archivePageData struct {
+	Rows    []FailureRow
+	Next    uint64
+	Retried uint64
+	Repeat  bool
+}
+
+// handleArchive serves GET /console/archive?before=<seq>: the archive
+// failures, newest first, with their reasons and attempts.
+func (s *Service) handleArchive(c echo.Context) error {
+	before, err := seqParam(c, "before")
+	if err != nil {
+		return err
+	}
+	msgs, next, err := backward(c.Request().Context(), s.reader, streams.Archive, subjectArchiveFailed+"*", before, failuresPage, failuresSpan)
+	if err != nil {
+		return fmt.Errorf("%w: %v", httpserver.ErrUnavailable, err)
+	}
+	d := archivePageData{Next: next}
+	if r, err := strconv.ParseUint(c.QueryParam("retried"), 10, 64); err == nil {
+		d.Retried, d.Repeat = r, c.QueryParam("repeat") == "1"
+	}
+	for _, m := range msgs {
+		row := FailureRow{Seq: m.Seq}
+		if err := json.Unmarshal(m.Data, &row.Ev); err != nil {
+			row.Err = "unreadable event: " + err.Error()
+		}
+		row.Ev.SourceURL = redactURL(row.Ev.SourceURL)
+		row.Ev.Error = Redact(row.Ev.Error)
+		d.Rows = append(d.Rows, row)
+	}
+	return s.render(c, http.StatusOK, "archive", page{Title: "Archive", Active: "archive", CSRF: csrfOf(c), LoggedIn: true, Data: d})
+}
+
+// handleRetry serves POST /console/archive/{seq}/retry: it publishes a
+// RetryRequest for the failure at ARCHIVE sequence seq on
+// sdevents.archiver.retry.<account>, to JetStream, with Nats-Msg-Id
+// retry-<seq>: a second click within the duplicate window is dropped by the
+// stream, a later one by the archiver (see RetryRequest).
+func (s *Service) handleRetry(c echo.Context) error {
+	seq, err := strconv.ParseUint(c.Param("seq"), 10, 64)
+	if err != nil || seq == 0 {
+		return fmt.Errorf("%w: %q: want an ARCHIVE sequence number", httpserver.ErrBadRequest, c.Param("seq"))
+	}
+	ctx := c.Request().Context()
+	m, err := s.reader.Get(ctx, streams.Archive, seq)
+	if errors.Is(err, ErrNoMsg) || (err == nil && !strings.HasPrefix(m.Subject, subjectArchiveFailed)) {
+		return fmt.Errorf("%w: no archive failure at ARCHIVE sequence %d", httpserver.ErrNotFound, seq)
+	}
+	if err != nil {
+		return fmt.Errorf("%w: %v", httpserver.ErrUnavailable, err)
+	}
+	var ev ArchiveEvent
+	if err := json.Unmarshal(m.Data, &ev); err != nil {
+		return fmt.Errorf("%w: ARCHIVE sequence %d is not an archive event: %v", httpserver.ErrBadRequest, seq, err)
+	}
+	acct := strings.TrimPrefix(m.Subject, subjectArchiveFailed)
+	httpserver.Info(c).Account = acct
+	req := RetryRequest{
+		ID: "retry-" + strconv.FormatUint(seq, 10), FailedSeq: seq, FailedID: event.Get(m.Header, event.HeaderID),
+		Account: ev.Account, TaskID: ev.TaskID, ImageID: ev.ImageID, Key: ev.Key, SourceURL: redactURL(ev.SourceURL),
+		RequestedAt: s.now().UTC(),
+	}
+	data, err := json.Marshal(req)
+	if err != nil {
+		return err
+	}
+	msg := event.Message(RetrySubjectPrefix+callback.SubjectToken(acct), event.Meta{
+		ID: req.ID, Source: "/sdevents/console", Type: "sdevents.archiver.retry", Time: req.RequestedAt,
+		Subject: ev.Account, ContentType: "application/json",
+	}, data)
+	ack, err := s.js.PublishMsg(ctx, msg)
+	switch {
+	case errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders):
+		return ErrRetryUnsupported
+	case err != nil:
+		return fmt.Errorf("%w: retry request not stored: %v", httpserver.ErrUnavailable, err)
+	}
+	httpserver.Info(c).Outcome = "retry"
+	q := url.Values{"retried": {strconv.FormatUint(seq, 10)}}
+	if ack.Duplicate {
+		httpserver.Info(c).Outcome = "repeat"
+		q.Set("repeat", "1")
+	}
+	return c.Redirect(http.StatusSeeOther, "/console/archive?"+q.Encode())
+}

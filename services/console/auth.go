@@ -1,0 +1,218 @@
+package console
+
+import (
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/sdevents/sdevents/pkg/httpserver"
+)
+
+// Cookie names. Both are HttpOnly, SameSite=Strict, Path=/console, and Secure
+// when the request came over TLS.
+const (
+	sessionCookie = "sdevents_console"
+	csrfCookie    = "sdevents_console_csrf"
+	csrfField     = "csrf"
+)
+
+// sessionTTL is how long a login lasts.
+const sessionTTL = 12 * time.Hour
+
+// errBadCSRF: a form was posted without the session's CSRF token (403). The
+// page that holds the form must be reloaded.
+var errBadCSRF = fmt.Errorf("%w: missing or wrong CSRF token: reload the page and try again", httpserver.ErrForbidden)
+
+// auth checks the admin token and issues and checks sessions and CSRF
+// tokens. Sessions are stateless: a cookie holds the issue time and a random
+// nonce, signed with a key derived from the admin token, so every console
+// replica accepts it and changing the token ends every session. The cookie
+// never holds the token itself.
+type auth struct {
+	tokenSum [sha256.Size]byte
+	key      []byte // HMAC key of sessions and CSRF tokens
+	now      func() time.Time
+}
+
+func newAuth(token string, now func() time.Time) *auth {
+	mac := hmac.New(sha256.New, []byte(token))
+	mac.Write([]byte("sdevents console session v1"))
+	return &auth{tokenSum: sha256.Sum256([]byte(token)), key: mac.Sum(nil), now: now}
+}
+
+// tokenOK compares a presented token with the admin token in constant time
+// (through their digests, so that not even the length leaks).
+func (a *auth) tokenOK(got string) bool {
+	sum := sha256.Sum256([]byte(got))
+	return subtle.ConstantTimeCompare(sum[:], a.tokenSum[:]) == 1
+}
+
+func (a *auth) sign(parts ...[]byte) []byte {
+	mac := hmac.New(sha256.New, a.key)
+	for _, p := range parts {
+		mac.Write(p)
+		mac.Write([]byte{0})
+	}
+	return mac.Sum(nil)
+}
+
+var b64 = base64.RawURLEncoding
+
+// newSession returns a session cookie value and its CSRF token.
+func (a *auth) newSession() (cookie, csrf string) {
+	payload := make([]byte, 8+16)
+	binary.BigEndian.PutUint64(payload, uint64(a.now().Unix()))
+	_, _ = rand.Read(payload[8:])
+	return b64.EncodeToString(payload) + "." + b64.EncodeToString(a.sign([]byte("session"), payload)), a.csrfFor(payload)
+}
+
+func (a *auth) csrfFor(payload []byte) string {
+	return b64.EncodeToString(a.sign([]byte("csrf"), payload))
+}
+
+// session checks a session cookie value and returns the CSRF token bound to
+// it.
+func (a *auth) session(v string) (csrf string, ok bool) {
+	p, s, found := strings.Cut(v, ".")
+	if !found {
+		return "", false
+	}
+	payload, err1 := b64.DecodeString(p)
+	sig, err2 := b64.DecodeString(s)
+	if err1 != nil || err2 != nil || len(payload) != 24 {
+		return "", false
+	}
+	if !hmac.Equal(sig, a.sign([]byte("session"), payload)) {
+		return "", false
+	}
+	issued := time.Unix(int64(binary.BigEndian.Uint64(payload)), 0)
+	if age := a.now().Sub(issued); age < -time.Minute || age > sessionTTL {
+		return "", false
+	}
+	return a.csrfFor(payload), true
+}
+
+// Context keys of the authenticated request.
+const (
+	ctxCSRF   = "sdevents.console.csrf"
+	ctxBearer = "sdevents.console.bearer"
+)
+
+// require lets a request through with a valid session cookie or an
+// `Authorization: Bearer <admin token>` header; otherwise it fails with
+// httpserver.ErrUnauthorized (answered with the login form). A POST with a
+// session must carry the session's CSRF token in the form field csrf and in
+// the CSRF cookie; a POST with the bearer header needs none (a browser never
+// adds that header on its own).
+func (a *auth) require(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		r := c.Request()
+		if got, ok := strings.CutPrefix(r.Header.Get(echo.HeaderAuthorization), "Bearer "); ok {
+			if !a.tokenOK(strings.TrimSpace(got)) {
+				c.Response().Header().Set(echo.HeaderWWWAuthenticate, `Bearer realm="sdevents console"`)
+				return fmt.Errorf("%w: wrong admin token", httpserver.ErrUnauthorized)
+			}
+			c.Set(ctxBearer, true)
+			return next(c)
+		}
+		ck, err := r.Cookie(sessionCookie)
+		if err != nil {
+			return fmt.Errorf("%w: log in with the admin token", httpserver.ErrUnauthorized)
+		}
+		csrf, ok := a.session(ck.Value)
+		if !ok {
+			return fmt.Errorf("%w: the session expired or is not valid: log in again", httpserver.ErrUnauthorized)
+		}
+		c.Set(ctxCSRF, csrf)
+		if r.Method == http.MethodPost {
+			if err := checkCSRF(c, csrf); err != nil {
+				return err
+			}
+		}
+		return next(c)
+	}
+}
+
+// checkCSRF requires the form field and the CSRF cookie to equal want.
+func checkCSRF(c echo.Context, want string) error {
+	if want == "" {
+		return errBadCSRF
+	}
+	field := c.FormValue(csrfField)
+	ck, err := c.Request().Cookie(csrfCookie)
+	if err != nil {
+		return errBadCSRF
+	}
+	okField := subtle.ConstantTimeCompare([]byte(field), []byte(want)) == 1
+	okCookie := subtle.ConstantTimeCompare([]byte(ck.Value), []byte(want)) == 1
+	if !okField || !okCookie {
+		return errBadCSRF
+	}
+	return nil
+}
+
+// csrfOf returns the CSRF token of the authenticated request ("" for a
+// bearer request).
+func csrfOf(c echo.Context) string {
+	s, _ := c.Get(ctxCSRF).(string)
+	return s
+}
+
+func setCookie(c echo.Context, name, value string, maxAge int) {
+	c.SetCookie(&http.Cookie{
+		Name: name, Value: value, Path: "/console", MaxAge: maxAge,
+		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: c.Request().TLS != nil,
+	})
+}
+
+// loginCSRF returns the pre-session CSRF token of the login form: the one in
+// the request's CSRF cookie, or a new random one set in a cookie.
+func loginCSRF(c echo.Context) string {
+	if ck, err := c.Request().Cookie(csrfCookie); err == nil && len(ck.Value) >= 22 {
+		return ck.Value
+	}
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	v := b64.EncodeToString(b)
+	setCookie(c, csrfCookie, v, int(sessionTTL/time.Second))
+	return v
+}
+
+// errWrongToken: the login form was posted with a wrong token (401).
+var errWrongToken = errors.New("wrong admin token")
+
+// handleLogin checks the token of the login form and starts a session.
+func (s *Service) handleLogin(c echo.Context) error {
+	ck, err := c.Request().Cookie(csrfCookie)
+	if err != nil || ck.Value == "" {
+		return errBadCSRF
+	}
+	if subtle.ConstantTimeCompare([]byte(c.FormValue(csrfField)), []byte(ck.Value)) != 1 {
+		return errBadCSRF
+	}
+	if !s.auth.tokenOK(c.FormValue("token")) {
+		return fmt.Errorf("%w: %w", httpserver.ErrUnauthorized, errWrongToken)
+	}
+	session, csrf := s.auth.newSession()
+	setCookie(c, sessionCookie, session, int(sessionTTL/time.Second))
+	setCookie(c, csrfCookie, csrf, int(sessionTTL/time.Second))
+	httpserver.Info(c).Outcome = "login"
+	return c.Redirect(http.StatusSeeOther, "/console/jobs")
+}
+
+// handleLogout ends the session in this browser.
+func (s *Service) handleLogout(c echo.Context) error {
+	setCookie(c, sessionCookie, "", -1)
+	setCookie(c, csrfCookie, "", -1)
+	return c.Redirect(http.StatusSeeOther, "/console/login")
+}

@@ -1,0 +1,233 @@
+package console
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+
+	"github.com/sdevents/sdevents/pkg/blob/dirstore"
+	"github.com/sdevents/sdevents/pkg/blob/s3store"
+	"github.com/sdevents/sdevents/pkg/config"
+	"github.com/sdevents/sdevents/pkg/httpserver"
+	"github.com/sdevents/sdevents/services/quota"
+	"github.com/sdevents/sdevents/streams"
+)
+
+// ErrDisabled is returned by New when admin.token is empty: the console is
+// off, like the admin API. Callers skip the console (sdevents run) or refuse
+// to start (sdevents console).
+var ErrDisabled = errors.New("console: admin.token is empty, the console is off")
+
+// thumbCacheBytes bounds the thumbnail cache of one console.
+const thumbCacheBytes = 32 << 20
+
+// Service is one console replica: HTTP pages under /console that read the
+// streams, and a subscription to sd.> for the live view. Build it with New,
+// register its pages with Routes, start the live view with Run. Any number
+// of replicas may run; sessions are valid on all of them.
+type Service struct {
+	cfg    config.Config
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	reader Reader
+	store  ImageStore
+	keys   sinkKeys
+	thumbs *thumbnailer
+	quota  *quota.Service
+	admin  *echo.Echo // the quota admin API, served in-process
+	auth   *auth
+	live   *live
+	views  *views
+	log    zerolog.Logger
+	now    func() time.Time
+}
+
+// Option changes a Service built by New.
+type Option func(*Service)
+
+// WithLogger sets the logger of the live subscription's failures.
+func WithLogger(l zerolog.Logger) Option { return func(s *Service) { s.log = l } }
+
+// WithReader wraps the stream reader (tests count reads with it).
+func WithReader(wrap func(Reader) Reader) Option {
+	return func(s *Service) { s.reader = wrap(s.reader) }
+}
+
+// WithClock replaces time.Now (sessions, live buckets).
+func WithClock(now func() time.Time) Option { return func(s *Service) { s.now = now } }
+
+// New builds a console over an open NATS connection. It fails with
+// ErrDisabled when admin.token is empty, and when the streams of streams/
+// are missing. It opens the archive sink of cfg.archive for reading (the
+// directory or bucket is not created). Grants go through an in-process quota
+// replica (quota.New), so they follow the admin API's rules exactly; its
+// metrics are not exported.
+func New(ctx context.Context, cfg config.Config, nc *nats.Conn, opts ...Option) (*Service, error) {
+	token := cfg.Admin.Token.Reveal()
+	if token == "" {
+		return nil, ErrDisabled
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("console: %w", err)
+	}
+	for _, name := range []string{streams.Ingress, streams.Quota, streams.Archive, streams.Jobs} {
+		if _, err := js.Stream(ctx, name); err != nil {
+			return nil, fmt.Errorf("console: stream %s: %w", name, err)
+		}
+	}
+	s := &Service{cfg: cfg, nc: nc, js: js, reader: NewReader(nc), log: zerolog.Nop(), now: time.Now}
+	if a := cfg.Archive; a.S3.Endpoint != "" {
+		st, err := s3store.NewFromConfig(s3store.Config{
+			Endpoint: a.S3.Endpoint, Bucket: a.S3.Bucket, AccessKey: a.S3.AccessKey, SecretKey: a.S3.SecretKey.Reveal(),
+			Secure: a.S3.Secure, Region: a.S3.Region,
+		}, s3store.Options{})
+		if err != nil {
+			return nil, fmt.Errorf("console: archive sink: %w", err)
+		}
+		s.store, s.keys = st, sinkKeys{bucket: st.Bucket()}
+	} else {
+		st, err := dirstore.New(a.Dir)
+		if err != nil {
+			return nil, fmt.Errorf("console: archive sink: %w", err)
+		}
+		s.store, s.keys = st, sinkKeys{filePrefix: strings.TrimSuffix(st.URI("x"), "x")}
+	}
+	for _, o := range opts {
+		o(s)
+	}
+	s.thumbs = newThumbnailer(s.store, thumbCacheBytes)
+	s.auth = newAuth(token, func() time.Time { return s.now() })
+	s.live = newLive(func() time.Time { return s.now() })
+	if s.quota, err = quota.New(ctx, cfg, nc, prometheus.NewRegistry(), quota.WithLogger(s.log)); err != nil {
+		return nil, fmt.Errorf("console: %w", err)
+	}
+	s.admin = echo.New()
+	s.admin.HTTPErrorHandler = adminError
+	s.quota.Routes(s.admin)
+	if s.views, err = loadViews(); err != nil {
+		return nil, fmt.Errorf("console: %w", err)
+	}
+	return s, nil
+}
+
+// Routes registers the console's pages under /console on e.
+func (s *Service) Routes(e *echo.Echo) {
+	e.GET("/console", func(c echo.Context) error { return c.Redirect(http.StatusSeeOther, "/console/jobs") })
+	g := e.Group("/console", s.secureHeaders, s.answerErrors)
+	g.GET("/", func(c echo.Context) error { return c.Redirect(http.StatusSeeOther, "/console/jobs") })
+	g.GET("/static/*", s.handleStatic)
+	g.GET("/login", s.handleLoginForm)
+	g.POST("/login", s.handleLogin)
+
+	a := g.Group("", s.auth.require)
+	a.POST("/logout", s.handleLogout)
+	a.GET("/jobs", s.handleJobs)
+	a.GET("/jobs/:seq", s.handleJob)
+	a.GET("/thumb", s.handleThumb)
+	a.GET("/image", s.handleImage)
+	a.GET("/accounts", s.handleAccounts)
+	a.POST("/accounts/find", s.handleFind)
+	a.POST("/accounts/grant", s.handleGrant)
+	a.GET("/accounts/:account", s.handleAccount)
+	a.GET("/archive", s.handleArchive)
+	a.POST("/archive/:seq/retry", s.handleRetry)
+	a.GET("/live", s.handleLive)
+	a.GET("/live/chart", s.handleChart)
+	a.GET("/live/stream", s.handleStream)
+}
+
+// Run feeds the live view from a core NATS subscription to sd.> until ctx
+// ends, then unsubscribes and ends the SSE streams. It returns an error only
+// when it cannot subscribe.
+func (s *Service) Run(ctx context.Context) error {
+	sub, err := s.nc.Subscribe("sd.>", s.live.observe)
+	if err != nil {
+		return fmt.Errorf("console: subscribe sd.>: %w", err)
+	}
+	// The tail may fall behind under load: drop, never block the connection.
+	_ = sub.SetPendingLimits(65536, 64<<20)
+	<-ctx.Done()
+	_ = sub.Unsubscribe()
+	s.Close()
+	return nil
+}
+
+// Close ends every live stream (server-sent events) now. Call it when the
+// process starts shutting down: an HTTP server's graceful shutdown waits for
+// open streams. The pages keep working.
+func (s *Service) Close() { s.live.close() }
+
+// secureHeaders sets the headers every console answer carries: a strict
+// content security policy (scripts and styles from /console/static only),
+// no sniffing, no framing, no referrer, and no caching of pages.
+func (s *Service) secureHeaders(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		h := c.Response().Header()
+		h.Set("Content-Security-Policy", "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "+
+			"connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("X-Frame-Options", "DENY")
+		h.Set("Referrer-Policy", "no-referrer")
+		h.Set(echo.HeaderCacheControl, "no-store")
+		return next(c)
+	}
+}
+
+// answerErrors is where the console's errors become pages: the status comes
+// from httpserver.StatusOf, as for every other answer of the process, but a
+// browser gets HTML instead of JSON (the login form for 401). The error is
+// recorded for the request log line.
+func (s *Service) answerErrors(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		err := next(c)
+		if err == nil {
+			return nil
+		}
+		if c.Response().Committed {
+			httpserver.Info(c).Err = err
+			return nil
+		}
+		status := httpserver.StatusOf(err)
+		info := httpserver.Info(c)
+		info.Err = err
+		msg := err.Error()
+		var he *echo.HTTPError
+		if errors.As(err, &he) {
+			msg = fmt.Sprint(he.Message)
+		}
+		if status == http.StatusInternalServerError {
+			msg = "internal error"
+		}
+		if status == http.StatusUnauthorized {
+			return s.renderLogin(c, status, msg)
+		}
+		return s.render(c, status, "error", page{Title: http.StatusText(status), CSRF: csrfOf(c), LoggedIn: csrfOf(c) != "",
+			Data: errorPage{Status: status, Message: msg}})
+	}
+}
+
+type errorPage struct {
+	Status  int
+	Message string
+}
+
+func (s *Service) handleLoginForm(c echo.Context) error {
+	return s.renderLogin(c, http.StatusOK, "")
+}
+
+func (s *Service) renderLogin(c echo.Context, status int, msg string) error {
+	if status == http.StatusUnauthorized {
+		c.Response().Header().Set(echo.HeaderWWWAuthenticate, `Bearer realm="sdevents console"`)
+	}
+	return s.render(c, status, "login", page{Title: "Log in", CSRF: loginCSRF(c), Data: errorPage{Status: status, Message: msg}})
+}

@@ -1,0 +1,23 @@
+// Package console is the operators' web console of sdevents: server-rendered
+// pages under /console that read only the streams — the latest job records
+// with thumbnails of their archived images (JOBS, the archive sink), account
+// balances, ledgers and a grant form (QUOTA, through the quota service's
+// admin API in-process), archive failures with a retry button (ARCHIVE), and
+// a live view of sd.> (event rates and a tail of events as server-sent
+// events).
+//
+// Boundaries:
+//   - Access: admin.token, as a bearer header or a session cookie set by the
+//     login form; without a token the console is off (ErrDisabled). Forms
+//     carry a per-session CSRF token (hidden field and cookie, SameSite=Strict).
+//   - Reads: direct gets only (Reader), no consumers: a page costs a handful
+//     of requests whatever the size of the stream; every list is paged
+//     backwards by stream sequence (?before=<seq>).
+//   - Secrets: the user token never reaches the console decrypted; the
+//     encrypted token (sd-api-token), the signature (sd-sign), URL query
+//     strings and secret-looking JSON members are shown as [redacted].
+//   - Writes: grants (QUOTA, through quota's rules) and archive retry
+//     requests (sdevents.archiver.retry.<account>, see RetryRequest).
+//
+// docs/console.md describes the pages and the retry protocol.
+package console

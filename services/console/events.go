@@ -1,0 +1,155 @@
+package console
+
+import (
+	"net/url"
+	"strings"
+	"time"
+)
+
+// The console decodes the stream data of CONTRACT §6, not the producers'
+// structs: it reads records written by any version of the aggregator,
+// archiver and quota service, and it builds without them. The aggregator's
+// jobs.Record and the archiver's StoredEvent / FailedEvent have these fields.
+
+// JobRecord is the data of sd.job.finished.<account> (JOBS).
+type JobRecord struct {
+	JobID      string     `json:"job_id"`
+	Account    string     `json:"account"`
+	Source     string     `json:"source"`
+	Status     string     `json:"status"`
+	ClosedBy   string     `json:"closed_by"`
+	Tasks      []JobTask  `json:"tasks"`
+	Images     []JobImage `json:"images"`
+	Credits    JobCredits `json:"credits"`
+	StartedAt  time.Time  `json:"started_at"`
+	FinishedAt time.Time  `json:"finished_at"`
+}
+
+// JobTask is one task of a JobRecord.
+type JobTask struct {
+	TaskID   string     `json:"task_id"`
+	InvokeID string     `json:"invoke_id"`
+	Success  bool       `json:"success"`
+	Images   []JobImage `json:"images"`
+}
+
+// JobImage is one image of a JobRecord; URI is set once archived.
+type JobImage struct {
+	ImageID string `json:"image_id"`
+	URL     string `json:"url"`
+	Type    string `json:"type"`
+	Width   int    `json:"width"`
+	Height  int    `json:"height"`
+	URI     string `json:"uri"`
+}
+
+// JobCredits are the QUOTA amounts of a job's invokeIds.
+type JobCredits struct {
+	Reserved  int64 `json:"reserved"`
+	Committed int64 `json:"committed"`
+	Released  int64 `json:"released"`
+}
+
+// AllImages returns the job's images followed by its tasks' images, each
+// image once (by URL, else id).
+func (r JobRecord) AllImages() []JobImage {
+	seen := map[string]bool{}
+	var out []JobImage
+	add := func(imgs []JobImage) {
+		for _, img := range imgs {
+			k := img.URL
+			if k == "" {
+				k = "id:" + img.ImageID
+			}
+			if !seen[k] {
+				seen[k] = true
+				out = append(out, img)
+			}
+		}
+	}
+	add(r.Images)
+	for _, t := range r.Tasks {
+		add(t.Images)
+	}
+	return out
+}
+
+// ArchiveEvent is the data of sd.archive.stored.<account> and
+// sd.archive.failed.<account> (ARCHIVE); failures carry Error, Attempts and
+// Permanent.
+type ArchiveEvent struct {
+	Account     string    `json:"account"`
+	TaskID      string    `json:"task_id"`
+	ImageID     string    `json:"image_id"`
+	SourceURL   string    `json:"source_url"`
+	Key         string    `json:"key"`
+	URI         string    `json:"uri"`
+	Size        int64     `json:"size"`
+	SHA256      string    `json:"sha256"`
+	ContentType string    `json:"content_type"`
+	Width       int       `json:"width"`
+	Height      int       `json:"height"`
+	ArchivedAt  time.Time `json:"archived_at"`
+	Error       string    `json:"error"`
+	Attempts    int       `json:"attempts"`
+	Permanent   *bool     `json:"permanent,omitempty"`
+	FailedAt    time.Time `json:"failed_at"`
+}
+
+// QuotaEvent is the data of sd.quota.<account> (QUOTA).
+type QuotaEvent struct {
+	Type      string    `json:"type"`
+	Account   string    `json:"account"`
+	InvokeID  string    `json:"invoke_id"`
+	Credits   int64     `json:"credits"`
+	Balance   int64     `json:"balance"`
+	Reserved  int64     `json:"reserved"`
+	Reason    string    `json:"reason"`
+	At        time.Time `json:"at"`
+	ID        string    `json:"id,omitempty"`
+	ExpiresAt time.Time `json:"expires_at,omitzero"`
+}
+
+// Subject prefixes of the streams the console reads.
+const (
+	subjectJobs          = "sd.job.finished."
+	subjectQuota         = "sd.quota."
+	subjectArchiveStored = "sd.archive.stored."
+	subjectArchiveFailed = "sd.archive.failed."
+)
+
+// sinkKeys maps the archive URIs of events to keys of the configured sink.
+type sinkKeys struct {
+	// filePrefix is "file://" + the sink directory + "/" (directory sink).
+	filePrefix string
+	// bucket is the S3 bucket (S3 sink).
+	bucket string
+}
+
+// key returns the object key of uri in the sink, and false when uri names
+// another sink.
+func (s sinkKeys) key(uri string) (string, bool) {
+	if uri == "" {
+		return "", false
+	}
+	u, err := url.Parse(uri)
+	if err != nil {
+		return "", false
+	}
+	switch {
+	case u.Scheme == "s3" && s.bucket != "" && u.Host == s.bucket:
+		k := strings.TrimPrefix(u.Path, "/")
+		return k, k != ""
+	case u.Scheme == "file" && s.filePrefix != "":
+		p, err := url.Parse(s.filePrefix)
+		if err != nil {
+			return "", false
+		}
+		k, ok := strings.CutPrefix(u.Path, p.Path)
+		if !ok || k == "" {
+			return "", false
+		}
+		return k, true
+	}
+	return "", false
+}

@@ -1,0 +1,273 @@
+package console
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"image"
+	"image/color"
+	"image/jpeg"
+	"image/png"
+	"io"
+	"net/http"
+	"net/http/cookiejar"
+	"net/http/httptest"
+	"net/url"
+	"regexp"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+
+	"github.com/sdevents/sdevents/pkg/blob"
+	"github.com/sdevents/sdevents/pkg/blob/dirstore"
+	"github.com/sdevents/sdevents/pkg/config"
+	"github.com/sdevents/sdevents/pkg/event"
+	"github.com/sdevents/sdevents/pkg/httpserver"
+	"github.com/sdevents/sdevents/pkg/natstest"
+)
+
+const adminToken = "console-test-admin-token"
+
+// countingReader counts the requests and messages of the console's reads.
+type countingReader struct {
+	Reader
+	requests atomic.Int64
+	msgs     atomic.Int64
+}
+
+func (c *countingReader) Bounds(ctx context.Context, stream string) (uint64, uint64, error) {
+	c.requests.Add(1)
+	return c.Reader.Bounds(ctx, stream)
+}
+
+func (c *countingReader) Get(ctx context.Context, stream string, seq uint64) (Msg, error) {
+	c.requests.Add(1)
+	m, err := c.Reader.Get(ctx, stream, seq)
+	if err == nil {
+		c.msgs.Add(1)
+	}
+	return m, err
+}
+
+func (c *countingReader) LastBySubject(ctx context.Context, stream, subject string) (Msg, error) {
+	c.requests.Add(1)
+	m, err := c.Reader.LastBySubject(ctx, stream, subject)
+	if err == nil {
+		c.msgs.Add(1)
+	}
+	return m, err
+}
+
+func (c *countingReader) Batch(ctx context.Context, stream string, req BatchRequest) ([]Msg, bool, error) {
+	c.requests.Add(1)
+	msgs, more, err := c.Reader.Batch(ctx, stream, req)
+	c.msgs.Add(int64(len(msgs)))
+	return msgs, more, err
+}
+
+func (c *countingReader) reset() { c.requests.Store(0); c.msgs.Store(0) }
+
+// harness is a console over an embedded JetStream with the project's
+// streams, served by the shared HTTP base on loopback.
+type harness struct {
+	t     *testing.T
+	cfg   config.Config
+	nc    *nats.Conn
+	js    jetstream.JetStream
+	svc   *Service
+	srv   *httptest.Server
+	reads *countingReader
+	store *dirstore.Store
+	now   atomic.Pointer[time.Time] // nil = time.Now
+}
+
+func newHarness(t *testing.T) *harness {
+	t.Helper()
+	node := natstest.Start(t)
+	nc, js := natstest.Connect(t, node.URL())
+	natstest.ApplyStreams(t, js, 1)
+	cfg := config.Default()
+	cfg.Admin.Token = adminToken
+	cfg.Archive.Dir = t.TempDir()
+	h := &harness{t: t, cfg: cfg, nc: nc, js: js}
+	svc, err := New(context.Background(), cfg, nc,
+		WithReader(func(r Reader) Reader { h.reads = &countingReader{Reader: r}; return h.reads }),
+		WithClock(func() time.Time {
+			if p := h.now.Load(); p != nil {
+				return *p
+			}
+			return time.Now()
+		}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.svc = svc
+	hs := httpserver.New(zerolog.Nop(), prometheus.NewRegistry())
+	svc.Routes(hs.Echo())
+	h.srv = httptest.NewServer(hs.Echo())
+	t.Cleanup(h.srv.Close)
+	t.Cleanup(svc.Close)
+	h.store, err = dirstore.New(cfg.Archive.Dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+// run starts the live view until the test ends.
+func (h *harness) run() {
+	h.t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- h.svc.Run(ctx) }()
+	h.t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			h.t.Errorf("Run: %v", err)
+		}
+	})
+}
+
+// client returns an HTTP client that keeps cookies and does not follow
+// redirects.
+func (h *harness) client() *http.Client {
+	jar, _ := cookiejar.New(nil)
+	return &http.Client{Jar: jar, Timeout: 30 * time.Second,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+}
+
+type answer struct {
+	status int
+	header http.Header
+	body   string
+}
+
+func (h *harness) do(c *http.Client, method, path string, form url.Values, hdr map[string]string) answer {
+	h.t.Helper()
+	var body io.Reader
+	if form != nil {
+		body = strings.NewReader(form.Encode())
+	}
+	req, err := http.NewRequest(method, h.srv.URL+path, body)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	if form != nil {
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	}
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	return answer{status: resp.StatusCode, header: resp.Header, body: string(raw)}
+}
+
+func (h *harness) get(c *http.Client, path string) answer {
+	return h.do(c, http.MethodGet, path, nil, nil)
+}
+
+// bearer is the header of a request authenticated with the admin token.
+var bearer = map[string]string{"Authorization": "Bearer " + adminToken}
+
+var csrfRE = regexp.MustCompile(`name="csrf" value="([^"]+)"`)
+
+// csrfIn returns the CSRF token of the first form of a page.
+func csrfIn(t *testing.T, page string) string {
+	t.Helper()
+	m := csrfRE.FindStringSubmatch(page)
+	if m == nil {
+		t.Fatalf("no csrf field in page:\n%s", page)
+	}
+	return m[1]
+}
+
+// login logs a new browser-like client in through the form and returns it
+// with the session's CSRF token.
+func (h *harness) login() (*http.Client, string) {
+	h.t.Helper()
+	c := h.client()
+	form := h.get(c, "/console/login")
+	if form.status != http.StatusOK {
+		h.t.Fatalf("login form: %d", form.status)
+	}
+	a := h.do(c, http.MethodPost, "/console/login", url.Values{"csrf": {csrfIn(h.t, form.body)}, "token": {adminToken}}, nil)
+	if a.status != http.StatusSeeOther {
+		h.t.Fatalf("login: %d %s", a.status, a.body)
+	}
+	page := h.get(c, "/console/accounts")
+	if page.status != http.StatusOK {
+		h.t.Fatalf("after login: %d %s", page.status, page.body)
+	}
+	return c, csrfIn(h.t, page.body)
+}
+
+func (h *harness) publish(subject string, meta event.Meta, data any, headers map[string]string) uint64 {
+	h.t.Helper()
+	raw, ok := data.([]byte)
+	if !ok {
+		var err error
+		if raw, err = json.Marshal(data); err != nil {
+			h.t.Fatal(err)
+		}
+	}
+	if meta.ID == "" {
+		meta.ID = subject + "-" + time.Now().Format(time.RFC3339Nano)
+	}
+	if meta.Time.IsZero() {
+		meta.Time = time.Now()
+	}
+	msg := event.Message(subject, meta, raw)
+	for k, v := range headers {
+		event.Set(msg, k, v)
+	}
+	ack, err := h.js.PublishMsg(context.Background(), msg)
+	if err != nil {
+		h.t.Fatalf("publish %s: %v", subject, err)
+	}
+	return ack.Sequence
+}
+
+// archive stores an image in the archive sink and returns its URI.
+func (h *harness) archive(key string, raw []byte, contentType string) string {
+	h.t.Helper()
+	if _, err := h.store.Put(context.Background(), key, bytes.NewReader(raw), int64(len(raw)), blob.PutMeta{ContentType: contentType}); err != nil {
+		h.t.Fatal(err)
+	}
+	return h.store.URI(key)
+}
+
+func testPNG(t *testing.T, w, h int) []byte {
+	t.Helper()
+	img := image.NewNRGBA(image.Rect(0, 0, w, h))
+	for y := range h {
+		for x := range w {
+			img.Set(x, y, color.NRGBA{uint8(x), uint8(y), 128, 255})
+		}
+	}
+	var b bytes.Buffer
+	if err := png.Encode(&b, img); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
+}
+
+func testJPEG(t *testing.T, w, h int) []byte {
+	t.Helper()
+	img := image.NewRGBA(image.Rect(0, 0, w, h))
+	var b bytes.Buffer
+	if err := jpeg.Encode(&b, img, nil); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
+}
