@@ -22,7 +22,8 @@ type BlobStore interface {
 	// An object whose SHA256 is empty is incomplete: it counts as absent.
 	Stat(ctx context.Context, key string) (blob.Object, error)
 	// Put streams r (size bytes, or -1 when unknown) into the object under
-	// key, computing its SHA-256 on the way, without holding it in memory.
+	// key, computing its SHA-256 on the way, holding at most one bounded part in
+	// memory.
 	// It fails with the reader's error when reading fails.
 	Put(ctx context.Context, key string, r io.Reader, size int64, meta blob.PutMeta) (blob.Object, error)
 	// URI is the address of key recorded in events.

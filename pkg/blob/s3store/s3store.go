@@ -3,24 +3,38 @@
 //
 // Metadata is stored as S3 user metadata: the digest as X-Amz-Meta-Sha256,
 // each PutMeta.Metadata entry as X-Amz-Meta-<Key> (X-Amz-Meta-Source-Url,
-// -Model, -Width, -Height), the content type as Content-Type.
+// -Model, -Width, -Height), the content type as Content-Type. An object of
+// at most PartSize bytes also carries the digest as its S3 SHA-256 checksum
+// (x-amz-checksum-sha256, base64, read with StatObject's Checksum option).
 //
-// Memory: Put never holds an object. An upload of known size up to PartSize is
-// one streamed PUT; anything larger, or of unknown size, is a multipart upload
-// that fills one PartSize buffer at a time, so a Put holds at most
-// ConcurrentParts × PartSize bytes (16 MiB with the defaults).
+// Digest: Put records the SHA-256 of exactly the bytes stored, so that Stat
+// reports it. An object of at most PartSize bytes (every image of a usual
+// archive) is read whole into memory first, so its digest is known before
+// anything is sent: one PUT stores content and digest together, atomically,
+// with no window in which the object exists without its digest. A larger
+// object is uploaded while it is read (multipart, digest computed on the
+// way) and, unless the caller declared the digest in PutMeta.SHA256, then
+// given it by a copy of the object onto itself, conditional on the ETag of
+// the upload (MinIO rewrites the data on that copy: only objects over
+// PartSize pay it). A crash in between leaves an object whose Stat reports
+// an empty SHA256: callers treat that as "not archived" and put it again, as
+// they do with an object someone else wrote without the digest.
 //
-// Digest: the SHA-256 is computed while the bytes are uploaded. When the
-// caller does not know it in advance (PutMeta.SHA256 empty), the object is
-// first written without it and then given its full metadata by a copy onto
-// itself (on MinIO a metadata-only operation). A crash in between leaves an
-// object whose Stat reports an empty SHA256: callers treat that as "not
-// archived" and put it again.
+// Memory: a Put holds at most one buffer of its own of up to PartSize bytes,
+// or ConcurrentParts × PartSize of minio-go's part buffers (16 MiB with the
+// defaults). The exceptions are transient and bounded: an object of unknown
+// size grows its buffer by doubling (old and new held for the copy), and one
+// over PartSize keeps its first PartSize bytes until they are handed to the
+// first part. The buffers of objects up to PartSize are pooled by size class
+// (powers of two from 64 KiB, never over PartSize), so a Put of a 2 MB image
+// holds 2 MiB.
 package s3store
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -59,7 +73,8 @@ type Config struct {
 // Options tune uploads; the zero value means the defaults.
 type Options struct {
 	// PartSize is the multipart part size, at least MinPartSize; default
-	// DefaultPartSize. It is also the largest single PUT.
+	// DefaultPartSize. It is also the largest single PUT, and the largest
+	// object Put reads into memory before sending it.
 	PartSize uint64
 	// ConcurrentParts is how many parts are buffered and uploaded in
 	// parallel (default 1). Memory per Put is ConcurrentParts × PartSize.
@@ -181,11 +196,18 @@ func (s *Store) Get(ctx context.Context, key string) (io.ReadCloser, blob.Object
 // returns what it stored. size is the content length, or -1 when unknown; r
 // must yield exactly size bytes when it is known. Memory is bounded as the
 // package comment says. Putting the same bytes under the same key again is
-// harmless (idempotent).
+// harmless (idempotent); of concurrent Puts of one key the last stored wins,
+// each with its own digest.
 //
-// Errors: ErrInvalidKey, ErrInvalidMetadata, ErrMismatch (the object is
-// removed), the reader's error or ctx's error (a multipart upload is aborted,
-// the previous object stays), or the service's error (worth retrying).
+// An object of at most PartSize bytes is read whole before anything is sent,
+// then stored by one PUT that carries its digest: it appears with its digest
+// or not at all. A larger one is uploaded while it is read and given its
+// digest afterwards (see the package comment).
+//
+// Errors: ErrInvalidKey, ErrInvalidMetadata, ErrMismatch (for an object up to
+// PartSize nothing was sent and a previous object stays; a larger one is
+// removed), the reader's error or ctx's error (nothing is stored, the
+// previous object stays), or the service's error (worth retrying).
 func (s *Store) Put(ctx context.Context, key string, r io.Reader, size int64, meta blob.PutMeta) (blob.Object, error) {
 	if err := blob.ValidateKey(key); err != nil {
 		return blob.Object{}, err
@@ -197,18 +219,136 @@ func (s *Store) Put(ctx context.Context, key string, r io.Reader, size int64, me
 	if err := blob.ValidateSHA256(meta.SHA256); err != nil {
 		return blob.Object{}, err
 	}
-	ct := meta.ContentType
-	if ct == "" {
-		ct = blob.DefaultContentType
+	p := put{key: key, ct: meta.ContentType, md: md, want: meta.SHA256}
+	if p.ct == "" {
+		p.ct = blob.DefaultContentType
 	}
-	user := make(map[string]string, len(md)+1)
-	for k, v := range md {
-		user[metaPrefix+k] = v
+	limit := int(s.opts.PartSize)
+	if size > int64(limit) {
+		return s.putStream(ctx, p, r, size)
 	}
-	if meta.SHA256 != "" {
-		user[metaPrefix+blob.MetaSHA256] = meta.SHA256
+	r = ctxReader{ctx, r}
+	readErr := func(err error) error {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return fmt.Errorf("s3store: put %s: %w", key, err)
 	}
 
+	var buf *[]byte
+	var n int
+	if size >= 0 {
+		n = int(size)
+		if n > 0 {
+			buf = getSpool(n, limit)
+			if m, err := io.ReadFull(r, (*buf)[:n]); err != nil {
+				putSpool(buf)
+				if err == io.EOF || err == io.ErrUnexpectedEOF {
+					return blob.Object{}, fmt.Errorf("%w: %q: read %d bytes, declared %d", blob.ErrMismatch, key, m, size)
+				}
+				return blob.Object{}, readErr(err)
+			}
+		}
+		var one [1]byte
+		if m, err := io.ReadFull(r, one[:]); m > 0 || err != io.EOF {
+			if buf != nil {
+				putSpool(buf)
+			}
+			if m > 0 {
+				return blob.Object{}, fmt.Errorf("%w: %q: more bytes than the declared %d", blob.ErrMismatch, key, size)
+			}
+			return blob.Object{}, readErr(err)
+		}
+	} else {
+		var over []byte
+		buf, n, over, err = spool(r, limit)
+		if err != nil {
+			return blob.Object{}, readErr(err)
+		}
+		if over != nil {
+			head := &drainReader{b: buf, n: n}
+			defer head.release()
+			return s.putStream(ctx, p, io.MultiReader(head, bytes.NewReader(over), r), -1)
+		}
+	}
+	var data []byte
+	if buf != nil {
+		// Runs after putSpooled returned, which detached its request body.
+		defer putSpool(buf)
+		data = (*buf)[:n]
+	}
+	return s.putSpooled(ctx, p, data)
+}
+
+// put is what Put stores besides the content.
+type put struct {
+	key, ct string
+	md      map[string]string // normalized
+	want    string            // the declared digest, or empty
+}
+
+// userMetadata returns the S3 user metadata of p with the digest sum.
+func (p put) userMetadata(sum string) map[string]string {
+	user := make(map[string]string, len(p.md)+1)
+	for k, v := range p.md {
+		user[metaPrefix+k] = v
+	}
+	if sum != "" {
+		user[metaPrefix+blob.MetaSHA256] = sum
+	}
+	return user
+}
+
+func (s *Store) putOptions(p put, user map[string]string) minio.PutObjectOptions {
+	opts := minio.PutObjectOptions{
+		ContentType:  p.ct,
+		UserMetadata: user,
+		PartSize:     s.opts.PartSize,
+		NumThreads:   s.opts.ConcurrentParts,
+	}
+	if s.opts.ConcurrentParts > 1 {
+		opts.ConcurrentStreamParts = true
+	}
+	return opts
+}
+
+// putSpooled stores data, at most PartSize bytes, by one PUT whose metadata
+// holds its digest. The request is signed with the digest as its payload
+// hash (X-Amz-Content-Sha256) and also carries it as
+// X-Amz-Checksum-Sha256: the service refuses the PUT unless the bytes it
+// received have that digest. data is not used after putSpooled returns.
+func (s *Store) putSpooled(ctx context.Context, p put, data []byte) (blob.Object, error) {
+	d := sha256.Sum256(data)
+	sum := hex.EncodeToString(d[:])
+	if p.want != "" && p.want != sum {
+		return blob.Object{}, fmt.Errorf("%w: %q: sha256 %s, declared %s", blob.ErrMismatch, p.key, sum, p.want)
+	}
+	user := p.userMetadata(sum)
+	// An x-amz-checksum- key is sent as is, and keeps minio-go from adding
+	// a trailing checksum of its own, which a signed payload cannot carry.
+	user[checksumSHA256Header] = base64.StdEncoding.EncodeToString(d[:])
+	opts := s.putOptions(p, user)
+	opts.DisableContentSha256 = true // no chunked signature: the payload hash is sum
+	body := &spoolReader{b: data}
+	defer body.detach()
+	info, err := minio.Core{Client: s.c}.PutObject(ctx, s.bucket, p.key, body, int64(len(data)), "", sum, opts)
+	if err != nil {
+		if ctx.Err() != nil {
+			return blob.Object{}, ctx.Err()
+		}
+		return blob.Object{}, fmt.Errorf("s3store: put %s: %w", p.key, err)
+	}
+	return blob.Object{Key: p.key, Size: info.Size, SHA256: sum, ContentType: p.ct, Metadata: p.md}, nil
+}
+
+// checksumSHA256Header is the S3 additional checksum header of SHA-256.
+const checksumSHA256Header = "X-Amz-Checksum-Sha256"
+
+// putStream uploads r (size bytes, or -1 when unknown) while it reads it,
+// with the declared digest if any, then, when the digest was not declared,
+// records the computed one by a copy of the object onto itself.
+func (s *Store) putStream(ctx context.Context, p put, r io.Reader, size int64) (blob.Object, error) {
+	user := p.userMetadata(p.want)
 	h := sha256.New()
 	// TeeReader hides any ReaderAt of r, which keeps minio-go on its serial
 	// paths whose memory is one part.
@@ -217,47 +357,38 @@ func (s *Store) Put(ctx context.Context, key string, r io.Reader, size int64, me
 		// Stop at size: a longer reader is caught below, not by net/http.
 		body = io.LimitReader(body, size)
 	}
-	opts := minio.PutObjectOptions{
-		ContentType:  ct,
-		UserMetadata: user,
-		PartSize:     s.opts.PartSize,
-		NumThreads:   s.opts.ConcurrentParts,
-	}
-	if s.opts.ConcurrentParts > 1 {
-		opts.ConcurrentStreamParts = true
-	}
-	info, err := s.c.PutObject(ctx, s.bucket, key, body, size, opts)
+	info, err := s.c.PutObject(ctx, s.bucket, p.key, body, size, s.putOptions(p, user))
 	if err != nil {
 		if ctx.Err() != nil {
 			return blob.Object{}, ctx.Err()
 		}
-		return blob.Object{}, fmt.Errorf("s3store: put %s: %w", key, err)
+		return blob.Object{}, fmt.Errorf("s3store: put %s: %w", p.key, err)
 	}
 	sum := hex.EncodeToString(h.Sum(nil))
 	if size >= 0 {
 		var one [1]byte
 		if n, _ := io.ReadFull(r, one[:]); n > 0 || info.Size != size {
-			s.remove(ctx, key)
-			return blob.Object{}, fmt.Errorf("%w: %q: more or fewer bytes than the declared %d", blob.ErrMismatch, key, size)
+			s.remove(ctx, p.key)
+			return blob.Object{}, fmt.Errorf("%w: %q: more or fewer bytes than the declared %d", blob.ErrMismatch, p.key, size)
 		}
 	}
-	if meta.SHA256 != "" && meta.SHA256 != sum {
-		s.remove(ctx, key)
-		return blob.Object{}, fmt.Errorf("%w: %q: sha256 %s, declared %s", blob.ErrMismatch, key, sum, meta.SHA256)
+	if p.want != "" && p.want != sum {
+		s.remove(ctx, p.key)
+		return blob.Object{}, fmt.Errorf("%w: %q: sha256 %s, declared %s", blob.ErrMismatch, p.key, sum, p.want)
 	}
-	if meta.SHA256 == "" {
+	if p.want == "" {
 		user[metaPrefix+blob.MetaSHA256] = sum
 		_, err := s.c.CopyObject(ctx,
-			minio.CopyDestOptions{Bucket: s.bucket, Object: key, UserMetadata: user, ReplaceMetadata: true, ContentType: ct},
-			minio.CopySrcOptions{Bucket: s.bucket, Object: key, MatchETag: info.ETag})
+			minio.CopyDestOptions{Bucket: s.bucket, Object: p.key, UserMetadata: user, ReplaceMetadata: true, ContentType: p.ct},
+			minio.CopySrcOptions{Bucket: s.bucket, Object: p.key, MatchETag: info.ETag})
 		if err != nil && minio.ToErrorResponse(err).Code != "PreconditionFailed" {
-			return blob.Object{}, fmt.Errorf("s3store: set digest of %s: %w", key, err)
+			return blob.Object{}, fmt.Errorf("s3store: set digest of %s: %w", p.key, err)
 		}
 		// On PreconditionFailed a concurrent Put replaced the object after
 		// our upload: ours was stored and superseded, and that Put records
 		// the digest of what it wrote.
 	}
-	return blob.Object{Key: key, Size: info.Size, SHA256: sum, ContentType: ct, Metadata: md}, nil
+	return blob.Object{Key: p.key, Size: info.Size, SHA256: sum, ContentType: p.ct, Metadata: p.md}, nil
 }
 
 // remove deletes key after a mismatch, even when ctx is already cancelled,
@@ -293,4 +424,18 @@ func toObject(key string, info minio.ObjectInfo) blob.Object {
 		o.Metadata[name] = vs[0]
 	}
 	return o
+}
+
+// ctxReader fails reads once ctx is done, so that a cancelled Put stops
+// spooling even when the source does not watch ctx.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
 }
