@@ -31,27 +31,30 @@ func (s *Service) archive(ctx context.Context, t task, img image, attempts int) 
 	if ok, err := s.ledger.settled(ctx, id); ok || err != nil {
 		return err
 	}
-	obj, err := s.copyImage(ctx, img)
-	if err == nil {
-		s.metrics.bytes.Add(float64(obj.Size))
-		o, err := s.storedOutcome(t, img, obj)
-		if err != nil {
-			return err
-		}
-		return s.ledger.record(ctx, o)
-	}
-	if ctx.Err() != nil {
-		return ctx.Err()
-	}
-	permanent := isPermanent(err)
-	if !permanent && s.now().Before(s.deadline(t)) {
-		return err
-	}
-	o, err := s.failedOutcome(t, img, err, permanent, attempts)
+	o, err := s.attempt(ctx, t, img, attempts, s.deadline(t))
 	if err != nil {
 		return err
 	}
 	return s.ledger.record(ctx, o)
+}
+
+// attempt copies img and returns its outcome: stored, or failed when the
+// failure is permanent or deadline has passed. Otherwise (a transient
+// failure before deadline) it returns the error, to be tried again.
+func (s *Service) attempt(ctx context.Context, t task, img image, attempts int, deadline time.Time) (outcome, error) {
+	obj, err := s.copyImage(ctx, img)
+	if err == nil {
+		s.metrics.bytes.Add(float64(obj.Size))
+		return s.storedOutcome(t, img, obj)
+	}
+	if ctx.Err() != nil {
+		return outcome{}, ctx.Err()
+	}
+	permanent := isPermanent(err)
+	if !permanent && s.now().Before(deadline) {
+		return outcome{}, err
+	}
+	return s.failedOutcome(t, img, err, permanent, attempts)
 }
 
 // isPermanent reports failures that no retry cures.

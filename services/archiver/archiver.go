@@ -31,8 +31,11 @@ const DefaultDrainTimeout = 15 * time.Second
 // Service is the archiver. Build it with New and run it with Run; several
 // replicas may run against the same JetStream, sharing the work.
 type Service struct {
+	js       jetstream.JetStream
 	cons     jetstream.Consumer
 	ackWait  time.Duration
+	retries  jetstream.Consumer
+	retryAck time.Duration
 	store    BlobStore
 	sources  sources
 	ledger   *ledger
@@ -96,6 +99,11 @@ func New(ctx context.Context, cfg config.Config, nc *nats.Conn, reg prometheus.R
 		return nil, fmt.Errorf("archiver: consumer %s: %w", ConsumerName, err)
 	}
 	s.ackWait = s.cons.CachedInfo().Config.AckWait
+	if s.retries, err = js.Consumer(ctx, RetryStream, RetryConsumerName); err != nil {
+		return nil, fmt.Errorf("archiver: consumer %s/%s: %w", RetryStream, RetryConsumerName, err)
+	}
+	s.retryAck = s.retries.CachedInfo().Config.AckWait
+	s.js = js
 	kv, err := js.KeyValue(ctx, KeysBucket)
 	if err != nil {
 		return nil, fmt.Errorf("archiver: bucket %s: %w", KeysBucket, err)
@@ -133,42 +141,59 @@ func (s *Service) Run(ctx context.Context) error {
 	defer cancelWork()
 	slots := make(chan struct{}, s.workers)
 	var jobs inflight
-	cc, err := s.cons.Consume(func(msg jetstream.Msg) {
-		stop := s.keepAlive(msg)
-		slots <- struct{}{} // blocks the delivery while every worker is busy
-		started := jobs.start(func() {
-			defer func() { <-slots }()
-			defer stop()
-			s.handle(work, msg)
-		})
-		if !started { // delivered after shutdown began: someone else's now
-			<-slots
-			stop()
-			_ = msg.Nak()
-		}
-	},
-		jetstream.PullMaxMessages(s.workers),
-		// Short pulls: a pull request a failing consumer leader drops is
-		// renewed within seconds, not after the default 30 s.
-		jetstream.PullExpiry(5*time.Second),
-		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-			if !errors.Is(err, jetstream.ErrConnectionClosed) {
-				s.log.Warn().Err(err).Msg("archiver consume")
+	consume := func(cons jetstream.Consumer, ackWait time.Duration, handle func(context.Context, jetstream.Msg)) (jetstream.ConsumeContext, error) {
+		return cons.Consume(func(msg jetstream.Msg) {
+			stop := s.keepAlive(msg, ackWait)
+			slots <- struct{}{} // blocks the delivery while every worker is busy
+			started := jobs.start(func() {
+				defer func() { <-slots }()
+				defer stop()
+				handle(work, msg)
+			})
+			if !started { // delivered after shutdown began: someone else's now
+				<-slots
+				stop()
+				_ = msg.Nak()
 			}
-		}),
-	)
+		},
+			jetstream.PullMaxMessages(s.workers),
+			// Short pulls: a pull request a failing consumer leader drops is
+			// renewed within seconds, not after the default 30 s.
+			jetstream.PullExpiry(5*time.Second),
+			jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+				if !errors.Is(err, jetstream.ErrConnectionClosed) {
+					s.log.Warn().Err(err).Msg("archiver consume")
+				}
+			}),
+		)
+	}
+	cc, err := consume(s.cons, s.ackWait, s.handle)
 	if err != nil {
 		return fmt.Errorf("archiver: consume: %w", err)
 	}
+	// Retry requests share the workers with INGRESS messages.
+	rc, err := consume(s.retries, s.retryAck, s.handleRetry)
+	if err != nil {
+		cc.Stop()
+		<-cc.Closed()
+		return fmt.Errorf("archiver: consume retries: %w", err)
+	}
 	<-ctx.Done()
 	cc.Drain()
+	rc.Drain()
 	deadline := time.NewTimer(s.drain)
 	defer deadline.Stop()
+	closed := make(chan struct{})
+	go func() {
+		<-cc.Closed()
+		<-rc.Closed()
+		close(closed)
+	}()
 	select {
-	case <-cc.Closed():
+	case <-closed:
 	case <-deadline.C:
 		cancelWork()
-		<-cc.Closed()
+		<-closed
 	}
 	done := make(chan struct{})
 	go func() {
@@ -213,8 +238,8 @@ func (g *inflight) closeAndWait() {
 
 // keepAlive tells JetStream every third of the ack wait that msg is still
 // being worked on, until stop is called.
-func (s *Service) keepAlive(msg jetstream.Msg) (stop func()) {
-	every := s.ackWait / 3
+func (s *Service) keepAlive(msg jetstream.Msg, ackWait time.Duration) (stop func()) {
+	every := ackWait / 3
 	if every <= 0 {
 		return func() {}
 	}

@@ -211,6 +211,7 @@ func (e *env) republish(msg *nats.Msg) {
 
 // archiveEvent is an ARCHIVE message, decoded.
 type archiveEvent struct {
+	Seq     uint64
 	Subject string
 	ID      string
 	Stored  archiver.StoredEvent
@@ -237,7 +238,7 @@ func (e *env) events() []archiveEvent {
 		if err != nil {
 			e.t.Fatal(err)
 		}
-		a := archiveEvent{Subject: m.Subject, ID: m.Header.Get(nats.MsgIdHdr)}
+		a := archiveEvent{Seq: seq, Subject: m.Subject, ID: m.Header.Get(nats.MsgIdHdr)}
 		if a.stored() {
 			err = json.Unmarshal(m.Data, &a.Stored)
 		} else {

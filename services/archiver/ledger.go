@@ -1,6 +1,7 @@
 package archiver
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -40,13 +41,21 @@ type ledger struct {
 
 // outcome is an ARCHIVE event to publish once.
 type outcome struct {
-	ID      string          `json:"id"`
+	// ID is the event's ce-id and Nats-Msg-Id: EventID(key), or for the
+	// outcome of a retry request EventID(key)+"-r<failed seq>".
+	ID string `json:"id"`
+	// Entry is the image's ARCHIVE_KEYS key when it differs from ID (a
+	// retry's outcome); see entry.
+	Entry   string          `json:"entry,omitempty"`
 	Subject string          `json:"subject"`
 	Account string          `json:"account"`
 	Type    string          `json:"type"`
 	At      time.Time       `json:"at"`
 	Data    json.RawMessage `json:"data"`
 }
+
+// entry is the ARCHIVE_KEYS key of the image: EventID(key).
+func (o outcome) entry() string { return cmp.Or(o.Entry, o.ID) }
 
 // record is the bucket entry of one image.
 type record struct {
@@ -100,15 +109,35 @@ func (l *ledger) record(ctx context.Context, o outcome) error {
 	if err != nil {
 		return fmt.Errorf("archiver: %w", err)
 	}
-	rev, err := l.kv.Create(ctx, o.ID, raw)
+	rev, err := l.kv.Create(ctx, o.entry(), raw)
 	if errors.Is(err, jetstream.ErrKeyExists) {
-		_, err := l.settled(ctx, o.ID)
+		_, err := l.settled(ctx, o.entry())
 		return err
 	}
 	if err != nil {
 		return fmt.Errorf("archiver: ledger claim %s: %w", o.ID, err)
 	}
 	return l.publish(ctx, rec, rev)
+}
+
+// replace claims for o (a retry's outcome) the image's entry, found at
+// revision rev holding the failure being retried, by compare-and-set, then
+// publishes o. It returns false when the entry moved on meanwhile (another
+// replica claimed it): the caller reads it again.
+func (l *ledger) replace(ctx context.Context, o outcome, rev uint64) (bool, error) {
+	rec := record{State: statePending, ClaimedAt: l.now(), Outcome: o}
+	raw, err := json.Marshal(rec)
+	if err != nil {
+		return false, fmt.Errorf("archiver: %w", err)
+	}
+	rev, err = l.kv.Update(ctx, o.entry(), raw, rev)
+	if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("archiver: ledger retry claim %s: %w", o.ID, err)
+	}
+	return true, l.publish(ctx, rec, rev)
 }
 
 // complete finishes a pending record found at revision rev.
@@ -122,7 +151,7 @@ func (l *ledger) complete(ctx context.Context, rec record, rev uint64) error {
 	if err != nil {
 		return fmt.Errorf("archiver: %w", err)
 	}
-	rev, err = l.kv.Update(ctx, rec.Outcome.ID, raw, rev)
+	rev, err = l.kv.Update(ctx, rec.Outcome.entry(), raw, rev)
 	if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
 		return errClaimBusy
 	}
@@ -163,7 +192,7 @@ func (l *ledger) markDone(ctx context.Context, rec record, seq, rev uint64) erro
 	if err != nil {
 		return fmt.Errorf("archiver: %w", err)
 	}
-	_, err = l.kv.Update(ctx, rec.Outcome.ID, raw, rev)
+	_, err = l.kv.Update(ctx, rec.Outcome.entry(), raw, rev)
 	if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
 		// Someone completed or took over the record meanwhile; the event
 		// is in the stream, where a taker's search finds it.

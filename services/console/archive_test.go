@@ -9,9 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/sdevents/sdevents/pkg/event"
+	"github.com/sdevents/sdevents/pkg/natstest"
 )
 
 func (h *harness) publishFailure(image string, attempts int) uint64 {
@@ -58,14 +57,18 @@ func TestArchiveFailuresAndRetry(t *testing.T) {
 	retry := func(seq uint64, csrf string) answer {
 		return h.do(c, http.MethodPost, fmt.Sprintf("/console/archive/%d/retry", seq), url.Values{"csrf": {csrf}}, nil)
 	}
-	// No stream stores retry requests: the operator is told, nothing is lost.
+	// A deployment whose archiver takes no retries has no ARCHIVER_RETRY
+	// stream: the operator is told, nothing is lost.
+	if err := h.js.DeleteStream(t.Context(), "ARCHIVER_RETRY"); err != nil {
+		t.Fatal(err)
+	}
 	if a := retry(f1, csrf); a.status != http.StatusNotImplemented || !strings.Contains(a.body, "does not accept retries") {
 		t.Fatalf("retry without a retry stream: %d\n%s", a.status, a.body)
 	}
 
-	// With the stream the archiver will consume (docs/console.md).
-	s, err := h.js.CreateStream(t.Context(), jetstream.StreamConfig{Name: "ARCHIVER_RETRY", Subjects: []string{RetrySubjectPrefix + "*"},
-		Retention: jetstream.WorkQueuePolicy, Duplicates: time.Hour})
+	// With the stream of streams/archiver-retry.yaml, as the archiver consumes it.
+	natstest.ApplyStreams(t, h.js, 1)
+	s, err := h.js.Stream(t.Context(), "ARCHIVER_RETRY")
 	if err != nil {
 		t.Fatal(err)
 	}

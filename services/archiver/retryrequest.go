@@ -1,0 +1,271 @@
+package archiver
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/sdevents/sdevents/pkg/event"
+	"github.com/sdevents/sdevents/streams"
+)
+
+// Retry requests (docs/archiver.md, "Retry requests"): the console's Retry
+// button publishes one on sdevents.archiver.retry.<account>, stored by the
+// stream ARCHIVER_RETRY (streams/archiver-retry.yaml) and consumed through
+// its durable consumer archiver-retry by every replica.
+const (
+	RetryStream       = "ARCHIVER_RETRY"
+	RetryConsumerName = "archiver-retry"
+)
+
+// RetryRequest is the data of a retry request (services/console builds it):
+// archive again the image whose outcome is the failed event FailedID at
+// ARCHIVE sequence FailedSeq.
+type RetryRequest struct {
+	ID        string `json:"id"`
+	FailedSeq uint64 `json:"failed_seq"`
+	FailedID  string `json:"failed_id"`
+	Account   string `json:"account"`
+	TaskID    string `json:"task_id"`
+	ImageID   string `json:"image_id"`
+	// Key is the key the image would have had; its record in ARCHIVE_KEYS
+	// is EventID(Key).
+	Key         string    `json:"key"`
+	SourceURL   string    `json:"source_url"`
+	RequestedAt time.Time `json:"requested_at"`
+}
+
+// RetryEventID is the id (ce-id, Nats-Msg-Id) of the outcome of a retry of
+// the failure at ARCHIVE sequence failedSeq of the image stored under key:
+// distinct from EventID(key), so the duplicate window does not drop it.
+func RetryEventID(key string, failedSeq uint64) string {
+	return EventID(key) + "-r" + strconv.FormatUint(failedSeq, 10)
+}
+
+// Results of a retry request that was acknowledged.
+const (
+	retryDone       = "retried"
+	retryRepeated   = "already retried"
+	retryNotFailure = "not that failure"
+	retryNoRecord   = "no record"
+	retryNoSource   = "INGRESS message not found"
+)
+
+// ingressScanMargin widens the search for the INGRESS message of a retried
+// image around the day of its key, for clock differences.
+const ingressScanMargin = 10 * time.Minute
+
+// handleRetry acts on one retry request, then acknowledges it, or asks for
+// a redelivery after a backoff when something transient failed.
+func (s *Service) handleRetry(ctx context.Context, msg jetstream.Msg) {
+	meta, err := msg.Metadata()
+	if err != nil {
+		s.log.Error().Err(err).Str("subject", msg.Subject()).Msg("archiver: not a JetStream message")
+		return
+	}
+	var req RetryRequest
+	if err := json.Unmarshal(msg.Data(), &req); err != nil || req.FailedSeq == 0 || req.FailedID == "" || req.Key == "" {
+		s.log.Error().AnErr("decode", err).Str("subject", msg.Subject()).Uint64("seq", meta.Sequence.Stream).
+			Msg("archiver: malformed retry request, dropped")
+		_ = msg.Term()
+		return
+	}
+	attempts := int(meta.NumDelivered)
+	// A transient failure of the source is retried until the URL's lifetime
+	// after the request was stored (the original deadline has passed).
+	result, err := s.retry(ctx, req, attempts, meta.Timestamp.Add(s.lifetime))
+	ev := s.log.Info()
+	if err != nil {
+		ev = s.log.Warn().Err(err)
+	}
+	ev = ev.Str("subject", msg.Subject()).Uint64("seq", meta.Sequence.Stream).Int("attempt", attempts).
+		Str("account", req.Account).Str("task_id", req.TaskID).Uint64("failed_seq", req.FailedSeq)
+	if err == nil {
+		if err := msg.Ack(); err != nil {
+			ev = ev.AnErr("ack", err)
+		}
+		ev.Str("result", result).Msg("archive retry request")
+		return
+	}
+	s.metrics.retries.Inc()
+	delay := s.backoff.delay(attempts, s.now(), s.now().Add(s.backoff.max))
+	if ctx.Err() != nil {
+		delay = 0
+	}
+	_ = msg.NakWithDelay(delay)
+	ev.Dur("retry_in", delay).Msg("archive retry request delayed")
+}
+
+// retry archives again the image of req while its ARCHIVE_KEYS record is
+// the failure req names: it re-reads the image from its INGRESS message,
+// copies it, and replaces the record by compare-and-set with a claim of the
+// new outcome (id RetryEventID), which it publishes. A record that is no
+// longer that failure is left alone; a pending claim of this retry (a crash,
+// another replica) is completed with its recorded outcome. It returns what
+// it did, or an error when the request should be delivered again.
+func (s *Service) retry(ctx context.Context, req RetryRequest, attempts int, deadline time.Time) (string, error) {
+	entry := EventID(req.Key)
+	retryID := RetryEventID(req.Key, req.FailedSeq)
+	var (
+		t     task
+		img   image
+		found bool
+	)
+	for range 4 {
+		e, err := s.ledger.kv.Get(ctx, entry)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			return retryNoRecord, nil
+		}
+		if err != nil {
+			return "", fmt.Errorf("archiver: ledger get %s: %w", entry, err)
+		}
+		var rec record
+		if err := json.Unmarshal(e.Value(), &rec); err != nil {
+			return retryNotFailure, nil
+		}
+		switch {
+		case rec.Outcome.ID == retryID && rec.State == stateDone:
+			return retryRepeated, nil
+		case rec.State == statePending && (rec.Outcome.ID == retryID || rec.Outcome.ID == req.FailedID):
+			// This retry's claim, left by a crash or being completed by
+			// another replica; or the failure itself, not yet marked done.
+			if err := s.ledger.complete(ctx, rec, e.Revision()); err != nil {
+				return "", err
+			}
+			continue
+		case rec.State != stateDone || rec.Outcome.ID != req.FailedID || rec.Outcome.Type != eventTypeFailed || rec.Seq != req.FailedSeq:
+			return retryNotFailure, nil
+		}
+		if !found {
+			if t, img, found, err = s.findImage(ctx, req); err != nil {
+				return "", err
+			}
+			if !found {
+				return retryNoSource, nil
+			}
+		}
+		o, err := s.attempt(ctx, t, img, attempts, deadline)
+		if err != nil {
+			return "", err
+		}
+		o.ID, o.Entry = retryID, entry
+		ok, err := s.ledger.replace(ctx, o, e.Revision())
+		if err != nil {
+			return "", err
+		}
+		if ok {
+			return retryDone, nil
+		}
+		// The record moved on meanwhile: read it again.
+	}
+	return "", errClaimBusy
+}
+
+// findImage finds the INGRESS message of the image of req and the image in
+// it. The key's date is the UTC day of the message's event time, so only the
+// messages stored that day (± a margin) on the archiver's subjects are read,
+// headers only; those of the request's account and task are read whole.
+func (s *Service) findImage(ctx context.Context, req RetryRequest) (task, image, bool, error) {
+	day, ok := keyDay(req.Key)
+	if !ok {
+		return task{}, image{}, false, nil
+	}
+	from, until := day.Add(-ingressScanMargin), day.Add(24*time.Hour+ingressScanMargin)
+	st, err := s.js.Stream(ctx, streams.Ingress)
+	if err != nil {
+		return task{}, image{}, false, fmt.Errorf("archiver: stream %s: %w", streams.Ingress, err)
+	}
+	cfg := s.cons.CachedInfo().Config
+	c, err := s.js.CreateConsumer(ctx, streams.Ingress, jetstream.ConsumerConfig{
+		FilterSubject:     cfg.FilterSubject,
+		FilterSubjects:    cfg.FilterSubjects,
+		DeliverPolicy:     jetstream.DeliverByStartTimePolicy,
+		OptStartTime:      &from,
+		AckPolicy:         jetstream.AckNonePolicy,
+		HeadersOnly:       true,
+		MemoryStorage:     true,
+		InactiveThreshold: time.Minute,
+	})
+	if err != nil {
+		return task{}, image{}, false, fmt.Errorf("archiver: search INGRESS: %w", err)
+	}
+	defer func() {
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = s.js.DeleteConsumer(dctx, streams.Ingress, c.CachedInfo().Name)
+	}()
+	left := c.CachedInfo().NumPending
+	for left > 0 {
+		batch, err := c.Fetch(int(min(left, 256)), jetstream.FetchMaxWait(5*time.Second))
+		if err != nil {
+			return task{}, image{}, false, fmt.Errorf("archiver: search INGRESS: %w", err)
+		}
+		n, past := 0, false
+		for m := range batch.Messages() {
+			n++
+			meta, err := m.Metadata()
+			if err != nil || past {
+				continue
+			}
+			if meta.Timestamp.After(until) {
+				past = true
+				continue
+			}
+			if !candidate(m.Subject(), m.Headers(), req) {
+				continue
+			}
+			raw, err := st.GetMsg(ctx, meta.Sequence.Stream)
+			if err != nil {
+				return task{}, image{}, false, fmt.Errorf("archiver: read INGRESS %d: %w", meta.Sequence.Stream, err)
+			}
+			t := parseTask(raw.Subject, raw.Header, raw.Data, raw.Time)
+			for _, img := range t.Images {
+				if img.Key == req.Key {
+					return t, img, true, nil
+				}
+			}
+		}
+		if err := batch.Error(); err != nil {
+			return task{}, image{}, false, fmt.Errorf("archiver: search INGRESS: %w", err)
+		}
+		if n == 0 {
+			return task{}, image{}, false, errors.New("archiver: search INGRESS: no progress")
+		}
+		if past {
+			break
+		}
+		left -= uint64(n)
+	}
+	return task{}, image{}, false, nil
+}
+
+// candidate reports whether an INGRESS message (headers only) may hold the
+// image of req: same account, and same task (an SNS message without a task
+// id header names its task in the body).
+func candidate(subject string, h map[string][]string, req RetryRequest) bool {
+	if cmp.Or(event.Get(h, event.HeaderSDAccount), noAccount) != req.Account {
+		return false
+	}
+	if strings.HasPrefix(subject, "sd.sns.") {
+		id := event.Get(h, event.HeaderTaskID)
+		return id == "" || id == req.TaskID
+	}
+	return event.Get(h, event.HeaderInvokeID) == req.TaskID
+}
+
+// keyDay returns the UTC day of an object key (<account>/<yyyy>/<mm>/<dd>/…).
+func keyDay(key string) (time.Time, bool) {
+	parts := strings.Split(key, "/")
+	if len(parts) < 6 {
+		return time.Time{}, false
+	}
+	d, err := time.Parse("2006/01/02", strings.Join(parts[1:4], "/"))
+	return d, err == nil
+}
