@@ -1,12 +1,15 @@
 package aggregator_test
 
 import (
+	"context"
 	"math/rand/v2"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sdevents/sdevents/services/aggregator"
 	"github.com/sdevents/sdevents/services/aggregator/jobs"
@@ -136,5 +139,67 @@ func TestJobsOnceAcrossReplicasKillsAndRedeliveries(t *testing.T) {
 		if r.Source == "default" && r.ClosedBy != jobs.ClosedByJobEvent {
 			t.Errorf("job %s closed by %s", r.JobID, r.ClosedBy)
 		}
+	}
+}
+
+// TestBacklogOfOneKeyInGroups: a backlog of one key's messages is applied in
+// groups (fewer state writes than messages), each message once: JOBS equals
+// the rebuild.
+func TestBacklogOfOneKeyInGroups(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	n := 0
+	for j := range 5 {
+		inv := "inv-" + string(rune('a'+j))
+		e.callback("default", "sdPreInvoke", "a_hot", inv, nil)
+		for k := range 12 {
+			e.callback("default", "sdTaskFinished", "a_hot", inv, taskBody(k%3 != 0, inv+"-"+string(rune('a'+k))))
+		}
+		e.callback("default", "sdJobFinished", "a_hot", inv, taskBody(true))
+		n += 14
+	}
+	reg := prometheus.NewRegistry()
+	nc, err := nats.Connect(e.srv.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	svc, err := aggregator.New(context.Background(), e.cfg, nc, reg, aggregator.WithFaults(
+		func(uint64) { time.Sleep(5 * time.Millisecond) }, // let the key's next messages pile up
+		func(m jetstream.Msg) error { return m.Ack() }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- svc.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	want := e.rebuild(time.Now())
+	e.waitJobs(30*time.Second, len(want.Records))
+	if d := aggregator.Compare(want.Records, e.jobsStored()); !d.Clean() || d.Same != 5 {
+		t.Fatalf("JOBS differs from the rebuild: %+v", d)
+	}
+	var applied, writes float64
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			switch mf.GetName() {
+			case "sdevents_aggregator_group_commits_total":
+				writes += m.GetCounter().GetValue()
+			case "sdevents_aggregator_messages_total":
+				for _, l := range m.GetLabel() {
+					if l.GetName() == "outcome" && l.GetValue() == "applied" {
+						applied += m.GetCounter().GetValue()
+					}
+				}
+			}
+		}
+	}
+	if applied != float64(n) || writes == 0 || writes >= applied {
+		t.Fatalf("%v messages applied in %v state writes, want %d in fewer", applied, writes, n)
 	}
 }

@@ -97,7 +97,11 @@ func taskBody(ok bool, imageIDs ...string) []byte {
 	return b
 }
 
-func imageURL(id string) string { return "https://img.example/" + id + ".png" }
+// imageURL is an image URL as the callback platform sends it: signed, its
+// query a time-limited credential (the archiver records it without).
+func imageURL(id string) string {
+	return "https://img.example/" + id + ".png?Expires=1764720000&OSSAccessKeyId=ak&Signature=s%2Bg"
+}
 
 // sns publishes an SNS Notification as the ingress stores it: subject
 // sd.sns.<source>.Notification, the whole envelope as data.

@@ -3,13 +3,16 @@ package aggregator
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/sdevents/sdevents/pkg/fetch"
 	"github.com/sdevents/sdevents/services/aggregator/jobs"
 	"github.com/sdevents/sdevents/streams"
 )
@@ -29,25 +32,29 @@ type lookup struct {
 const archiveLookback = time.Minute
 
 // fill sets r's Credits from the QUOTA events of r.InvokeIDs and the URI of
-// every image of r whose URL an ARCHIVE event stored.
+// every image of r whose URL an ARCHIVE event stored. The two reads run
+// concurrently.
 func (l lookup) fill(ctx context.Context, r *jobs.Record) error {
+	var credits jobs.Credits
+	var uris map[string]string
+	var errCredits, errArchive error
+	var wg sync.WaitGroup
 	if len(r.InvokeIDs) > 0 {
-		c, err := l.credits(ctx, r.Account, r.InvokeIDs, r.StartedAt.Add(-l.quotaLookback))
-		if err != nil {
-			return err
-		}
-		r.Credits = c
+		wg.Go(func() {
+			credits, errCredits = l.credits(ctx, r.Account, r.InvokeIDs, r.StartedAt.Add(-l.quotaLookback))
+		})
 	}
-	if !hasImages(r) {
-		return nil
+	if hasImages(r) {
+		wg.Go(func() { uris, errArchive = l.archived(ctx, r.Account, r.StartedAt.Add(-archiveLookback)) })
 	}
-	uris, err := l.archived(ctx, r.Account, r.StartedAt.Add(-archiveLookback))
-	if err != nil || len(uris) == 0 {
+	wg.Wait()
+	if err := errors.Join(errCredits, errArchive); err != nil {
 		return err
 	}
+	r.Credits = credits
 	setURI := func(imgs []jobs.Image) {
 		for i := range imgs {
-			if u, ok := uris[imgs[i].URL]; ok {
+			if u, ok := uris[fetch.RedactString(imgs[i].URL)]; ok {
 				imgs[i].URI = u
 			}
 		}
@@ -92,7 +99,8 @@ func (l lookup) credits(ctx context.Context, account string, invokeIDs []string,
 }
 
 // archived maps source URL to archive URI for the account's images stored
-// since t.
+// since t. The archiver records source URLs without their query (a signed
+// URL's query is a credential), so callers look up fetch.RedactString(url).
 func (l lookup) archived(ctx context.Context, account string, since time.Time) (map[string]string, error) {
 	uris := map[string]string{}
 	err := l.scan(ctx, streams.Archive, "sd.archive.stored."+account, since, func(data []byte) {
@@ -114,8 +122,12 @@ const scanBatch = 256
 // at or after since, in order, using batched direct gets (no consumer is
 // created). It returns when it has read what the stream held when asked.
 func (l lookup) scan(ctx context.Context, stream, subject string, since time.Time, fn func([]byte)) error {
+	// A request is sent only once the previous batch has been read, so the
+	// channel never holds more than one batch and its end marker. (A
+	// SubscribeSync channel would be allocated for 64k messages, per scan.)
 	inbox := l.nc.NewRespInbox()
-	sub, err := l.nc.SubscribeSync(inbox)
+	ch := make(chan *nats.Msg, scanBatch+8)
+	sub, err := l.nc.ChanSubscribe(inbox, ch)
 	if err != nil {
 		return fmt.Errorf("read %s: %w", subject, err)
 	}
@@ -129,7 +141,7 @@ func (l lookup) scan(ctx context.Context, stream, subject string, since time.Tim
 		if err := l.nc.PublishRequest("$JS.API.DIRECT.GET."+stream, inbox, payload); err != nil {
 			return fmt.Errorf("read %s: %w", subject, err)
 		}
-		last, more, err := readBatch(ctx, sub, fn)
+		last, more, err := readBatch(ctx, ch, fn)
 		if err != nil {
 			return fmt.Errorf("read %s: %w", subject, err)
 		}
@@ -142,11 +154,13 @@ func (l lookup) scan(ctx context.Context, stream, subject string, since time.Tim
 
 // readBatch reads one direct-get batch: messages until the end-of-batch
 // marker. more reports that the stream holds further messages after last.
-func readBatch(ctx context.Context, sub *nats.Subscription, fn func([]byte)) (last uint64, more bool, err error) {
+func readBatch(ctx context.Context, ch <-chan *nats.Msg, fn func([]byte)) (last uint64, more bool, err error) {
 	for {
-		m, err := sub.NextMsgWithContext(ctx)
-		if err != nil {
-			return 0, false, err
+		var m *nats.Msg
+		select {
+		case m = <-ch:
+		case <-ctx.Done():
+			return 0, false, ctx.Err()
 		}
 		switch status := m.Header.Get("Status"); status {
 		case "":

@@ -37,7 +37,7 @@ func TestCreditsAndArchiveURIs(t *testing.T) {
 	quota("reserved", "inv-other", 7)
 	quota("committed", "inv-1", 1) // after hundreds of others
 	put("sd.quota.a_someone_else", map[string]any{"type": "reserved", "invoke_id": "inv-1", "credits": 50})
-	put("sd.archive.stored."+acct, map[string]any{"account": acct, "source_url": imageURL("img-1"), "uri": "file:///archive/img-1.png", "key": acct + "/img-1.png"})
+	put("sd.archive.stored."+acct, map[string]any{"account": acct, "source_url": "https://img.example/img-1.png", "uri": "file:///archive/img-1.png", "key": acct + "/img-1.png"})
 
 	e.start()
 	e.callback("default", "sdPreInvoke", acct, "inv-1", nil)

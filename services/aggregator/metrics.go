@@ -10,6 +10,7 @@ type metrics struct {
 	messages  *prometheus.CounterVec
 	jobs      *prometheus.CounterVec
 	conflicts prometheus.Counter
+	commits   prometheus.Counter
 	skipped   prometheus.Counter
 	armed     prometheus.Counter
 	fired     prometheus.Counter
@@ -29,6 +30,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Namespace: "sdevents", Subsystem: "aggregator", Name: "state_conflicts_total",
 			Help: "Compare-and-set conflicts on job state (another replica or a timer wrote first).",
 		}),
+		commits: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "sdevents", Subsystem: "aggregator", Name: "group_commits_total",
+			Help: "State writes that applied INGRESS messages (one per group of a key's messages); messages_total{source=\"ingress\",outcome=\"applied\"} over this is the mean group size.",
+		}),
 		skipped: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "sdevents", Subsystem: "aggregator", Name: "unreadable_total",
 			Help: "INGRESS messages whose body could not be read as a task result.",
@@ -42,7 +47,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Fired idle-timeout timers that changed a job state.",
 		}),
 	}
-	reg.MustRegister(m.messages, m.jobs, m.conflicts, m.skipped, m.armed, m.fired)
+	reg.MustRegister(m.messages, m.jobs, m.conflicts, m.commits, m.skipped, m.armed, m.fired)
 	return m
 }
 

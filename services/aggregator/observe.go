@@ -65,13 +65,7 @@ func observe(k jobs.Key, kind jobs.Kind, h nats.Header, data []byte, seq uint64,
 	if kind == jobs.KindPreInvoke {
 		return obs, true
 	}
-	r := taskresult.ParseCallbackResult(data)
-	obs.Success = r.Success
-	for _, img := range r.Images {
-		obs.Images = append(obs.Images, jobs.Image{
-			ImageID: img.GeneratedImageID, URL: img.URL, Type: img.Type, Width: img.Width, Height: img.Height,
-		})
-	}
+	obs.Success, obs.Images = callbackResult(data)
 	return obs, true
 }
 

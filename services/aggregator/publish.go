@@ -3,7 +3,9 @@ package aggregator
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -31,14 +33,28 @@ func recordMsg(r jobs.Record) (*nats.Msg, error) {
 	}, data), nil
 }
 
-// publish fills and publishes recs in order, each acknowledged by JetStream
-// before the next. dup counts the ones JetStream already had.
+// publish fills recs (their lookups all at once) and publishes them in
+// order, each acknowledged by JetStream before the next. dup counts the ones
+// JetStream already had.
 func (s *Service) publish(ctx context.Context, recs []jobs.Record) error {
+	if len(recs) == 0 {
+		return nil
+	}
+	errs := make([]error, len(recs))
+	var wg sync.WaitGroup
+	for i := range recs {
+		wg.Go(func() {
+			if err := s.lookup.fill(ctx, &recs[i]); err != nil {
+				errs[i] = fmt.Errorf("job %s: %w", recs[i].JobID, err)
+			}
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
 	for i := range recs {
 		r := &recs[i]
-		if err := s.lookup.fill(ctx, r); err != nil {
-			return fmt.Errorf("job %s: %w", r.JobID, err)
-		}
 		msg, err := recordMsg(*r)
 		if err != nil {
 			return err

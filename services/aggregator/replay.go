@@ -2,10 +2,14 @@ package aggregator
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
+	"hash/maphash"
+	"runtime"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -34,6 +38,10 @@ type ReplayResult struct {
 // progress, when not nil, is called every 1024 messages and at the end with
 // the messages read and the total. It reads through an ordered consumer and
 // changes nothing.
+//
+// Keys are independent, so the reader hands each message to one of
+// GOMAXPROCS shards by its key; a shard applies its keys' messages in INGRESS
+// order. The records are then put back in the order they closed.
 func Replay(ctx context.Context, js jetstream.JetStream, cfg jobs.Config, now time.Time, progress func(read, total uint64)) (ReplayResult, error) {
 	var res ReplayResult
 	if err := cfg.Validate(); err != nil {
@@ -43,39 +51,124 @@ func Replay(ctx context.Context, js jetstream.JetStream, cfg jobs.Config, now ti
 	if err != nil {
 		return res, err
 	}
-	states := map[jobs.Key]*jobs.State{}
+	shards := make([]*replayShard, runtime.GOMAXPROCS(0))
+	var wg sync.WaitGroup
+	for i := range shards {
+		sh := &replayShard{cfg: cfg, in: make(chan []replayMsg, 4), states: map[jobs.Key]*jobs.State{}}
+		shards[i] = sh
+		wg.Go(sh.run)
+	}
+	seed := maphash.MakeSeed()
+	batches := make([][]replayMsg, len(shards))
+	flush := func(i int) {
+		if len(batches[i]) > 0 {
+			shards[i].in <- batches[i]
+			batches[i] = make([]replayMsg, 0, replayBatch)
+		}
+	}
 	err = readAll(ctx, js, streams.Ingress, filter, false, progress, func(m jetstream.Msg, meta *jetstream.MsgMetadata) error {
 		res.Events++
 		k, kind, ok := keyOf(m.Subject(), m.Headers(), cfg)
 		if !ok {
 			return nil
 		}
-		st := states[k]
-		if st == nil {
-			st = &jobs.State{}
-			states[k] = st
+		i := int(maphash.Comparable(seed, k) % uint64(len(shards)))
+		batches[i] = append(batches[i], replayMsg{key: k, kind: kind, msg: m, seq: meta.Sequence.Stream, at: meta.Timestamp})
+		if len(batches[i]) >= replayBatch {
+			flush(i)
 		}
-		seq := meta.Sequence.Stream
-		obs, readable := observe(k, kind, m.Headers(), m.Data(), seq, meta.Timestamp)
-		var recs []jobs.Record
-		var err error
-		if readable {
-			recs, _, err = jobs.Step(st, obs, cfg)
-		}
-		if !readable || err != nil {
-			_, err = jobs.Skip(st, k, seq)
-		}
-		res.Records = append(res.Records, recs...)
-		return err
+		return nil
 	})
+	for i, sh := range shards {
+		if err == nil {
+			flush(i)
+		}
+		close(sh.in)
+	}
+	wg.Wait()
 	if err != nil {
 		return res, fmt.Errorf("replay jobs: %w", err)
 	}
-	for _, st := range states {
-		res.Records = append(res.Records, jobs.Tick(st, now, cfg)...)
-		res.Open += len(st.Open)
+	var closed []replayRecord
+	for _, sh := range shards {
+		if sh.err != nil {
+			return res, fmt.Errorf("replay jobs: %w", sh.err)
+		}
+		closed = append(closed, sh.closed...)
+	}
+	// Each shard's records are in order; a message's records stay together.
+	slices.SortStableFunc(closed, func(a, b replayRecord) int { return cmp.Compare(a.seq, b.seq) })
+	res.Records = make([]jobs.Record, 0, len(closed))
+	for _, r := range closed {
+		res.Records = append(res.Records, r.rec)
+	}
+	for _, sh := range shards {
+		for _, st := range sh.states {
+			res.Records = append(res.Records, jobs.Tick(st, now, cfg)...)
+			res.Open += len(st.Open)
+		}
 	}
 	return res, nil
+}
+
+// replayBatch is the number of messages the reader hands a shard at once.
+const replayBatch = 256
+
+// replayMsg is an INGRESS message with a job key, for a replay shard.
+type replayMsg struct {
+	key  jobs.Key
+	kind jobs.Kind
+	msg  jetstream.Msg
+	seq  uint64
+	at   time.Time
+}
+
+// replayRecord is a record closed by the message at seq.
+type replayRecord struct {
+	seq uint64
+	rec jobs.Record
+}
+
+// replayShard applies the messages of the keys it owns, in the order it
+// receives them.
+type replayShard struct {
+	cfg    jobs.Config
+	in     chan []replayMsg
+	states map[jobs.Key]*jobs.State
+	closed []replayRecord
+	err    error
+}
+
+func (sh *replayShard) run() {
+	for batch := range sh.in {
+		for _, m := range batch {
+			if sh.err == nil {
+				sh.err = sh.apply(m)
+			}
+		}
+	}
+}
+
+// apply is what the service does with one message (worker.go), in memory.
+func (sh *replayShard) apply(m replayMsg) error {
+	st := sh.states[m.key]
+	if st == nil {
+		st = &jobs.State{}
+		sh.states[m.key] = st
+	}
+	obs, readable := observe(m.key, m.kind, m.msg.Headers(), m.msg.Data(), m.seq, m.at)
+	var recs []jobs.Record
+	var err error
+	if readable {
+		recs, _, err = jobs.Step(st, obs, sh.cfg)
+	}
+	if !readable || err != nil {
+		_, err = jobs.Skip(st, m.key, m.seq)
+	}
+	for _, r := range recs {
+		sh.closed = append(sh.closed, replayRecord{seq: m.seq, rec: r})
+	}
+	return err
 }
 
 // ReadJobs returns every record in JOBS, in stream order.

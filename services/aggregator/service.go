@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"sync"
 	"time"
 
@@ -36,9 +35,17 @@ type Service struct {
 	metrics *metrics
 	opts    options
 
-	index   *index
-	ioctx   context.Context
-	workers []*worker
+	index *index
+	ioctx context.Context
+	cache stateCache
+
+	// lanes holds, per key token, the messages waiting for the key's lane
+	// (worker.go); slots bounds how many lanes run at once.
+	lanesMu      sync.Mutex
+	lanes        map[string]*lane
+	stopping     bool
+	slots        chan struct{}
+	lanesRunning sync.WaitGroup
 }
 
 type options struct {
@@ -57,7 +64,9 @@ type Option func(*options)
 // WithLogger sets the logger; by default nothing is logged.
 func WithLogger(l zerolog.Logger) Option { return func(o *options) { o.log = l } }
 
-// WithWorkers sets how many keys are handled concurrently (default 32).
+// WithWorkers sets how many keys are handled concurrently (default 256).
+// Each key's messages are handled one group at a time, in a single state
+// write, whatever this number.
 func WithWorkers(n int) Option { return func(o *options) { o.workers = max(n, 1) } }
 
 // WithTimerMargin sets how long after a job's deadline its idle-timeout
@@ -94,8 +103,8 @@ func New(ctx context.Context, cfg config.Config, nc *nats.Conn, reg prometheus.R
 	if err := jcfg.Validate(); err != nil {
 		return nil, fmt.Errorf("aggregator: %w", err)
 	}
-	o := options{workers: 32, timerMargin: 2 * time.Second, opTimeout: 10 * time.Second,
-		maxWindow: 1 << 18, cacheSize: 4096, log: zerolog.Nop()}
+	o := options{workers: 256, timerMargin: 2 * time.Second, opTimeout: 10 * time.Second,
+		maxWindow: 1 << 18, cacheSize: 1 << 17, log: zerolog.Nop()}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -119,6 +128,7 @@ func New(ctx context.Context, cfg config.Config, nc *nats.Conn, reg prometheus.R
 		cfg: jcfg, nc: nc, js: js, store: stateStore{kv: kv},
 		lookup:  lookup{nc: nc, quotaLookback: cfg.Quota.ReservationTTL.D() + time.Minute},
 		durable: durable, due: due, log: o.log, metrics: newMetrics(reg), opts: o,
+		cache: stateCache{size: o.cacheSize}, lanes: map[string]*lane{}, slots: make(chan struct{}, o.workers),
 	}, nil
 }
 
@@ -141,19 +151,7 @@ func (s *Service) Run(ctx context.Context) error {
 	})
 	defer func() { stopIndex(); idxDone.Wait() }()
 
-	var wg sync.WaitGroup
-	s.workers = make([]*worker, s.opts.workers)
-	for i := range s.workers {
-		w := &worker{s: s, in: make(chan work, 64), cache: stateCache{size: s.opts.cacheSize}}
-		s.workers[i] = w
-		wg.Go(w.run)
-	}
-	defer func() {
-		for _, w := range s.workers {
-			close(w.in)
-		}
-		wg.Wait()
-	}()
+	defer s.stopLanes()
 
 	onErr := jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 		if !errors.Is(err, jetstream.ErrNoHeartbeat) {
@@ -183,7 +181,7 @@ func (s *Service) Run(ctx context.Context) error {
 	return nil
 }
 
-// dispatchIngress routes an INGRESS message to the worker of its key, or
+// dispatchIngress routes an INGRESS message to the lane of its key, or
 // acknowledges it when it takes no part in jobs.
 func (s *Service) dispatchIngress(m jetstream.Msg) {
 	k, kind, ok := keyOf(m.Subject(), m.Headers(), s.cfg)
@@ -192,22 +190,15 @@ func (s *Service) dispatchIngress(m jetstream.Msg) {
 		_ = m.Ack()
 		return
 	}
-	tok := k.Token()
-	s.workerOf(tok).in <- work{msg: m, token: tok, key: k, kind: kind}
+	s.enqueue(work{msg: m, token: k.Token(), key: k, kind: kind})
 }
 
-// dispatchDue routes a fired timer to the worker of its key.
+// dispatchDue routes a fired timer to the lane of its key.
 func (s *Service) dispatchDue(m jetstream.Msg) {
 	tok, ok := dueToken(m.Subject())
 	if !ok {
 		_ = m.Ack()
 		return
 	}
-	s.workerOf(tok).in <- work{msg: m, token: tok, due: true}
-}
-
-func (s *Service) workerOf(token string) *worker {
-	h := fnv.New32a()
-	h.Write([]byte(token))
-	return s.workers[h.Sum32()%uint32(len(s.workers))]
+	s.enqueue(work{msg: m, token: tok, due: true})
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -81,24 +82,34 @@ type cached struct {
 	fresh bool
 }
 
-// stateCache keeps the entries a worker owns, so that a key's next message
-// needs no read. A stale entry is harmless: its save fails with errConflict
-// and the worker reloads. It is dropped whole when it reaches its size.
+// stateCache keeps the entries of the keys this replica handles, so that a
+// key's next message needs no read. A stale entry is harmless: its save fails
+// with errConflict and the lane reloads. It is dropped whole when it reaches
+// its size. Lanes share it; each uses only its own key's entry.
 type stateCache struct {
+	mu   sync.Mutex
 	size int
 	m    map[string]*cached
 }
 
 func (c *stateCache) get(token string) (*cached, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	e, ok := c.m[token]
 	return e, ok
 }
 
 func (c *stateCache) put(token string, e *cached) {
-	if c.m == nil || len(c.m) >= c.size {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil || len(c.m) >= c.size && c.m[token] == nil {
 		c.m = make(map[string]*cached, min(c.size, 1024))
 	}
 	c.m[token] = e
 }
 
-func (c *stateCache) forget(token string) { delete(c.m, token) }
+func (c *stateCache) forget(token string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.m, token)
+}

@@ -1,8 +1,10 @@
 package aggregator
 
 import (
+	"cmp"
 	"context"
 	"errors"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -11,8 +13,8 @@ import (
 	"github.com/sdevents/sdevents/services/aggregator/jobs"
 )
 
-// work is one message for a worker: an INGRESS message of key, or a fired
-// timer of key's token.
+// work is one message for a key's lane: an INGRESS message of key, or a
+// fired timer of key's token.
 type work struct {
 	msg   jetstream.Msg
 	token string
@@ -21,32 +23,91 @@ type work struct {
 	due   bool
 }
 
-// worker owns the keys whose tokens hash to it: it handles their messages
-// one at a time, in the order they arrive, and caches their entries.
-type worker struct {
-	s     *Service
-	in    chan work
-	cache stateCache
+// lane holds the messages of one key that wait to be handled. A key has a
+// lane only while it has messages; one goroutine runs it, so a key's
+// messages are handled one group at a time, never concurrently.
+type lane struct {
+	pending []work
+}
+
+// enqueue gives it to its key's lane, starting the lane when the key has
+// none. It blocks while the maximum number of lanes run (WithWorkers). After
+// shutdown has begun it drops it, unacknowledged: it is redelivered.
+func (s *Service) enqueue(it work) {
+	s.lanesMu.Lock()
+	if s.stopping {
+		s.lanesMu.Unlock()
+		return
+	}
+	if l, ok := s.lanes[it.token]; ok {
+		l.pending = append(l.pending, it)
+		s.lanesMu.Unlock()
+		return
+	}
+	l := &lane{pending: []work{it}}
+	s.lanes[it.token] = l
+	s.lanesRunning.Add(1)
+	s.lanesMu.Unlock()
+	s.slots <- struct{}{}
+	go func() {
+		defer s.lanesRunning.Done()
+		defer func() { <-s.slots }()
+		s.runLane(it.token, l)
+	}()
+}
+
+// stopLanes refuses further messages and waits until every lane has
+// handled what it holds.
+func (s *Service) stopLanes() {
+	s.lanesMu.Lock()
+	s.stopping = true
+	s.lanesMu.Unlock()
+	s.lanesRunning.Wait()
+}
+
+// runLane handles everything pending on l, as groups, until nothing is
+// left; then the key has no lane any more.
+func (s *Service) runLane(token string, l *lane) {
+	for {
+		s.lanesMu.Lock()
+		group := l.pending
+		l.pending = nil
+		if len(group) == 0 {
+			delete(s.lanes, token)
+			s.lanesMu.Unlock()
+			return
+		}
+		s.lanesMu.Unlock()
+		s.handle(token, group)
+	}
+}
+
+// handle handles a group of one key: its INGRESS messages together (group
+// commit, applyGroup), then its fired timers one by one.
+func (s *Service) handle(token string, group []work) {
+	msgs := slices.DeleteFunc(slices.Clone(group), func(it work) bool { return it.due })
+	if len(msgs) > 0 {
+		ctx, cancel := context.WithTimeout(s.ioctx, s.opts.opTimeout)
+		res := s.applyGroup(ctx, token, msgs)
+		cancel()
+		for i, it := range msgs {
+			s.settle(it, res[i].out, res[i].err)
+		}
+	}
+	for _, it := range group {
+		if !it.due {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(s.ioctx, s.opts.opTimeout)
+		out, err := s.fire(ctx, it)
+		cancel()
+		s.settle(it, out, err)
+	}
 }
 
 // maxAttempts bounds the reload-and-retry loop after conflicts; a message
 // still conflicting is retried later through the server.
 const maxAttempts = 8
-
-func (w *worker) run() {
-	for it := range w.in {
-		ctx, cancel := context.WithTimeout(w.s.ioctx, w.s.opts.opTimeout)
-		var out outcome
-		var err error
-		if it.due {
-			out, err = w.fire(ctx, it)
-		} else {
-			out, err = w.apply(ctx, it)
-		}
-		cancel()
-		w.s.settle(it, out, err)
-	}
-}
 
 // outcome is what happens to a message after it was handled.
 type outcome int
@@ -58,95 +119,177 @@ const (
 	nakError                  // a failure; retried later
 )
 
-// apply applies one INGRESS message: it waits until the key index has read
-// it, loads the key's entry, and applies the message if the entry holds its
-// predecessor and not the message itself. The records that close are
-// published before the entry is stored (compare-and-set); the message is
-// acknowledged only after that.
-func (w *worker) apply(ctx context.Context, it work) (outcome, error) {
-	meta, err := it.msg.Metadata()
-	if err != nil {
-		return nakError, err
-	}
-	seq := meta.Sequence.Stream
-	prev, err := w.s.index.prevOf(ctx, seq)
-	if errors.Is(err, errAcked) {
-		return ackDone, nil
-	}
-	if err != nil {
-		return nakWait, err
-	}
-	obs, readable := observe(it.key, it.kind, it.msg.Headers(), it.msg.Data(), seq, meta.Timestamp)
-	for range maxAttempts {
-		c, err := w.load(ctx, it.token)
+// result is the outcome of one message of a group.
+type result struct {
+	out outcome
+	err error
+}
+
+// pendingMsg is one INGRESS sequence of a group, with every delivery of it
+// the group holds (a redelivery may arrive while the first is pending).
+type pendingMsg struct {
+	seq, prev uint64
+	obs       jobs.Observation
+	readable  bool
+	items     []int // indexes in the group
+	res       result
+}
+
+// applyGroup applies a group of INGRESS messages of one key in a single
+// state write (group commit). It waits until the key index has read them,
+// loads the key's entry, and applies, in INGRESS order, every message whose
+// predecessor the entry holds, by then, and that it does not hold yet:
+// applying one makes its successor in the group applicable. The records that
+// close are published, then the entry is stored once with compare-and-set;
+// the caller acknowledges the applied messages only after that. It returns
+// the result of each message of msgs, in order.
+func (s *Service) applyGroup(ctx context.Context, token string, msgs []work) []result {
+	out := make([]result, len(msgs))
+	bySeq := map[uint64]*pendingMsg{}
+	var todo []*pendingMsg
+	for i, it := range msgs {
+		meta, err := it.msg.Metadata()
 		if err != nil {
-			return nakError, err
+			out[i] = result{nakError, err}
+			continue
+		}
+		seq := meta.Sequence.Stream
+		if p := bySeq[seq]; p != nil {
+			p.items = append(p.items, i) // the same message, delivered again
+			continue
+		}
+		p := &pendingMsg{seq: seq, items: []int{i}}
+		bySeq[seq] = p
+		prev, err := s.index.prevOf(ctx, seq)
+		switch {
+		case errors.Is(err, errAcked):
+			p.res = result{ackDone, nil}
+			continue
+		case err != nil:
+			p.res = result{nakWait, err}
+			continue
+		}
+		p.prev = prev
+		p.obs, p.readable = observe(it.key, it.kind, it.msg.Headers(), it.msg.Data(), seq, meta.Timestamp)
+		todo = append(todo, p)
+	}
+	slices.SortFunc(todo, func(a, b *pendingMsg) int { return cmp.Compare(a.seq, b.seq) })
+	if len(todo) > 0 {
+		s.applyInOrder(ctx, token, msgs[todo[0].items[0]].key, todo)
+	}
+	for _, p := range bySeq {
+		for _, i := range p.items {
+			out[i] = p.res
+		}
+	}
+	return out
+}
+
+// applyInOrder is applyGroup's load-apply-commit loop over todo, sorted by
+// sequence, distinct; it sets each one's result.
+func (s *Service) applyInOrder(ctx context.Context, token string, key jobs.Key, todo []*pendingMsg) {
+	for range maxAttempts {
+		c, err := s.load(ctx, token)
+		if err != nil {
+			setAll(todo, result{nakError, err})
+			return
 		}
 		st := &c.e.State
-		switch {
-		case st.LastSeq >= seq:
-			return ackDone, nil // applied before: a redelivery
-		case st.LastSeq < prev && !c.fresh:
-			w.cache.forget(it.token) // another replica may have applied it
-			continue
-		case st.LastSeq < prev:
-			return nakWait, nil // the predecessor is not applied yet
-		}
 		var recs []jobs.Record
-		if readable {
-			recs, _, err = jobs.Step(st, obs, w.s.cfg)
+		var applied []*pendingMsg
+		waiting := false
+		for _, p := range todo {
+			switch {
+			case p.seq <= st.LastSeq:
+				p.res = result{ackDone, nil} // applied before: a redelivery
+				continue
+			case st.LastSeq < p.prev:
+				p.res = result{nakWait, nil} // the predecessor is not applied yet
+				waiting = true
+				continue
+			}
+			var closed []jobs.Record
+			var err error
+			if p.readable {
+				closed, _, err = jobs.Step(st, p.obs, s.cfg)
+			}
+			if !p.readable || errors.Is(err, jobs.ErrInvalidObservation) {
+				s.metrics.skipped.Inc()
+				_, err = jobs.Skip(st, key, p.seq)
+			}
+			if err != nil {
+				// st is unchanged; the message's successors wait for it.
+				p.res = result{nakError, err}
+				continue
+			}
+			p.res = result{ackApplied, nil}
+			recs = append(recs, closed...)
+			applied = append(applied, p)
 		}
-		if !readable || errors.Is(err, jobs.ErrInvalidObservation) {
-			w.s.metrics.skipped.Inc()
-			_, err = jobs.Skip(st, it.key, seq)
+		if len(applied) == 0 {
+			if waiting && !c.fresh {
+				s.cache.forget(token) // another replica may have applied the predecessors
+				continue
+			}
+			return
 		}
-		if err != nil {
-			w.cache.forget(it.token)
-			return nakError, err
+		for _, p := range applied {
+			s.opts.hooks.beforeCommit(p.seq)
 		}
-		w.s.opts.hooks.beforeCommit(seq)
-		err = w.commit(ctx, it.token, c, recs)
+		err = s.commit(ctx, token, c, recs)
 		if errors.Is(err, errConflict) {
-			w.s.metrics.conflicts.Inc()
+			s.metrics.conflicts.Inc()
 			continue
 		}
 		if err != nil {
-			return nakError, err
+			setAll(applied, result{nakError, err})
+			return
 		}
-		return ackApplied, nil
+		s.metrics.commits.Inc()
+		return
 	}
-	return nakError, errConflict
+	for _, p := range todo {
+		if p.res.out == ackApplied {
+			p.res = result{nakError, errConflict}
+		}
+	}
+}
+
+func setAll(ps []*pendingMsg, r result) {
+	for _, p := range ps {
+		p.res = r
+	}
 }
 
 // fire handles a fired timer: once every INGRESS message of the key stored
 // before the watermark (the firing time minus the timer margin) is applied,
 // it closes the jobs whose deadline has passed by then (jobs.Tick) and arms
 // the timer again for the jobs still open.
-func (w *worker) fire(ctx context.Context, it work) (outcome, error) {
+func (s *Service) fire(ctx context.Context, it work) (outcome, error) {
 	meta, err := it.msg.Metadata()
 	if err != nil {
 		return nakError, err
 	}
-	mark := meta.Timestamp.Add(-w.s.opts.timerMargin)
-	if err := w.s.index.watermark(ctx, mark); err != nil {
+	mark := meta.Timestamp.Add(-s.opts.timerMargin)
+	if err := s.index.watermark(ctx, mark); err != nil {
 		return nakWait, err
 	}
 	for range maxAttempts {
-		c, err := w.load(ctx, it.token)
+		c, err := s.load(ctx, it.token)
 		if err != nil {
 			return nakError, err
 		}
 		if c.rev == 0 {
 			return ackDone, nil // a stray timer
 		}
-		if w.s.index.lastOf(it.token) > c.e.State.LastSeq {
+		if s.index.lastOf(it.token) > c.e.State.LastSeq {
 			if !c.fresh {
-				w.cache.forget(it.token)
+				s.cache.forget(it.token)
 				continue
 			}
 			return nakWait, nil // messages of the key are still being applied
 		}
-		recs := jobs.Tick(&c.e.State, mark, w.s.cfg)
+		recs := jobs.Tick(&c.e.State, mark, s.cfg)
 		hadTimer := !c.e.TimerAt.IsZero()
 		c.e.TimerAt = time.Time{}
 		if len(recs) == 0 && !hadTimer {
@@ -154,32 +297,33 @@ func (w *worker) fire(ctx context.Context, it work) (outcome, error) {
 				return ackDone, nil
 			}
 		}
-		err = w.commit(ctx, it.token, c, recs)
+		err = s.commit(ctx, it.token, c, recs)
 		if errors.Is(err, errConflict) {
-			w.s.metrics.conflicts.Inc()
+			s.metrics.conflicts.Inc()
 			continue
 		}
 		if err != nil {
 			return nakError, err
 		}
-		w.s.metrics.fired.Inc()
+		s.metrics.fired.Inc()
 		return ackApplied, nil
 	}
 	return nakError, errConflict
 }
 
-// load returns the cached entry of token, or reads it (fresh).
-func (w *worker) load(ctx context.Context, token string) (*cached, error) {
-	if c, ok := w.cache.get(token); ok {
+// load returns the cached entry of token, or reads it (fresh). Only the
+// key's lane uses the entry it returns.
+func (s *Service) load(ctx context.Context, token string) (*cached, error) {
+	if c, ok := s.cache.get(token); ok {
 		c.fresh = false
 		return c, nil
 	}
-	e, rev, err := w.s.store.load(ctx, token)
+	e, rev, err := s.store.load(ctx, token)
 	if err != nil {
 		return nil, err
 	}
 	c := &cached{e: e, rev: rev, fresh: true}
-	w.cache.put(token, c)
+	s.cache.put(token, c)
 	return c, nil
 }
 
@@ -188,18 +332,20 @@ func (w *worker) load(ctx context.Context, token string) (*cached, error) {
 // nothing to lose: a redelivery republishes the same records (de-duplicated
 // by job id) and re-arms. Any failure drops the cached entry, which the
 // caller has modified.
-func (w *worker) commit(ctx context.Context, token string, c *cached, recs []jobs.Record) error {
-	err := w.s.publish(ctx, recs)
+func (s *Service) commit(ctx context.Context, token string, c *cached, recs []jobs.Record) error {
+	err := s.publish(ctx, recs)
 	if err == nil {
-		err = w.s.arm(ctx, token, &c.e)
+		err = s.arm(ctx, token, &c.e)
 	}
 	if err == nil {
-		c.rev, err = w.s.store.save(ctx, token, c.e, c.rev)
+		c.rev, err = s.store.save(ctx, token, c.e, c.rev)
 	}
 	if err != nil {
-		w.cache.forget(token)
+		s.cache.forget(token)
+		return err
 	}
-	return err
+	s.cache.put(token, c)
+	return nil
 }
 
 // settle acknowledges or negatively acknowledges a handled message, and logs
