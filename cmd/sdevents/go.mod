@@ -15,6 +15,7 @@ require (
 	github.com/sdevents/sdevents/services/console v0.0.0
 	github.com/sdevents/sdevents/services/ingress v0.0.0
 	github.com/sdevents/sdevents/services/quota v0.0.0
+	github.com/sdevents/sdevents/services/simulator v0.0.0
 	github.com/sdevents/sdevents/streams v0.0.0
 	github.com/spf13/cobra v1.10.2
 )
@@ -81,5 +82,6 @@ replace github.com/sdevents/sdevents/services/aggregator => ../../services/aggre
 
 replace github.com/sdevents/sdevents/services/archiver => ../../services/archiver
 
+replace github.com/sdevents/sdevents/services/simulator => ../../services/simulator
 
 replace github.com/sdevents/sdevents/services/console => ../../services/console

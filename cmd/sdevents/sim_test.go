@@ -1,0 +1,268 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/sdevents/sdevents/pkg/miniotest"
+	"github.com/sdevents/sdevents/services/simulator"
+)
+
+// buildBinary builds bin/sdevents into a temporary directory (without the
+// race detector: the soak measures the system, not the test's build).
+func buildBinary(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "sdevents")
+	cmd := exec.Command("go", "build", "-o", bin, ".")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// freeAddr returns a loopback address whose port was free a moment ago.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// proc is a subprocess of the built binary, restartable.
+type proc struct {
+	t    *testing.T
+	bin  string
+	args []string
+	log  string
+
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+func startProc(t *testing.T, bin, log string, args ...string) *proc {
+	t.Helper()
+	p := &proc{t: t, bin: bin, args: args, log: log}
+	p.start()
+	t.Cleanup(p.kill)
+	return p
+}
+
+func (p *proc) start() {
+	p.t.Helper()
+	f, err := os.OpenFile(p.log, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	cmd := exec.Command(p.bin, p.args...)
+	cmd.Stdout, cmd.Stderr = f, f
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		f.Close()
+		p.t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); f.Close(); close(done) }()
+	p.mu.Lock()
+	p.cmd, p.done = cmd, done
+	p.mu.Unlock()
+}
+
+// kill sends SIGKILL and waits for the process to exit.
+func (p *proc) kill() {
+	p.mu.Lock()
+	cmd, done := p.cmd, p.done
+	p.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	_ = cmd.Process.Kill()
+	<-done
+}
+
+// waitReady polls /readyz until it answers 200.
+func waitReady(t *testing.T, httpAddr string, within time.Duration) time.Duration {
+	t.Helper()
+	start := time.Now()
+	client := &http.Client{Timeout: time.Second}
+	for time.Since(start) < within {
+		if resp, err := client.Get("http://" + httpAddr + "/readyz"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return time.Since(start)
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("%s not ready within %s", httpAddr, within)
+	return 0
+}
+
+func tail(path string, n int) string {
+	b, _ := os.ReadFile(path)
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// TestSoakWithKills is the 60-second fault soak (docs/simulator.md): the
+// built binary runs `sdevents run` on free loopback ports with a temporary
+// store; the callback simulator (users, quota, images served by the
+// simulator) and the SNS simulator (local SNS with its own CA, images in a
+// real MinIO) drive it at a sustained rate while the process is killed with
+// SIGKILL and restarted 20 s apart. Afterwards both simulators verify the
+// end state from the streams: every accepted request stored exactly once,
+// no overdraft, balances = grants − commits, every image archived once with
+// its SHA-256, exactly one record per job.
+func TestSoakWithKills(t *testing.T) {
+	if testing.Short() {
+		t.Skip("soak: not in -short")
+	}
+	// Traffic for 60 s; SIGKILL at 5 s and 25 s. Not later: after a kill,
+	// the messages the archiver had in flight come back after the consumer's
+	// ack wait (2 min, streams/ingress.yaml), which bounds the settle time.
+	const traffic = 60 * time.Second
+	killAt := []time.Duration{5 * time.Second, 25 * time.Second}
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	mc := miniotest.Start(t)
+	bucket := mc.MakeBucket(t, "sim-output")
+	httpAddr, natsAddr, imgAddr, snsAddr := freeAddr(t), freeAddr(t), freeAddr(t), freeAddr(t)
+	caFile := filepath.Join(dir, "sim-ca.pem")
+	if _, _, err := simulator.LoadOrCreateCA(caFile, caFile+".key"); err != nil {
+		t.Fatal(err)
+	}
+	cfgPath := filepath.Join(dir, "sdevents.yaml")
+	cfg := fmt.Sprintf(`http:
+  addr: %s
+nats:
+  embedded:
+    addr: %s
+    store_dir: %s
+callbacks:
+  - name: default
+    keys:
+      - {ak: AK-soak, sk: SK-soak}
+      - {ak: AK-soak-rotated, sk: SK-soak-rotated}
+sns:
+  - name: eks
+    topic_arns: ["arn:aws:sns:us-east-1:123456789012:SdOnEKSStack-sdNotificationOutputCfn-abcdefgh"]
+    auto_confirm: true
+    cert_hosts: [%q]
+    ca_file: %s
+quota:
+  reservation_ttl: 15s
+admin:
+  token: soak-admin-token
+archive:
+  dir: %s
+  allow_hosts: [%q]
+  source_s3: {endpoint: %q, access_key: %q, secret_key: %q, secure: false}
+log:
+  level: warn
+shutdown_timeout: 5s
+`, httpAddr, natsAddr, filepath.Join(dir, "nats"), snsAddr, caFile, filepath.Join(dir, "archive"), imgAddr,
+		mc.Endpoint, mc.AccessKey, mc.SecretKey)
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	runLog := filepath.Join(dir, "run.log")
+	server := startProc(t, bin, runLog, "run", "--config", cfgPath)
+	first := waitReady(t, httpAddr, 60*time.Second)
+	t.Logf("sdevents run ready in %s", first.Round(time.Millisecond))
+
+	common := []string{"--config", cfgPath, "--duration", traffic.String(), "--verify", "--settle", "100s", "--no-progress"}
+	cbJSON, snsJSON := filepath.Join(dir, "callbacks.json"), filepath.Join(dir, "sns.json")
+	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
+	defer cancel()
+	type simResult struct {
+		name string
+		out  []byte
+		err  error
+	}
+	results := make(chan simResult, 2)
+	run := func(name string, args ...string) {
+		cmd := exec.CommandContext(ctx, bin, append(append([]string{"sim"}, args...), common...)...)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		out, err := cmd.CombinedOutput()
+		results <- simResult{name, out, err}
+	}
+	go run("callbacks", "callbacks", "--users", "12", "--rate", "6", "--credits", "40", "--time-scale", "0.05",
+		"--drain", "60s", "--image-addr", imgAddr, "--rotate-keys", "--json", cbJSON)
+	go run("sns", "sns", "--users", "6", "--rate", "3", "--time-scale", "0.25", "--drain", "60s",
+		"--listen", snsAddr, "--ca-file", caFile, "--s3-bucket", bucket, "--duplicates", "0.2", "--json", snsJSON)
+
+	// The faults: SIGKILL and restart while traffic flows.
+	start := time.Now()
+	var kills []time.Duration
+	for _, at := range killAt {
+		select {
+		case <-time.After(at - time.Since(start)):
+		case r := <-results:
+			t.Fatalf("sim %s ended early: %v\n%s", r.name, r.err, r.out)
+		}
+		server.kill()
+		server.start()
+		kills = append(kills, waitReady(t, httpAddr, 60*time.Second))
+	}
+	t.Logf("killed and restarted %d times; ready again after %v", len(kills), kills)
+
+	for range 2 {
+		r := <-results
+		t.Logf("sim %s:\n%s", r.name, r.out)
+		if r.err != nil {
+			t.Errorf("sim %s: %v\n--- sdevents run log (tail) ---\n%s", r.name, r.err, tail(runLog, 40))
+		}
+	}
+	for _, f := range []string{cbJSON, snsJSON} {
+		raw, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		var rep simReport
+		if err := json.Unmarshal(raw, &rep); err != nil {
+			t.Fatal(err)
+		}
+		if rep.Verification == nil {
+			t.Fatalf("%s: no verification", rep.Mode)
+		}
+		if rep.Work == 0 {
+			t.Errorf("%s: no work done", rep.Mode)
+		}
+		for _, c := range rep.Verification.Checks {
+			switch c.Status {
+			case simulator.Pass:
+			case simulator.NotAvailable:
+				t.Logf("%s: %s not available: %s", rep.Mode, c.Name, c.Detail)
+			default:
+				t.Errorf("%s: %s: %s %s", rep.Mode, c.Name, c.Detail, bytes.Join(toBytes(c.Problems), []byte("; ")))
+			}
+		}
+	}
+}
+
+func toBytes(ss []string) [][]byte {
+	out := make([][]byte, len(ss))
+	for i, s := range ss {
+		out[i] = []byte(s)
+	}
+	return out
+}
