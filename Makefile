@@ -1,12 +1,12 @@
 # sdevents — see README.md. Every target runs from a fresh clone.
 SHELL := /bin/bash
 GO ?= go
-MODULES := pkg streams services/ingress services/quota services/archiver services/aggregator services/console cmd/sdevents e2e bench
+MODULES := pkg streams services/ingress services/quota services/archiver services/aggregator services/console services/simulator cmd/sdevents e2e deploy bench
 TOOLS := $(CURDIR)/.tools/bin
 STATICCHECK_VERSION := v0.8.2
 CONFIG ?= sdevents.example.yaml
 
-.PHONY: build run test test-short lint tidy-check tidy bench tools clean
+.PHONY: build run demo soak test test-short lint tidy-check tidy bench tools clean
 
 build: ## bin/sdevents
 	cd cmd/sdevents && $(GO) build -trimpath -o $(CURDIR)/bin/sdevents .
@@ -14,8 +14,15 @@ build: ## bin/sdevents
 run: build ## sdevents run with the example configuration
 	./bin/sdevents run --config $(CONFIG)
 
-tools: ## test dependencies (MinIO server), cached under .tools/
+demo: build ## sdevents run plus the simulator for about 30 s, then the summary
+	bash scripts/demo.sh
+
+soak: build tools ## end-to-end soak with killed processes (see docs/simulator.md)
+	bash scripts/soak.sh
+
+tools: ## test dependencies: MinIO server (cached under .tools/), Debian's chromium
 	bash scripts/install-minio.sh
+	bash scripts/install-chromium.sh
 
 test: tools ## every test of every module, with the race detector
 	@set -e; for m in $(MODULES); do \

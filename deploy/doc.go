@@ -1,0 +1,5 @@
+// Package deploy holds the tests of the deployment files: the Dockerfile,
+// compose.yaml, the kustomize base and overlays, the NACK resources generated
+// from streams/ and the NATS Helm values. Its tests read those files from the
+// repository and need no Docker engine, cluster or network.
+package deploy

@@ -1,0 +1,80 @@
+package deploy
+
+import (
+	"fmt"
+	"regexp"
+	"testing"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/sdevents/sdevents/deploy/nack"
+)
+
+// helmValues is deploy/nats/values.yaml, the values of the official NATS
+// chart (1.x).
+type helmValues map[string]any
+
+func natsValues(t *testing.T) helmValues {
+	t.Helper()
+	var v map[string]any // not helmValues: yaml.v3 would reuse the named type for nested maps
+	if err := yaml.Unmarshal(readFile(t, "deploy/nats/values.yaml"), &v); err != nil {
+		t.Fatal(err)
+	}
+	return helmValues(v)
+}
+
+// get returns the value at a key path, nil when a key is missing.
+func (v helmValues) get(keys ...string) any {
+	var cur any = map[string]any(v)
+	for _, k := range keys {
+		m, ok := cur.(map[string]any)
+		if !ok {
+			return nil
+		}
+		cur = m[k]
+	}
+	return cur
+}
+
+// port returns config.<listener>.port.
+func (v helmValues) port(listener string) int {
+	p, _ := v.get("config", listener, "port").(int)
+	return p
+}
+
+// TestNATSHelmValues checks the chart values against what sdevents needs: a
+// three-node cluster (the manifests' replica count), JetStream on persistent
+// file storage, the monitoring port KEDA reads, a max_payload that fits
+// INGRESS, and the server version the tests run.
+func TestNATSHelmValues(t *testing.T) {
+	t.Parallel()
+	v := natsValues(t)
+	checks := []struct {
+		keys []string
+		want any
+	}{
+		{[]string{"config", "cluster", "enabled"}, true},
+		{[]string{"config", "cluster", "replicas"}, nack.Replicas},
+		{[]string{"config", "jetstream", "enabled"}, true},
+		{[]string{"config", "jetstream", "fileStore", "enabled"}, true},
+		{[]string{"config", "jetstream", "fileStore", "pvc", "enabled"}, true},
+		{[]string{"config", "jetstream", "memoryStore", "enabled"}, false},
+		{[]string{"config", "monitor", "enabled"}, true},
+		{[]string{"config", "nats", "port"}, 4222},
+	}
+	for _, c := range checks {
+		if got := v.get(c.keys...); got != c.want {
+			t.Errorf("%v = %v, want %v", c.keys, got, c.want)
+		}
+	}
+	if v.port("monitor") == 0 {
+		t.Error("config.monitor.port is not set")
+	}
+	if mp, _ := v.get("config", "merge", "max_payload").(int); mp < ingressMaxMsgSize(t) {
+		t.Errorf("config.merge.max_payload %d is below INGRESS's max_msg_size %d", mp, ingressMaxMsgSize(t))
+	}
+	tag := fmt.Sprint(v.get("container", "image", "tag"))
+	if want := natsServerMinor(t); !regexp.MustCompile(`^` + regexp.QuoteMeta(want) + `(\.\d+)?-alpine$`).MatchString(tag) {
+		t.Errorf("container.image.tag %q: want nats-server %s (cmd/sdevents/go.mod)", tag, want)
+	}
+}
