@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
 
@@ -54,15 +53,11 @@ in the last few seconds may show as missing until the aggregator closes them.`,
 			if err != nil {
 				return err
 			}
-			nc, err := connectNATS(cfg)
+			nc, js, err := connectJetStream(cfg)
 			if err != nil {
 				return err
 			}
 			defer nc.Close()
-			js, err := jetstream.New(nc)
-			if err != nil {
-				return err
-			}
 			jcfg := jobs.Config{Key: cfg.Aggregator.Key, IdleTimeout: cfg.Aggregator.IdleTimeout.D()}
 			bar := replayBar(cmd, "replaying INGRESS")
 			res, err := aggregator.Replay(cmd.Context(), js, jcfg, time.Now().Add(-replayMargin), bar)

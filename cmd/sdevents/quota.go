@@ -14,7 +14,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
 
@@ -146,15 +145,11 @@ func newReplayQuotaCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			nc, err := connectNATS(cfg)
+			nc, js, err := connectJetStream(cfg)
 			if err != nil {
 				return err
 			}
 			defer nc.Close()
-			js, err := jetstream.New(nc)
-			if err != nil {
-				return err
-			}
 			bar := progressbar.NewOptions64(-1,
 				progressbar.OptionSetWriter(cmd.ErrOrStderr()),
 				progressbar.OptionSetDescription("replaying QUOTA"),

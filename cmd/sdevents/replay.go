@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
 	"github.com/sdevents/sdevents/pkg/config"
@@ -27,6 +28,21 @@ func newReplayCmd(g *globals) *cobra.Command {
 		cmd.AddCommand(c(g))
 	}
 	return cmd
+}
+
+// connectJetStream connects as connectNATS does and opens its JetStream
+// context; the caller closes the connection.
+func connectJetStream(cfg config.Config) (*nats.Conn, jetstream.JetStream, error) {
+	nc, err := connectNATS(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, nil, fmt.Errorf("jetstream: %w", err)
+	}
+	return nc, js, nil
 }
 
 // connectNATS connects a command-line tool to the deployment's NATS:

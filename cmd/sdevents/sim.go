@@ -17,7 +17,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
 	"github.com/sdevents/sdevents/pkg/callback"
@@ -113,15 +112,11 @@ func (f *runFlags) finish(ctx context.Context, cmd *cobra.Command, cfg config.Co
 	rep := simReport{Mode: mode, RunID: runID, Elapsed: elapsed.String(), Work: work, Images: images, Rows: rows}
 	var failed bool
 	if f.verify {
-		nc, err := connectNATS(cfg)
+		nc, js, err := connectJetStream(cfg)
 		if err != nil {
 			return err
 		}
 		defer nc.Close()
-		js, err := jetstream.New(nc)
-		if err != nil {
-			return err
-		}
 		v, err := simulator.Verify(ctx, js, rec, simulator.VerifyOptions{Settle: f.settle, Progress: cmd.ErrOrStderr()})
 		if err != nil {
 			return fmt.Errorf("verify: %w", err)
@@ -170,12 +165,9 @@ schedule (10 s, 30 s, 1 min … 2 h) times --time-scale.`,
 			if err != nil {
 				return err
 			}
-			if source == "" && len(cfg.Callbacks) > 0 {
-				source = cfg.Callbacks[0].Name
-			}
-			src, ok := cfg.CallbackSource(source)
-			if !ok {
-				return fmt.Errorf("no callback source %q in the configuration", source)
+			src, err := callbackSource(cfg, source)
+			if err != nil {
+				return err
 			}
 			var keys []callback.Key
 			for _, k := range src.Keys {
@@ -183,7 +175,7 @@ schedule (10 s, 30 s, 1 min … 2 h) times --time-scale.`,
 			}
 			warnAllowHosts(cmd.ErrOrStderr(), cfg, imageAddr)
 			sim, err := simulator.NewCallbacks(simulator.CallbacksConfig{
-				Target: f.base(cfg), Source: source, Keys: keys, RotateKeys: rotate, AdminURL: adminURL, AdminToken: cfg.Admin.Token.Reveal(),
+				Target: f.base(cfg), Source: src.Name, Keys: keys, RotateKeys: rotate, AdminURL: adminURL, AdminToken: cfg.Admin.Token.Reveal(),
 				Users: f.users, Credits: credits, TopUps: topUps, Rate: f.rate, Duration: f.duration, MaxJobs: f.limit,
 				Drain: f.drain, TimeScale: f.timeScale, ImageAddr: imageAddr, URLTTL: urlTTL, FailRate: f.failRate,
 				PricePerImage: cfg.Quota.Price.PerImage, RunID: f.runID, Seed: f.seed, Progress: f.progress(cmd),
@@ -195,7 +187,7 @@ schedule (10 s, 30 s, 1 min … 2 h) times --time-scale.`,
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			fmt.Fprintf(cmd.ErrOrStderr(), "run %s: %d users, %.3g jobs/s for %s against %s/v1/callbacks/%s; images on http://%s\n",
-				sim.RunID(), f.users, f.rate, f.duration, f.base(cfg), source, sim.Images().Host())
+				sim.RunID(), f.users, f.rate, f.duration, f.base(cfg), src.Name, sim.Images().Host())
 			start := time.Now()
 			if err := sim.Run(ctx); err != nil {
 				return err
@@ -407,15 +399,12 @@ func newSimSendCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if source == "" && len(cfg.Callbacks) > 0 {
-				source = cfg.Callbacks[0].Name
-			}
-			src, ok := cfg.CallbackSource(source)
-			if !ok {
-				return fmt.Errorf("no callback source %q in the configuration", source)
+			src, err := callbackSource(cfg, source)
+			if err != nil {
+				return err
 			}
 			if keyIndex < 0 || keyIndex >= len(src.Keys) {
-				return fmt.Errorf("source %q has %d key pairs", source, len(src.Keys))
+				return fmt.Errorf("source %q has %d key pairs", src.Name, len(src.Keys))
 			}
 			key := callback.Key{AK: src.Keys[keyIndex].AK, SK: src.Keys[keyIndex].SK.Reveal()}
 			if target == "" {
@@ -425,7 +414,7 @@ func newSimSendCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			req, err := simulator.NewCallbackRequest(strings.TrimRight(target, "/"), source, p, []byte(body))
+			req, err := simulator.NewCallbackRequest(strings.TrimRight(target, "/"), src.Name, p, []byte(body))
 			if err != nil {
 				return err
 			}
@@ -453,4 +442,17 @@ func newSimSendCmd(g *globals) *cobra.Command {
 	f.StringVar(&token, "token", "user-1", "the user's token (sent encrypted)")
 	f.StringVar(&body, "body", `{"success":true,"data":{"generatedImageId":"g-1","url":"https://example.com/a.png","type":"png","width":"512","height":512}}`, "request body")
 	return cmd
+}
+
+// callbackSource is the configured callback source called name, or the first
+// one when name is empty.
+func callbackSource(cfg config.Config, name string) (config.Callback, error) {
+	if name == "" && len(cfg.Callbacks) > 0 {
+		name = cfg.Callbacks[0].Name
+	}
+	src, ok := cfg.CallbackSource(name)
+	if !ok {
+		return config.Callback{}, fmt.Errorf("no callback source %q in the configuration", name)
+	}
+	return src, nil
 }

@@ -96,9 +96,14 @@ func (p *proc) kill() {
 	<-done
 }
 
-// waitReady polls /readyz until it answers 200.
-func waitReady(t *testing.T, httpAddr string, within time.Duration) time.Duration {
-	t.Helper()
+// waitReady polls p's /readyz on httpAddr until it answers 200. When the
+// process exits first or the time runs out, it fails with the tail of the
+// process's log.
+func (p *proc) waitReady(httpAddr string, within time.Duration) time.Duration {
+	p.t.Helper()
+	p.mu.Lock()
+	done := p.done
+	p.mu.Unlock()
 	start := time.Now()
 	client := &http.Client{Timeout: time.Second}
 	for time.Since(start) < within {
@@ -108,9 +113,13 @@ func waitReady(t *testing.T, httpAddr string, within time.Duration) time.Duratio
 				return time.Since(start)
 			}
 		}
-		time.Sleep(50 * time.Millisecond)
+		select {
+		case <-done:
+			p.t.Fatalf("%s exited before it was ready\n--- log (tail) ---\n%s", p.bin, tail(p.log, 60))
+		case <-time.After(50 * time.Millisecond):
+		}
 	}
-	t.Fatalf("%s not ready within %s", httpAddr, within)
+	p.t.Fatalf("%s not ready within %s\n--- log (tail) ---\n%s", httpAddr, within, tail(p.log, 60))
 	return 0
 }
 
@@ -186,7 +195,7 @@ shutdown_timeout: 5s
 	}
 	runLog := filepath.Join(dir, "run.log")
 	server := startProc(t, bin, runLog, "run", "--config", cfgPath)
-	first := waitReady(t, httpAddr, 60*time.Second)
+	first := server.waitReady(httpAddr, 2*time.Minute)
 	t.Logf("sdevents run ready in %s", first.Round(time.Millisecond))
 
 	common := []string{"--config", cfgPath, "--duration", traffic.String(), "--verify", "--settle", "100s", "--no-progress"}
@@ -221,7 +230,7 @@ shutdown_timeout: 5s
 		}
 		server.kill()
 		server.start()
-		kills = append(kills, waitReady(t, httpAddr, 60*time.Second))
+		kills = append(kills, server.waitReady(httpAddr, 2*time.Minute))
 	}
 	t.Logf("killed and restarted %d times; ready again after %v", len(kills), kills)
 

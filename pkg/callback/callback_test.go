@@ -1,52 +1,15 @@
 package callback_test
 
 import (
-	"encoding/json"
 	"errors"
 	"net/url"
-	"os"
-	"path/filepath"
 	"testing"
 
 	"github.com/sdevents/sdevents/pkg/callback"
+	"github.com/sdevents/sdevents/pkg/callback/callbacktest"
 )
 
-// Vector is one case of testdata/fixtures/callbacks/vectors.json, the signing and
-// token cases checked with the seed's own Python.
-type Vector struct {
-	Name    string            `json:"name"`
-	AK      string            `json:"ak"`
-	SK      string            `json:"sk"`
-	Token   string            `json:"token"`
-	Account string            `json:"account"`
-	Query   map[string]string `json:"query"`
-	Body    string            `json:"body"`
-	Valid   bool              `json:"valid"`
-	Keys    []struct {
-		AK string `json:"ak"`
-		SK string `json:"sk"`
-	} `json:"keys"`
-}
-
-func loadVectors(t testing.TB) []Vector {
-	t.Helper()
-	raw, err := os.ReadFile(filepath.Join("..", "..", "testdata", "fixtures", "callbacks", "vectors.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var f struct {
-		Cases []Vector `json:"cases"`
-	}
-	if err := json.Unmarshal(raw, &f); err != nil {
-		t.Fatal(err)
-	}
-	if len(f.Cases) == 0 {
-		t.Fatal("no vectors")
-	}
-	return f.Cases
-}
-
-func queryOf(v Vector) string {
+func queryOf(v callbacktest.Vector) string {
 	q := url.Values{}
 	for k, s := range v.Query {
 		q.Set(k, s)
@@ -56,7 +19,7 @@ func queryOf(v Vector) string {
 
 func TestVectors(t *testing.T) {
 	t.Parallel()
-	for _, v := range loadVectors(t) {
+	for _, v := range callbacktest.Vectors(t) {
 		t.Run(v.Name, func(t *testing.T) {
 			t.Parallel()
 			keys := []callback.Key{{AK: v.AK, SK: v.SK}}

@@ -9,6 +9,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/sdevents/sdevents/pkg/callback"
+	"github.com/sdevents/sdevents/pkg/callback/callbacktest"
 )
 
 // FuzzParseParams: any query either parses into values without control
@@ -73,8 +74,8 @@ func FuzzDecryptToken(f *testing.F) {
 // FuzzVerifyMutation flips one byte of one signed field of a valid vector; the
 // result must never verify.
 func FuzzVerifyMutation(f *testing.F) {
-	vectors := loadVectors(f)
-	var valid []Vector
+	vectors := callbacktest.Vectors(f)
+	var valid []callbacktest.Vector
 	for _, v := range vectors {
 		if v.Valid {
 			valid = append(valid, v)

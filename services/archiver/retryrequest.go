@@ -12,35 +12,20 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/sdevents/sdevents/pkg/archiveretry"
 	"github.com/sdevents/sdevents/pkg/event"
 	"github.com/sdevents/sdevents/streams"
 )
 
-// Retry requests (docs/archiver.md, "Retry requests"): the console's Retry
-// button publishes one on sdevents.archiver.retry.<account>, stored by the
+// Retry requests (docs/archiver.md, "Retry requests"; the wire shape is
+// pkg/archiveretry): the console's Retry button publishes one on
+// sdevents.archiver.retry.<account>, stored by the
 // stream ARCHIVER_RETRY (streams/archiver-retry.yaml) and consumed through
 // its durable consumer archiver-retry by every replica.
 const (
 	RetryStream       = "ARCHIVER_RETRY"
 	RetryConsumerName = "archiver-retry"
 )
-
-// RetryRequest is the data of a retry request (services/console builds it):
-// archive again the image whose outcome is the failed event FailedID at
-// ARCHIVE sequence FailedSeq.
-type RetryRequest struct {
-	ID        string `json:"id"`
-	FailedSeq uint64 `json:"failed_seq"`
-	FailedID  string `json:"failed_id"`
-	Account   string `json:"account"`
-	TaskID    string `json:"task_id"`
-	ImageID   string `json:"image_id"`
-	// Key is the key the image would have had; its record in ARCHIVE_KEYS
-	// is EventID(Key).
-	Key         string    `json:"key"`
-	SourceURL   string    `json:"source_url"`
-	RequestedAt time.Time `json:"requested_at"`
-}
 
 // RetryEventID is the id (ce-id, Nats-Msg-Id) of the outcome of a retry of
 // the failure at ARCHIVE sequence failedSeq of the image stored under key:
@@ -70,7 +55,7 @@ func (s *Service) handleRetry(ctx context.Context, msg jetstream.Msg) {
 		s.log.Error().Err(err).Str("subject", msg.Subject()).Msg("archiver: not a JetStream message")
 		return
 	}
-	var req RetryRequest
+	var req archiveretry.Request
 	if err := json.Unmarshal(msg.Data(), &req); err != nil || req.FailedSeq == 0 || req.FailedID == "" || req.Key == "" {
 		s.log.Error().AnErr("decode", err).Str("subject", msg.Subject()).Uint64("seq", meta.Sequence.Stream).
 			Msg("archiver: malformed retry request, dropped")
@@ -110,7 +95,7 @@ func (s *Service) handleRetry(ctx context.Context, msg jetstream.Msg) {
 // longer that failure is left alone; a pending claim of this retry (a crash,
 // another replica) is completed with its recorded outcome. It returns what
 // it did, or an error when the request should be delivered again.
-func (s *Service) retry(ctx context.Context, req RetryRequest, attempts int, deadline time.Time) (string, error) {
+func (s *Service) retry(ctx context.Context, req archiveretry.Request, attempts int, deadline time.Time) (string, error) {
 	entry := EventID(req.Key)
 	retryID := RetryEventID(req.Key, req.FailedSeq)
 	var (
@@ -172,7 +157,7 @@ func (s *Service) retry(ctx context.Context, req RetryRequest, attempts int, dea
 // it. The key's date is the UTC day of the message's event time, so only the
 // messages stored that day (± a margin) on the archiver's subjects are read,
 // headers only; those of the request's account and task are read whole.
-func (s *Service) findImage(ctx context.Context, req RetryRequest) (task, image, bool, error) {
+func (s *Service) findImage(ctx context.Context, req archiveretry.Request) (task, image, bool, error) {
 	day, ok := keyDay(req.Key)
 	if !ok {
 		return task{}, image{}, false, nil
@@ -249,7 +234,7 @@ func (s *Service) findImage(ctx context.Context, req RetryRequest) (task, image,
 // candidate reports whether an INGRESS message (headers only) may hold the
 // image of req: same account, and same task (an SNS message without a task
 // id header names its task in the body).
-func candidate(subject string, h map[string][]string, req RetryRequest) bool {
+func candidate(subject string, h map[string][]string, req archiveretry.Request) bool {
 	if cmp.Or(event.Get(h, event.HeaderSDAccount), noAccount) != req.Account {
 		return false
 	}

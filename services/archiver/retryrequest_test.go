@@ -1,14 +1,15 @@
 package archiver_test
 
 import (
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/sdevents/sdevents/pkg/event"
+	"github.com/nats-io/nats.go"
+
+	"github.com/sdevents/sdevents/pkg/archiveretry"
 	"github.com/sdevents/sdevents/pkg/natstest"
 	"github.com/sdevents/sdevents/services/archiver"
 )
@@ -67,18 +68,16 @@ func TestRetryRequests(t *testing.T) {
 			s := ev.Stored
 			data = archiver.FailedEvent{Account: s.Account, TaskID: s.TaskID, ImageID: s.ImageID, SourceURL: s.SourceURL, Key: s.Key}
 		}
-		req := archiver.RetryRequest{ID: fmt.Sprintf("retry-%d", seq), FailedSeq: seq, FailedID: ev.ID,
+		req := archiveretry.Request{ID: archiveretry.ID(seq), FailedSeq: seq, FailedID: ev.ID,
 			Account: data.Account, TaskID: data.TaskID, ImageID: data.ImageID, Key: data.Key, SourceURL: data.SourceURL,
 			RequestedAt: time.Now().UTC()}
-		raw, err := json.Marshal(req)
+		msg, err := archiveretry.Message(req, "/sdevents/console")
 		if err != nil {
 			t.Fatal(err)
 		}
 		// A fresh Nats-Msg-Id each time: the same request as it would come
 		// again after the stream's duplicate window.
-		msg := event.Message("sdevents.archiver.retry."+acct, event.Meta{
-			ID: fmt.Sprintf("%s-%d", req.ID, n), Source: "/sdevents/console", Type: "sdevents.archiver.retry",
-			Time: req.RequestedAt, Subject: acct, ContentType: "application/json"}, raw)
+		msg.Header.Set(nats.MsgIdHdr, fmt.Sprintf("%s-%d", req.ID, n))
 		e.publish(msg)
 	}
 	// idle waits until every retry request is acknowledged and ARCHIVE

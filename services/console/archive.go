@@ -1,6 +1,7 @@
 package console
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -8,13 +9,12 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/labstack/echo/v4"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/sdevents/sdevents/pkg/callback"
+	"github.com/sdevents/sdevents/pkg/archiveretry"
 	"github.com/sdevents/sdevents/pkg/event"
 	"github.com/sdevents/sdevents/pkg/httpserver"
 	"github.com/sdevents/sdevents/streams"
@@ -28,31 +28,9 @@ const (
 	failuresSpan = 1 << 22
 )
 
-// RetrySubjectPrefix starts the subject of a retry request; the account id
-// follows. It is in the internal sdevents.* namespace, like the timers, and
-// is not part of the sd.> contract.
-const RetrySubjectPrefix = "sdevents.archiver.retry."
-
-// RetryRequest is the data of a retry request: archive again the image whose
-// failure is the ARCHIVE event at FailedSeq. The archiver acts on it only
-// while that failure is the image's recorded outcome, so the same request,
-// repeated at any time, retries at most once (docs/console.md).
-type RetryRequest struct {
-	// ID is "retry-<FailedSeq>", also the message's ce-id and Nats-Msg-Id.
-	ID          string    `json:"id"`
-	FailedSeq   uint64    `json:"failed_seq"`
-	FailedID    string    `json:"failed_id"`
-	Account     string    `json:"account"`
-	TaskID      string    `json:"task_id"`
-	ImageID     string    `json:"image_id"`
-	Key         string    `json:"key"`
-	SourceURL   string    `json:"source_url"`
-	RequestedAt time.Time `json:"requested_at"`
-}
-
 // ErrRetryUnsupported: no stream stores retry requests, so no archiver
 // would see one (501). The deployment's archiver does not support retries.
-var ErrRetryUnsupported = errors.New("no stream stores " + RetrySubjectPrefix + "*: this deployment's archiver does not accept retries")
+var ErrRetryUnsupported = errors.New("no stream stores " + archiveretry.SubjectPrefix + "*: this deployment's archiver does not accept retries")
 
 func init() { httpserver.RegisterStatus(ErrRetryUnsupported, http.StatusNotImplemented) }
 
@@ -98,10 +76,10 @@ func (s *Service) handleArchive(c echo.Context) error {
 }
 
 // handleRetry serves POST /console/archive/{seq}/retry: it publishes a
-// RetryRequest for the failure at ARCHIVE sequence seq on
+// retry request (pkg/archiveretry) for the failure at ARCHIVE sequence seq on
 // sdevents.archiver.retry.<account>, to JetStream, with Nats-Msg-Id
 // retry-<seq>: a second click within the duplicate window is dropped by the
-// stream, a later one by the archiver (see RetryRequest).
+// stream, a later one by the archiver (see archiveretry.Request).
 func (s *Service) handleRetry(c echo.Context) error {
 	seq, err := strconv.ParseUint(c.Param("seq"), 10, 64)
 	if err != nil || seq == 0 {
@@ -121,19 +99,15 @@ func (s *Service) handleRetry(c echo.Context) error {
 	}
 	acct := strings.TrimPrefix(m.Subject, subjectArchiveFailed)
 	httpserver.Info(c).Account = acct
-	req := RetryRequest{
-		ID: "retry-" + strconv.FormatUint(seq, 10), FailedSeq: seq, FailedID: event.Get(m.Header, event.HeaderID),
-		Account: ev.Account, TaskID: ev.TaskID, ImageID: ev.ImageID, Key: ev.Key, SourceURL: redactURL(ev.SourceURL),
+	req := archiveretry.Request{
+		ID: archiveretry.ID(seq), FailedSeq: seq, FailedID: event.Get(m.Header, event.HeaderID),
+		Account: cmp.Or(ev.Account, acct), TaskID: ev.TaskID, ImageID: ev.ImageID, Key: ev.Key, SourceURL: redactURL(ev.SourceURL),
 		RequestedAt: s.now().UTC(),
 	}
-	data, err := json.Marshal(req)
+	msg, err := archiveretry.Message(req, "/sdevents/console")
 	if err != nil {
 		return err
 	}
-	msg := event.Message(RetrySubjectPrefix+callback.SubjectToken(acct), event.Meta{
-		ID: req.ID, Source: "/sdevents/console", Type: "sdevents.archiver.retry", Time: req.RequestedAt,
-		Subject: ev.Account, ContentType: "application/json",
-	}, data)
 	ack, err := s.js.PublishMsg(ctx, msg)
 	switch {
 	case errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders):

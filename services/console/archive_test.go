@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sdevents/sdevents/pkg/archiveretry"
 	"github.com/sdevents/sdevents/pkg/event"
 	"github.com/sdevents/sdevents/pkg/natstest"
 )
@@ -97,11 +98,11 @@ func TestArchiveFailuresAndRetry(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var req RetryRequest
+	var req archiveretry.Request
 	if err := json.Unmarshal(m.Data, &req); err != nil {
 		t.Fatal(err)
 	}
-	if m.Subject != RetrySubjectPrefix+testAccount || req.ID != fmt.Sprintf("retry-%d", f1) || req.FailedSeq != f1 ||
+	if m.Subject != archiveretry.SubjectPrefix+testAccount || req.ID != fmt.Sprintf("retry-%d", f1) || req.FailedSeq != f1 ||
 		req.ImageID != "g-bad" || req.Key != testAccount+"/2026/g-bad.png" || req.FailedID != "ar-g-bad" ||
 		m.Header.Get("Nats-Msg-Id") != req.ID {
 		t.Fatalf("retry request %s %+v %v", m.Subject, req, m.Header)

@@ -17,7 +17,7 @@
 //     encrypted token (sd-api-token), the signature (sd-sign), URL query
 //     strings and secret-looking JSON members are shown as [redacted].
 //   - Writes: grants (QUOTA, through quota's rules) and archive retry
-//     requests (sdevents.archiver.retry.<account>, see RetryRequest).
+//     requests (sdevents.archiver.retry.<account>, see pkg/archiveretry).
 //
 // docs/console.md describes the pages and the retry protocol.
 package console

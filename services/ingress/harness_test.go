@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"path/filepath"
 	"strconv"
 	"sync"
 	"testing"
@@ -243,32 +242,6 @@ func (h *harness) allMessages() string {
 		fmt.Fprintf(&b, "%s %v %s\n", m.Subject, m.Header, m.Data)
 	}
 	return b.String()
-}
-
-type vector struct {
-	Name    string            `json:"name"`
-	AK      string            `json:"ak"`
-	SK      string            `json:"sk"`
-	Token   string            `json:"token"`
-	Account string            `json:"account"`
-	Query   map[string]string `json:"query"`
-	Body    string            `json:"body"`
-	Valid   bool              `json:"valid"`
-}
-
-func loadVectors(t *testing.T) []vector {
-	t.Helper()
-	raw, err := os.ReadFile(filepath.Join("..", "..", "testdata", "fixtures", "callbacks", "vectors.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var f struct {
-		Cases []vector `json:"cases"`
-	}
-	if err := json.Unmarshal(raw, &f); err != nil {
-		t.Fatal(err)
-	}
-	return f.Cases
 }
 
 func writeFile(path string, b []byte) error { return os.WriteFile(path, b, 0o600) }

@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/sdevents/sdevents/pkg/callback"
+	"github.com/sdevents/sdevents/pkg/callback/callbacktest"
 	"github.com/sdevents/sdevents/pkg/config"
 	"github.com/sdevents/sdevents/pkg/natstest"
 	"github.com/sdevents/sdevents/pkg/quotarpc"
@@ -27,7 +28,7 @@ import (
 // are then searched for the plaintext tokens.
 func TestVectorsOverHTTP(t *testing.T) {
 	t.Parallel()
-	vectors := loadVectors(t)
+	vectors := callbacktest.Vectors(t)
 	var keys []callback.Key
 	seen := map[callback.Key]bool{}
 	for _, v := range vectors {

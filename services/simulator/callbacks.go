@@ -2,6 +2,7 @@ package simulator
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -89,39 +90,16 @@ const (
 )
 
 func (c *CallbacksConfig) defaults() {
-	def := func(p *int, v int) {
-		if *p == 0 {
-			*p = v
-		}
-	}
-	def(&c.Users, DefaultUsers)
-	if c.Credits == 0 {
-		c.Credits = DefaultCredits
-	}
-	if c.Rate == 0 {
-		c.Rate = DefaultRate
-	}
-	if c.Duration == 0 {
-		c.Duration = DefaultDuration
-	}
-	if c.Drain == 0 {
-		c.Drain = DefaultDrain
-	}
-	if c.TimeScale == 0 {
-		c.TimeScale = DefaultTimeScale
-	}
-	if c.ImageAddr == "" {
-		c.ImageAddr = "127.0.0.1:0"
-	}
-	if c.URLTTL == 0 {
-		c.URLTTL = DefaultURLTTL
-	}
-	if c.PricePerImage == 0 {
-		c.PricePerImage = 1
-	}
-	if c.Timeout == 0 {
-		c.Timeout = DefaultTimeout
-	}
+	c.Users = cmp.Or(c.Users, DefaultUsers)
+	c.Credits = cmp.Or(c.Credits, DefaultCredits)
+	c.Rate = cmp.Or(c.Rate, DefaultRate)
+	c.Duration = cmp.Or(c.Duration, DefaultDuration)
+	c.Drain = cmp.Or(c.Drain, DefaultDrain)
+	c.TimeScale = cmp.Or(c.TimeScale, DefaultTimeScale)
+	c.ImageAddr = cmp.Or(c.ImageAddr, "127.0.0.1:0")
+	c.URLTTL = cmp.Or(c.URLTTL, DefaultURLTTL)
+	c.PricePerImage = cmp.Or(c.PricePerImage, 1)
+	c.Timeout = cmp.Or(c.Timeout, DefaultTimeout)
 	if c.RunID == "" {
 		c.RunID = NewRunID()
 	}
@@ -252,66 +230,14 @@ func (c *Callbacks) Run(ctx context.Context) error {
 		return err
 	}
 
-	hard, cancelHard := context.WithCancel(ctx)
-	defer cancelHard()
-	traffic, cancelTraffic := context.WithTimeout(ctx, c.cfg.Duration)
-	defer cancelTraffic()
-	stopBar := c.progress(traffic)
-	tokens := make(chan struct{})
-	go pace(traffic, c.cfg.Rate, tokens)
-	for _, u := range users {
-		wg.Go(func() { c.user(traffic, hard, u, tokens) })
-	}
-	<-traffic.Done()
-	if ctx.Err() == nil {
-		done := make(chan struct{})
-		go func() { wg.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(c.cfg.Drain):
-		case <-ctx.Done():
-		}
-	}
-	cancelHard()
-	wg.Wait()
-	stopBar()
-	return nil
-}
-
-// pace sends a token every 1/rate seconds to a waiting user; ticks when no
-// user waits are dropped, so the rate is a ceiling.
-func pace(ctx context.Context, rate float64, tokens chan<- struct{}) {
-	t := time.NewTicker(time.Duration(float64(time.Second) / rate))
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			select {
-			case tokens <- struct{}{}:
-			default:
+	drive(ctx, traffic{duration: c.cfg.Duration, drain: c.cfg.Drain, rate: c.cfg.Rate, workers: len(users)}, c.progress,
+		func(hard context.Context, i int) bool {
+			if n := c.jobSeq.Add(1); c.cfg.MaxJobs > 0 && n > int64(c.cfg.MaxJobs) {
+				return false
 			}
-		}
-	}
-}
-
-// user runs u's jobs one after the other until traffic ends; a job in
-// progress continues under hard.
-func (c *Callbacks) user(traffic, hard context.Context, u *user, tokens <-chan struct{}) {
-	for {
-		select {
-		case <-traffic.Done():
-			return
-		case <-tokens:
-		}
-		if n := c.jobSeq.Add(1); c.cfg.MaxJobs > 0 && n > int64(c.cfg.MaxJobs) {
-			return
-		}
-		if !c.job(hard, u) {
-			return
-		}
-	}
+			return c.job(hard, users[i])
+		})
+	return nil
 }
 
 // grant adds credits to u through the admin API, with an idempotency key, so

@@ -1,6 +1,10 @@
 package simulator
 
-import "time"
+import (
+	"context"
+	"sync"
+	"time"
+)
 
 // CallbackRetrySchedule is the seed's retry schedule of an asynchronous
 // callback answered 4xx/5xx (002 seed, "Responding to callbacks"): the delay
@@ -30,4 +34,74 @@ func scale(d time.Duration, s float64) time.Duration {
 		out = time.Millisecond
 	}
 	return out
+}
+
+// traffic is the shape of a run: units of work started at most rate times a
+// second across workers, for duration, then up to drain for the units in
+// progress to finish.
+type traffic struct {
+	duration, drain time.Duration
+	rate            float64
+	workers         int
+}
+
+// drive runs t: each worker waits for a pace token and runs one unit, until
+// the traffic window ends or unit returns false. Units run under a context
+// that outlives the window (so a job in progress completes) and ends when
+// the drain time has passed or ctx ends. progress is started with the
+// window's context; its stop is called once every worker has returned.
+func drive(ctx context.Context, t traffic, progress func(window context.Context) (stop func()), unit func(hard context.Context, worker int) bool) {
+	hard, cancelHard := context.WithCancel(ctx)
+	defer cancelHard()
+	window, cancelWindow := context.WithTimeout(ctx, t.duration)
+	defer cancelWindow()
+	stop := progress(window)
+	tokens := make(chan struct{})
+	go pace(window, t.rate, tokens)
+	var wg sync.WaitGroup
+	for i := range t.workers {
+		wg.Go(func() {
+			for {
+				select {
+				case <-window.Done():
+					return
+				case <-tokens:
+				}
+				if !unit(hard, i) {
+					return
+				}
+			}
+		})
+	}
+	<-window.Done()
+	if ctx.Err() == nil {
+		done := make(chan struct{})
+		go func() { wg.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(t.drain):
+		case <-ctx.Done():
+		}
+	}
+	cancelHard()
+	wg.Wait()
+	stop()
+}
+
+// pace sends a token every 1/rate seconds to a waiting worker; ticks when no
+// worker waits are dropped, so the rate is a ceiling.
+func pace(ctx context.Context, rate float64, tokens chan<- struct{}) {
+	t := time.NewTicker(time.Duration(float64(time.Second) / rate))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			select {
+			case tokens <- struct{}{}:
+			default:
+			}
+		}
+	}
 }

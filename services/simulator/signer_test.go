@@ -3,72 +3,39 @@ package simulator_test
 import (
 	"bytes"
 	"encoding/base64"
-	"encoding/json"
 	"io"
 	"net/url"
-	"os"
-	"path/filepath"
 	"testing"
 
 	"github.com/sdevents/sdevents/pkg/account"
 	"github.com/sdevents/sdevents/pkg/callback"
+	"github.com/sdevents/sdevents/pkg/callback/callbacktest"
 	"github.com/sdevents/sdevents/services/simulator"
 )
 
-// vector is one case of testdata/fixtures/callbacks/vectors.json, checked
-// with the seed's own Python.
-type vector struct {
-	Name    string            `json:"name"`
-	AK      string            `json:"ak"`
-	SK      string            `json:"sk"`
-	Token   string            `json:"token"`
-	Account string            `json:"account"`
-	Query   map[string]string `json:"query"`
-	Body    string            `json:"body"`
-	Valid   bool              `json:"valid"`
-}
-
-func loadVectors(t *testing.T) []vector {
-	t.Helper()
-	raw, err := os.ReadFile(filepath.Join("..", "..", "testdata", "fixtures", "callbacks", "vectors.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var f struct {
-		Cases []vector `json:"cases"`
-	}
-	if err := json.Unmarshal(raw, &f); err != nil {
-		t.Fatal(err)
-	}
-	if len(f.Cases) == 0 {
-		t.Fatal("no vectors")
-	}
-	return f.Cases
-}
-
-// fixedReader replays the vector's IV, then the nonce bytes.
+// fixedReader replays the callbacktest.Vector's IV, then the nonce bytes.
 func fixedReader(b ...[]byte) io.Reader { return bytes.NewReader(bytes.Join(b, nil)) }
 
-// TestSignerReproducesVectors signs every valid vector with the simulator's
-// signer, given the vector's IV, nonce and timestamp: the apiToken and the
+// TestSignerReproducesVectors signs every valid callbacktest.Vector with the simulator's
+// signer, given the callbacktest.Vector's IV, nonce and timestamp: the apiToken and the
 // sign must come out byte for byte as the seed's platform produced them, and
 // the token must decrypt back. Invalid vectors must not come out of it.
 func TestSignerReproducesVectors(t *testing.T) {
 	t.Parallel()
 	valid := 0
-	for _, v := range loadVectors(t) {
+	for _, v := range callbacktest.Vectors(t) {
 		t.Run(v.Name, func(t *testing.T) {
 			t.Parallel()
 			key := callback.Key{AK: v.AK, SK: v.SK}
 			q := v.Query
 			p := callback.Params{APIID: q["apiId"], BizType: q["bizType"], InvokeID: q["invokeId"],
 				Nonce: q["nonce"], Timestamp: q["timestamp"], APIToken: q["apiToken"]}
-			// The signature over the vector's own parameters.
+			// The signature over the callbacktest.Vector's own parameters.
 			sign := callback.Sign(key, p, []byte(v.Body), v.Token)
 			if !v.Valid {
 				if sign == q["sign"] {
 					if tok, err := callback.DecryptToken(q["apiToken"], v.SK); err == nil && tok == v.Token {
-						t.Fatalf("an invalid vector (%s) was reproduced", v.Name)
+						t.Fatalf("an invalid callbacktest.Vector (%s) was reproduced", v.Name)
 					}
 				}
 				return
@@ -76,7 +43,7 @@ func TestSignerReproducesVectors(t *testing.T) {
 			if sign != q["sign"] {
 				t.Fatalf("sign = %s, want %s", sign, q["sign"])
 			}
-			// The encrypted token, with the vector's IV.
+			// The encrypted token, with the callbacktest.Vector's IV.
 			if v.Token != "" {
 				raw, err := base64.StdEncoding.DecodeString(q["apiToken"])
 				if err != nil {

@@ -2,6 +2,7 @@ package simulator
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,7 +12,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -80,44 +80,20 @@ type SNSConfig struct {
 }
 
 func (c *SNSConfig) defaults() {
-	if c.Listen == "" {
-		c.Listen = "127.0.0.1:0"
-	}
-	if c.Users == 0 {
-		c.Users = 10
-	}
-	if c.Rate == 0 {
-		c.Rate = DefaultRate
-	}
-	if c.Duration == 0 {
-		c.Duration = DefaultDuration
-	}
-	if c.Drain == 0 {
-		c.Drain = DefaultDrain
-	}
-	if c.TimeScale == 0 {
-		c.TimeScale = 1
-	}
-	if c.Retries == 0 {
-		c.Retries = DefaultSNSRetries
-	}
-	if c.RetryDelay == 0 {
-		c.RetryDelay = DefaultSNSRetryDelay
-	}
-	if c.SignatureVersion == "" {
-		c.SignatureVersion = "mixed"
-	}
-	if c.Format == "" {
-		c.Format = "mixed"
-	}
-	if c.ConfirmTimeout == 0 {
-		c.ConfirmTimeout = 30 * time.Second
-	}
+	c.Listen = cmp.Or(c.Listen, "127.0.0.1:0")
+	c.Users = cmp.Or(c.Users, 10)
+	c.Rate = cmp.Or(c.Rate, DefaultRate)
+	c.Duration = cmp.Or(c.Duration, DefaultDuration)
+	c.Drain = cmp.Or(c.Drain, DefaultDrain)
+	c.TimeScale = cmp.Or(c.TimeScale, 1)
+	c.Retries = cmp.Or(c.Retries, DefaultSNSRetries)
+	c.RetryDelay = cmp.Or(c.RetryDelay, DefaultSNSRetryDelay)
+	c.SignatureVersion = cmp.Or(c.SignatureVersion, "mixed")
+	c.Format = cmp.Or(c.Format, "mixed")
+	c.ConfirmTimeout = cmp.Or(c.ConfirmTimeout, 30*time.Second)
+	c.Timeout = cmp.Or(c.Timeout, 15*time.Second) // SNS's HTTP delivery timeout
 	if c.RunID == "" {
 		c.RunID = NewRunID()
-	}
-	if c.Timeout == 0 {
-		c.Timeout = 15 * time.Second // SNS's HTTP delivery timeout
 	}
 }
 
@@ -257,48 +233,25 @@ func (s *SNSRun) Run(ctx context.Context) error {
 	if seed == 0 {
 		seed = mrand.Uint64()
 	}
-	hard, cancelHard := context.WithCancel(ctx)
-	defer cancelHard()
-	traffic, cancelTraffic := context.WithTimeout(ctx, s.cfg.Duration)
-	defer cancelTraffic()
-	stop := bar(traffic, s.cfg.Progress, s.cfg.Duration, func() string {
-		t := s.stats.Totals()
-		return fmt.Sprintf("tasks %d · messages %d · accepted %d · refused %d · failed %d · retried %d · images %d",
-			s.tasks.Load(), t.Sent, t.Accepted, t.Refused, t.Failed, t.Retried, s.imagesMade.Load())
-	})
-	tokens := make(chan struct{})
-	go pace(traffic, s.cfg.Rate, tokens)
-	var wg sync.WaitGroup
-	for i := range s.cfg.Users {
-		r := mrand.New(mrand.NewPCG(seed, uint64(i)+1<<32))
-		ctxAccount := fmt.Sprintf("sns-%s-user-%02d", s.cfg.RunID, i)
-		wg.Go(func() {
-			for {
-				select {
-				case <-traffic.Done():
-					return
-				case <-tokens:
-				}
-				if n := s.seq.Add(1); s.cfg.MaxTasks > 0 && n > int64(s.cfg.MaxTasks) {
-					return
-				}
-				s.task(hard, r, ctxAccount)
-			}
+	progress := func(window context.Context) func() {
+		return bar(window, s.cfg.Progress, s.cfg.Duration, func() string {
+			t := s.stats.Totals()
+			return fmt.Sprintf("tasks %d · messages %d · accepted %d · refused %d · failed %d · retried %d · images %d",
+				s.tasks.Load(), t.Sent, t.Accepted, t.Refused, t.Failed, t.Retried, s.imagesMade.Load())
 		})
 	}
-	<-traffic.Done()
-	if ctx.Err() == nil {
-		done := make(chan struct{})
-		go func() { wg.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(s.cfg.Drain):
-		case <-ctx.Done():
-		}
+	rands := make([]*mrand.Rand, s.cfg.Users)
+	for i := range rands {
+		rands[i] = mrand.New(mrand.NewPCG(seed, uint64(i)+1<<32))
 	}
-	cancelHard()
-	wg.Wait()
-	stop()
+	drive(ctx, traffic{duration: s.cfg.Duration, drain: s.cfg.Drain, rate: s.cfg.Rate, workers: s.cfg.Users}, progress,
+		func(hard context.Context, i int) bool {
+			if n := s.seq.Add(1); s.cfg.MaxTasks > 0 && n > int64(s.cfg.MaxTasks) {
+				return false
+			}
+			s.task(hard, rands[i], fmt.Sprintf("sns-%s-user-%02d", s.cfg.RunID, i))
+			return true
+		})
 	return nil
 }
 

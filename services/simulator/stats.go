@@ -3,6 +3,7 @@ package simulator
 import (
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"sync"
 	"text/tabwriter"
@@ -94,10 +95,7 @@ type StatRow struct {
 func (s *Stats) Rows() []StatRow {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	kinds := make([]string, 0, len(s.rows))
-	for k := range s.rows {
-		kinds = append(kinds, k)
-	}
+	kinds := slices.Collect(maps.Keys(s.rows))
 	slices.SortFunc(kinds, func(a, b string) int {
 		ia, ib := kindOrder(a), kindOrder(b)
 		if ia != ib {

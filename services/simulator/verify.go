@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -286,12 +287,7 @@ func checkIngress(ctx context.Context, js jetstream.JetStream, rec *Record, deli
 		return c, err
 	}
 	var accepted, once, missing, dups, unanswered int
-	keys := make([]string, 0, len(deliveries))
-	for k := range deliveries {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	for _, k := range keys {
+	for _, k := range slices.Sorted(maps.Keys(deliveries)) {
 		d := deliveries[k]
 		n := counts[k]
 		if d.Accepted {
@@ -394,12 +390,7 @@ func checkQuota(ctx context.Context, js jetstream.JetStream, rec *Record, accoun
 	}
 	var n, open int
 	var granted, committed int64
-	ids := make([]string, 0, len(accounts))
-	for id := range accounts {
-		ids = append(ids, id)
-	}
-	slices.Sort(ids)
-	for _, id := range ids {
+	for _, id := range slices.Sorted(maps.Keys(accounts)) {
 		a := accounts[id]
 		if a.Granted == 0 && len(a.Commits) == 0 {
 			continue // an SNS account: no ledger
@@ -572,12 +563,7 @@ func checkJobs(ctx context.Context, js jetstream.JetStream, rec *Record, account
 		}
 	}
 	var matched, skipped int
-	ids := make([]string, 0, len(accounts))
-	for id := range accounts {
-		ids = append(ids, id)
-	}
-	slices.Sort(ids)
-	for _, id := range ids {
+	for _, id := range slices.Sorted(maps.Keys(accounts)) {
 		a := accounts[id]
 		if len(a.Jobs) == 0 {
 			continue
