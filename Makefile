@@ -27,7 +27,7 @@ tools: ## test dependencies: MinIO server (cached under .tools/), Debian's chrom
 test: tools ## every test of every module, with the race detector
 	@set -e; for m in $(MODULES); do \
 		echo "=== $$m"; \
-		(cd $$m && SDEVENTS_MINIO_BIN=$(TOOLS)/minio $(GO) test -race -shuffle=on -timeout 20m ./...); \
+		(cd $$m && SDTEST_MINIO_BIN=$(TOOLS)/minio $(GO) test -race -shuffle=on -timeout 20m ./...); \
 	done
 
 test-short: ## quick tests without the race detector

@@ -27,7 +27,7 @@ PHASES=${SOAK_PHASES:-1 2}
 WORK=data/soak
 BIN=./bin/sdevents
 NATS_SERVER=.tools/bin/nats-server
-MINIO=${SDEVENTS_MINIO_BIN:-.tools/bin/minio}
+MINIO=${SDTEST_MINIO_BIN:-.tools/bin/minio}
 
 # Fixed loopback ports (below the ephemeral range), checked free at start.
 HTTP=127.0.0.1:27180      # phase 1 (sdevents run)

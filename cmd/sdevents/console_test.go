@@ -40,7 +40,7 @@ const chromiumPath = "/usr/bin/chromium"
 // server, a commit, then sdJobFinished), and headless Chromium that logs in,
 // sees the job with its thumbnails, opens it, grants credits through the
 // form and sees the balance change. Screenshots are written to
-// $SDEVENTS_ARTIFACTS (else a temporary directory); with
+// $SDTEST_ARTIFACTS (else a temporary directory); with
 // SDEVENTS_UPDATE_SCREENSHOT=1 the job view also goes to docs/console.png.
 func TestConsoleInChromium(t *testing.T) {
 	if _, err := os.Stat(chromiumPath); err != nil {
@@ -90,7 +90,7 @@ func TestConsoleInChromium(t *testing.T) {
 	natstest.Eventually(t, 30*time.Second, "the job record", func() bool { return streamMsgs(t, r, streams.Jobs) == 1 })
 
 	// The browser.
-	artifacts := os.Getenv("SDEVENTS_ARTIFACTS")
+	artifacts := os.Getenv("SDTEST_ARTIFACTS")
 	if artifacts == "" {
 		artifacts = t.TempDir()
 	}

@@ -21,7 +21,7 @@ const EnvPrefix = "SDEVENTS_"
 const EnvConfig = EnvPrefix + "CONFIG"
 
 // processEnv are SDEVENTS_ variables that are not configuration keys.
-var processEnv = map[string]bool{EnvConfig: true, EnvPrefix + "MINIO_BIN": true}
+var processEnv = map[string]bool{EnvConfig: true}
 
 // Load reads the YAML file at path (none when path is ""), applies the
 // SDEVENTS_* overrides found in env (name → value), reads *_file secrets and

@@ -1,6 +1,6 @@
 // Package miniotest starts a real MinIO server on loopback for tests: the
 // pinned build that scripts/install-minio.sh (`make tools`) puts in
-// <repo>/.tools/bin/minio, or the binary named by SDEVENTS_MINIO_BIN.
+// <repo>/.tools/bin/minio, or the binary named by SDTEST_MINIO_BIN.
 //
 // Every server has its own data directory (t.TempDir()), listens on
 // 127.0.0.1 only, has update checks, call-home and the console turned off,
@@ -29,7 +29,7 @@ import (
 )
 
 // EnvBin names the environment variable that overrides the binary's path.
-const EnvBin = "SDEVENTS_MINIO_BIN"
+const EnvBin = "SDTEST_MINIO_BIN"
 
 // Fixed credentials of every test server.
 const (
@@ -92,7 +92,7 @@ func Start(t testing.TB) *Server {
 	return s
 }
 
-// findBinary returns $SDEVENTS_MINIO_BIN, or <repo>/.tools/bin/minio where
+// findBinary returns $SDTEST_MINIO_BIN, or <repo>/.tools/bin/minio where
 // <repo> is the nearest directory above the working directory holding go.work.
 func findBinary() (string, error) {
 	if p := os.Getenv(EnvBin); p != "" {
