@@ -19,7 +19,9 @@ import (
 )
 
 // Cookie names. Both are HttpOnly, SameSite=Strict, Path=/console, and Secure
-// when the request came over TLS.
+// when the request came over TLS, directly or through a proxy that says so
+// (X-Forwarded-Proto: https). A client that lies about the latter only gets
+// cookies its browser will not send over plain HTTP.
 const (
 	sessionCookie = "sdevents_console"
 	csrfCookie    = "sdevents_console_csrf"
@@ -42,12 +44,27 @@ type auth struct {
 	tokenSum [sha256.Size]byte
 	key      []byte // HMAC key of sessions and CSRF tokens
 	now      func() time.Time
+	limit    *failureLimiter
 }
 
 func newAuth(token string, now func() time.Time) *auth {
 	mac := hmac.New(sha256.New, []byte(token))
 	mac.Write([]byte("sdevents console session v1"))
-	return &auth{tokenSum: sha256.Sum256([]byte(token)), key: mac.Sum(nil), now: now}
+	return &auth{tokenSum: sha256.Sum256([]byte(token)), key: mac.Sum(nil), now: now, limit: newFailureLimiter(now)}
+}
+
+// presented checks a token presented by c's client (login form or bearer
+// header): a client that presented too many wrong ones is refused before
+// the comparison, and a wrong one is counted.
+func (a *auth) presented(c echo.Context, token string) error {
+	if err := a.limit.check(c); err != nil {
+		return err
+	}
+	if !a.tokenOK(token) {
+		a.limit.fail(c)
+		return fmt.Errorf("%w: %w", httpserver.ErrUnauthorized, errWrongToken)
+	}
+	return nil
 }
 
 // tokenOK compares a presented token with the admin token in constant time
@@ -118,9 +135,9 @@ func (a *auth) require(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		r := c.Request()
 		if got, ok := strings.CutPrefix(r.Header.Get(echo.HeaderAuthorization), "Bearer "); ok {
-			if !a.tokenOK(strings.TrimSpace(got)) {
+			if err := a.presented(c, strings.TrimSpace(got)); err != nil {
 				c.Response().Header().Set(echo.HeaderWWWAuthenticate, `Bearer realm="sdevents console"`)
-				return fmt.Errorf("%w: wrong admin token", httpserver.ErrUnauthorized)
+				return err
 			}
 			c.Set(ctxBearer, true)
 			return next(c)
@@ -171,7 +188,7 @@ func csrfOf(c echo.Context) string {
 func setCookie(c echo.Context, name, value string, maxAge int) {
 	c.SetCookie(&http.Cookie{
 		Name: name, Value: value, Path: "/console", MaxAge: maxAge,
-		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: c.Request().TLS != nil,
+		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: c.Scheme() == "https",
 	})
 }
 
@@ -200,8 +217,8 @@ func (s *Service) handleLogin(c echo.Context) error {
 	if subtle.ConstantTimeCompare([]byte(c.FormValue(csrfField)), []byte(ck.Value)) != 1 {
 		return errBadCSRF
 	}
-	if !s.auth.tokenOK(c.FormValue("token")) {
-		return fmt.Errorf("%w: %w", httpserver.ErrUnauthorized, errWrongToken)
+	if err := s.auth.presented(c, c.FormValue("token")); err != nil {
+		return err
 	}
 	session, csrf := s.auth.newSession()
 	setCookie(c, sessionCookie, session, int(sessionTTL/time.Second))

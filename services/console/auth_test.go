@@ -3,6 +3,7 @@ package console
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
@@ -50,6 +51,7 @@ func TestEveryPageNeedsTheAdminToken(t *testing.T) {
 			if r.method == "POST" {
 				form = url.Values{"credits": {"5"}, "account": {"_"}}
 			}
+			h.svc.auth.limit.forget() // this test counts pages, not guesses (TestGuessingIsThrottled)
 			a := h.do(h.client(), r.method, r.path, form, hdr)
 			if a.status != http.StatusUnauthorized {
 				t.Errorf("%s %s (%s): %d, want 401", r.method, r.path, name, a.status)
@@ -171,4 +173,74 @@ func TestSessionOfAnotherTokenIsRefused(t *testing.T) {
 	if _, ok := old.session(cookie + "x"); ok {
 		t.Fatal("a tampered session is accepted")
 	}
+}
+
+// TestGuessingIsThrottled: after maxFailures wrong tokens from one address,
+// through the login form or the bearer header, that address is refused with
+// 429 and Retry-After, even with the right token, until the window of its
+// first failure has passed; then the right token works again.
+func TestGuessingIsThrottled(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	c := h.client()
+	csrf := csrfIn(t, h.get(c, "/console/login").body)
+	login := func(token string) answer {
+		return h.do(c, "POST", "/console/login", url.Values{"csrf": {csrf}, "token": {token}}, nil)
+	}
+	start := time.Now()
+	h.now.Store(&start)
+	for i := range maxFailures {
+		var a answer
+		if i%2 == 0 {
+			a = login(fmt.Sprintf("guess-%d", i))
+		} else {
+			a = h.do(h.client(), "GET", "/console/jobs", nil, map[string]string{"Authorization": fmt.Sprintf("Bearer guess-%d", i)})
+		}
+		if a.status != http.StatusUnauthorized {
+			t.Fatalf("guess %d: %d, want 401", i, a.status)
+		}
+	}
+	for name, a := range map[string]answer{
+		"login":  login(adminToken),
+		"bearer": h.do(h.client(), "GET", "/console/jobs", nil, map[string]string{"Authorization": "Bearer " + adminToken}),
+	} {
+		if a.status != http.StatusTooManyRequests || a.header.Get("Retry-After") != "60" {
+			t.Errorf("%s after %d wrong tokens: %d, Retry-After %q; want 429, 60", name, maxFailures, a.status, a.header.Get("Retry-After"))
+		}
+	}
+	later := start.Add(failureWindow + time.Second)
+	h.now.Store(&later)
+	if a := login(adminToken); a.status != http.StatusSeeOther {
+		t.Fatalf("login after the window: %d", a.status)
+	}
+}
+
+// TestSecureCookiesBehindTLS: a request that came over HTTPS, here as a
+// proxy reports it, gets Secure cookies; a plain one does not.
+func TestSecureCookiesBehindTLS(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	for proto, want := range map[string]bool{"https": true, "": false} {
+		hdr := map[string]string{}
+		if proto != "" {
+			hdr["X-Forwarded-Proto"] = proto
+		}
+		a := h.do(h.client(), "GET", "/console/login", nil, hdr)
+		cookies := a.header.Values("Set-Cookie")
+		if len(cookies) == 0 {
+			t.Fatalf("%q: no cookie", proto)
+		}
+		for _, ck := range cookies {
+			if got := strings.Contains(ck, "; Secure"); got != want {
+				t.Errorf("X-Forwarded-Proto %q: Secure %v, want %v: %s", proto, got, want, ck)
+			}
+		}
+	}
+}
+
+// forget drops every count of l.
+func (l *failureLimiter) forget() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	clear(l.fails)
 }
