@@ -37,7 +37,8 @@ var platformKey = callback.Key{AK: "AK-e2e", SK: "SK-e2e"}
 // project's streams applied at R3, and an operator connection to it.
 type deployment struct {
 	t       *testing.T
-	cluster *natstest.Cluster
+	cluster *natstest.Cluster // nil when the nodes are processes (crash_test.go)
+	urls    string            // every node's client URL, comma-separated
 	js      jetstream.JetStream
 	cfg     config.Config
 }
@@ -45,20 +46,29 @@ type deployment struct {
 func newDeployment(t *testing.T) *deployment {
 	t.Helper()
 	c := natstest.StartCluster(t)
-	_, js := natstest.Connect(t, c.URLs())
+	d := deployOn(t, c.URLs())
+	d.cluster = c
+	return d
+}
+
+// deployOn connects to the cluster at urls, applies the streams at R3 and
+// returns the deployment's configuration.
+func deployOn(t *testing.T, urls string) *deployment {
+	t.Helper()
+	_, js := natstest.Connect(t, urls)
 	natstest.ApplyStreams(t, js, 3)
 	cfg := config.Default()
 	cfg.Callbacks = []config.Callback{{Name: "default", Keys: []config.Key{{AK: platformKey.AK, SK: config.Secret(platformKey.SK)}}}}
 	cfg.HTTP.Addr = "127.0.0.1:0"
 	cfg.Admin.Token = adminToken
-	return &deployment{t: t, cluster: c, js: js, cfg: cfg}
+	return &deployment{t: t, urls: urls, js: js, cfg: cfg}
 }
 
 // connect opens a service connection that knows every node and reconnects
 // forever, as a deployed service's does.
 func (d *deployment) connect() *nats.Conn {
 	d.t.Helper()
-	nc, _ := natstest.Connect(d.t, d.cluster.URLs())
+	nc, _ := natstest.Connect(d.t, d.urls)
 	return nc
 }
 
@@ -121,7 +131,11 @@ func waitOrDiagnose(t *testing.T, d *deployment, p *platform, timeout time.Durat
 	deadline := time.Now().Add(timeout)
 	for !cond() {
 		if time.Now().After(deadline) {
-			for _, n := range d.cluster.Nodes {
+			var nodes []*natstest.Node
+			if d.cluster != nil {
+				nodes = d.cluster.Nodes
+			}
+			for _, n := range nodes {
 				if n.Srv == nil || !n.Srv.Running() {
 					continue
 				}

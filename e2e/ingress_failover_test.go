@@ -1,17 +1,12 @@
 package e2e_test
 
 import (
-	"bytes"
 	"context"
-	"fmt"
 	"slices"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/sdevents/sdevents/pkg/callback"
-	"github.com/sdevents/sdevents/pkg/event"
 	"github.com/sdevents/sdevents/pkg/natstest"
 	"github.com/sdevents/sdevents/streams"
 )
@@ -38,42 +33,12 @@ func TestIngressAcrossLeaderFailover(t *testing.T) {
 	d := newDeployment(t)
 	front := d.serveIngress(nil)
 	p := newPlatform()
-	body := func(i int) []byte {
-		return fmt.Appendf(nil, `{"success":true,"data":{"generatedImageId":"g-%d","url":"https://images.invalid/%d.png","type":"png"}}`, i, i)
-	}
-	invokeID := func(i int) string { return fmt.Sprintf("fo-%04d", i) }
-
-	type outcome struct {
-		attempts int
-		err      error
-		sent     time.Time // first attempt
-		acked    time.Time // the 2xx
-	}
-	results := make([]outcome, total)
-	var acked atomic.Int64
+	load := newAsyncLoad(total, "fo", token)
 	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Second)
 	defer cancel()
-	var wg sync.WaitGroup
 	start := time.Now()
-	wg.Go(func() {
-		// A fixed schedule: a sender that falls behind catches up, so the
-		// offered rate stays 1/interval on average on a busy machine.
-		for i := range total {
-			select {
-			case <-time.After(time.Until(start.Add(time.Duration(i) * interval))):
-			case <-ctx.Done():
-				return
-			}
-			wg.Go(func() {
-				sent := time.Now()
-				n, err := p.deliver(ctx, front.base, callback.BizTaskFinished, invokeID(i), token, body(i))
-				results[i] = outcome{attempts: n, err: err, sent: sent, acked: time.Now()}
-				if err == nil {
-					acked.Add(1)
-				}
-			})
-		}
-	})
+	wait := load.run(ctx, p, front.base, interval)
+	acked, results := &load.acked, load.results
 
 	// The fault: once the load runs, stop the INGRESS leader; restart it
 	// after the cluster has served a few hundred callbacks without it.
@@ -92,18 +57,14 @@ func TestIngressAcrossLeaderFailover(t *testing.T) {
 	})
 	restarted := time.Now()
 	leader.Restart()
-	wg.Wait()
+	wait()
 	loadTime := time.Since(start)
+	load.checkDelivered(t)
 
-	// Every callback was acknowledged, by a 200 with success: true.
 	var retried, maxAttempts int
 	var worst time.Duration
 	firstAfterDown := time.Duration(-1)
-	for i, r := range results {
-		if r.err != nil {
-			t.Errorf("callback %d: %v", i, r.err)
-			continue
-		}
+	for _, r := range results {
 		if r.attempts > 1 {
 			retried++
 		}
@@ -113,37 +74,9 @@ func TestIngressAcrossLeaderFailover(t *testing.T) {
 			firstAfterDown = r.acked.Sub(down)
 		}
 	}
-	if t.Failed() {
-		t.FailNow()
-	}
 
 	// Every acknowledged callback is stored exactly once, with its body.
-	checkStoredOnce := func(when string) {
-		t.Helper()
-		msgs := readAll(t, d.js, streams.Ingress, "sd.callback.default.>")
-		seen := map[string]int{}
-		for _, m := range msgs {
-			id := m.Headers().Get(event.HeaderInvokeID)
-			seen[id]++
-			var i int
-			if _, err := fmt.Sscanf(id, "fo-%d", &i); err != nil || i < 0 || i >= total {
-				t.Errorf("%s: unexpected message for invokeId %q", when, id)
-				continue
-			}
-			if !bytes.Equal(m.Data(), body(i)) {
-				t.Errorf("%s: %s stored with body %q", when, id, m.Data())
-			}
-		}
-		for i := range total {
-			if n := seen[invokeID(i)]; n != 1 {
-				t.Errorf("%s: %s stored %d times, want once", when, invokeID(i), n)
-			}
-		}
-		if len(msgs) != total {
-			t.Errorf("%s: INGRESS holds %d callbacks, want %d", when, len(msgs), total)
-		}
-	}
-	checkStoredOnce("after the failover")
+	load.checkStoredOnce(t, d.js, "after the failover")
 
 	// The restarted node holds every event too.
 	d.waitReplicasConverge(streams.Ingress, total, 30*time.Second)
@@ -162,13 +95,13 @@ func TestIngressAcrossLeaderFailover(t *testing.T) {
 	second := d.serveIngress(nil)
 	for _, base := range []string{front.base, second.base} {
 		for _, i := range replays {
-			a, err := p.send(ctx, base, callback.BizTaskFinished, invokeID(i), token, body(i))
+			a, err := p.send(ctx, base, callback.BizTaskFinished, load.invokeID(i), token, load.body(i))
 			if err != nil || a.Code != 200 || !a.success() {
-				t.Errorf("replay of %s: %d %s %v", invokeID(i), a.Code, a.Raw, err)
+				t.Errorf("replay of %s: %d %s %v", load.invokeID(i), a.Code, a.Raw, err)
 			}
 		}
 	}
-	checkStoredOnce("after the replays")
+	load.checkStoredOnce(t, d.js, "after the replays")
 	d.waitReplicasConverge(streams.Ingress, total, 30*time.Second)
 
 	t.Logf("%d callbacks in %s (%.0f/s offered); INGRESS leader %s stopped after %d acks, new leader %s in %s; first 2xx of a callback sent after the stop %s after it; node restarted %s after the stop",

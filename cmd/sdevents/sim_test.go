@@ -5,105 +5,31 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/sdevents/sdevents/pkg/miniotest"
+	"github.com/sdevents/sdevents/pkg/proctest"
 	"github.com/sdevents/sdevents/services/simulator"
 )
-
-// buildBinary builds bin/sdevents into a temporary directory (without the
-// race detector: the soak measures the system, not the test's build).
-func buildBinary(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "sdevents")
-	cmd := exec.Command("go", "build", "-o", bin, ".")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
-}
 
 // freeAddr returns a loopback address whose port was free a moment ago.
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
-// proc is a subprocess of the built binary, restartable.
-type proc struct {
-	t    *testing.T
-	bin  string
-	args []string
-	log  string
-
-	mu   sync.Mutex
-	cmd  *exec.Cmd
-	done chan struct{}
-}
-
-func startProc(t *testing.T, bin, log string, args ...string) *proc {
-	t.Helper()
-	p := &proc{t: t, bin: bin, args: args, log: log}
-	p.start()
-	t.Cleanup(p.kill)
-	return p
-}
-
-func (p *proc) start() {
-	p.t.Helper()
-	f, err := os.OpenFile(p.log, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
-	if err != nil {
-		p.t.Fatal(err)
-	}
-	cmd := exec.Command(p.bin, p.args...)
-	cmd.Stdout, cmd.Stderr = f, f
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		f.Close()
-		p.t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); f.Close(); close(done) }()
-	p.mu.Lock()
-	p.cmd, p.done = cmd, done
-	p.mu.Unlock()
-}
-
-// kill sends SIGKILL and waits for the process to exit.
-func (p *proc) kill() {
-	p.mu.Lock()
-	cmd, done := p.cmd, p.done
-	p.mu.Unlock()
-	if cmd == nil {
-		return
-	}
-	_ = cmd.Process.Kill()
-	<-done
+	return fmt.Sprintf("127.0.0.1:%d", proctest.FreePorts(t, 1)[0])
 }
 
 // waitReady polls p's /readyz on httpAddr until it answers 200. When the
 // process exits first or the time runs out, it fails with the tail of the
 // process's log.
-func (p *proc) waitReady(httpAddr string, within time.Duration) time.Duration {
-	p.t.Helper()
-	p.mu.Lock()
-	done := p.done
-	p.mu.Unlock()
+func waitReady(t *testing.T, p *proctest.Proc, httpAddr string, within time.Duration) time.Duration {
+	t.Helper()
+	exited := p.Exited()
 	start := time.Now()
 	client := &http.Client{Timeout: time.Second}
 	for time.Since(start) < within {
@@ -114,22 +40,13 @@ func (p *proc) waitReady(httpAddr string, within time.Duration) time.Duration {
 			}
 		}
 		select {
-		case <-done:
-			p.t.Fatalf("%s exited before it was ready\n--- log (tail) ---\n%s", p.bin, tail(p.log, 60))
+		case <-exited:
+			t.Fatalf("sdevents exited before it was ready\n--- log (tail) ---\n%s", p.Tail(60))
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
-	p.t.Fatalf("%s not ready within %s\n--- log (tail) ---\n%s", httpAddr, within, tail(p.log, 60))
+	t.Fatalf("%s not ready within %s\n--- log (tail) ---\n%s", httpAddr, within, p.Tail(60))
 	return 0
-}
-
-func tail(path string, n int) string {
-	b, _ := os.ReadFile(path)
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }
 
 // TestSoakWithKills is the 60-second fault soak (docs/simulator.md): the
@@ -150,7 +67,7 @@ func TestSoakWithKills(t *testing.T) {
 	// ack wait (2 min, streams/ingress.yaml), which bounds the settle time.
 	const traffic = 60 * time.Second
 	killAt := []time.Duration{5 * time.Second, 25 * time.Second}
-	bin := buildBinary(t)
+	bin := proctest.Build(t, ".", "sdevents")
 	dir := t.TempDir()
 	mc := miniotest.Start(t)
 	bucket := mc.MakeBucket(t, "sim-output")
@@ -194,8 +111,8 @@ shutdown_timeout: 5s
 		t.Fatal(err)
 	}
 	runLog := filepath.Join(dir, "run.log")
-	server := startProc(t, bin, runLog, "run", "--config", cfgPath)
-	first := server.waitReady(httpAddr, 2*time.Minute)
+	server := proctest.Start(t, bin, runLog, "run", "--config", cfgPath)
+	first := waitReady(t, server, httpAddr, 2*time.Minute)
 	t.Logf("sdevents run ready in %s", first.Round(time.Millisecond))
 
 	common := []string{"--config", cfgPath, "--duration", traffic.String(), "--verify", "--settle", "100s", "--no-progress"}
@@ -228,9 +145,9 @@ shutdown_timeout: 5s
 		case r := <-results:
 			t.Fatalf("sim %s ended early: %v\n%s", r.name, r.err, r.out)
 		}
-		server.kill()
-		server.start()
-		kills = append(kills, server.waitReady(httpAddr, 2*time.Minute))
+		server.Kill()
+		server.Restart()
+		kills = append(kills, waitReady(t, server, httpAddr, 2*time.Minute))
 	}
 	t.Logf("killed and restarted %d times; ready again after %v", len(kills), kills)
 
@@ -238,7 +155,7 @@ shutdown_timeout: 5s
 		r := <-results
 		t.Logf("sim %s:\n%s", r.name, r.out)
 		if r.err != nil {
-			t.Errorf("sim %s: %v\n--- sdevents run log (tail) ---\n%s", r.name, r.err, tail(runLog, 40))
+			t.Errorf("sim %s: %v\n--- sdevents run log (tail) ---\n%s", r.name, r.err, server.Tail(40))
 		}
 	}
 	for _, f := range []string{cbJSON, snsJSON} {

@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/sdevents/sdevents/pkg/proctest"
 	"github.com/sdevents/sdevents/streams"
 )
 
@@ -103,19 +104,21 @@ func Connect(t testing.TB, url string, opts ...nats.Option) (*nats.Conn, jetstre
 // ApplyStreams applies the project's stream definitions with the given replicas.
 func ApplyStreams(t testing.TB, js jetstream.JetStream, replicas int) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	var err error
-	// A fresh cluster may still be electing; retry until the deadline.
+	deadline := time.Now().Add(30 * time.Second)
+	// A fresh cluster may still be electing, and a request sent before it
+	// has a leader may go unanswered: each attempt has its own timeout, and
+	// attempts go on until the deadline.
 	for {
-		if err = streams.ApplyEmbedded(ctx, js, replicas); err == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err := streams.ApplyEmbedded(ctx, js, replicas)
+		cancel()
+		if err == nil {
 			return
 		}
-		select {
-		case <-ctx.Done():
+		if time.Now().After(deadline) {
 			t.Fatalf("natstest: apply streams: %v", err)
-		case <-time.After(100 * time.Millisecond):
 		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
 
@@ -129,7 +132,7 @@ type Cluster struct {
 func StartCluster(t testing.TB) *Cluster {
 	t.Helper()
 	const size = 3
-	ports := freePorts(t, size)
+	ports := proctest.FreePorts(t, size)
 	routes := make([]string, size)
 	for i, p := range ports {
 		routes[i] = fmt.Sprintf("nats-route://127.0.0.1:%d", p)
@@ -189,24 +192,6 @@ func (c *Cluster) StreamLeader(t testing.TB, stream string) *Node {
 	}
 	t.Fatalf("natstest: no leader for stream %s", stream)
 	return nil
-}
-
-func freePorts(t testing.TB, n int) []int {
-	t.Helper()
-	var ls []net.Listener
-	var ports []int
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	for _, l := range ls {
-		l.Close()
-	}
-	return ports
 }
 
 // Eventually polls cond every 20 ms until it is true or timeout passes.
