@@ -7,7 +7,6 @@ import (
 	"crypto/subtle"
 	"encoding/base64"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/sdevents/sdevents/pkg/admintoken"
 	"github.com/sdevents/sdevents/pkg/httpserver"
 )
 
@@ -41,37 +41,21 @@ var errBadCSRF = fmt.Errorf("%w: missing or wrong CSRF token: reload the page an
 // replica accepts it and changing the token ends every session. The cookie
 // never holds the token itself.
 type auth struct {
-	tokenSum [sha256.Size]byte
-	key      []byte // HMAC key of sessions and CSRF tokens
-	now      func() time.Time
-	limit    *failureLimiter
+	token *admintoken.Checker // comparison and the brake on guessing
+	key   []byte              // HMAC key of sessions and CSRF tokens
+	now   func() time.Time
 }
 
 func newAuth(token string, now func() time.Time) *auth {
 	mac := hmac.New(sha256.New, []byte(token))
 	mac.Write([]byte("sdevents console session v1"))
-	return &auth{tokenSum: sha256.Sum256([]byte(token)), key: mac.Sum(nil), now: now, limit: newFailureLimiter(now)}
+	return &auth{token: admintoken.New(token, now), key: mac.Sum(nil), now: now}
 }
 
-// presented checks a token presented by c's client (login form or bearer
-// header): a client that presented too many wrong ones is refused before
-// the comparison, and a wrong one is counted.
+// presented checks a token presented by c's client, by login form or bearer
+// header (admintoken.Checker.Check).
 func (a *auth) presented(c echo.Context, token string) error {
-	if err := a.limit.check(c); err != nil {
-		return err
-	}
-	if !a.tokenOK(token) {
-		a.limit.fail(c)
-		return fmt.Errorf("%w: %w", httpserver.ErrUnauthorized, errWrongToken)
-	}
-	return nil
-}
-
-// tokenOK compares a presented token with the admin token in constant time
-// (through their digests, so that not even the length leaks).
-func (a *auth) tokenOK(got string) bool {
-	sum := sha256.Sum256([]byte(got))
-	return subtle.ConstantTimeCompare(sum[:], a.tokenSum[:]) == 1
+	return a.token.Check(c.Response(), c.Request(), token)
 }
 
 func (a *auth) sign(parts ...[]byte) []byte {
@@ -204,9 +188,6 @@ func loginCSRF(c echo.Context) string {
 	setCookie(c, csrfCookie, v, int(sessionTTL/time.Second))
 	return v
 }
-
-// errWrongToken: the login form was posted with a wrong token (401).
-var errWrongToken = errors.New("wrong admin token")
 
 // handleLogin checks the token of the login form and starts a session.
 func (s *Service) handleLogin(c echo.Context) error {

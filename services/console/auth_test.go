@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sdevents/sdevents/pkg/admintoken"
 	"github.com/sdevents/sdevents/pkg/config"
 	"github.com/sdevents/sdevents/pkg/natstest"
 )
@@ -51,7 +52,7 @@ func TestEveryPageNeedsTheAdminToken(t *testing.T) {
 			if r.method == "POST" {
 				form = url.Values{"credits": {"5"}, "account": {"_"}}
 			}
-			h.svc.auth.limit.forget() // this test counts pages, not guesses (TestGuessingIsThrottled)
+			h.svc.auth.token.Forget() // this test counts pages, not guesses (TestGuessingIsThrottled)
 			a := h.do(h.client(), r.method, r.path, form, hdr)
 			if a.status != http.StatusUnauthorized {
 				t.Errorf("%s %s (%s): %d, want 401", r.method, r.path, name, a.status)
@@ -175,7 +176,7 @@ func TestSessionOfAnotherTokenIsRefused(t *testing.T) {
 	}
 }
 
-// TestGuessingIsThrottled: after maxFailures wrong tokens from one address,
+// TestGuessingIsThrottled: after admintoken.MaxFailures wrong tokens from one address,
 // through the login form or the bearer header, that address is refused with
 // 429 and Retry-After, even with the right token, until the window of its
 // first failure has passed; then the right token works again.
@@ -189,7 +190,7 @@ func TestGuessingIsThrottled(t *testing.T) {
 	}
 	start := time.Now()
 	h.now.Store(&start)
-	for i := range maxFailures {
+	for i := range admintoken.MaxFailures {
 		var a answer
 		if i%2 == 0 {
 			a = login(fmt.Sprintf("guess-%d", i))
@@ -205,10 +206,10 @@ func TestGuessingIsThrottled(t *testing.T) {
 		"bearer": h.do(h.client(), "GET", "/console/jobs", nil, map[string]string{"Authorization": "Bearer " + adminToken}),
 	} {
 		if a.status != http.StatusTooManyRequests || a.header.Get("Retry-After") != "60" {
-			t.Errorf("%s after %d wrong tokens: %d, Retry-After %q; want 429, 60", name, maxFailures, a.status, a.header.Get("Retry-After"))
+			t.Errorf("%s after %d wrong tokens: %d, Retry-After %q; want 429, 60", name, admintoken.MaxFailures, a.status, a.header.Get("Retry-After"))
 		}
 	}
-	later := start.Add(failureWindow + time.Second)
+	later := start.Add(admintoken.Window + time.Second)
 	h.now.Store(&later)
 	if a := login(adminToken); a.status != http.StatusSeeOther {
 		t.Fatalf("login after the window: %d", a.status)
@@ -236,11 +237,4 @@ func TestSecureCookiesBehindTLS(t *testing.T) {
 			}
 		}
 	}
-}
-
-// forget drops every count of l.
-func (l *failureLimiter) forget() {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	clear(l.fails)
 }

@@ -3,8 +3,6 @@ package quota
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -18,6 +16,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/sdevents/sdevents/pkg/account"
+	"github.com/sdevents/sdevents/pkg/admintoken"
 	"github.com/sdevents/sdevents/pkg/httpserver"
 	"github.com/sdevents/sdevents/services/quota/ledger"
 )
@@ -117,19 +116,24 @@ func parseAccount(c echo.Context) (string, error) {
 	return account.Parse(raw)
 }
 
-// requireToken refuses a request without the configured bearer token. The
-// tokens are compared in constant time (through their digests, so that not
-// even the length leaks).
-func (s *Service) requireToken(next echo.HandlerFunc) echo.HandlerFunc {
-	want := sha256.Sum256([]byte(s.cfg.Admin.Token.Reveal()))
-	return func(c echo.Context) error {
-		got, ok := strings.CutPrefix(c.Request().Header.Get(echo.HeaderAuthorization), "Bearer ")
-		sum := sha256.Sum256([]byte(strings.TrimSpace(got)))
-		if !ok || subtle.ConstantTimeCompare(sum[:], want[:]) != 1 {
-			c.Response().Header().Set(echo.HeaderWWWAuthenticate, `Bearer realm="sdevents admin"`)
-			return fmt.Errorf("%w: missing or wrong admin token", httpserver.ErrUnauthorized)
+// requireToken refuses a request without the admin bearer token (token:
+// constant-time comparison, 429 for a client address that guessed too
+// often). The checker is made once, by the caller: echo builds a route's
+// middleware chain again on every request.
+func requireToken(token *admintoken.Checker) echo.MiddlewareFunc {
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			got, ok := strings.CutPrefix(c.Request().Header.Get(echo.HeaderAuthorization), "Bearer ")
+			err := admintoken.ErrWrong // no bearer token: not a guess, not counted
+			if ok {
+				err = token.Check(c.Response(), c.Request(), strings.TrimSpace(got))
+			}
+			if err != nil {
+				c.Response().Header().Set(echo.HeaderWWWAuthenticate, `Bearer realm="sdevents admin"`)
+				return err
+			}
+			return next(c)
 		}
-		return next(c)
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sdevents/sdevents/pkg/admintoken"
 	"github.com/sdevents/sdevents/pkg/callback"
 	"github.com/sdevents/sdevents/pkg/config"
 	"github.com/sdevents/sdevents/pkg/natstest"
@@ -346,6 +347,31 @@ func TestChecksAndPrices(t *testing.T) {
 	a := d.callback(callback.BizAPIPreInvoke, "", "inv-anon", nil)
 	if a.success() || !strings.Contains(a.errMessage(), "no user token") {
 		t.Fatalf("without token: %s", a.Raw)
+	}
+}
+
+// TestAdminAPIThrottlesGuessing: after admintoken.MaxFailures wrong bearer
+// tokens from one address, the admin API answers 429 even to the right
+// token; requests without a bearer token are not counted as guesses.
+func TestAdminAPIThrottlesGuessing(t *testing.T) {
+	t.Parallel()
+	d := start(t, testConfig(), 1)
+	path := "/v1/admin/accounts/" + acctOf("user-guess")
+	for range 2 * admintoken.MaxFailures {
+		if a := d.admin(http.MethodGet, path, "", ""); a.Code != http.StatusUnauthorized {
+			t.Fatalf("without a token: %d %s", a.Code, a.Raw)
+		}
+	}
+	if a := d.admin(http.MethodGet, path, adminToken, ""); a.Code != http.StatusOK {
+		t.Fatalf("requests without a token were counted as guesses: %d %s", a.Code, a.Raw)
+	}
+	for i := range admintoken.MaxFailures {
+		if a := d.admin(http.MethodGet, path, fmt.Sprintf("guess-%d", i), ""); a.Code != http.StatusUnauthorized {
+			t.Fatalf("guess %d: %d %s", i, a.Code, a.Raw)
+		}
+	}
+	if a := d.admin(http.MethodGet, path, adminToken, ""); a.Code != http.StatusTooManyRequests || a.success() {
+		t.Fatalf("the right token after %d guesses: %d %s, want 429", admintoken.MaxFailures, a.Code, a.Raw)
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
+	"github.com/sdevents/sdevents/pkg/admintoken"
 	"github.com/sdevents/sdevents/pkg/config"
 	"github.com/sdevents/sdevents/pkg/quotarpc"
 	"github.com/sdevents/sdevents/streams"
@@ -150,7 +151,7 @@ func (s *Service) Routes(e *echo.Echo) {
 	if s.cfg.Admin.Token.Reveal() == "" {
 		return
 	}
-	g := e.Group("/v1/admin", s.redactPath, s.requireToken)
+	g := e.Group("/v1/admin", s.redactPath, requireToken(admintoken.New(s.cfg.Admin.Token.Reveal(), s.now)))
 	g.POST("/accounts/:account/credits", s.handleGrant)
 	g.GET("/accounts/:account", s.handleAccount)
 }
