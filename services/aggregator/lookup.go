@@ -54,7 +54,7 @@ func (l lookup) fill(ctx context.Context, r *jobs.Record) error {
 	r.Credits = credits
 	setURI := func(imgs []jobs.Image) {
 		for i := range imgs {
-			if u, ok := uris[fetch.RedactString(imgs[i].URL)]; ok {
+			if u, ok := uris[fetch.SourceOf(imgs[i].URL)]; ok {
 				imgs[i].URI = u
 			}
 		}
@@ -99,8 +99,8 @@ func (l lookup) credits(ctx context.Context, account string, invokeIDs []string,
 }
 
 // archived maps source URL to archive URI for the account's images stored
-// since t. The archiver records source URLs without their query (a signed
-// URL's query is a credential), so callers look up fetch.RedactString(url).
+// since t. The archiver records source URLs as fetch.SourceOf gives them
+// (without a signed URL's query), so callers look up fetch.SourceOf(url).
 func (l lookup) archived(ctx context.Context, account string, since time.Time) (map[string]string, error) {
 	uris := map[string]string{}
 	err := l.scan(ctx, streams.Archive, "sd.archive.stored."+account, since, func(data []byte) {

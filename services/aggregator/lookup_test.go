@@ -3,6 +3,7 @@ package aggregator_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"testing"
 	"time"
 
@@ -61,5 +62,34 @@ func TestCreditsAndArchiveURIs(t *testing.T) {
 	}
 	if u := j.Tasks[1].Images[0].URI; u != "" {
 		t.Errorf("unarchived image has uri %q", u)
+	}
+}
+
+// TestArchiveURIsOfS3Images: an SNS job's images are s3:// URIs whose keys
+// may hold characters a URL would escape or cut ('?', '#', spaces); the
+// archiver records them as they are, and the job record finds their URIs.
+func TestArchiveURIsOfS3Images(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	const acct = "a_s3keys"
+	keys := []string{"s3://out/t1/a b.png", "s3://out/t1/c#1.png", "s3://out/t1/d?x=1.png", "s3://out/t1/100%.png"}
+	for i, k := range keys {
+		data, _ := json.Marshal(map[string]any{"account": acct, "source_url": k, "uri": fmt.Sprintf("s3://archive/%d.png", i)})
+		msg := event.Message("sd.archive.stored."+acct, event.Meta{ID: fmt.Sprintf("ar-s3-%d", i), Source: "/test", Type: "t", Time: time.Now(), Subject: acct}, data)
+		if _, err := e.js.PublishMsg(context.Background(), msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.start()
+	e.sns("eks", acct, map[string]any{"id": "t1", "status": "completed", "result": true, "image_url": keys})
+	e.waitJobs(10*time.Second, 1)
+	got := e.jobsStored()
+	if len(got) != 1 || len(got[0].Tasks) != 1 || len(got[0].Tasks[0].Images) != len(keys) {
+		t.Fatalf("jobs %+v", got)
+	}
+	for i, img := range got[0].Tasks[0].Images {
+		if want := fmt.Sprintf("s3://archive/%d.png", i); img.URI != want {
+			t.Errorf("image %s: uri %q, want %q", img.URL, img.URI, want)
+		}
 	}
 }

@@ -208,47 +208,20 @@ func (l *ledger) markDone(ctx context.Context, rec record, seq, rev uint64) erro
 // from the time since, and returns its sequence, or 0 when it is not there.
 // It reads headers only, through a short-lived consumer.
 func (l *ledger) find(ctx context.Context, o outcome, since time.Time) (uint64, error) {
-	c, err := l.js.CreateConsumer(ctx, streams.Archive, jetstream.ConsumerConfig{
-		FilterSubject:     o.Subject,
-		DeliverPolicy:     jetstream.DeliverByStartTimePolicy,
-		OptStartTime:      &since,
-		AckPolicy:         jetstream.AckNonePolicy,
-		HeadersOnly:       true,
-		MemoryStorage:     true,
-		InactiveThreshold: time.Minute,
+	var seq uint64
+	err := scanHeaders(ctx, l.js, streams.Archive, []string{o.Subject}, since, func(m jetstream.Msg) error {
+		if m.Headers().Get(nats.MsgIdHdr) != o.ID {
+			return nil
+		}
+		meta, err := m.Metadata()
+		if err != nil {
+			return err
+		}
+		seq = meta.Sequence.Stream
+		return errStopScan
 	})
 	if err != nil {
 		return 0, fmt.Errorf("archiver: search ARCHIVE for %s: %w", o.ID, err)
 	}
-	defer func() {
-		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		_ = l.js.DeleteConsumer(dctx, streams.Archive, c.CachedInfo().Name)
-	}()
-	left := c.CachedInfo().NumPending
-	for left > 0 {
-		batch, err := c.Fetch(int(min(left, 256)), jetstream.FetchMaxWait(5*time.Second))
-		if err != nil {
-			return 0, fmt.Errorf("archiver: search ARCHIVE for %s: %w", o.ID, err)
-		}
-		n := 0
-		for m := range batch.Messages() {
-			n++
-			if m.Headers().Get(nats.MsgIdHdr) == o.ID {
-				meta, err := m.Metadata()
-				if err != nil {
-					return 0, fmt.Errorf("archiver: search ARCHIVE for %s: %w", o.ID, err)
-				}
-				return meta.Sequence.Stream, nil
-			}
-		}
-		if err := batch.Error(); err != nil {
-			return 0, fmt.Errorf("archiver: search ARCHIVE for %s: %w", o.ID, err)
-		}
-		if n == 0 {
-			return 0, fmt.Errorf("archiver: search ARCHIVE for %s: no progress", o.ID)
-		}
-		left -= uint64(n)
-	}
-	return 0, nil
+	return seq, nil
 }

@@ -168,67 +168,43 @@ func (s *Service) findImage(ctx context.Context, req archiveretry.Request) (task
 		return task{}, image{}, false, fmt.Errorf("archiver: stream %s: %w", streams.Ingress, err)
 	}
 	cfg := s.cons.CachedInfo().Config
-	c, err := s.js.CreateConsumer(ctx, streams.Ingress, jetstream.ConsumerConfig{
-		FilterSubject:     cfg.FilterSubject,
-		FilterSubjects:    cfg.FilterSubjects,
-		DeliverPolicy:     jetstream.DeliverByStartTimePolicy,
-		OptStartTime:      &from,
-		AckPolicy:         jetstream.AckNonePolicy,
-		HeadersOnly:       true,
-		MemoryStorage:     true,
-		InactiveThreshold: time.Minute,
+	filters := cfg.FilterSubjects
+	if cfg.FilterSubject != "" {
+		filters = append(filters, cfg.FilterSubject)
+	}
+	var (
+		found    task
+		foundImg image
+		hit      bool
+	)
+	err = scanHeaders(ctx, s.js, streams.Ingress, filters, from, func(m jetstream.Msg) error {
+		meta, err := m.Metadata()
+		if err != nil {
+			return nil
+		}
+		if meta.Timestamp.After(until) {
+			return errStopScan
+		}
+		if !candidate(m.Subject(), m.Headers(), req) {
+			return nil
+		}
+		raw, err := st.GetMsg(ctx, meta.Sequence.Stream)
+		if err != nil {
+			return fmt.Errorf("read INGRESS %d: %w", meta.Sequence.Stream, err)
+		}
+		t := parseTask(raw.Subject, raw.Header, raw.Data, raw.Time)
+		for _, img := range t.Images {
+			if img.Key == req.Key {
+				found, foundImg, hit = t, img, true
+				return errStopScan
+			}
+		}
+		return nil
 	})
 	if err != nil {
 		return task{}, image{}, false, fmt.Errorf("archiver: search INGRESS: %w", err)
 	}
-	defer func() {
-		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		_ = s.js.DeleteConsumer(dctx, streams.Ingress, c.CachedInfo().Name)
-	}()
-	left := c.CachedInfo().NumPending
-	for left > 0 {
-		batch, err := c.Fetch(int(min(left, 256)), jetstream.FetchMaxWait(5*time.Second))
-		if err != nil {
-			return task{}, image{}, false, fmt.Errorf("archiver: search INGRESS: %w", err)
-		}
-		n, past := 0, false
-		for m := range batch.Messages() {
-			n++
-			meta, err := m.Metadata()
-			if err != nil || past {
-				continue
-			}
-			if meta.Timestamp.After(until) {
-				past = true
-				continue
-			}
-			if !candidate(m.Subject(), m.Headers(), req) {
-				continue
-			}
-			raw, err := st.GetMsg(ctx, meta.Sequence.Stream)
-			if err != nil {
-				return task{}, image{}, false, fmt.Errorf("archiver: read INGRESS %d: %w", meta.Sequence.Stream, err)
-			}
-			t := parseTask(raw.Subject, raw.Header, raw.Data, raw.Time)
-			for _, img := range t.Images {
-				if img.Key == req.Key {
-					return t, img, true, nil
-				}
-			}
-		}
-		if err := batch.Error(); err != nil {
-			return task{}, image{}, false, fmt.Errorf("archiver: search INGRESS: %w", err)
-		}
-		if n == 0 {
-			return task{}, image{}, false, errors.New("archiver: search INGRESS: no progress")
-		}
-		if past {
-			break
-		}
-		left -= uint64(n)
-	}
-	return task{}, image{}, false, nil
+	return found, foundImg, hit, nil
 }
 
 // candidate reports whether an INGRESS message (headers only) may hold the
