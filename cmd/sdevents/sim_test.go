@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -9,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -174,21 +174,11 @@ shutdown_timeout: 5s
 			t.Errorf("%s: no work done", rep.Mode)
 		}
 		for _, c := range rep.Verification.Checks {
-			switch c.Status {
-			case simulator.Pass:
-			case simulator.NotAvailable:
-				t.Logf("%s: %s not available: %s", rep.Mode, c.Name, c.Detail)
-			default:
-				t.Errorf("%s: %s: %s %s", rep.Mode, c.Name, c.Detail, bytes.Join(toBytes(c.Problems), []byte("; ")))
+			// sdevents run has every service: a check that could not be
+			// made is a failure here, as is one that failed.
+			if c.Status != simulator.Pass {
+				t.Errorf("%s: %s: %s: %s %s", rep.Mode, c.Name, c.Status, c.Detail, strings.Join(c.Problems, "; "))
 			}
 		}
 	}
-}
-
-func toBytes(ss []string) [][]byte {
-	out := make([][]byte, len(ss))
-	for i, s := range ss {
-		out[i] = []byte(s)
-	}
-	return out
 }

@@ -12,6 +12,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/hex"
 	"encoding/pem"
+	"encoding/xml"
 	"errors"
 	"fmt"
 	"math/big"
@@ -19,6 +20,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -270,8 +272,10 @@ func (s *LocalSNS) serveAction(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		s.confirms.Add(1)
-		_, _ = fmt.Fprintf(w, `<ConfirmSubscriptionResponse xmlns="http://sns.amazonaws.com/doc/2010-03-31/"><ConfirmSubscriptionResult><SubscriptionArn>%s:%s</SubscriptionArn></ConfirmSubscriptionResult></ConfirmSubscriptionResponse>`,
-			q.Get("TopicArn"), nuid.Next())
+		var arn strings.Builder
+		_ = xml.EscapeText(&arn, []byte(q.Get("TopicArn")+":"+nuid.Next()))
+		_, _ = fmt.Fprintf(w, `<ConfirmSubscriptionResponse xmlns="http://sns.amazonaws.com/doc/2010-03-31/"><ConfirmSubscriptionResult><SubscriptionArn>%s</SubscriptionArn></ConfirmSubscriptionResult></ConfirmSubscriptionResponse>`,
+			arn.String())
 	case "Unsubscribe":
 		_, _ = w.Write([]byte(`<UnsubscribeResponse xmlns="http://sns.amazonaws.com/doc/2010-03-31/"/>`))
 	default:
@@ -301,7 +305,7 @@ func (s *LocalSNS) SubscriptionConfirmation(topic, version string) (sns.Envelope
 		Type: sns.TypeSubscriptionConfirmation, MessageId: newMessageID(), TopicArn: topic, Token: token,
 		Message: "You have chosen to subscribe to the topic " + topic +
 			".\nTo confirm the subscription, visit the SubscribeURL included in this message.",
-		SubscribeURL:   "https://" + s.Host() + "/?Action=ConfirmSubscription&TopicArn=" + topic + "&Token=" + token,
+		SubscribeURL:   "https://" + s.Host() + "/?Action=ConfirmSubscription&TopicArn=" + url.QueryEscape(topic) + "&Token=" + token,
 		Timestamp:      timestamp(time.Now()),
 		SigningCertURL: s.CertURL(),
 	}

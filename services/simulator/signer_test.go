@@ -3,9 +3,11 @@ package simulator_test
 import (
 	"bytes"
 	"encoding/base64"
+	"encoding/hex"
 	"io"
 	"net/url"
 	"testing"
+	"time"
 
 	"github.com/sdevents/sdevents/pkg/account"
 	"github.com/sdevents/sdevents/pkg/callback"
@@ -13,13 +15,16 @@ import (
 	"github.com/sdevents/sdevents/services/simulator"
 )
 
-// fixedReader replays the callbacktest.Vector's IV, then the nonce bytes.
+// fixedReader replays the vector's IV, then the nonce bytes.
 func fixedReader(b ...[]byte) io.Reader { return bytes.NewReader(bytes.Join(b, nil)) }
 
-// TestSignerReproducesVectors signs every valid callbacktest.Vector with the simulator's
-// signer, given the callbacktest.Vector's IV, nonce and timestamp: the apiToken and the
-// sign must come out byte for byte as the seed's platform produced them, and
-// the token must decrypt back. Invalid vectors must not come out of it.
+// TestSignerReproducesVectors: the signing primitives the simulator's signer
+// uses (pkg/callback's Sign and EncryptToken) reproduce every valid vector's
+// sign and apiToken byte for byte, given the vector's IV, and its token
+// decrypts back; invalid vectors are not reproduced. Then the signer itself,
+// with its randomness and clock fixed, makes a request for each vector whose
+// nonce, timestamp and apiToken are exactly what those inputs give, and which
+// the receiver's check verifies after the trip through the query string.
 func TestSignerReproducesVectors(t *testing.T) {
 	t.Parallel()
 	valid := 0
@@ -30,12 +35,12 @@ func TestSignerReproducesVectors(t *testing.T) {
 			q := v.Query
 			p := callback.Params{APIID: q["apiId"], BizType: q["bizType"], InvokeID: q["invokeId"],
 				Nonce: q["nonce"], Timestamp: q["timestamp"], APIToken: q["apiToken"]}
-			// The signature over the callbacktest.Vector's own parameters.
+			// The signature over the vector's own parameters.
 			sign := callback.Sign(key, p, []byte(v.Body), v.Token)
 			if !v.Valid {
 				if sign == q["sign"] {
 					if tok, err := callback.DecryptToken(q["apiToken"], v.SK); err == nil && tok == v.Token {
-						t.Fatalf("an invalid callbacktest.Vector (%s) was reproduced", v.Name)
+						t.Fatalf("an invalid vector (%s) was reproduced", v.Name)
 					}
 				}
 				return
@@ -43,7 +48,7 @@ func TestSignerReproducesVectors(t *testing.T) {
 			if sign != q["sign"] {
 				t.Fatalf("sign = %s, want %s", sign, q["sign"])
 			}
-			// The encrypted token, with the callbacktest.Vector's IV.
+			// The encrypted token, with the vector's IV.
 			if v.Token != "" {
 				raw, err := base64.StdEncoding.DecodeString(q["apiToken"])
 				if err != nil {
@@ -64,13 +69,23 @@ func TestSignerReproducesVectors(t *testing.T) {
 					t.Fatalf("account = %s, want %s", got, v.Account)
 				}
 			}
-			// A fresh request of the simulator (random IV and nonce, now)
-			// for the same callback verifies with the receiver's check, after
-			// the trip through the query string.
-			s := simulator.CallbackSigner{Key: key}
+			// A fresh request of the simulator for the same callback, its
+			// nonce bytes, IV and clock fixed.
+			nonce, iv := bytes.Repeat([]byte{0xa5}, 12), bytes.Repeat([]byte{0x3c}, 16)
+			at := time.UnixMilli(1764720000123)
+			s := simulator.CallbackSigner{Key: key, Rand: fixedReader(nonce, iv), Now: func() time.Time { return at }}
 			fresh, err := s.Sign(p.APIID, p.BizType, p.InvokeID, v.Token, []byte(v.Body))
 			if err != nil {
 				t.Fatal(err)
+			}
+			if fresh.Nonce != hex.EncodeToString(nonce) || fresh.Timestamp != "1764720000123" {
+				t.Fatalf("nonce %q, timestamp %q", fresh.Nonce, fresh.Timestamp)
+			}
+			if v.Token != "" {
+				want, err := callback.EncryptToken(v.Token, v.SK, fixedReader(iv))
+				if err != nil || fresh.APIToken != want {
+					t.Fatalf("apiToken %q, want %q (%v)", fresh.APIToken, want, err)
+				}
 			}
 			parsed, err := callback.ParseParams(simulator.Query(fresh))
 			if err != nil {
