@@ -71,7 +71,13 @@ func (s *Service) runLane(token string, l *lane) {
 	for {
 		s.lanesMu.Lock()
 		group := l.pending
-		l.pending = nil
+		if len(group) > maxGroup {
+			// A hot key's backlog is taken in parts, so that one group's
+			// reads, lookups and publishes fit in one operation timeout.
+			group, l.pending = group[:maxGroup:maxGroup], slices.Clone(group[maxGroup:])
+		} else {
+			l.pending = nil
+		}
 		if len(group) == 0 {
 			delete(s.lanes, token)
 			s.lanesMu.Unlock()
@@ -81,6 +87,9 @@ func (s *Service) runLane(token string, l *lane) {
 		s.handle(token, group)
 	}
 }
+
+// maxGroup bounds the messages of one key handled together.
+const maxGroup = 64
 
 // handle handles a group of one key: its INGRESS messages together (group
 // commit, applyGroup), then its fired timers one by one.
