@@ -141,6 +141,8 @@ type SNSRun struct {
 	stats  *Stats
 
 	seq, tasks, imagesMade, signed atomic.Int64
+	uploadFailed                   atomic.Int64
+	uploadErr                      atomic.Value // error: the last failed upload
 	numericBase                    int64
 }
 
@@ -224,7 +226,8 @@ func (s *SNSRun) Subscribe(ctx context.Context) error {
 
 // Run confirms the subscription, then starts tasks at the configured rate
 // for the configured duration and returns when every task in progress has
-// been delivered or the drain time has passed.
+// been delivered or the drain time has passed. It returns an error when the
+// subscription is not confirmed or an image could not be stored in S3.
 func (s *SNSRun) Run(ctx context.Context) error {
 	if err := s.Subscribe(ctx); err != nil {
 		return err
@@ -252,6 +255,11 @@ func (s *SNSRun) Run(ctx context.Context) error {
 			s.task(hard, rands[i], fmt.Sprintf("sns-%s-user-%02d", s.cfg.RunID, i))
 			return true
 		})
+	// An image that never reached S3 is left out of its message, so nothing
+	// downstream would miss it: the run itself is not what it claims.
+	if n := s.uploadFailed.Load(); n > 0 {
+		return fmt.Errorf("simulator: %d images could not be stored in s3://%s (last: %v)", n, s.cfg.S3.Bucket, s.uploadErr.Load())
+	}
 	return nil
 }
 
@@ -302,6 +310,10 @@ func (s *SNSRun) task(ctx context.Context, r *mrand.Rand, ctxAccount string) {
 			}
 			if _, err := s.s3.PutObject(ctx, s.cfg.S3.Bucket, key, bytes.NewReader(img.data), int64(len(img.data)),
 				minio.PutObjectOptions{ContentType: "image/png"}); err != nil {
+				if ctx.Err() == nil {
+					s.uploadFailed.Add(1)
+					s.uploadErr.Store(err)
+				}
 				continue
 			}
 			s.imagesMade.Add(1)
