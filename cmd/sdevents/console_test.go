@@ -182,7 +182,11 @@ func TestConsoleInChromium(t *testing.T) {
 		chromedp.Navigate(base+"/console/"),
 		chromedp.WaitVisible(chromedp.CSS(`#login-form`)),
 		chromedp.SendKeys(chromedp.CSS(`#token`), "wrong-token"),
+		// The first page already shows an error ("log in"): mark it, so
+		// that what follows waits for the answer to the form.
+		chromedp.Evaluate[chromedp.Void](`document.body.setAttribute('data-stale', '1')`),
 		chromedp.Click(chromedp.CSS(`#login`)),
+		chromedp.WaitNotPresent(chromedp.CSS(`body[data-stale]`)),
 		chromedp.WaitVisible(chromedp.CSS(`#login-error`)),
 	)
 	loginStatus := eval(`performance.getEntriesByType("navigation")[0].responseStatus`)
