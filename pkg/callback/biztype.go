@@ -42,13 +42,30 @@ func SubjectToken(s string) string {
 	if s == "" {
 		return "_"
 	}
+	if isSubjectToken(s) {
+		return s
+	}
 	out := make([]byte, 0, len(s))
 	for _, c := range s {
-		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-' {
+		if subjectByte(c) {
 			out = append(out, byte(c))
 		} else {
 			out = append(out, '_')
 		}
 	}
 	return string(out)
+}
+
+// isSubjectToken reports whether every byte of s may stay as it is.
+func isSubjectToken(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if !subjectByte(rune(s[i])) {
+			return false
+		}
+	}
+	return true
+}
+
+func subjectByte(c rune) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-'
 }

@@ -3,6 +3,7 @@ package callback_test
 import (
 	"errors"
 	"net/url"
+	"sync"
 	"testing"
 
 	"github.com/sdevents/sdevents/pkg/callback"
@@ -48,4 +49,38 @@ func TestVectors(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestVerifierConcurrent: one Verifier, shared by goroutines, answers every
+// vector as Verify does.
+func TestVerifierConcurrent(t *testing.T) {
+	t.Parallel()
+	vectors := callbacktest.Vectors(t)
+	type result struct {
+		v   callback.Verified
+		err error
+	}
+	var keys []callback.Key
+	for _, v := range vectors {
+		keys = append(keys, callback.Key{AK: v.AK, SK: v.SK})
+	}
+	verifier := callback.NewVerifier(keys)
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			for _, v := range vectors {
+				p, err := callback.ParseParams(queryOf(v))
+				if err != nil {
+					t.Errorf("%s: parse: %v", v.Name, err)
+					return
+				}
+				want, wantErr := callback.Verify(keys, p, []byte(v.Body))
+				got, gotErr := verifier.Verify(p, []byte(v.Body))
+				if (result{got, gotErr}) != (result{want, wantErr}) {
+					t.Errorf("%s: Verifier.Verify = %+v, %v; Verify = %+v, %v", v.Name, got, gotErr, want, wantErr)
+				}
+			}
+		})
+	}
+	wg.Wait()
 }

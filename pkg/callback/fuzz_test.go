@@ -3,6 +3,7 @@ package callback_test
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"net/url"
 	"strings"
 	"testing"
@@ -138,4 +139,63 @@ func FuzzVerifyMutation(f *testing.F) {
 			t.Fatalf("mutated field %d of %s verified", field%9, v.Name)
 		}
 	})
+}
+
+// FuzzParseParamsReference: ParseParams, which scans the query itself, agrees
+// with the url.ParseQuery-based reference on every input, error texts
+// included.
+func FuzzParseParamsReference(f *testing.F) {
+	f.Add("apiId=a&bizType=sdTaskFinished&invokeId=i&apiToken=AAAA&sign=x%2By&nonce=n&timestamp=1732000000000")
+	f.Add("sign=a+b&nonce=%ZZ&timestamp=1")
+	f.Add("sign=s&nonce=n&timestamp=-1&timestamp=2")
+	f.Add("%73ign=s&nonce=n&timestamp=1&sign=t")
+	f.Add("sign=s;x&nonce=%zz&timestamp=1")
+	f.Add(";;&&==%00")
+	f.Add(strings.Repeat("a=b&", 40) + "sign=s&nonce=n&timestamp=1")
+	f.Fuzz(func(t *testing.T, raw string) {
+		got, gotErr := callback.ParseParams(raw)
+		want, wantErr := referenceParseParams(raw)
+		if got != want || fmt.Sprint(gotErr) != fmt.Sprint(wantErr) {
+			t.Fatalf("ParseParams(%q) = %+v, %v; reference %+v, %v", raw, got, gotErr, want, wantErr)
+		}
+	})
+}
+
+// referenceParseParams is ParseParams as first written, over url.ParseQuery.
+func referenceParseParams(rawQuery string) (callback.Params, error) {
+	q, err := url.ParseQuery(rawQuery)
+	if err != nil {
+		return callback.Params{}, fmt.Errorf("%w: query: %v", callback.ErrMalformed, err)
+	}
+	var p callback.Params
+	for _, pn := range []struct {
+		name  string
+		field *string
+	}{
+		{"apiId", &p.APIID}, {"bizType", &p.BizType}, {"invokeId", &p.InvokeID}, {"apiToken", &p.APIToken},
+		{"sign", &p.Sign}, {"nonce", &p.Nonce}, {"timestamp", &p.Timestamp},
+	} {
+		vs := q[pn.name]
+		switch {
+		case len(vs) == 0:
+			continue
+		case len(vs) > 1:
+			return callback.Params{}, fmt.Errorf("%w: %s given %d times", callback.ErrMalformed, pn.name, len(vs))
+		}
+		v := vs[0]
+		if len(v) > callback.MaxParamLen {
+			return callback.Params{}, fmt.Errorf("%w: %s longer than %d bytes", callback.ErrMalformed, pn.name, callback.MaxParamLen)
+		}
+		if strings.ContainsFunc(v, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+			return callback.Params{}, fmt.Errorf("%w: %s holds a control character", callback.ErrMalformed, pn.name)
+		}
+		*pn.field = v
+	}
+	if p.Sign == "" || p.Nonce == "" || p.Timestamp == "" {
+		return p, callback.ErrUnsigned
+	}
+	if _, err := callback.ParseTimestamp(p.Timestamp); err != nil {
+		return callback.Params{}, err
+	}
+	return p, nil
 }

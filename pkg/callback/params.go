@@ -28,7 +28,7 @@ type Params struct {
 }
 
 // paramNames maps each query name to its field.
-var paramNames = []struct {
+var paramNames = [...]struct {
 	name  string
 	field func(*Params) *string
 }{
@@ -51,20 +51,21 @@ const MaxParamLen = 4096
 // Values are form-decoded: a base64 '+' must arrive escaped (%2B), as any form
 // decoder, the seed's included, reads a bare '+' as a space.
 func ParseParams(rawQuery string) (Params, error) {
-	q, err := url.ParseQuery(rawQuery)
-	if err != nil {
-		return Params{}, fmt.Errorf("%w: query: %v", ErrMalformed, err)
+	var q queryValues
+	if !q.scan(rawQuery) {
+		if err := q.parse(rawQuery); err != nil {
+			return Params{}, fmt.Errorf("%w: query: %v", ErrMalformed, err)
+		}
 	}
 	var p Params
-	for _, pn := range paramNames {
-		vs := q[pn.name]
+	for i, pn := range paramNames {
+		v, n := q[i].value, q[i].count
 		switch {
-		case len(vs) == 0:
+		case n == 0:
 			continue
-		case len(vs) > 1:
-			return Params{}, fmt.Errorf("%w: %s given %d times", ErrMalformed, pn.name, len(vs))
+		case n > 1:
+			return Params{}, fmt.Errorf("%w: %s given %d times", ErrMalformed, pn.name, n)
 		}
-		v := vs[0]
 		if len(v) > MaxParamLen {
 			return Params{}, fmt.Errorf("%w: %s longer than %d bytes", ErrMalformed, pn.name, MaxParamLen)
 		}
@@ -80,6 +81,84 @@ func ParseParams(rawQuery string) (Params, error) {
 		return Params{}, err
 	}
 	return p, nil
+}
+
+// queryValues holds, by paramNames index, the first decoded value of each
+// known parameter and how many times it was given.
+type queryValues [len(paramNames)]struct {
+	value string
+	count int
+}
+
+// maxScanParams bounds the queries scan reads itself; longer ones go to
+// url.ParseQuery, which enforces the process's parameter limit
+// (GODEBUG urlmaxqueryparams).
+const maxScanParams = 32
+
+// scan reads rawQuery as url.ParseQuery would, without building a map. It
+// returns false, leaving q partly filled, for anything url.ParseQuery would
+// reject (a ';', a bad escape) or for too many parameters: parse then
+// decides, and words the error.
+func (q *queryValues) scan(rawQuery string) bool {
+	if strings.Count(rawQuery, "&") >= maxScanParams {
+		return false
+	}
+	for rawQuery != "" {
+		var kv string
+		kv, rawQuery, _ = strings.Cut(rawQuery, "&")
+		if strings.Contains(kv, ";") {
+			return false
+		}
+		if kv == "" {
+			continue
+		}
+		k, v, _ := strings.Cut(kv, "=")
+		k, kOK := queryUnescape(k)
+		v, vOK := queryUnescape(v)
+		if !kOK || !vOK {
+			return false
+		}
+		q.add(k, v)
+	}
+	return true
+}
+
+// parse reads rawQuery with url.ParseQuery.
+func (q *queryValues) parse(rawQuery string) error {
+	vs, err := url.ParseQuery(rawQuery)
+	if err != nil {
+		return err
+	}
+	*q = queryValues{}
+	for i, pn := range paramNames {
+		if v := vs[pn.name]; len(v) > 0 {
+			q[i].value, q[i].count = v[0], len(v)
+		}
+	}
+	return nil
+}
+
+// add records one decoded parameter; unknown names are ignored.
+func (q *queryValues) add(name, value string) {
+	for i, pn := range paramNames {
+		if pn.name == name {
+			if q[i].count == 0 {
+				q[i].value = value
+			}
+			q[i].count++
+			return
+		}
+	}
+}
+
+// queryUnescape is url.QueryUnescape, without its copy when there is nothing
+// to decode; false means a bad escape.
+func queryUnescape(s string) (string, bool) {
+	if !strings.ContainsAny(s, "%+") {
+		return s, true
+	}
+	v, err := url.QueryUnescape(s)
+	return v, err == nil
 }
 
 // isControl matches ASCII control characters and DEL, which cannot travel in a

@@ -1,6 +1,7 @@
 package callback
 
 import (
+	"crypto/cipher"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
@@ -35,19 +36,15 @@ func isPySpace(r rune) bool {
 	return unicode.IsSpace(r) || r >= 0x1c && r <= 0x1f
 }
 
-// writeSignString feeds the seed's sign string into h:
+// writeSignString feeds the seed's sign string into h, in one write:
 // ak + nonce + body + timestamp [+ token + bizType + apiId + invokeId].
 func writeSignString(h hash.Hash, ak string, p Params, body []byte, token string) {
-	h.Write([]byte(ak))
-	h.Write([]byte(p.Nonce))
-	h.Write(body)
-	h.Write([]byte(p.Timestamp))
+	n := len(ak) + len(p.Nonce) + len(body) + len(p.Timestamp) + len(token) + len(p.BizType) + len(p.APIID) + len(p.InvokeID)
+	b := append(append(append(append(make([]byte, 0, n), ak...), p.Nonce...), body...), p.Timestamp...)
 	if signsContext(p.BizType) {
-		h.Write([]byte(token))
-		h.Write([]byte(p.BizType))
-		h.Write([]byte(p.APIID))
-		h.Write([]byte(p.InvokeID))
+		b = append(append(append(append(b, token...), p.BizType...), p.APIID...), p.InvokeID...)
 	}
+	h.Write(b)
 }
 
 // Sign returns the sign the platform sends for p and body, given the decrypted
@@ -81,21 +78,55 @@ func (v Verified) Account() string {
 // that reproduces p.Sign, comparing in constant time. It returns ErrToken when
 // apiToken is present but no key decrypts it, and ErrSignature otherwise.
 func Verify(keys []Key, p Params, body []byte) (Verified, error) {
+	return NewVerifier(keys).Verify(p, body)
+}
+
+// Verifier is Verify over a fixed list of key pairs, with what depends on a
+// key alone (the HMAC key pads, the AES key schedule of the token key) done
+// once. It is safe for concurrent use.
+type Verifier struct {
+	keys []preparedKey
+}
+
+// preparedKey is a key pair with its prepared HMAC and token cipher; either
+// is nil when it could not be prepared and is then built per request.
+type preparedKey struct {
+	Key
+	mac   hash.Cloner  // HMAC-SHA256 keyed with SK, nothing written yet
+	token cipher.Block // AES-128 with SHA-256(SK)[:16]
+}
+
+// NewVerifier prepares keys, in order.
+func NewVerifier(keys []Key) *Verifier {
+	v := &Verifier{keys: make([]preparedKey, len(keys))}
+	for i, k := range keys {
+		pk := preparedKey{Key: k}
+		mac := hmac.New(sha256.New, []byte(k.SK))
+		mac.Reset() // keeps the hashed pads: clones start from them
+		pk.mac, _ = mac.(hash.Cloner)
+		pk.token, _ = tokenCipher(k.SK)
+		v.keys[i] = pk
+	}
+	return v
+}
+
+// Verify is the package's Verify over v's key pairs.
+func (v *Verifier) Verify(p Params, body []byte) (Verified, error) {
 	given, err := base64.StdEncoding.Strict().DecodeString(p.Sign)
 	if err != nil || len(given) != sha256.Size {
 		return Verified{}, ErrSignature
 	}
 	decrypted := false
-	for i, k := range keys {
+	for i, k := range v.keys {
 		token := ""
 		if p.APIToken != "" {
-			t, err := DecryptToken(p.APIToken, k.SK)
+			t, err := k.decrypt(p.APIToken)
 			if err != nil {
 				continue
 			}
 			token, decrypted = t, true
 		}
-		h := hmac.New(sha256.New, []byte(k.SK))
+		h := k.newMAC()
 		writeSignString(h, k.AK, p, body, token)
 		if hmac.Equal(h.Sum(nil), given) {
 			return Verified{KeyIndex: i, Token: token}, nil
@@ -105,4 +136,22 @@ func Verify(keys []Key, p Params, body []byte) (Verified, error) {
 		return Verified{}, ErrToken
 	}
 	return Verified{}, ErrSignature
+}
+
+// newMAC returns a fresh HMAC-SHA256 keyed with k.SK.
+func (k preparedKey) newMAC() hash.Hash {
+	if k.mac != nil {
+		if h, err := k.mac.Clone(); err == nil {
+			return h
+		}
+	}
+	return hmac.New(sha256.New, []byte(k.SK))
+}
+
+// decrypt is DecryptToken with k.SK.
+func (k preparedKey) decrypt(apiToken string) (string, error) {
+	if k.token == nil {
+		return DecryptToken(apiToken, k.SK)
+	}
+	return decryptToken(apiToken, k.token)
 }

@@ -29,6 +29,24 @@ func tokenKey(sk string) []byte {
 // Unlike the seed's Python, it rejects lenient base64, truncated ciphertexts and
 // malformed padding. The error never contains the plaintext.
 func DecryptToken(apiToken, sk string) (string, error) {
+	block, err := tokenCipher(sk)
+	if err != nil {
+		return "", err
+	}
+	return decryptToken(apiToken, block)
+}
+
+// tokenCipher is the AES-128 cipher of the token key of sk.
+func tokenCipher(sk string) (cipher.Block, error) {
+	block, err := aes.NewCipher(tokenKey(sk))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrToken, err)
+	}
+	return block, nil
+}
+
+// decryptToken is DecryptToken with the cipher of the token key given.
+func decryptToken(apiToken string, block cipher.Block) (string, error) {
 	raw, err := base64.StdEncoding.Strict().DecodeString(apiToken)
 	if err != nil {
 		return "", fmt.Errorf("%w: not base64", ErrToken)
@@ -36,13 +54,8 @@ func DecryptToken(apiToken, sk string) (string, error) {
 	if len(raw) < 2*aes.BlockSize || len(raw)%aes.BlockSize != 0 {
 		return "", fmt.Errorf("%w: length %d is not IV plus whole blocks", ErrToken, len(raw))
 	}
-	block, err := aes.NewCipher(tokenKey(sk))
-	if err != nil {
-		return "", fmt.Errorf("%w: %v", ErrToken, err)
-	}
-	iv, ct := raw[:aes.BlockSize], raw[aes.BlockSize:]
-	pt := make([]byte, len(ct))
-	cipher.NewCBCDecrypter(block, iv).CryptBlocks(pt, ct)
+	iv, pt := raw[:aes.BlockSize], raw[aes.BlockSize:]
+	cipher.NewCBCDecrypter(block, iv).CryptBlocks(pt, pt)
 	pad := int(pt[len(pt)-1])
 	if pad == 0 || pad > aes.BlockSize {
 		return "", fmt.Errorf("%w: bad padding", ErrToken)

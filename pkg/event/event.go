@@ -50,24 +50,51 @@ type Meta struct {
 	ContentType string
 }
 
-// Message builds a NATS message carrying data with m as headers. Header names
-// are set verbatim (nats.go header names are case-sensitive).
-func Message(subject string, m Meta, data []byte) *nats.Msg {
-	msg := &nats.Msg{Subject: subject, Data: data, Header: nats.Header{}}
-	set := func(k, v string) { msg.Header[k] = []string{v} }
-	set(HeaderSpecVersion, "1.0")
-	set(HeaderID, Encode(m.ID))
-	set(HeaderSource, Encode(m.Source))
-	set(HeaderType, Encode(m.Type))
-	set(HeaderTime, m.Time.UTC().Format(time.RFC3339Nano))
+// Header is one header of a message, its value not yet percent-encoded.
+type Header struct {
+	Key, Value string
+}
+
+// metaHeaders is the most headers Message derives from a Meta.
+const metaHeaders = 8
+
+// Message builds a NATS message carrying data with m as headers, then sets
+// every header of extra as Set would. Header names are set verbatim (nats.go
+// header names are case-sensitive).
+func Message(subject string, m Meta, data []byte, extra ...Header) *nats.Msg {
+	n := metaHeaders + len(extra)
+	h := headerBuilder{h: make(nats.Header, n), vals: make([]string, 0, n)}
+	h.set(HeaderSpecVersion, "1.0")
+	h.set(HeaderID, Encode(m.ID))
+	h.set(HeaderSource, Encode(m.Source))
+	h.set(HeaderType, Encode(m.Type))
+	h.set(HeaderTime, m.Time.UTC().Format(time.RFC3339Nano))
 	if m.Subject != "" {
-		set(HeaderSubject, Encode(m.Subject))
+		h.set(HeaderSubject, Encode(m.Subject))
 	}
 	if m.ContentType != "" {
-		set(HeaderContentType, m.ContentType)
+		h.set(HeaderContentType, m.ContentType)
 	}
-	set(nats.MsgIdHdr, Encode(m.ID))
-	return msg
+	h.set(nats.MsgIdHdr, Encode(m.ID))
+	for _, x := range extra {
+		h.set(x.Key, Encode(x.Value))
+	}
+	return &nats.Msg{Subject: subject, Data: data, Header: h.h}
+}
+
+// headerBuilder sets single-valued headers whose value slices share one
+// backing array, so that a message's headers cost two allocations.
+type headerBuilder struct {
+	h    nats.Header
+	vals []string
+}
+
+// set sets k to the (already encoded) v. Each value slice is capped at its one
+// element: appending to it later copies instead of overwriting a neighbour.
+func (b *headerBuilder) set(k, v string) {
+	i := len(b.vals)
+	b.vals = append(b.vals, v)
+	b.h[k] = b.vals[i : i+1 : i+1]
 }
 
 // Set sets header k to the percent-encoded v, verbatim in case.

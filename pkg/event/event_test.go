@@ -42,3 +42,25 @@ func TestMessageHeaders(t *testing.T) {
 		}
 	}
 }
+
+// TestMessageExtraHeaders: extra headers are percent-encoded like Set's, a
+// later one replaces an earlier one, and appending to one value leaves the
+// others alone.
+func TestMessageExtraHeaders(t *testing.T) {
+	t.Parallel()
+	m := event.Message("sd.x", event.Meta{ID: "id-1", Time: time.Unix(0, 0)}, nil,
+		event.Header{Key: event.HeaderSDSource, Value: "a b"}, event.Header{Key: event.HeaderNonce, Value: "n"},
+		event.Header{Key: event.HeaderSDSource, Value: "用户"})
+	if got, want := m.Header[event.HeaderSDSource], []string{event.Encode("用户")}; len(got) != 1 || got[0] != want[0] {
+		t.Fatalf("sd-source = %v, want %v", got, want)
+	}
+	if got := event.Get(m.Header, event.HeaderSDSource); got != "用户" {
+		t.Fatalf("Get(sd-source) = %q", got)
+	}
+	m.Header.Add(event.HeaderID, "second")
+	for k, want := range map[string]string{event.HeaderNonce: "n", event.HeaderSource: "", "Nats-Msg-Id": "id-1"} {
+		if got := m.Header[k]; len(got) != 1 || got[0] != want {
+			t.Errorf("header %s = %v, want [%s]", k, got, want)
+		}
+	}
+}

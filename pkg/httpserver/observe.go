@@ -20,8 +20,18 @@ type RequestInfo struct {
 
 const infoKey = "sdevents.request"
 
+// infoContext is the context observe hands to the handlers: it carries the
+// request's RequestInfo without a per-request store map.
+type infoContext struct {
+	echo.Context
+	info RequestInfo
+}
+
 // Info returns the request's RequestInfo, for handlers to fill.
 func Info(c echo.Context) *RequestInfo {
+	if ic, ok := c.(*infoContext); ok {
+		return &ic.info
+	}
 	if v, ok := c.Get(infoKey).(*RequestInfo); ok {
 		return v
 	}
@@ -34,12 +44,14 @@ func Info(c echo.Context) *RequestInfo {
 // matched route pattern, never the raw path or query: paths may name an
 // account by its token and queries carry signatures and encrypted tokens.
 func (s *Server) observe(next echo.HandlerFunc) echo.HandlerFunc {
-	return func(c echo.Context) error {
+	return func(ec echo.Context) error {
 		start := time.Now()
-		info := Info(c)
+		c := &infoContext{Context: ec}
+		info := &c.info
 		err := next(c)
 		if err != nil {
-			c.Error(err)
+			// c.Error would hand the error handler ec, whose Info is another.
+			s.e.HTTPErrorHandler(err, c)
 		}
 		took := time.Since(start)
 		route := c.Path()

@@ -7,10 +7,13 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"hash"
 	"io"
 	"net/http"
+	"strings"
 
 	"github.com/labstack/echo/v4"
+	"github.com/nats-io/nats.go"
 
 	"github.com/sdevents/sdevents/pkg/callback"
 	"github.com/sdevents/sdevents/pkg/event"
@@ -25,7 +28,7 @@ func (s *Service) handleCallback(c echo.Context) error {
 	if name == "" {
 		name = s.first
 	}
-	keys, ok := s.sources[name]
+	verifier, ok := s.sources[name]
 	if !ok {
 		return fmt.Errorf("%w: unknown callback source %q", httpserver.ErrNotFound, name)
 	}
@@ -39,7 +42,7 @@ func (s *Service) handleCallback(c echo.Context) error {
 		return err
 	}
 	info.Kind, info.InvokeID = p.BizType, p.InvokeID
-	v, err := callback.Verify(keys, p, body)
+	v, err := verifier.Verify(p, body)
 	if err != nil {
 		return err
 	}
@@ -57,7 +60,7 @@ func (s *Service) handleCallback(c echo.Context) error {
 	}
 
 	key := dedupKey(name, p.BizType, p.InvokeID, body)
-	msg := event.Message("sd.callback."+name+"."+callback.SubjectToken(p.BizType), event.Meta{
+	msg := callbackMessage(name, p, event.Meta{
 		ID:          key,
 		Source:      "/sdevents/callbacks/" + name,
 		Type:        "sd.callback." + p.BizType,
@@ -65,17 +68,6 @@ func (s *Service) handleCallback(c echo.Context) error {
 		Subject:     acct,
 		ContentType: contentType(c.Request()),
 	}, body)
-	event.Set(msg, event.HeaderSDSource, name)
-	if acct != "" {
-		event.Set(msg, event.HeaderSDAccount, acct)
-	}
-	for _, h := range []struct{ k, v string }{
-		{event.HeaderAPIID, p.APIID}, {event.HeaderBizType, p.BizType}, {event.HeaderInvokeID, p.InvokeID},
-		{event.HeaderAPIToken, p.APIToken}, {event.HeaderSign, p.Sign}, {event.HeaderNonce, p.Nonce},
-		{event.HeaderTimestamp, p.Timestamp},
-	} {
-		event.Set(msg, h.k, h.v)
-	}
 
 	ctx := c.Request().Context()
 	if kind == callback.Sync {
@@ -92,7 +84,7 @@ func (s *Service) handleCallback(c echo.Context) error {
 		info.Outcome = "duplicate"
 	}
 	if kind != callback.Sync {
-		return c.JSON(http.StatusOK, quotarpc.Answer{Success: true})
+		return answerStored(c)
 	}
 	req := quotarpc.NewDecideRequest(body)
 	req.Source, req.BizType, req.Account, req.InvokeID, req.APIID = name, p.BizType, acct, p.InvokeID, p.APIID
@@ -108,6 +100,57 @@ func (s *Service) handleCallback(c echo.Context) error {
 		info.Outcome = "refused"
 	}
 	return c.JSON(http.StatusOK, ans)
+}
+
+// callbackMessage builds the INGRESS message of a verified callback: the
+// CloudEvents attributes of m, then sd-source, sd-account (when there is one)
+// and the request-context parameters of p.
+func callbackMessage(source string, p callback.Params, m event.Meta, body []byte) *nats.Msg {
+	extra := [...]event.Header{
+		{Key: event.HeaderSDSource, Value: source}, {Key: event.HeaderSDAccount, Value: m.Subject},
+		{Key: event.HeaderAPIID, Value: p.APIID}, {Key: event.HeaderBizType, Value: p.BizType},
+		{Key: event.HeaderInvokeID, Value: p.InvokeID}, {Key: event.HeaderAPIToken, Value: p.APIToken},
+		{Key: event.HeaderSign, Value: p.Sign}, {Key: event.HeaderNonce, Value: p.Nonce},
+		{Key: event.HeaderTimestamp, Value: p.Timestamp},
+	}
+	hs := extra[:]
+	if m.Subject == "" {
+		hs = append(hs[:1], hs[2:]...) // no account, no sd-account
+	}
+	return event.Message("sd.callback."+source+"."+callback.SubjectToken(p.BizType), m, body, hs...)
+}
+
+// storedAnswer is the body of the 200 answer to a stored asynchronous event,
+// byte for byte what echo's c.JSON writes for quotarpc.Answer{Success: true}:
+// compact JSON and a newline.
+var storedAnswer = compactAnswer(quotarpc.Answer{Success: true})
+
+func compactAnswer(a quotarpc.Answer) []byte {
+	b, err := json.Marshal(a)
+	if err != nil {
+		panic(fmt.Sprintf("ingress: encoding a fixed answer: %v", err))
+	}
+	return append(b, '\n')
+}
+
+// answerStored answers 200 with storedAnswer. When c.JSON would write
+// something else (echo's debug mode, a "pretty" query parameter, another JSON
+// serializer), it is left to c.JSON.
+func answerStored(c echo.Context) error {
+	e := c.Echo()
+	if !stdJSON(e.JSONSerializer) || e.Debug || strings.Contains(c.Request().URL.RawQuery, "pretty") {
+		return c.JSON(http.StatusOK, quotarpc.Answer{Success: true})
+	}
+	return c.JSONBlob(http.StatusOK, storedAnswer)
+}
+
+// stdJSON reports whether s is echo's default encoding/json serializer.
+func stdJSON(s echo.JSONSerializer) bool {
+	switch s.(type) {
+	case echo.DefaultJSONSerializer, *echo.DefaultJSONSerializer:
+		return true
+	}
+	return false
 }
 
 // decide asks the quota service for the answer to a synchronous callback.
@@ -172,11 +215,22 @@ func contentType(r *http.Request) string {
 // Fields are length-prefixed so that no two tuples share a key.
 func dedupKey(source, bizType, invokeID string, body []byte) string {
 	h := sha256.New()
-	for _, f := range [][]byte{[]byte(source), []byte(bizType), []byte(invokeID), body} {
-		var n [8]byte
-		binary.BigEndian.PutUint64(n[:], uint64(len(f)))
-		h.Write(n[:])
-		h.Write(f)
+	for _, f := range [...]string{source, bizType, invokeID} {
+		writeField(h, len(f))
+		_, _ = io.WriteString(h, f)
 	}
-	return "cb-" + hex.EncodeToString(h.Sum(nil)[:16])
+	writeField(h, len(body))
+	h.Write(body)
+	var sum [sha256.Size]byte
+	var key [len("cb-") + 32]byte
+	copy(key[:], "cb-")
+	hex.Encode(key[len("cb-"):], h.Sum(sum[:0])[:16])
+	return string(key[:])
+}
+
+// writeField writes the big-endian 64-bit length prefix of a key field.
+func writeField(h hash.Hash, n int) {
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], uint64(n))
+	h.Write(b[:])
 }

@@ -26,10 +26,11 @@ import (
 
 // Service is the ingress. Build it with New; register its routes with Routes.
 type Service struct {
-	cfg     config.Config
-	nc      *nats.Conn
-	store   *Store
-	sources map[string][]callback.Key
+	cfg   config.Config
+	nc    *nats.Conn
+	store *Store
+	// sources verify the callbacks of each source, by name.
+	sources map[string]*callback.Verifier
 	first   string
 	// snsSources are the SNS sources by name.
 	snsSources map[string]*snsSource
@@ -67,7 +68,7 @@ func New(ctx context.Context, cfg config.Config, nc *nats.Conn, reg prometheus.R
 		nc:  nc,
 		store: &Store{js: js, stream: stream, seen: newSeenIndex(cfg.Ingress.DedupHorizon.D()),
 			timeout: cfg.Ingress.PublishTimeout.D(), observe: m.publish.Observe},
-		sources: map[string][]callback.Key{},
+		sources: map[string]*callback.Verifier{},
 		now:     time.Now,
 		metrics: m,
 	}
@@ -76,7 +77,7 @@ func New(ctx context.Context, cfg config.Config, nc *nats.Conn, reg prometheus.R
 		for j, k := range cb.Keys {
 			keys[j] = callback.Key{AK: k.AK, SK: k.SK.Reveal()}
 		}
-		s.sources[cb.Name] = keys
+		s.sources[cb.Name] = callback.NewVerifier(keys)
 		if i == 0 {
 			s.first = cb.Name
 		}

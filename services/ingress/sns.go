@@ -4,7 +4,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"net/http"
 	"os"
 
 	"github.com/labstack/echo/v4"
@@ -13,7 +12,6 @@ import (
 	"github.com/sdevents/sdevents/pkg/config"
 	"github.com/sdevents/sdevents/pkg/event"
 	"github.com/sdevents/sdevents/pkg/httpserver"
-	"github.com/sdevents/sdevents/pkg/quotarpc"
 	"github.com/sdevents/sdevents/pkg/sns"
 	"github.com/sdevents/sdevents/pkg/taskresult"
 )
@@ -116,7 +114,7 @@ func (s *Service) handleSNS(c echo.Context) error {
 	if stored.Duplicate {
 		info.Outcome = "duplicate"
 	}
-	return c.JSON(http.StatusOK, quotarpc.Answer{Success: true})
+	return answerStored(c)
 }
 
 // snsKey identifies an SNS message across retries: SNS keeps the MessageId.
