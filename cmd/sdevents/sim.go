@@ -301,7 +301,7 @@ CA file in ca_file; archive.source_s3 must reach the bucket.`,
 			}
 			defer sim.Close()
 			fmt.Fprintf(cmd.ErrOrStderr(), "run %s: local SNS on https://%s, %d accounts, %.3g tasks/s for %s to %s/v1/sns/%s; images in s3://%s\n",
-				f.runIDOr(sim.Record().RunID), sim.Local().Host(), f.users, f.rate, f.duration, f.base(cfg), source, s3.Bucket)
+				sim.Record().RunID, sim.Local().Host(), f.users, f.rate, f.duration, f.base(cfg), source, s3.Bucket)
 			start := time.Now()
 			if err := sim.Run(ctx); err != nil {
 				return err
@@ -329,13 +329,6 @@ CA file in ca_file; archive.source_s3 must reach the bucket.`,
 	fl.StringVar(&s3.SecretKey, "s3-secret-key", "", "default: archive.source_s3.secret_key")
 	fl.BoolVar(&s3.Secure, "s3-secure", false, "HTTPS to S3 (default: archive.source_s3.secure)")
 	return cmd
-}
-
-func (f *runFlags) runIDOr(id string) string {
-	if f.runID != "" {
-		return f.runID
-	}
-	return id
 }
 
 // fillS3 takes what the flags leave empty from archive.source_s3: the

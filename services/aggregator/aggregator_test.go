@@ -13,6 +13,7 @@ import (
 
 	"github.com/sdevents/sdevents/services/aggregator"
 	"github.com/sdevents/sdevents/services/aggregator/jobs"
+	"github.com/sdevents/sdevents/streams"
 )
 
 // TestJobsOnceAcrossReplicasKillsAndRedeliveries runs two replicas over the
@@ -164,8 +165,18 @@ func TestBacklogOfOneKeyInGroups(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer nc.Close()
+	// The first commit waits until the whole backlog was delivered to the
+	// replica, so the key's next messages are queued behind it.
+	var first sync.Once
+	delivered := func() { // on a worker goroutine: no t.Fatal here
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+			if c, err := e.js.Consumer(t.Context(), streams.Ingress, aggregator.ConsumerName); err == nil && c.CachedInfo().NumPending == 0 {
+				return
+			}
+		}
+	}
 	svc, err := aggregator.New(context.Background(), e.cfg, nc, reg, aggregator.WithFaults(
-		func(uint64) { time.Sleep(5 * time.Millisecond) }, // let the key's next messages pile up
+		func(uint64) { first.Do(delivered) },
 		func(m jetstream.Msg) error { return m.Ack() }))
 	if err != nil {
 		t.Fatal(err)

@@ -131,11 +131,12 @@ func New(ctx context.Context, cfg config.Config, nc *nats.Conn, reg prometheus.R
 	return s, nil
 }
 
-// Run consumes the archiver consumer until ctx ends, archiving up to
-// archive.workers messages at a time. Then it stops pulling, lets the
-// messages in flight finish (for at most the drain timeout, after which they
-// are cancelled and delivered again later) and returns. It returns an error
-// only when consuming cannot start.
+// Run consumes the archiver consumer of INGRESS and the archiver-retry
+// consumer of ARCHIVER_RETRY (operators' retry requests) until ctx ends,
+// archiving up to archive.workers messages at a time. Then it stops pulling
+// from both, lets the messages in flight finish (for at most the drain
+// timeout, after which they are cancelled and delivered again later) and
+// returns. It returns an error only when consuming cannot start.
 func (s *Service) Run(ctx context.Context) error {
 	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelWork()

@@ -121,7 +121,7 @@ func (c CallbacksConfig) Validate() error {
 		errs = append(errs, errors.New("admin.token is empty: the simulator grants its users credits through the admin API"))
 	}
 	if c.Users < 1 || c.Credits < 1 || c.Rate <= 0 || c.Duration <= 0 || c.Drain < 0 || c.TimeScale <= 0 || c.TopUps < 0 {
-		errs = append(errs, errors.New("users, credits, rate, duration and time scale must be positive"))
+		errs = append(errs, errors.New("users, credits, rate, duration and time scale must be positive; drain and top-ups not negative"))
 	}
 	if c.FailRate < 0 || c.FailRate > 1 {
 		errs = append(errs, errors.New("fail rate must be within [0, 1]"))
@@ -172,7 +172,7 @@ func NewCallbacks(cfg CallbacksConfig) (*Callbacks, error) {
 	}
 	rec := NewRecord(cfg.RunID)
 	rec.Source, rec.PricePerImage = cfg.Source, cfg.PricePerImage
-	return &Callbacks{cfg: cfg, client: newClient(cfg.Users), images: imgs, rec: rec, stats: NewStats()}, nil
+	return &Callbacks{cfg: cfg, client: newClient(cfg.Users), images: imgs, rec: rec, stats: newStats()}, nil
 }
 
 // Close stops the image server.
@@ -261,7 +261,7 @@ func (c *Callbacks) grant(ctx context.Context, u *user) error {
 		c.stats.Attempt("admin grant", o, r.lat, attempt > 0)
 		switch {
 		case o == Accepted:
-			c.rec.Update(u.account, func(a *Account) { a.Granted += c.cfg.Credits })
+			c.rec.update(u.account, func(a *Account) { a.Granted += c.cfg.Credits })
 			return nil
 		case o == Refused:
 			return fmt.Errorf("grant to user %d: admin API answered %d: %s", u.n, r.status, bytes.TrimSpace(r.body))
@@ -380,7 +380,7 @@ func (c *Callbacks) job(ctx context.Context, u *user) bool {
 			var entries []imageEntry
 			if success {
 				o, _ := c.sync(ctx, u, callback.BizAPICommit, subID, apiID, body)
-				c.rec.Update(u.account, func(a *Account) {
+				c.rec.update(u.account, func(a *Account) {
 					a.Commits[subID] = price
 					if o == Accepted {
 						a.CommitsAccepted[subID] = true
@@ -413,7 +413,7 @@ func (c *Callbacks) job(ctx context.Context, u *user) bool {
 		job.Closed = true
 		c.expect(u, jobID, final)
 	}
-	c.rec.Update(u.account, func(a *Account) {
+	c.rec.update(u.account, func(a *Account) {
 		a.Jobs = append(a.Jobs, job)
 		if !job.Closed {
 			a.Uncertain = append(a.Uncertain, "sdJobFinished of "+jobID+" was not delivered")
@@ -479,7 +479,7 @@ func (c *Callbacks) expect(u *user, id string, imgs []imageEntry) {
 	for _, e := range imgs {
 		out = append(out, ExpectedImage{Account: u.account, TaskID: id, SourceURL: fetch.RedactString(e.URL), SHA256: e.sha256})
 	}
-	c.rec.AddImages(out...)
+	c.rec.addImages(out...)
 }
 
 // key returns the key pair a request is signed with.
@@ -509,7 +509,7 @@ func (c *Callbacks) sync(ctx context.Context, u *user, bizType, invokeID, apiID 
 	r := c.attempt(ctx, u, bizType, invokeID, apiID, body)
 	o, a := r.classify(true)
 	c.stats.Attempt(bizType, o, r.lat, false)
-	c.rec.attempt(CallbackKey(c.cfg.Source, bizType, invokeID, body), "callback", bizType, u.account, r.ok())
+	c.rec.attempt(callbackKey(c.cfg.Source, bizType, invokeID, body), "callback", bizType, u.account, r.ok())
 	return o, a
 }
 
@@ -518,7 +518,7 @@ func (c *Callbacks) sync(ctx context.Context, u *user, bizType, invokeID, apiID 
 // it reports whether it was accepted. A retry is signed afresh (new nonce,
 // timestamp and IV), as the platform does.
 func (c *Callbacks) async(ctx context.Context, u *user, bizType, invokeID, apiID string, body []byte) bool {
-	key := CallbackKey(c.cfg.Source, bizType, invokeID, body)
+	key := callbackKey(c.cfg.Source, bizType, invokeID, body)
 	for i := 0; ; i++ {
 		r := c.attempt(ctx, u, bizType, invokeID, apiID, body)
 		o, _ := r.classify(false)
@@ -527,9 +527,9 @@ func (c *Callbacks) async(ctx context.Context, u *user, bizType, invokeID, apiID
 		if o == Accepted {
 			return true
 		}
-		if i == len(CallbackRetrySchedule) || !sleep(ctx, scale(CallbackRetrySchedule[i], c.cfg.TimeScale)) {
+		if i == len(callbackRetrySchedule) || !sleep(ctx, scale(callbackRetrySchedule[i], c.cfg.TimeScale)) {
 			c.stats.GaveUp(bizType)
-			c.rec.Update(u.account, func(a *Account) {
+			c.rec.update(u.account, func(a *Account) {
 				a.Uncertain = append(a.Uncertain, bizType+" "+invokeID+" abandoned")
 			})
 			return false

@@ -41,9 +41,9 @@ var imageSizes = [][2]int{
 	{320, 448}, {448, 320}, {640, 384}, {192, 256}, {1024, 1024},
 }
 
-// GeneratePNG draws a w×h image from seed (a gradient with discs) and
+// generatePNG draws a w×h image from seed (a gradient with discs) and
 // encodes it as PNG. The same arguments give the same bytes.
-func GeneratePNG(seed uint64, w, h int) ([]byte, error) {
+func generatePNG(seed uint64, w, h int) ([]byte, error) {
 	r := mrand.New(mrand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
 	img := image.NewNRGBA(image.Rect(0, 0, w, h))
 	c0 := [3]int{r.IntN(256), r.IntN(256), r.IntN(256)}
@@ -87,7 +87,7 @@ func NewImage(id string, r *mrand.Rand) (*Image, error) {
 	if sz[0] == 1024 && r.IntN(4) != 0 { // keep the largest size rare
 		sz = imageSizes[2]
 	}
-	data, err := GeneratePNG(r.Uint64(), sz[0], sz[1])
+	data, err := generatePNG(r.Uint64(), sz[0], sz[1])
 	if err != nil {
 		return nil, err
 	}
@@ -138,8 +138,7 @@ func (s *ImageServer) Host() string { return s.ln.Addr().String() }
 // Close stops the server.
 func (s *ImageServer) Close() error { return s.srv.Close() }
 
-// Fetches counts the image downloads served; Expired counts the requests
-// refused because their link had expired.
+// Fetches counts the image downloads served.
 func (s *ImageServer) Fetches() int64 { return s.gets.Load() }
 
 // Expired counts requests refused with an expired link.

@@ -93,13 +93,13 @@ type SNSTask struct {
 	Success  bool
 }
 
-// CallbackKey identifies a callback as the receiver de-duplicates it.
-func CallbackKey(source, bizType, invokeID string, body []byte) string {
+// callbackKey identifies a callback as the receiver de-duplicates it.
+func callbackKey(source, bizType, invokeID string, body []byte) string {
 	return lpHash("cb", source, bizType, invokeID, string(body))
 }
 
-// SNSKey identifies an SNS message as the receiver de-duplicates it.
-func SNSKey(source, messageID string) string { return lpHash("sns", source, messageID) }
+// snsKey identifies an SNS message as the receiver de-duplicates it.
+func snsKey(source, messageID string) string { return lpHash("sns", source, messageID) }
 
 func lpHash(parts ...string) string {
 	h := sha256.New()
@@ -135,15 +135,15 @@ func (r *Record) account(id string) *Account {
 	return a
 }
 
-// Update runs f on the account id's record under the record's lock.
-func (r *Record) Update(id string, f func(a *Account)) {
+// update runs f on the account id's record under the record's lock.
+func (r *Record) update(id string, f func(a *Account)) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	f(r.account(id))
 }
 
-// UpdateSNSTask runs f on task id's record under the record's lock.
-func (r *Record) UpdateSNSTask(id, account string, f func(t *SNSTask)) {
+// updateSNSTask runs f on task id's record under the record's lock.
+func (r *Record) updateSNSTask(id, account string, f func(t *SNSTask)) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.account(account)
@@ -155,8 +155,8 @@ func (r *Record) UpdateSNSTask(id, account string, f func(t *SNSTask)) {
 	f(t)
 }
 
-// AddImages adds images the archive must hold.
-func (r *Record) AddImages(imgs ...ExpectedImage) {
+// addImages adds images the archive must hold.
+func (r *Record) addImages(imgs ...ExpectedImage) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, img := range imgs {

@@ -6,10 +6,10 @@ import (
 	"time"
 )
 
-// CallbackRetrySchedule is the seed's retry schedule of an asynchronous
+// callbackRetrySchedule is the seed's retry schedule of an asynchronous
 // callback answered 4xx/5xx (002 seed, "Responding to callbacks"): the delay
 // before each retry, counted from the previous attempt.
-var CallbackRetrySchedule = []time.Duration{
+var callbackRetrySchedule = []time.Duration{
 	10 * time.Second, 30 * time.Second, time.Minute, 2 * time.Minute, 3 * time.Minute,
 	4 * time.Minute, 5 * time.Minute, 6 * time.Minute, 7 * time.Minute, 8 * time.Minute,
 	9 * time.Minute, 10 * time.Minute, 20 * time.Minute, 30 * time.Minute, time.Hour, 2 * time.Hour,

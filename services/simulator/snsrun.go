@@ -174,7 +174,7 @@ func NewSNSRun(ctx context.Context, cfg SNSConfig) (*SNSRun, error) {
 	}
 	rec := NewRecord(cfg.RunID)
 	rec.SNSSource = cfg.Source
-	return &SNSRun{cfg: cfg, local: local, s3: s3c, client: newClient(cfg.Users), rec: rec, stats: NewStats(),
+	return &SNSRun{cfg: cfg, local: local, s3: s3c, client: newClient(cfg.Users), rec: rec, stats: newStats(),
 		numericBase: 1_000_000_000 + mrand.Int64N(8_000_000_000)}, nil
 }
 
@@ -334,7 +334,7 @@ func (s *SNSRun) task(ctx context.Context, r *mrand.Rand, ctxAccount string) {
 		}
 	}
 	env, ok := s.notify(ctx, msg, kind, acct)
-	s.rec.UpdateSNSTask(idStr, acct, func(t *SNSTask) {
+	s.rec.updateSNSTask(idStr, acct, func(t *SNSTask) {
 		if ok {
 			t.Terminal, t.Success = true, success
 		}
@@ -342,7 +342,7 @@ func (s *SNSRun) task(ctx context.Context, r *mrand.Rand, ctxAccount string) {
 	if !ok {
 		return
 	}
-	s.rec.AddImages(expected...)
+	s.rec.addImages(expected...)
 	if r.Float64() >= s.cfg.Duplicates {
 		return
 	}
@@ -378,7 +378,7 @@ func (s *SNSRun) notify(ctx context.Context, msg taskMessage, kind, acct string)
 // answer is final. It reports whether env was accepted (2xx).
 func (s *SNSRun) deliver(ctx context.Context, env sns.Envelope, kind, acct string) bool {
 	body, _ := json.Marshal(env)
-	key := SNSKey(s.cfg.Source, env.MessageId)
+	key := snsKey(s.cfg.Source, env.MessageId)
 	for i := 0; ; i++ {
 		req, err := http.NewRequest(http.MethodPost, s.cfg.Endpoint, bytes.NewReader(body))
 		if err != nil {

@@ -272,9 +272,9 @@ func checkIngress(ctx context.Context, js jetstream.JetStream, rec *Record, deli
 		h := m.Headers()
 		var key string
 		if strings.HasPrefix(m.Subject(), "sd.sns.") {
-			key = SNSKey(event.Get(h, event.HeaderSDSource), event.Get(h, event.HeaderSNSMsgID))
+			key = snsKey(event.Get(h, event.HeaderSDSource), event.Get(h, event.HeaderSNSMsgID))
 		} else {
-			key = CallbackKey(event.Get(h, event.HeaderSDSource), event.Get(h, event.HeaderBizType), event.Get(h, event.HeaderInvokeID), m.Data())
+			key = callbackKey(event.Get(h, event.HeaderSDSource), event.Get(h, event.HeaderBizType), event.Get(h, event.HeaderInvokeID), m.Data())
 		}
 		if d, ok := deliveries[key]; ok {
 			counts[key]++
