@@ -35,7 +35,7 @@ import (
 // through the ingress, archives them with two archiver replicas sharing the
 // durable "archiver" consumer of INGRESS (R3), kills one replica while it
 // holds unacknowledged messages (its connection drops, nothing is acked), and
-// then shuts down the node leading the consumer and restarts it.
+// then takes down the node leading the consumer (shut down or SIGKILL) and restarts it.
 //
 // It proves that nothing is lost and nothing is doubled: every image ends up
 // archived with its exact bytes, with exactly one sd.archive.stored event,
@@ -43,14 +43,21 @@ import (
 // resumes after the consumer's leader changed, and every node holds the whole
 // ARCHIVE stream.
 func TestArchiverReplicaKilledMidBatch(t *testing.T) {
-	t.Parallel()
+	for _, f := range faults {
+		t.Run(f.name, func(t *testing.T) {
+			t.Parallel()
+			testArchiverReplicaKilledMidBatch(t, f.deploy(t))
+		})
+	}
+}
+
+func testArchiverReplicaKilledMidBatch(t *testing.T, d *deployment) {
 	const (
 		images  = 80
 		delay   = 150 * time.Millisecond // per fetch: 3 workers × 2 replicas ≈ 40 images/s
 		token   = "user-archive"
 		workers = 3
 	)
-	d := newDeployment(t)
 	setAckWait(t, d, archiver.ConsumerName, 2*time.Second)
 	imgs := newImageServer(t, delay)
 	d.cfg.Archive.Dir = t.TempDir()
@@ -111,7 +118,7 @@ func TestArchiverReplicaKilledMidBatch(t *testing.T) {
 	leader := d.consumerLeader(streams.Ingress, archiver.ConsumerName)
 	atDown := archived()
 	down := time.Now()
-	leader.Shutdown()
+	leader.stop()
 	if atDown > images-10 {
 		t.Logf("the consumer leader stopped late, after %d of %d images: its failover is barely exercised", atDown, images)
 	}
@@ -120,7 +127,7 @@ func TestArchiverReplicaKilledMidBatch(t *testing.T) {
 		return n >= atDown+5 || n >= images
 	})
 	resumed := time.Since(down)
-	leader.Restart()
+	leader.start()
 
 	natstest.Eventually(t, 45*time.Second, "every image archived and nothing pending", func() bool {
 		ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
@@ -172,7 +179,7 @@ func TestArchiverReplicaKilledMidBatch(t *testing.T) {
 		t.Errorf("%d fetches for %d images: the killed replica's %d images were not fetched again", fetches, images, workers)
 	}
 	t.Logf("replica killed holding %d messages after %d of %d images were archived; consumer leader %s stopped after %d, archiving resumed %s later; %d deliveries and %d fetches in all for %d images",
-		workers, atKill, images, leader.Srv.Name(), atDown, resumed.Round(time.Millisecond), images+redelivered(t, d), fetches, images)
+		workers, atKill, images, leader.name(), atDown, resumed.Round(time.Millisecond), images+redelivered(t, d), fetches, images)
 }
 
 // redelivered is the number of deliveries of the archiver consumer beyond

@@ -36,18 +36,47 @@ var platformKey = callback.Key{AK: "AK-e2e", SK: "SK-e2e"}
 // deployment is a three-node JetStream cluster on loopback with the
 // project's streams applied at R3, and an operator connection to it.
 type deployment struct {
-	t       *testing.T
-	cluster *natstest.Cluster // nil when the nodes are processes (crash_test.go)
-	urls    string            // every node's client URL, comma-separated
-	js      jetstream.JetStream
-	cfg     config.Config
+	t     *testing.T
+	nodes []node
+	urls  string // every node's client URL, comma-separated
+	js    jetstream.JetStream
+	cfg   config.Config
 }
 
+// faults are the two ways the proofs take a node down: a clean shutdown of
+// an in-process server, and SIGKILL of a nats-server process (nothing
+// flushed, nothing handed over). Every proof runs with both.
+var faults = []struct {
+	name   string
+	deploy func(*testing.T) *deployment
+}{
+	{"shutdown", newDeployment},
+	{"sigkill", newProcDeployment},
+}
+
+// newDeployment is a cluster of in-process servers; stop shuts a node down.
 func newDeployment(t *testing.T) *deployment {
 	t.Helper()
 	c := natstest.StartCluster(t)
 	d := deployOn(t, c.URLs())
-	d.cluster = c
+	for _, n := range c.Nodes {
+		d.nodes = append(d.nodes, inProcess{n})
+	}
+	return d
+}
+
+// newProcDeployment is a cluster of nats-server processes; stop kills a
+// node with SIGKILL.
+func newProcDeployment(t *testing.T) *deployment {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("builds and runs nats-server: not in -short")
+	}
+	c := startProcCluster(t)
+	d := deployOn(t, c.urls())
+	for _, n := range c.nodes {
+		d.nodes = append(d.nodes, n)
+	}
 	return d
 }
 
@@ -72,13 +101,51 @@ func (d *deployment) connect() *nats.Conn {
 	return nc
 }
 
-// consumerLeader returns the running node that leads consumer of stream.
-func (d *deployment) consumerLeader(stream, consumer string) *natstest.Node {
+// streamLeader returns the node the cluster names as the leader of stream.
+func (d *deployment) streamLeader(stream string) node {
 	d.t.Helper()
-	var leader *natstest.Node
-	natstest.Eventually(d.t, 30*time.Second, "a leader of consumer "+consumer, func() bool {
-		for _, n := range d.cluster.Nodes {
-			if n.Srv != nil && n.Srv.Running() && n.Srv.JetStreamIsConsumerLeader("$G", stream, consumer) {
+	return d.leader("stream "+stream, func(ctx context.Context) (*jetstream.ClusterInfo, error) {
+		s, err := d.js.Stream(ctx, stream)
+		if err != nil {
+			return nil, err
+		}
+		info, err := s.Info(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return info.Cluster, nil
+	})
+}
+
+// consumerLeader returns the node the cluster names as the leader of
+// consumer of stream.
+func (d *deployment) consumerLeader(stream, consumer string) node {
+	d.t.Helper()
+	return d.leader("consumer "+consumer, func(ctx context.Context) (*jetstream.ClusterInfo, error) {
+		c, err := d.js.Consumer(ctx, stream, consumer)
+		if err != nil {
+			return nil, err
+		}
+		info, err := c.Info(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return info.Cluster, nil
+	})
+}
+
+func (d *deployment) leader(what string, cluster func(context.Context) (*jetstream.ClusterInfo, error)) node {
+	d.t.Helper()
+	var leader node
+	natstest.Eventually(d.t, 30*time.Second, "a leader of "+what, func() bool {
+		ctx, cancel := context.WithTimeout(d.t.Context(), 2*time.Second)
+		defer cancel()
+		ci, err := cluster(ctx)
+		if err != nil || ci == nil {
+			return false
+		}
+		for _, n := range d.nodes {
+			if n.name() == ci.Leader {
 				leader = n
 				return true
 			}
@@ -90,12 +157,9 @@ func (d *deployment) consumerLeader(stream, consumer string) *natstest.Node {
 
 // localState is what node n itself stores of stream (not what the leader
 // reports), or false while the node cannot tell.
-func localState(n *natstest.Node, stream string) (server.StreamState, bool) {
-	if n.Srv == nil || !n.Srv.Running() {
-		return server.StreamState{}, false
-	}
-	acc, err := n.Srv.JszAccount(&server.JSzOptions{Account: "$G", Streams: true})
-	if err != nil {
+func localState(n node, stream string) (server.StreamState, bool) {
+	acc, ok := n.jsz()
+	if !ok {
 		return server.StreamState{}, false
 	}
 	for _, s := range acc.Streams {
@@ -112,7 +176,7 @@ func (d *deployment) waitReplicasConverge(stream string, msgs uint64, timeout ti
 	d.t.Helper()
 	natstest.Eventually(d.t, timeout, fmt.Sprintf("every node storing %d messages of %s", msgs, stream), func() bool {
 		var last uint64
-		for i, n := range d.cluster.Nodes {
+		for i, n := range d.nodes {
 			st, ok := localState(n, stream)
 			if !ok || st.Msgs != msgs || (i > 0 && st.LastSeq != last) {
 				return false
@@ -131,23 +195,16 @@ func waitOrDiagnose(t *testing.T, d *deployment, p *platform, timeout time.Durat
 	deadline := time.Now().Add(timeout)
 	for !cond() {
 		if time.Now().After(deadline) {
-			var nodes []*natstest.Node
-			if d.cluster != nil {
-				nodes = d.cluster.Nodes
-			}
-			for _, n := range nodes {
-				if n.Srv == nil || !n.Srv.Running() {
-					continue
-				}
-				acc, err := n.Srv.JszAccount(&server.JSzOptions{Account: "$G", Streams: true, Consumer: true})
-				if err != nil {
-					t.Logf("%s: %v", n.Srv.Name(), err)
+			for _, n := range d.nodes {
+				acc, ok := n.jsz()
+				if !ok {
+					t.Logf("%s: no answer", n.name())
 					continue
 				}
 				for _, s := range acc.Streams {
 					if s.Cluster != nil {
 						b, _ := json.Marshal(s.Cluster)
-						t.Logf("%s sees %s: msgs %d last %d cluster %s", n.Srv.Name(), s.Name, s.State.Msgs, s.State.LastSeq, b)
+						t.Logf("%s sees %s: msgs %d last %d cluster %s", n.name(), s.Name, s.State.Msgs, s.State.LastSeq, b)
 					}
 				}
 			}

@@ -12,8 +12,8 @@ import (
 )
 
 // TestIngressAcrossLeaderFailover sends signed asynchronous callbacks at a
-// steady rate through an ingress while the node leading INGRESS is shut down
-// and later restarted. The platform's behaviour is reproduced: every non-2xx
+// steady rate through an ingress while the node leading INGRESS is taken
+// down — shut down, or killed with SIGKILL (faults) — and later restarted. The platform's behaviour is reproduced: every non-2xx
 // answer is retried with the same body and invokeId, signed afresh.
 //
 // It proves that every callback is eventually acknowledged, that each one is
@@ -24,17 +24,24 @@ import (
 // afterwards, whose de-duplication index is rebuilt from the cluster — are
 // answered 200 and not stored again.
 func TestIngressAcrossLeaderFailover(t *testing.T) {
-	t.Parallel()
+	for _, f := range faults {
+		t.Run(f.name, func(t *testing.T) {
+			t.Parallel()
+			testIngressAcrossLeaderFailover(t, f.deploy(t))
+		})
+	}
+}
+
+func testIngressAcrossLeaderFailover(t *testing.T, d *deployment) {
 	const (
 		total    = 2000
 		interval = 5 * time.Millisecond // 200 callbacks/s for 10 s
 		token    = "user-failover"
 	)
-	d := newDeployment(t)
 	front := d.serveIngress(nil)
 	p := newPlatform()
 	load := newAsyncLoad(total, "fo", token)
-	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
 	defer cancel()
 	start := time.Now()
 	wait := load.run(ctx, p, front.base, interval)
@@ -43,20 +50,20 @@ func TestIngressAcrossLeaderFailover(t *testing.T) {
 	// The fault: once the load runs, stop the INGRESS leader; restart it
 	// after the cluster has served a few hundred callbacks without it.
 	natstest.Eventually(t, 30*time.Second, "300 callbacks acknowledged", func() bool { return acked.Load() >= 300 })
-	leader := d.cluster.StreamLeader(t, streams.Ingress)
+	leader := d.streamLeader(streams.Ingress)
 	down := time.Now()
 	ackedAtDown := acked.Load()
-	leader.Shutdown()
-	next := d.cluster.StreamLeader(t, streams.Ingress)
+	leader.stop()
+	next := d.streamLeader(streams.Ingress)
 	if next == leader {
 		t.Fatal("the stopped node still leads INGRESS")
 	}
 	elected := time.Since(down)
-	waitOrDiagnose(t, d, p, 30*time.Second, "200 more callbacks acknowledged without the old leader", func() bool {
+	waitOrDiagnose(t, d, p, 45*time.Second, "200 more callbacks acknowledged without the old leader", func() bool {
 		return acked.Load() >= ackedAtDown+200
 	})
 	restarted := time.Now()
-	leader.Restart()
+	leader.start()
 	wait()
 	loadTime := time.Since(start)
 	load.checkDelivered(t)
@@ -105,8 +112,8 @@ func TestIngressAcrossLeaderFailover(t *testing.T) {
 	d.waitReplicasConverge(streams.Ingress, total, 30*time.Second)
 
 	t.Logf("%d callbacks in %s (%.0f/s offered); INGRESS leader %s stopped after %d acks, new leader %s in %s; first 2xx of a callback sent after the stop %s after it; node restarted %s after the stop",
-		total, loadTime.Round(time.Millisecond), float64(total)/loadTime.Seconds(), leader.Srv.Name(), ackedAtDown,
-		next.Srv.Name(), elected.Round(time.Millisecond), firstAfterDown.Round(time.Millisecond), restarted.Sub(down).Round(time.Millisecond))
+		total, loadTime.Round(time.Millisecond), float64(total)/loadTime.Seconds(), leader.name(), ackedAtDown,
+		next.name(), elected.Round(time.Millisecond), firstAfterDown.Round(time.Millisecond), restarted.Sub(down).Round(time.Millisecond))
 	// Acknowledgements per second around the stop, for the report.
 	var timeline []int
 	for _, r := range results {

@@ -25,7 +25,7 @@ import (
 // TestQuotaAcrossLeaderFailover grants an account N credits and floods it
 // with more than N concurrent apiAccessPreInvoke callbacks, through two
 // ingress replicas in front of two quota replicas, while the node leading
-// QUOTA is shut down (and later restarted).
+// QUOTA is taken down — shut down or killed with SIGKILL — and later restarted.
 //
 // It proves that the account is never overdrawn across the failover: at most
 // N reservations are answered success; every success is stored; no
@@ -35,7 +35,15 @@ import (
 // negative); the service resumes deciding after the failover; and the
 // restarted node holds the whole ledger.
 func TestQuotaAcrossLeaderFailover(t *testing.T) {
-	t.Parallel()
+	for _, f := range faults {
+		t.Run(f.name, func(t *testing.T) {
+			t.Parallel()
+			testQuotaAcrossLeaderFailover(t, f.deploy(t))
+		})
+	}
+}
+
+func testQuotaAcrossLeaderFailover(t *testing.T, d *deployment) {
 	const (
 		credits  = 60
 		requests = 240
@@ -43,7 +51,6 @@ func TestQuotaAcrossLeaderFailover(t *testing.T) {
 		every    = 100 * time.Millisecond
 		token    = "user-quota-failover"
 	)
-	d := newDeployment(t)
 	q1, q2 := d.startQuota(), d.startQuota()
 	fronts := []*service{d.serveIngress(q1), d.serveIngress(q2)}
 	p := newPlatform()
@@ -101,17 +108,17 @@ func TestQuotaAcrossLeaderFailover(t *testing.T) {
 	})
 
 	natstest.Eventually(t, 20*time.Second, "15 reservations", func() bool { return successes.Load() >= 15 })
-	leader := d.cluster.StreamLeader(t, streams.Quota)
+	leader := d.streamLeader(streams.Quota)
 	down := time.Now()
 	atDown := successes.Load()
-	leader.Shutdown()
-	next := d.cluster.StreamLeader(t, streams.Quota)
+	leader.stop()
+	next := d.streamLeader(streams.Quota)
 	elected := time.Since(down)
 	natstest.Eventually(t, 30*time.Second, "a reservation sent after the stop answered success", func() bool {
 		return lastSuccess.Load() > down.UnixNano()
 	})
 	resumed := time.Unix(0, lastSuccess.Load()).Sub(down)
-	leader.Restart()
+	leader.start()
 	wg.Wait()
 
 	// Answers: 200 with success true or a readable refusal; 503 only when
@@ -211,7 +218,7 @@ func TestQuotaAcrossLeaderFailover(t *testing.T) {
 	t.Logf("%d credits, %d reservations asked (%d concurrent every %s): %d succeeded (%d before the stop), %d denied for credits, %d refused as busy (no decision within the ingress deadline), %d refused otherwise (not recorded), %d answered 503; %d reserved events (%d stored without a success answer: held until they expire); final balance %d",
 		credits, requests, burst, every, len(ok), atDown, denied, busy, refused, unavailable, reserved, reserved-len(ok), fold.Balance)
 	t.Logf("QUOTA leader %s stopped, new leader %s in %s; a reservation sent %s after the stop succeeded",
-		leader.Srv.Name(), next.Srv.Name(), elected.Round(time.Millisecond), resumed.Round(time.Millisecond))
+		leader.name(), next.name(), elected.Round(time.Millisecond), resumed.Round(time.Millisecond))
 }
 
 // grant adds credits to acct through the operator API at base, once per id.

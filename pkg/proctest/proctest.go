@@ -7,6 +7,7 @@
 package proctest
 
 import (
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -19,17 +20,26 @@ import (
 
 // Build builds the main package pkg (a path relative to the test's working
 // directory, or an import path of its module graph) into a temporary
-// directory as name, statically and without the race detector, and returns
-// the binary's path.
+// directory of the test as name, and returns the binary's path.
 func Build(t testing.TB, pkg, name string) string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), name)
+	bin, err := BuildTo(t.TempDir(), pkg, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bin
+}
+
+// BuildTo builds the main package pkg into dir as name, statically and
+// without the race detector, and returns the binary's path.
+func BuildTo(dir, pkg, name string) (string, error) {
+	bin := filepath.Join(dir, name)
 	cmd := exec.Command("go", "build", "-o", bin, pkg)
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("proctest: go build %s: %v\n%s", pkg, err, out)
+		return "", fmt.Errorf("proctest: go build %s: %w\n%s", pkg, err, out)
 	}
-	return bin
+	return bin, nil
 }
 
 // Proc is one subprocess, restartable.
