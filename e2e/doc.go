@@ -1,7 +1,7 @@
 // Package e2e holds the end-to-end proofs of sdevents that need more than one
 // service or more than one JetStream node: a three-node JetStream cluster on
 // loopback with R3 streams, the real ingress, quota and archiver services on
-// real HTTP, and nodes (shut down, or nats-server processes killed with SIGKILL) or
-// service replicas taken down while load runs. The
-// package has no code of its own; everything is in its tests.
+// real HTTP, and nodes (shut down, or nats-server processes killed with
+// SIGKILL) or service replicas taken down while load runs. The package has no
+// code of its own; everything is in its tests.
 package e2e
