@@ -1,7 +1,8 @@
 // Package quotarpc is the NATS request/reply protocol between the ingress and
 // the quota service. The ingress stores a synchronous callback in INGRESS, then
 // asks the quota service for the platform's answer on SubjectDecide; any quota
-// replica in QueueGroup answers. Operator calls use SubjectGrant and
+// replica in QueueGroup answers. When the ingress gives up waiting for an
+// apiAccessPreInvoke, it asks for its abandonment on SubjectAbandon. Operator calls use SubjectGrant and
 // SubjectAccount. All payloads are JSON.
 //
 // Subjects live outside sd.> so that downstream subscribers of the event
@@ -18,6 +19,7 @@ const (
 	SubjectDecide  = "sdevents.quota.rpc.decide"
 	SubjectGrant   = "sdevents.quota.rpc.grant"
 	SubjectAccount = "sdevents.quota.rpc.account"
+	SubjectAbandon = "sdevents.quota.rpc.abandon"
 	QueueGroup     = "quota"
 )
 
@@ -35,6 +37,15 @@ type DecideRequest struct {
 	// IngressSeq is the INGRESS sequence of the stored callback.
 	IngressSeq uint64    `json:"ingress_seq"`
 	At         time.Time `json:"at"`
+}
+
+// AbandonRequest, on SubjectAbandon, says that the platform was told the
+// credit service was busy for the apiAccessPreInvoke InvokeID of Account:
+// whatever was or will be decided for it must hold nothing. The answer is an
+// Answer; Success means it is settled.
+type AbandonRequest struct {
+	Account  string `json:"account"`
+	InvokeID string `json:"invoke_id"`
 }
 
 // BodyBytes returns the callback body.

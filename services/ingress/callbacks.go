@@ -94,6 +94,9 @@ func (s *Service) handleCallback(c echo.Context) error {
 		info.Outcome = "quota-unavailable"
 		info.Err = err
 		ans = s.unavailableAnswer(p.BizType)
+		if p.BizType == callback.BizAPIPreInvoke && !ans.Success && acct != "" {
+			s.abandonLater(acct, p.InvokeID)
+		}
 	} else if ans.Success {
 		info.Outcome = "accepted"
 	} else {

@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -37,6 +38,12 @@ type Service struct {
 	snsOpts    []func(*sns.Config)
 	now        func() time.Time
 	metrics    *metrics
+
+	// bg bounds background work (abandonments, abandon.go); Run cancels it
+	// and waits for it on its way out.
+	bg     context.Context
+	stopBG context.CancelFunc
+	work   sync.WaitGroup
 }
 
 // Option changes a Service built by New.
@@ -63,9 +70,12 @@ func New(ctx context.Context, cfg config.Config, nc *nats.Conn, reg prometheus.R
 		return nil, fmt.Errorf("ingress: %w", err)
 	}
 	m := newMetrics(reg)
+	bg, stopBG := context.WithCancel(context.WithoutCancel(ctx))
 	s := &Service{
-		cfg: cfg,
-		nc:  nc,
+		bg:     bg,
+		stopBG: stopBG,
+		cfg:    cfg,
+		nc:     nc,
 		store: &Store{js: js, stream: stream, seen: newSeenIndex(cfg.Ingress.DedupHorizon.D()),
 			timeout: cfg.Ingress.PublishTimeout.D(), observe: m.publish.Observe},
 		sources: map[string]*callback.Verifier{},
@@ -97,9 +107,13 @@ func New(ctx context.Context, cfg config.Config, nc *nats.Conn, reg prometheus.R
 	return s, nil
 }
 
-// Run keeps the de-duplication index current until ctx ends.
+// Run keeps the de-duplication index current until ctx ends; then it stops
+// the background work and waits for it.
 func (s *Service) Run(ctx context.Context) error {
-	return s.store.seen.tail(ctx, s.store.js)
+	err := s.store.seen.tail(ctx, s.store.js)
+	s.stopBG()
+	s.work.Wait()
+	return err
 }
 
 // Ready reports whether the de-duplication index has caught up with the

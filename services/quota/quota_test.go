@@ -476,3 +476,55 @@ func TestOverdueWithoutTimerExpiredOnLoad(t *testing.T) {
 	}
 	d.replay()
 }
+
+// TestLostAnswersHoldNothing: with an answer deadline no decision can meet,
+// every apiAccessPreInvoke is answered "busy" — the ingress gave up waiting,
+// and the quota may not have stored its decision in time either — or 503
+// when not even the callback could be stored (then the quota was never
+// asked). Whatever the quota did store, the abandonments of both sides
+// settle it: the balance comes back whole with nothing reserved, long
+// before any expiry, and every invokeId answered "busy" ends released (with
+// the abandonment as its reason) or denied for nothing.
+func TestLostAnswersHoldNothing(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig()
+	cfg.Ingress.SyncDeadline = config.Duration(time.Millisecond)
+	d := start(t, cfg, 2)
+	const token = "user-lost-answers"
+	acct := acctOf(token)
+	d.grant(token, 20, "")
+	busy := map[string]bool{}
+	for i := range 8 {
+		id := fmt.Sprintf("lost-%d", i)
+		a := d.callback(callback.BizAPIPreInvoke, token, id, []byte(`{"batch_size":2,"n_iter":1}`))
+		switch {
+		case a.Code == http.StatusServiceUnavailable:
+		case a.Code == http.StatusOK && !a.success():
+			busy[id] = true
+		default:
+			t.Fatalf("%s: %d %s", id, a.Code, a.Raw)
+		}
+	}
+	if len(busy) == 0 {
+		t.Skip("no request reached the quota service within the deadline")
+	}
+	settled := func() map[string]bool {
+		out := map[string]bool{}
+		for _, e := range d.events(acct) {
+			if e.Type == ledger.TypeReleased && e.Reason != "" || e.Type == ledger.TypeDenied && e.Credits == 0 {
+				out[e.InvokeID] = true
+			}
+		}
+		return out
+	}
+	natstest.Eventually(t, 30*time.Second, "every lost request settled", func() bool { return len(settled()) == len(busy) })
+	for id := range settled() {
+		if !busy[id] {
+			t.Errorf("%s settled, but it was answered 503 and never decided", id)
+		}
+	}
+	if v := d.view(acct); v.Balance != 20 || v.Reserved != 0 || len(v.Reservations) != 0 {
+		t.Fatalf("after the abandonments: balance %d, reserved %d, %d open", v.Balance, v.Reserved, len(v.Reservations))
+	}
+	d.replay()
+}

@@ -102,6 +102,11 @@ func (s *Service) Decide(ctx context.Context, req quotarpc.DecideRequest) quotar
 	s.metrics.observe(req.BizType, start, d.Answer.Success, err)
 	if err != nil {
 		s.log.Warn().Err(err).Str("account", req.Account).Str("invoke_id", req.InvokeID).Str("kind", req.BizType).Msg("quota: no decision")
+		if req.BizType == callback.BizAPIPreInvoke {
+			// The reservation may be stored without its answer: the
+			// platform is refused, so nothing may stay held.
+			s.abandonLater(req.Account, req.InvokeID)
+		}
 		return refuse(msgUnavailable)
 	}
 	ans := quotarpc.Answer{Success: d.Answer.Success, ErrMessage: sentence(d.Answer.ErrMessage)}

@@ -47,6 +47,11 @@ type Service struct {
 	slots       chan struct{} // decision requests in flight
 	expirySlots chan struct{} // fired timers in flight
 	inflight    sync.WaitGroup
+
+	// bg bounds background work (abandonments); Run cancels it on its way
+	// out.
+	bg     context.Context
+	stopBG context.CancelFunc
 }
 
 // Option changes a Service built by New.
@@ -83,7 +88,10 @@ func New(ctx context.Context, cfg config.Config, nc *nats.Conn, reg prometheus.R
 	if maxAge := timers.CachedInfo().Config.MaxAge; maxAge > 0 && ttl >= maxAge {
 		return nil, fmt.Errorf("quota: reservation_ttl %s must be shorter than the max age of %s (%s)", ttl, streams.QuotaTimers, maxAge)
 	}
+	bg, stopBG := context.WithCancel(context.WithoutCancel(ctx))
 	s := &Service{
+		bg:          bg,
+		stopBG:      stopBG,
 		cfg:         cfg,
 		nc:          nc,
 		js:          js,
@@ -115,9 +123,15 @@ func (s *Service) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("quota: subscribe %s: %w", quotarpc.SubjectDecide, err)
 	}
+	subAbandon, err := s.nc.QueueSubscribe(quotarpc.SubjectAbandon, quotarpc.QueueGroup, s.onAbandon)
+	if err != nil {
+		_ = sub.Unsubscribe()
+		return fmt.Errorf("quota: subscribe %s: %w", quotarpc.SubjectAbandon, err)
+	}
 	cons, err := s.js.Consumer(ctx, streams.QuotaTimers, expiryDurable)
 	if err != nil {
 		_ = sub.Unsubscribe()
+		_ = subAbandon.Unsubscribe()
 		return fmt.Errorf("quota: consumer %s: %w", expiryDurable, err)
 	}
 	// Short pulls: a pull request a failing consumer leader drops is renewed
@@ -130,17 +144,21 @@ func (s *Service) Run(ctx context.Context) error {
 		}))
 	if err != nil {
 		_ = sub.Unsubscribe()
+		_ = subAbandon.Unsubscribe()
 		return fmt.Errorf("quota: consume %s: %w", expiryDurable, err)
 	}
 	<-ctx.Done()
 
-	closed := sub.StatusChanged(nats.SubscriptionClosed)
-	if err := sub.Drain(); err == nil {
-		for range closed { // closed when the subscription is
+	for _, sb := range []*nats.Subscription{sub, subAbandon} {
+		closed := sb.StatusChanged(nats.SubscriptionClosed)
+		if err := sb.Drain(); err == nil {
+			for range closed { // closed when the subscription is
+			}
 		}
 	}
 	cc.Drain()
 	<-cc.Closed()
+	s.stopBG()
 	s.inflight.Wait()
 	return nil
 }

@@ -24,6 +24,10 @@ var (
 	// ErrNotDue: Expire of an open reservation before its expires_at. The
 	// caller retries at Account.Open[invokeID].ExpiresAt.
 	ErrNotDue = errors.New("reservation not yet expired")
+	// ErrAbandoned: a reservation of an invokeId whose answer was lost (the
+	// platform was told the credit service was busy, see Abandon). Nothing
+	// is reserved; the user starts again with a new request.
+	ErrAbandoned = errors.New("request abandoned")
 	// ErrInvalidCommand: a command that cannot be decided: empty invokeId,
 	// non-positive price or ttl, zero or out-of-range grant, a grant id reused
 	// with other credits. It points at a bug or an operator mistake.
@@ -164,7 +168,10 @@ func (a *Account) Reserve(invokeID string, price int64, ttl time.Duration, now t
 		return Decision{Answer: ok(), Repeat: true}
 	}
 	if o, done := a.Finished[invokeID]; done {
-		if o.Type == TypeDenied {
+		switch {
+		case o.Type == TypeDenied && o.Credits == 0:
+			return Decision{Answer: Answer{ErrMessage: o.Reason, Err: fmt.Errorf("%w: %s", ErrAbandoned, o.Reason)}, Repeat: true}
+		case o.Type == TypeDenied:
 			return Decision{Answer: Answer{ErrMessage: o.Reason, Err: fmt.Errorf("%w: %s", ErrInsufficientCredits, o.Reason)}, Repeat: true}
 		}
 		return Decision{Answer: ok(), Repeat: true}
@@ -241,6 +248,39 @@ func (a *Account) close(t EventType, invokeID string, now time.Time) Decision {
 		return Decision{Answer: refuse(fmt.Errorf("%w: request %q was already %s; it cannot be %s",
 			ErrFinished, invokeID, verbs[o.Type], verbs[t]))}
 	}
+}
+
+// abandonReason is the reason of an abandonment, shown to the platform if
+// the same invokeId is reserved again.
+const abandonReason = "The credit service did not answer this request in time; nothing was charged. Please start it again."
+
+// Abandon settles an apiAccessPreInvoke whose answer was lost: the platform
+// was told the credit service was busy, so it will neither commit nor roll
+// back. An open reservation of invokeID is released at once (a released
+// event with the abandonment as its reason) instead of holding its credits
+// until it expires; an invokeId not decided yet is closed with a denied
+// event of zero credits, so that the reservation still on its way is
+// refused when it arrives (ErrAbandoned). A finished invokeId succeeds with
+// Repeat set and appends nothing, as does the abandonment of an abandoned
+// one. Either order of Reserve and Abandon thus ends with nothing held. An
+// empty invokeID is ErrInvalidCommand. It does not modify a.
+func (a *Account) Abandon(invokeID string, now time.Time) Decision {
+	if invokeID == "" {
+		return Decision{Answer: refuse(fmt.Errorf("%w: abandonment without invokeId", ErrInvalidCommand))}
+	}
+	if r, open := a.Open[invokeID]; open {
+		e := a.newEvent(TypeReleased, invokeID, r.Credits, now)
+		e.Reserved -= r.Credits
+		e.Balance += r.Credits
+		e.Reason = abandonReason
+		return Decision{Events: []Event{e}, Answer: ok()}
+	}
+	if _, done := a.Finished[invokeID]; done {
+		return Decision{Answer: ok(), Repeat: true}
+	}
+	e := a.newEvent(TypeDenied, invokeID, 0, now)
+	e.Reason = abandonReason
+	return Decision{Events: []Event{e}, Answer: ok()}
 }
 
 // Expire releases the reservation of invokeID with an expired event if it is

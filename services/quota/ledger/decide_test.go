@@ -352,3 +352,53 @@ func TestClone(t *testing.T) {
 		t.Fatalf("the clone shares state with the original: %+v", a)
 	}
 }
+
+// TestAbandonEitherOrder: an apiAccessPreInvoke whose answer was lost ends
+// with nothing held, whether the abandonment is decided after the
+// reservation (released at once) or before it (the late reservation is
+// refused); repeats change nothing, and a commit after it is refused.
+func TestAbandonEitherOrder(t *testing.T) {
+	t.Parallel()
+	later := t0.Add(time.Second)
+
+	after := given(t, grant("", 10), reserve("i1", 4))
+	d := after.Abandon("i1", later)
+	if !d.Answer.Success || len(d.Events) != 1 || d.Events[0].Type != ledger.TypeReleased || d.Events[0].Credits != 4 || d.Events[0].Reason == "" {
+		t.Fatalf("abandon of an open reservation: %+v", d)
+	}
+	apply(t, after, d)
+	if after.Balance != 10 || after.Reserved != 0 || len(after.Open) != 0 {
+		t.Fatalf("after abandon: balance %d, reserved %d, open %d", after.Balance, after.Reserved, len(after.Open))
+	}
+	if d := after.Commit("i1", later); d.Answer.Success || !errors.Is(d.Answer.Err, ledger.ErrFinished) || len(d.Events) != 0 {
+		t.Fatalf("commit after abandon: %+v", d)
+	}
+
+	before := given(t, grant("", 10))
+	d = before.Abandon("i2", t0)
+	if !d.Answer.Success || len(d.Events) != 1 || d.Events[0].Type != ledger.TypeDenied || d.Events[0].Credits != 0 {
+		t.Fatalf("abandon of an undecided invokeId: %+v", d)
+	}
+	apply(t, before, d)
+	late := before.Reserve("i2", 4, ttl, later)
+	if late.Answer.Success || !late.Repeat || len(late.Events) != 0 || !errors.Is(late.Answer.Err, ledger.ErrAbandoned) || late.Answer.ErrMessage == "" {
+		t.Fatalf("reservation after abandon: %+v", late)
+	}
+	if before.Balance != 10 || before.Reserved != 0 {
+		t.Fatalf("after a late reservation: balance %d, reserved %d", before.Balance, before.Reserved)
+	}
+
+	for name, a := range map[string]*ledger.Account{"released": after, "denied": before} {
+		for _, id := range []string{"i1", "i2"} {
+			if _, done := a.Finished[id]; !done {
+				continue
+			}
+			if d := a.Abandon(id, later); !d.Answer.Success || !d.Repeat || len(d.Events) != 0 {
+				t.Errorf("%s: abandon again of %s: %+v", name, id, d)
+			}
+		}
+	}
+	if d := before.Abandon("", t0); d.Answer.Success || !errors.Is(d.Answer.Err, ledger.ErrInvalidCommand) {
+		t.Fatalf("abandon without invokeId: %+v", d)
+	}
+}

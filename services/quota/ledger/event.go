@@ -48,7 +48,8 @@ type Event struct {
 	Balance int64 `json:"balance"`
 	// Reserved is the sum of the account's open reservations after the event.
 	Reserved int64 `json:"reserved"`
-	// Reason is the readable cause of a denial; empty otherwise.
+	// Reason is the readable cause of a denial, or of a release by
+	// Account.Abandon; empty otherwise.
 	Reason string    `json:"reason"`
 	At     time.Time `json:"at"`
 	// ID is the idempotency key of a grant, empty for grants without one and

@@ -63,7 +63,7 @@ func runRandom(t *testing.T, rng *rand.Rand, steps int) {
 			wantSuccess bool
 			what        string
 		)
-		switch op := rng.Intn(10); op {
+		switch op := rng.Intn(11); op {
 		case 0: // grant, sometimes a removal, sometimes with an id
 			n := int64(rng.Intn(24) - 8)
 			if n == 0 {
@@ -126,6 +126,21 @@ func runRandom(t *testing.T, rng *rand.Rand, steps int) {
 				}
 			case !open:
 				wantSuccess = m.outcome[id] == typ
+			}
+		case 10: // an abandonment (the answer to a reservation was lost)
+			id := invoke(rng.Intn(2) == 0)
+			what = "abandon " + id
+			d = a.Abandon(id, now)
+			wantSuccess = true
+			n, open := m.held[id]
+			_, done := m.outcome[id]
+			switch {
+			case open:
+				delete(m.held, id)
+				m.outcome[id] = "released"
+				m.balance += n
+			case !done:
+				m.outcome[id] = "denied"
 			}
 		default: // the expiry sweeper
 			what = "sweep"
