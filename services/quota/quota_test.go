@@ -481,7 +481,8 @@ func TestOverdueWithoutTimerExpiredOnLoad(t *testing.T) {
 // every apiAccessPreInvoke is answered "busy" — the ingress gave up waiting,
 // and the quota may not have stored its decision in time either — or 503
 // when not even the callback could be stored (then the quota was never
-// asked). Whatever the quota did store, the abandonments of both sides
+// asked); the rare one decided within the deadline is the platform's to
+// commit or roll back. Whatever the quota did store, the abandonments of both sides
 // settle it: the balance comes back whole with nothing reserved, long
 // before any expiry, and every invokeId answered "busy" ends released (with
 // the abandonment as its reason) or denied for nothing.
@@ -494,12 +495,15 @@ func TestLostAnswersHoldNothing(t *testing.T) {
 	acct := acctOf(token)
 	d.grant(token, 20, "")
 	busy := map[string]bool{}
+	var held int64 // reservations answered yes within 1 ms: the platform owns them
 	for i := range 8 {
 		id := fmt.Sprintf("lost-%d", i)
 		a := d.callback(callback.BizAPIPreInvoke, token, id, []byte(`{"batch_size":2,"n_iter":1}`))
 		switch {
 		case a.Code == http.StatusServiceUnavailable:
-		case a.Code == http.StatusOK && !a.success():
+		case a.Code == http.StatusOK && a.success():
+			held += 2
+		case a.Code == http.StatusOK:
 			busy[id] = true
 		default:
 			t.Fatalf("%s: %d %s", id, a.Code, a.Raw)
@@ -523,8 +527,9 @@ func TestLostAnswersHoldNothing(t *testing.T) {
 			t.Errorf("%s settled, but it was answered 503 and never decided", id)
 		}
 	}
-	if v := d.view(acct); v.Balance != 20 || v.Reserved != 0 || len(v.Reservations) != 0 {
-		t.Fatalf("after the abandonments: balance %d, reserved %d, %d open", v.Balance, v.Reserved, len(v.Reservations))
+	if v := d.view(acct); v.Balance != 20-held || v.Reserved != held || len(v.Reservations) != int(held/2) {
+		t.Fatalf("after the abandonments: balance %d, reserved %d, %d open; want %d, %d, %d", v.Balance, v.Reserved,
+			len(v.Reservations), 20-held, held, held/2)
 	}
 	d.replay()
 }
