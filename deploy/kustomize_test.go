@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"gopkg.in/yaml.v3"
@@ -101,20 +102,31 @@ func crdSchemas(t *testing.T) crdschema.Schemas {
 	return all
 }
 
+// kustomizeMu serializes krusty runs: kyaml initializes its global OpenAPI
+// schema without a lock, so parallel builds race (as `kubectl kustomize`,
+// one build per process, never does).
+var kustomizeMu sync.Mutex
+
+// kustomize builds the kustomization in dir and returns the YAML stream.
+func kustomize(dir string) ([]byte, error) {
+	kustomizeMu.Lock()
+	defer kustomizeMu.Unlock()
+	res, err := krusty.MakeKustomizer(krusty.MakeDefaultOptions()).Run(filesys.MakeFsOnDisk(), dir)
+	if err != nil {
+		return nil, fmt.Errorf("kustomize build %s: %w", dir, err)
+	}
+	return res.AsYaml()
+}
+
 // render builds the kustomization in dir (relative to deploy/) with krusty,
 // the engine `kubectl kustomize` embeds, and decodes every document:
 // built-in kinds strictly into k8s.io/api types, custom resources against
 // their pinned CRD schema. Any other kind is an error.
 func render(t *testing.T, dir string) manifests {
 	t.Helper()
-	k := krusty.MakeKustomizer(krusty.MakeDefaultOptions())
-	res, err := k.Run(filesys.MakeFsOnDisk(), dir)
+	out, err := kustomize(dir)
 	if err != nil {
-		t.Fatalf("kustomize build %s: %v", dir, err)
-	}
-	out, err := res.AsYaml()
-	if err != nil {
-		t.Fatalf("kustomize build %s: %v", dir, err)
+		t.Fatal(err)
 	}
 	m, errs := decodeAll(out, crdSchemas(t))
 	for _, err := range errs {
