@@ -8,6 +8,7 @@ require (
 	github.com/prometheus/client_golang v1.25.0
 	github.com/rs/zerolog v1.35.1
 	github.com/sdevents/sdevents/pkg v0.0.0
+	github.com/sdevents/sdevents/services/aggregator v0.0.0-00010101000000-000000000000
 	github.com/sdevents/sdevents/services/archiver v0.0.0-00010101000000-000000000000
 	github.com/sdevents/sdevents/services/ingress v0.0.0
 	github.com/sdevents/sdevents/services/quota v0.0.0

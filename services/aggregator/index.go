@@ -98,7 +98,7 @@ func (x *index) follow(ctx context.Context) error {
 	x.mu.Lock()
 	x.follower = cons
 	x.mu.Unlock()
-	it, err := cons.Messages(jetstream.PullMaxMessages(4096))
+	it, err := cons.Messages(jetstream.PullMaxMessages(4096), jetstream.PullExpiry(pullExpiry))
 	if err != nil {
 		return fmt.Errorf("key index: %w", err)
 	}

@@ -17,6 +17,9 @@ import (
 	"github.com/sdevents/sdevents/streams"
 )
 
+// pullExpiry bounds every pull request of the aggregator's consumers.
+const pullExpiry = 5 * time.Second
+
 // ConsumerName is the durable INGRESS consumer the aggregator reads
 // (streams/ingress.yaml); its filter decides which messages are read.
 const ConsumerName = "aggregator"
@@ -158,11 +161,13 @@ func (s *Service) Run(ctx context.Context) error {
 			s.log.Debug().Err(err).Msg("aggregator consumer")
 		}
 	})
-	ingress, err := s.durable.Consume(s.dispatchIngress, onErr, jetstream.PullMaxMessages(512))
+	// Short pulls: a pull request lost with a consumer leader that died is
+	// renewed within seconds, not after the default 30 s.
+	ingress, err := s.durable.Consume(s.dispatchIngress, onErr, jetstream.PullMaxMessages(512), jetstream.PullExpiry(pullExpiry))
 	if err != nil {
 		return fmt.Errorf("aggregator: consume %s: %w", streams.Ingress, err)
 	}
-	timers, err := s.due.Consume(s.dispatchDue, onErr, jetstream.PullMaxMessages(64))
+	timers, err := s.due.Consume(s.dispatchDue, onErr, jetstream.PullMaxMessages(64), jetstream.PullExpiry(pullExpiry))
 	if err != nil {
 		ingress.Stop()
 		return fmt.Errorf("aggregator: consume %s: %w", TimerStream, err)
