@@ -94,7 +94,7 @@ func (s *Service) handleCallback(c echo.Context) error {
 		info.Outcome = "quota-unavailable"
 		info.Err = err
 		ans = s.unavailableAnswer(p.BizType)
-		if p.BizType == callback.BizAPIPreInvoke && !ans.Success && acct != "" {
+		if p.BizType == callback.BizAPIPreInvoke && !ans.Success && acct != "" && p.InvokeID != "" {
 			s.abandonLater(acct, p.InvokeID)
 		}
 	} else if ans.Success {
