@@ -67,7 +67,12 @@ func testAggregatorReplicaKilledAcrossFailover(t *testing.T, d *deployment) {
 						errs <- err
 						return
 					}
-					time.Sleep(50 * time.Millisecond)
+					select { // pacing the platform, not waiting for a result
+					case <-time.After(50 * time.Millisecond):
+					case <-ctx.Done():
+						errs <- ctx.Err()
+						return
+					}
 				}
 				if _, err := p.deliver(ctx, front.base, callback.BizJobFinished, fmt.Sprintf("agg-%02d", i), token(i), []byte(`{"success":true}`)); err != nil {
 					errs <- err
@@ -76,22 +81,9 @@ func testAggregatorReplicaKilledAcrossFailover(t *testing.T, d *deployment) {
 		}
 	})
 
-	published := func() uint64 {
-		ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
-		defer cancel()
-		s, err := d.js.Stream(ctx, streams.Jobs)
-		if err != nil {
-			return 0
-		}
-		info, err := s.Info(ctx)
-		if err != nil {
-			return 0
-		}
-		return info.State.Msgs
-	}
+	published := func() uint64 { return d.streamMsgs(streams.Jobs) }
 	natstest.Eventually(t, 30*time.Second, "10 jobs published", func() bool { return published() >= 10 })
-	a.nc.Close()
-	a.stop()
+	a.kill()
 	atKill := published()
 	leader := d.consumerLeader(streams.Ingress, aggregator.ConsumerName)
 	atDown := published()
@@ -141,33 +133,12 @@ func testAggregatorReplicaKilledAcrossFailover(t *testing.T, d *deployment) {
 		accounts, tasks, atKill, leader.name(), atDown, resumed.Round(time.Millisecond))
 }
 
-// aggregatorReplica is one running aggregator on its own connection.
-type aggregatorReplica struct {
-	nc     *nats.Conn
-	cancel context.CancelFunc
-	done   chan struct{}
-}
-
-func startAggregator(t *testing.T, d *deployment) *aggregatorReplica {
+func startAggregator(t *testing.T, d *deployment) *replica {
 	t.Helper()
 	nc := d.connect()
 	svc, err := aggregator.New(t.Context(), d.cfg, nc, prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	r := &aggregatorReplica{nc: nc, cancel: cancel, done: make(chan struct{})}
-	go func() {
-		defer close(r.done)
-		if err := svc.Run(ctx); err != nil {
-			t.Errorf("aggregator Run: %v", err)
-		}
-	}()
-	t.Cleanup(r.stop)
-	return r
-}
-
-func (r *aggregatorReplica) stop() {
-	r.cancel()
-	<-r.done
+	return startReplica(t, "aggregator", nc, svc.Run)
 }

@@ -84,19 +84,7 @@ func testArchiverReplicaKilledMidBatch(t *testing.T, d *deployment) {
 		wants[task] = want{sha: sha(b), width: 24 + i, height: 16}
 	}
 
-	archived := func() uint64 {
-		ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
-		defer cancel()
-		s, err := d.js.Stream(ctx, streams.Archive)
-		if err != nil {
-			return 0
-		}
-		info, err := s.Info(ctx)
-		if err != nil {
-			return 0
-		}
-		return info.State.Msgs
-	}
+	archived := func() uint64 { return d.streamMsgs(streams.Archive) }
 
 	a := startArchiver(t, d)
 	startArchiver(t, d)
@@ -107,8 +95,7 @@ func testArchiverReplicaKilledMidBatch(t *testing.T, d *deployment) {
 	// drain gives up and cancels it). Only then are b's fetches let go.
 	imgs.hold()
 	natstest.Eventually(t, 30*time.Second, "both replicas holding a full batch", func() bool { return imgs.waiting() == 2*workers })
-	a.nc.Close()
-	a.stop()
+	a.kill()
 	imgs.release()
 	atKill := archived()
 	natstest.Eventually(t, 30*time.Second, "the killed replica's batch redelivered", func() bool {
@@ -210,14 +197,7 @@ func setAckWait(t *testing.T, d *deployment, consumer string, wait time.Duration
 	}
 }
 
-// archiverReplica is one running archiver on its own connection.
-type archiverReplica struct {
-	nc     *nats.Conn
-	cancel context.CancelFunc
-	done   chan struct{}
-}
-
-func startArchiver(t *testing.T, d *deployment) *archiverReplica {
+func startArchiver(t *testing.T, d *deployment) *replica {
 	t.Helper()
 	nc := d.connect()
 	svc, err := archiver.New(t.Context(), d.cfg, nc, prometheus.NewRegistry(),
@@ -225,21 +205,7 @@ func startArchiver(t *testing.T, d *deployment) *archiverReplica {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	r := &archiverReplica{nc: nc, cancel: cancel, done: make(chan struct{})}
-	go func() {
-		defer close(r.done)
-		if err := svc.Run(ctx); err != nil {
-			t.Errorf("archiver Run: %v", err)
-		}
-	}()
-	t.Cleanup(r.stop)
-	return r
-}
-
-func (r *archiverReplica) stop() {
-	r.cancel()
-	<-r.done
+	return startReplica(t, "archiver", nc, svc.Run)
 }
 
 // imageServer serves PNGs on loopback, each after a delay, counting

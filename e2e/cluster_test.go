@@ -263,15 +263,7 @@ func (d *deployment) startQuota() *quota.Service {
 	if err != nil {
 		d.t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- svc.Run(ctx) }()
-	d.t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			d.t.Errorf("quota Run: %v", err)
-		}
-	})
+	startReplica(d.t, "quota", nc, svc.Run)
 	return svc
 }
 
@@ -425,4 +417,55 @@ func readAll(t *testing.T, js jetstream.JetStream, stream, filter string) []jets
 			t.Fatalf("read %s: only %d messages before the deadline (%v)", stream, len(out), batch.Error())
 		}
 	}
+}
+
+// replica is one service replica running on its own connection until the
+// test ends, or until kill.
+type replica struct {
+	nc     *nats.Conn
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// startReplica runs run (a service's Run) on nc in the background.
+func startReplica(t *testing.T, name string, nc *nats.Conn, run func(context.Context) error) *replica {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &replica{nc: nc, cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(r.done)
+		if err := run(ctx); err != nil {
+			t.Errorf("%s Run: %v", name, err)
+		}
+	}()
+	t.Cleanup(r.stop)
+	return r
+}
+
+// kill takes the replica down as a crash would: its connection drops with
+// its messages unacknowledged, then what it still runs is stopped.
+func (r *replica) kill() {
+	r.nc.Close()
+	r.stop()
+}
+
+func (r *replica) stop() {
+	r.cancel()
+	<-r.done
+}
+
+// streamMsgs is the number of messages stream holds, 0 while it cannot be
+// read.
+func (d *deployment) streamMsgs(stream string) uint64 {
+	ctx, cancel := context.WithTimeout(d.t.Context(), 2*time.Second)
+	defer cancel()
+	s, err := d.js.Stream(ctx, stream)
+	if err != nil {
+		return 0
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		return 0
+	}
+	return info.State.Msgs
 }

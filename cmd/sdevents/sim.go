@@ -161,11 +161,7 @@ schedule (10 s, 30 s, 1 min … 2 h) times --time-scale.`,
 		Example: `  sdevents sim callbacks --config scripts/demo.yaml --duration 30s --verify`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := g.load()
-			if err != nil {
-				return err
-			}
-			src, err := callbackSource(cfg, source)
+			cfg, src, err := g.loadCallbackSource(source)
 			if err != nil {
 				return err
 			}
@@ -384,15 +380,11 @@ func newSimSendCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "send",
 		Short: "Sign one callback with a configured key pair and POST it",
-		Example: `  sdevents sim send --config sdevents.example.yaml --biz-type sdTaskFinished \
-    --token user-42 --invoke-id i-1 --body '{"success":true,"data":{"generatedImageId":"g-1","url":"https://example.com/a.png"}}'`,
+		Example: `  sdevents sim send --config sdevents.example.yaml --biz-type apiAccessPreInvoke \
+    --token user-42 --invoke-id i-2 --body '{"batch_size":2,"n_iter":1}'`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := g.load()
-			if err != nil {
-				return err
-			}
-			src, err := callbackSource(cfg, source)
+			cfg, src, err := g.loadCallbackSource(source)
 			if err != nil {
 				return err
 			}
@@ -433,19 +425,23 @@ func newSimSendCmd(g *globals) *cobra.Command {
 	f.StringVar(&invokeID, "invoke-id", "i-"+strconv.FormatInt(time.Now().UnixNano(), 36), "invokeId")
 	f.StringVar(&apiID, "api-id", "api-txt2img", "apiId")
 	f.StringVar(&token, "token", "user-1", "the user's token (sent encrypted)")
-	f.StringVar(&body, "body", `{"success":true,"data":{"generatedImageId":"g-1","url":"https://example.com/a.png","type":"png","width":"512","height":512}}`, "request body")
+	f.StringVar(&body, "body", `{"success":true,"data":{"generatedImageId":"g-1","url":"https://images.invalid/a.png","type":"png","width":512,"height":512}}`, "request body (the default image URL never resolves)")
 	return cmd
 }
 
-// callbackSource is the configured callback source called name, or the first
-// one when name is empty.
-func callbackSource(cfg config.Config, name string) (config.Callback, error) {
+// loadCallbackSource loads the configuration and returns it with its
+// callback source called name, or the first one when name is empty.
+func (g *globals) loadCallbackSource(name string) (config.Config, config.Callback, error) {
+	cfg, err := g.load()
+	if err != nil {
+		return cfg, config.Callback{}, err
+	}
 	if name == "" && len(cfg.Callbacks) > 0 {
 		name = cfg.Callbacks[0].Name
 	}
 	src, ok := cfg.CallbackSource(name)
 	if !ok {
-		return config.Callback{}, fmt.Errorf("no callback source %q in the configuration", name)
+		return cfg, config.Callback{}, fmt.Errorf("no callback source %q in the configuration", name)
 	}
-	return src, nil
+	return cfg, src, nil
 }
