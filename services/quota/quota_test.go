@@ -14,6 +14,7 @@ import (
 	"github.com/sdevents/sdevents/pkg/callback"
 	"github.com/sdevents/sdevents/pkg/config"
 	"github.com/sdevents/sdevents/pkg/natstest"
+	"github.com/sdevents/sdevents/pkg/quotarpc"
 	"github.com/sdevents/sdevents/services/quota/ledger"
 	"github.com/sdevents/sdevents/streams"
 )
@@ -534,4 +535,34 @@ func TestLostAnswersHoldNothing(t *testing.T) {
 			len(v.Reservations), 200-held, held, held/2)
 	}
 	d.replay()
+}
+
+// TestAbandonRequestsRefuseBadInput: an abandonment request that is not
+// JSON, names no valid account or no invokeId is refused with a readable
+// answer and stores nothing.
+func TestAbandonRequestsRefuseBadInput(t *testing.T) {
+	t.Parallel()
+	d := start(t, testConfig(), 1)
+	const token = "user-abandon-input"
+	acct := acctOf(token)
+	d.grant(token, 5, "")
+	for name, payload := range map[string]string{
+		"not json":      `{"account":`,
+		"no account":    `{"invoke_id":"i-1"}`,
+		"bad account":   `{"account":"a_../x","invoke_id":"i-1"}`,
+		"no invoke id":  fmt.Sprintf(`{"account":%q}`, acct),
+		"empty request": `{}`,
+	} {
+		resp, err := d.replicas[0].nc.Request(quotarpc.SubjectAbandon, []byte(payload), 5*time.Second)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		var ans quotarpc.Answer
+		if err := json.Unmarshal(resp.Data, &ans); err != nil || ans.Success || ans.ErrMessage == "" {
+			t.Errorf("%s: answer %s", name, resp.Data)
+		}
+	}
+	if n := len(d.events(acct)); n != 1 {
+		t.Fatalf("bad abandonment requests stored %d events", n-1)
+	}
 }
