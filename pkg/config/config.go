@@ -78,6 +78,11 @@ type Ingress struct {
 	// DedupHorizon is how long a stored asynchronous callback or SNS message
 	// is remembered for de-duplication (the platform retries for 4.5 h).
 	DedupHorizon Duration `yaml:"dedup_horizon"`
+	// SNSMaxAge is how old an SNS message's Timestamp may be (SNS retries an
+	// HTTP/S delivery for at most an hour); older ones are refused. With the
+	// 5 minutes a Timestamp may be ahead, it must fit in DedupHorizon, so
+	// that every message accepted again is one still remembered.
+	SNSMaxAge Duration `yaml:"sns_max_age"`
 }
 
 // Callback is one source speaking the 002 seed's protocol.
@@ -181,6 +186,7 @@ func Default() Config {
 			SyncDeadline:   Duration(3 * time.Second),
 			PublishTimeout: Duration(2 * time.Second),
 			DedupHorizon:   Duration(7 * time.Hour),
+			SNSMaxAge:      Duration(2 * time.Hour),
 		},
 		Quota: Quota{Price: Price{PerImage: 1}, ReservationTTL: Duration(time.Hour)},
 		Archive: Archive{

@@ -98,6 +98,13 @@ aggregator: {key: job}
 `, wantErr: []string{"http.addr", "callbacks[0].name", "callbacks[0].keys", "quota.price.per_image", "aggregator.key"}},
 		{name: "duplicate source", yaml: base + "  - name: default\n    keys: [{ak: b, sk: c}]\n", wantErr: []string{`"default" is used twice`}},
 		{name: "bad topic arn", yaml: "sns:\n  - name: eks\n    topic_arns: [nope]\n", wantErr: []string{"sns[0].topic_arns[0]"}},
+		{name: "sns max age beyond the horizon", yaml: base + "ingress: {dedup_horizon: 7h, sns_max_age: 6h56m}\n", wantErr: []string{"ingress.sns_max_age", "want at most 6h55m0s"}},
+		{name: "sns max age not positive", yaml: base + "ingress: {sns_max_age: 0s}\n", wantErr: []string{"ingress.sns_max_age: must be positive"}},
+		{name: "sns max age at the horizon", yaml: base + "ingress: {dedup_horizon: 3h, sns_max_age: 2h55m}\n", check: func(t *testing.T, c config.Config) {
+			if c.Ingress.SNSMaxAge.D() != 175*time.Minute {
+				t.Fatalf("sns_max_age = %s", c.Ingress.SNSMaxAge.D())
+			}
+		}},
 		{name: "payload too small for body", yaml: base + "http: {max_body: 10485760}\n", wantErr: []string{"nats.embedded.max_payload"}},
 	}
 	for _, tc := range tests {

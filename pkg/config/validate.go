@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"github.com/rs/zerolog"
+
+	"github.com/sdevents/sdevents/pkg/sns"
 )
 
 var (
@@ -63,6 +65,11 @@ func (c Config) Validate() error {
 	positive("ingress.sync_deadline", c.Ingress.SyncDeadline)
 	positive("ingress.publish_timeout", c.Ingress.PublishTimeout)
 	positive("ingress.dedup_horizon", c.Ingress.DedupHorizon)
+	positive("ingress.sns_max_age", c.Ingress.SNSMaxAge)
+	if room := c.Ingress.DedupHorizon - Duration(sns.MaxClockSkew); c.Ingress.SNSMaxAge > room {
+		bad("ingress.sns_max_age", "%s plus the %s an SNS Timestamp may be ahead exceeds ingress.dedup_horizon %s (want at most %s)",
+			c.Ingress.SNSMaxAge.D(), sns.MaxClockSkew, c.Ingress.DedupHorizon.D(), room.D())
+	}
 
 	names := map[string]bool{}
 	for i, cb := range c.Callbacks {

@@ -48,6 +48,7 @@ var statusTable = []struct {
 	{sns.ErrUnsupportedVersion, http.StatusForbidden},
 	{sns.ErrUntrustedURL, http.StatusForbidden},
 	{sns.ErrCertificate, http.StatusForbidden},
+	{sns.ErrStale, http.StatusForbidden},
 	{sns.ErrSignature, http.StatusForbidden},
 	{sns.ErrRawDelivery, http.StatusForbidden},
 	{sns.ErrMalformed, http.StatusBadRequest},

@@ -44,6 +44,12 @@ var (
 	// Timestamp. Callers answer 403.
 	ErrCertificate = errors.New("sns: bad signing certificate")
 
+	// ErrStale is returned by Verify when Timestamp is older than
+	// Config.MaxAge, or more than MaxClockSkew ahead of the Verifier's clock:
+	// SNS no longer retries such a message, so it is a replay. Nothing has
+	// been fetched. Callers answer 403.
+	ErrStale = errors.New("sns: stale message")
+
 	// ErrSignature is returned when Signature is not valid base64 or does not
 	// verify against the canonical string. Callers answer 403.
 	ErrSignature = errors.New("sns: signature mismatch")

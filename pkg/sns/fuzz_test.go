@@ -101,9 +101,11 @@ func FuzzVerifyMutation(f *testing.F) {
 		u, _ := url.Parse(fx.env.SigningCertURL)
 		s.serve(u.Path, fx.certPEM)
 	}
-	v := s.verifier(f, fixtureTopics(fs)...)
-	for _, fx := range fs {
-		if err := v.Verify(context.Background(), fx.env); err != nil {
+	// One verifier per fixture, its clock at the fixture's Timestamp.
+	verifiers := make([]*sns.Verifier, len(fs))
+	for i, fx := range fs {
+		verifiers[i] = s.verifierAt(f, fx.at(f), fixtureTopics(fs)...)
+		if err := verifiers[i].Verify(context.Background(), fx.env); err != nil {
 			f.Fatalf("%s: %v", fx.name, err)
 		}
 	}
@@ -111,6 +113,7 @@ func FuzzVerifyMutation(f *testing.F) {
 	f.Add(uint8(2), uint8(2), "")
 	f.Fuzz(func(t *testing.T, which, field uint8, value string) {
 		fx := fs[int(which)%len(fs)]
+		v := verifiers[int(which)%len(fs)]
 		e := fx.env
 		fld := signedFields[int(field)%len(signedFields)]
 		switch {
@@ -134,12 +137,7 @@ func FuzzVerifyMutation(f *testing.F) {
 			if _, err := sns.ParseTopicARN(value); err != nil {
 				return
 			}
-			cfg := s.config(value)
-			nv, err := sns.NewVerifier(cfg)
-			if err != nil {
-				t.Fatal(err)
-			}
-			vv = nv
+			vv = s.verifierAt(t, fx.at(t), value)
 		}
 		if err := vv.Verify(context.Background(), e); err == nil {
 			t.Fatalf("%s with %s = %q verified", fx.name, fld.name, value)

@@ -293,6 +293,29 @@ func (s *certServer) verifier(t testing.TB, topics ...string) *sns.Verifier {
 	return v
 }
 
+// verifierAt returns a verifier trusting s whose clock reads now.
+func (s *certServer) verifierAt(t testing.TB, now time.Time, topics ...string) *sns.Verifier {
+	t.Helper()
+	cfg := s.config(topics...)
+	cfg.Now = func() time.Time { return now }
+	v, err := sns.NewVerifier(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// at returns the fixture's Timestamp: the fixtures are years old, so the
+// verifiers that check them have their clock moved there.
+func (f fixture) at(t testing.TB) time.Time {
+	t.Helper()
+	ts, err := f.env.Time()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ts
+}
+
 // note returns a Notification for testTopic at msgTime, signed with
 // signingKey (version 2) for certURL.
 func note(t testing.TB, certURL string) sns.Envelope {

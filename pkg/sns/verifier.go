@@ -19,7 +19,14 @@ const (
 	DefaultFetchTimeout = 5 * time.Second
 	DefaultCacheTTL     = 24 * time.Hour
 	DefaultErrorTTL     = 10 * time.Second
+	// DefaultMaxAge covers SNS's delivery retries: an HTTP/S delivery policy
+	// retries for at most one hour (a hard limit of SNS), and the second hour
+	// leaves room for throttled deliveries and clock error.
+	DefaultMaxAge = 2 * time.Hour
 )
+
+// MaxClockSkew is how far ahead of the Verifier's clock a Timestamp may be.
+const MaxClockSkew = 5 * time.Minute
 
 // Config configures a Verifier. The zero value of every optional field is the
 // production default: only AWS hosts, system roots, real clock.
@@ -51,9 +58,17 @@ type Config struct {
 	// URL's host). Must be nil when HTTPClient is set.
 	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
 
-	// Now is the clock of the certificate cache; time.Now when nil. Message
-	// validity is judged at the message's Timestamp, not at Now.
+	// Now is the clock that judges a message's age and the certificate
+	// cache's; time.Now when nil. Certificate validity is judged at the
+	// message's Timestamp, not at Now.
 	Now func() time.Time
+
+	// MaxAge is how old a message's Timestamp may be; an older one is
+	// refused with ErrStale, as is one more than MaxClockSkew ahead of Now.
+	// A receiver that remembers messages for a de-duplication horizon H must
+	// keep MaxAge + MaxClockSkew <= H, so that every message it accepts
+	// again is one it still remembers. DefaultMaxAge when zero.
+	MaxAge time.Duration
 
 	// FetchTimeout bounds one certificate fetch (shared by every Verify
 	// waiting for it) and a Confirm whose context has no deadline.
@@ -91,8 +106,8 @@ func (c Config) Validate() error {
 	if c.HTTPClient != nil && (len(c.ExtraCAPEM) > 0 || c.DialContext != nil) {
 		errs = append(errs, errors.New("sns: HTTPClient excludes ExtraCAPEM and DialContext"))
 	}
-	if c.FetchTimeout < 0 || c.CacheTTL < 0 {
-		errs = append(errs, errors.New("sns: negative FetchTimeout or CacheTTL"))
+	if c.FetchTimeout < 0 || c.CacheTTL < 0 || c.MaxAge < 0 {
+		errs = append(errs, errors.New("sns: negative FetchTimeout, CacheTTL or MaxAge"))
 	}
 	return errors.Join(errs...)
 }
@@ -104,6 +119,8 @@ type Verifier struct {
 	hosts        hostPolicy
 	client       *http.Client
 	fetchTimeout time.Duration
+	maxAge       time.Duration
+	now          func() time.Time
 	certs        *certCache
 }
 
@@ -116,6 +133,7 @@ func NewVerifier(cfg Config) (*Verifier, error) {
 		topics:       make(map[string]Topic, len(cfg.TopicARNs)),
 		hosts:        hostPolicy{extra: make(map[string]bool, len(cfg.ExtraHosts))},
 		fetchTimeout: cmp0(cfg.FetchTimeout, DefaultFetchTimeout),
+		maxAge:       cmp0(cfg.MaxAge, DefaultMaxAge),
 	}
 	for _, a := range cfg.TopicARNs {
 		v.topics[a], _ = ParseTopicARN(a)
@@ -147,6 +165,7 @@ func NewVerifier(cfg Config) (*Verifier, error) {
 	if now == nil {
 		now = time.Now
 	}
+	v.now = now
 	errorTTL := cmp0(cfg.ErrorTTL, DefaultErrorTTL)
 	if errorTTL < 0 {
 		errorTTL = 0
@@ -179,7 +198,7 @@ func (v *Verifier) AllowsTopic(arn string) bool {
 }
 
 // Verify checks that e was signed by SNS for an allowed topic. In order, and
-// without any network call before the last two steps:
+// without any network call before step 7:
 //
 //  1. e is valid (Envelope.Validate): ErrMalformed, ErrUnknownType;
 //  2. TopicArn is allowed: ErrUnknownTopic;
@@ -187,10 +206,12 @@ func (v *Verifier) AllowsTopic(arn string) bool {
 //  4. Signature is base64: ErrSignature;
 //  5. SigningCertURL, and SubscribeURL for confirmations, follow the host
 //     rules: ErrUntrustedURL;
-//  6. the certificate is fetched (or taken from the cache) and acceptable:
+//  6. Timestamp is at most Config.MaxAge old and at most MaxClockSkew
+//     ahead of Config.Now: ErrStale;
+//  7. the certificate is fetched (or taken from the cache) and acceptable:
 //     ErrCertFetch (transient), ErrCertificate;
-//  7. the certificate is valid at e's Timestamp: ErrCertificate;
-//  8. the signature verifies: ErrSignature.
+//  8. the certificate is valid at e's Timestamp: ErrCertificate;
+//  9. the signature verifies: ErrSignature.
 //
 // Verify blocks until the certificate is available or ctx ends; a fetch is
 // bounded by Config.FetchTimeout whatever ctx says.
@@ -221,6 +242,9 @@ func (v *Verifier) Verify(ctx context.Context, e Envelope) error {
 	if err != nil {
 		return err
 	}
+	if err := v.fresh(at); err != nil {
+		return err
+	}
 	req := certRequest{url: certURL, names: topic.signingNames()}
 	if extra {
 		h := certURL.Hostname()
@@ -238,4 +262,17 @@ func (v *Verifier) Verify(ctx context.Context, e Envelope) error {
 		return err
 	}
 	return checkSignature(e, cert.PublicKey.(*rsa.PublicKey))
+}
+
+// fresh checks that a message signed at t is neither older than v.maxAge nor
+// more than MaxClockSkew ahead of v's clock. It fails with ErrStale.
+func (v *Verifier) fresh(t time.Time) error {
+	now := v.now()
+	switch {
+	case t.Before(now.Add(-v.maxAge)):
+		return fmt.Errorf("%w: Timestamp %s is more than %s old", ErrStale, t.UTC().Format(time.RFC3339), v.maxAge)
+	case t.After(now.Add(MaxClockSkew)):
+		return fmt.Errorf("%w: Timestamp %s is more than %s ahead", ErrStale, t.UTC().Format(time.RFC3339), MaxClockSkew)
+	}
+	return nil
 }

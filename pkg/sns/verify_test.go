@@ -6,14 +6,15 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/sdevents/sdevents/pkg/sns"
 )
 
 // TestFixturesVerify checks every real AWS-signed fixture with its real
 // SigningCertURL: the dialer routes the AWS host to the local TLS server,
-// whose certificate for that host is trusted through ExtraCAPEM. The clock is
-// irrelevant: validity is judged at each message's Timestamp.
+// whose certificate for that host is trusted through ExtraCAPEM. Each
+// verifier's clock is moved to its fixture's Timestamp (they are years old).
 func TestFixturesVerify(t *testing.T) {
 	t.Parallel()
 	fs := loadFixtures(t)
@@ -22,10 +23,10 @@ func TestFixturesVerify(t *testing.T) {
 		u, _ := url.Parse(f.env.SigningCertURL)
 		s.serve(u.Path, f.certPEM)
 	}
-	v := s.verifier(t, fixtureTopics(fs)...)
 	for _, f := range fs {
 		t.Run(f.name, func(t *testing.T) {
 			t.Parallel()
+			v := s.verifierAt(t, f.at(t).Add(time.Minute), f.env.TopicArn)
 			if err := v.Verify(context.Background(), f.env); err != nil {
 				t.Fatal(err)
 			}
@@ -39,13 +40,14 @@ func TestFixturesVerifyExtraHost(t *testing.T) {
 	t.Parallel()
 	fs := loadFixtures(t)
 	s := newCertServer(t)
-	cfg := s.config(fixtureTopics(fs)...)
-	cfg.DialContext = nil // only the extra host is reachable
-	v, err := sns.NewVerifier(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
 	for _, f := range fs {
+		cfg := s.config(fixtureTopics(fs)...)
+		cfg.DialContext = nil // only the extra host is reachable
+		cfg.Now = func() time.Time { return f.at(t) }
+		v, err := sns.NewVerifier(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
 		u, _ := url.Parse(f.env.SigningCertURL)
 		s.serve(u.Path, f.certPEM)
 		e := f.env
@@ -129,14 +131,18 @@ func TestFixturesOneByteChange(t *testing.T) {
 			}
 		}
 	}
-	v := s.verifier(t, topics...)
+	// One verifier per fixture, its clock at the fixture's Timestamp.
+	verifiers := map[string]*sns.Verifier{}
+	for _, f := range fs {
+		verifiers[f.name] = s.verifierAt(t, f.at(t), topics...)
+	}
 	sameRegion := func(a, b string) bool {
 		ta, errA := sns.ParseTopicARN(a)
 		tb, errB := sns.ParseTopicARN(b)
 		return errA == nil && errB == nil && ta.Region == tb.Region && ta.Partition == tb.Partition
 	}
 	for _, m := range all {
-		err := v.Verify(context.Background(), m.env)
+		err := verifiers[m.fixture.name].Verify(context.Background(), m.env)
 		if err == nil {
 			t.Fatalf("%s: %s[%d] changed to %q verified", m.fixture.name, m.field, m.pos, *fieldOf(&m.env, m.field))
 		}
@@ -150,6 +156,7 @@ func TestFixturesOneByteChange(t *testing.T) {
 		t.Fatalf("only %d mutations", len(all))
 	}
 	for _, f := range fs {
+		v := verifiers[f.name]
 		// Removing or adding a Notification's Subject changes the canonical
 		// string (a confirmation's Subject is not signed).
 		e := f.env

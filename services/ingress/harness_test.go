@@ -87,7 +87,7 @@ func baseConfig(keys ...callback.Key) config.Config {
 	return cfg
 }
 
-func startHarness(t *testing.T, cfg config.Config) *harness {
+func startHarness(t *testing.T, cfg config.Config, opts ...ingress.Option) *harness {
 	t.Helper()
 	node := natstest.Start(t)
 	nc, js := natstest.Connect(t, node.URL())
@@ -96,7 +96,7 @@ func startHarness(t *testing.T, cfg config.Config) *harness {
 	log := zerolog.New(h.logs)
 	reg := prometheus.NewRegistry()
 	srv := httpserver.New(log, reg)
-	in, err := ingress.New(context.Background(), cfg, nc, reg, ingress.WithClock(h.clock))
+	in, err := ingress.New(context.Background(), cfg, nc, reg, append([]ingress.Option{ingress.WithClock(h.clock)}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -98,7 +98,7 @@ func New(ctx context.Context, cfg config.Config, nc *nats.Conn, reg prometheus.R
 	m.watchIndex(reg, s.store.seen)
 	s.snsSources = map[string]*snsSource{}
 	for _, c := range cfg.SNS {
-		src, err := newSNSSource(c, s.snsOpts...)
+		src, err := newSNSSource(c, cfg.Ingress.SNSMaxAge.D(), s.snsOpts...)
 		if err != nil {
 			return nil, fmt.Errorf("ingress: %w", err)
 		}

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/labstack/echo/v4"
 
@@ -22,9 +23,10 @@ type snsSource struct {
 	autoConfirm bool
 }
 
-// newSNSSource builds the verifier of one source from its configuration.
-func newSNSSource(c config.SNS, opts ...func(*sns.Config)) (*snsSource, error) {
-	sc := sns.Config{TopicARNs: c.TopicARNs, ExtraHosts: c.CertHosts}
+// newSNSSource builds the verifier of one source from its configuration and
+// the ingress settings (maxAge: ingress.sns_max_age).
+func newSNSSource(c config.SNS, maxAge time.Duration, opts ...func(*sns.Config)) (*snsSource, error) {
+	sc := sns.Config{TopicARNs: c.TopicARNs, ExtraHosts: c.CertHosts, MaxAge: maxAge}
 	if c.CAFile != "" {
 		pem, err := os.ReadFile(c.CAFile)
 		if err != nil {
@@ -44,9 +46,10 @@ func newSNSSource(c config.SNS, opts ...func(*sns.Config)) (*snsSource, error) {
 
 // handleSNS serves POST /v1/sns/:source: verify the envelope (certificate
 // from the topic's SNS host only), confirm subscriptions, store it once per
-// MessageId and answer 200 after the ack. Forged, unknown-topic and
-// unverifiable messages get 403, which SNS does not retry; transient failures
-// (certificate fetch, JetStream) get 5xx, which it does.
+// MessageId and answer 200 after the ack. Forged, unknown-topic, stale
+// (older than ingress.sns_max_age) and unverifiable messages get 403, which
+// SNS does not retry; transient failures (certificate fetch, JetStream) get
+// 5xx, which it does.
 func (s *Service) handleSNS(c echo.Context) error {
 	info := httpserver.Info(c)
 	name := c.Param("source")

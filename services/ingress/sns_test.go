@@ -5,17 +5,20 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/sdevents/sdevents/pkg/account"
 	"github.com/sdevents/sdevents/pkg/config"
 	"github.com/sdevents/sdevents/pkg/sns"
 	"github.com/sdevents/sdevents/pkg/sns/snstest"
+	"github.com/sdevents/sdevents/services/ingress"
 )
 
 const topic = "arn:aws:sns:us-east-1:123456789012:SdOnEKSStack-sdNotificationOutputCfn-abcdefgh"
 
-func startSNS(t *testing.T, autoConfirm bool) (*harness, *snstest.Server) {
+func startSNS(t *testing.T, autoConfirm bool, opts ...ingress.Option) (*harness, *snstest.Server) {
 	t.Helper()
 	local, err := snstest.New()
 	if err != nil {
@@ -28,7 +31,7 @@ func startSNS(t *testing.T, autoConfirm bool) (*harness, *snstest.Server) {
 	}
 	cfg := baseConfig()
 	cfg.SNS = []config.SNS{{Name: "eks", TopicARNs: []string{topic}, AutoConfirm: autoConfirm, CertHosts: []string{local.Host()}, CAFile: ca}}
-	return startHarness(t, cfg), local
+	return startHarness(t, cfg, opts...), local
 }
 
 func (h *harness) postSNS(source string, env sns.Envelope, header map[string]string) int {
@@ -156,5 +159,62 @@ func TestSNSRefusals(t *testing.T) {
 	}
 	if n := h.count(">"); n != 0 {
 		t.Fatalf("refused messages stored %d", n)
+	}
+}
+
+// movingClock is a clock a test moves.
+type movingClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *movingClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *movingClock) Set(t time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = t
+}
+
+// TestSNSStaleReplayRefused replays one signed notification while the SNS
+// verifier's clock moves: stored once while fresh, then refused (403, nothing
+// stored) once older than ingress.sns_max_age, and in particular once the
+// de-duplication horizon and JetStream's duplicate window are behind it. A
+// Timestamp more than 5 minutes ahead is refused too.
+func TestSNSStaleReplayRefused(t *testing.T) {
+	t.Parallel()
+	clock := &movingClock{now: time.Now()}
+	h, local := startSNS(t, true, ingress.WithSNSConfig(func(c *sns.Config) { c.Now = clock.Now }))
+	env, err := local.Notification(topic, `{"id":"t-stale","result":true,"image_url":[]}`, nil, sns.SignatureV2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signed, err := env.Time()
+	if err != nil {
+		t.Fatal(err)
+	}
+	maxAge := config.Default().Ingress.SNSMaxAge.D()
+	for _, step := range []struct {
+		name  string
+		clock time.Duration // after the Timestamp
+		want  int
+	}{
+		{"fresh", 0, http.StatusOK},
+		{"retried at the maximum age", maxAge, http.StatusOK},
+		{"past the maximum age", maxAge + time.Second, http.StatusForbidden},
+		{"past the de-duplication horizon", config.Default().Ingress.DedupHorizon.D() + 11*time.Minute, http.StatusForbidden},
+		{"from the future", -sns.MaxClockSkew - time.Second, http.StatusForbidden},
+	} {
+		clock.Set(signed.Add(step.clock))
+		if code := h.postSNS("eks", env, nil); code != step.want {
+			t.Fatalf("%s: %d, want %d", step.name, code, step.want)
+		}
+	}
+	if n := h.count("sd.sns.eks.Notification"); n != 1 {
+		t.Fatalf("stored %d times, want 1", n)
 	}
 }
