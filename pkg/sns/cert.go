@@ -49,7 +49,7 @@ func (r certRequest) key() string {
 // they are read only after <-done.
 type certEntry struct {
 	done    chan struct{}
-	cert    *x509.Certificate
+	cert    *signingCert
 	err     error
 	expires time.Time
 }
@@ -57,7 +57,7 @@ type certEntry struct {
 // certCache caches parsed signing certificates per request and makes
 // concurrent requests for one URL share one fetch.
 type certCache struct {
-	fetch    func(context.Context, certRequest) (*x509.Certificate, error)
+	fetch    func(context.Context, certRequest) (*signingCert, error)
 	now      func() time.Time
 	timeout  time.Duration // of one fetch, which is shared by all waiters
 	ttl      time.Duration // of a fetched certificate
@@ -71,7 +71,7 @@ type certCache struct {
 // fetch runs detached from ctx (other callers may be waiting for it) under
 // c.timeout; get itself returns early with ctx's error (wrapped in
 // ErrCertFetch) when ctx ends first.
-func (c *certCache) get(ctx context.Context, r certRequest) (*x509.Certificate, error) {
+func (c *certCache) get(ctx context.Context, r certRequest) (*signingCert, error) {
 	k := r.key()
 	c.mu.Lock()
 	e := c.entries[k]

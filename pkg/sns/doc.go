@@ -6,7 +6,10 @@
 // Parsing, canonical strings and URL policy are pure. Only a Verifier does I/O:
 // it fetches signing certificates over verified TLS, and only from the SNS host
 // of the topic's region (or a host the caller explicitly trusts), after the
-// topic has been found in the allow-list. The package never logs; every failure
+// topic has been found in the allow-list and the message found fresh; a
+// certificate must also chain to a trusted root (through the Amazon
+// intermediates embedded from amazon-intermediates.pem), and nothing else is
+// fetched to build that chain. The package never logs; every failure
 // is returned as an error wrapping one of the sentinels in errors.go, which
 // callers map to HTTP answers.
 package sns

@@ -104,6 +104,57 @@ func signingKey(t testing.TB) *rsa.PrivateKey {
 	return k
 }
 
+// testCA is a certificate authority of the tests.
+type testCA struct {
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+	pem  []byte
+}
+
+// newTestCA returns a CA named cn, valid from 2020 to 2040 (around every
+// message time of the tests).
+func newTestCA(t testing.TB, cn string) testCA {
+	t.Helper()
+	return newTestCAUntil(t, cn, time.Date(2040, 1, 1, 0, 0, 0, 0, time.UTC))
+}
+
+// newTestCAUntil returns a CA named cn, valid from 2020 to notAfter.
+func newTestCAUntil(t testing.TB, cn string, notAfter time.Time) testCA {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(time.Now().UnixNano()),
+		Subject:               pkix.Name{CommonName: cn},
+		NotBefore:             time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC),
+		NotAfter:              notAfter,
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	return testCA{cert: cert, key: key, pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
+}
+
+var (
+	signingCAOnce sync.Once
+	theSigningCA  testCA
+)
+
+// signingCA returns the CA, one per test process, that issues makeCert's
+// certificates; certServer.config trusts it.
+func signingCA(t testing.TB) testCA {
+	t.Helper()
+	signingCAOnce.Do(func() { theSigningCA = newTestCA(t, "sdevents test signing CA") })
+	return theSigningCA
+}
+
 // certSpec describes a signing certificate made by makeCert.
 type certSpec struct {
 	cn        string
@@ -112,11 +163,14 @@ type certSpec struct {
 	notBefore time.Time
 	notAfter  time.Time
 	key       any // *rsa.PrivateKey or *ecdsa.PrivateKey; signingKey when nil
+	// issuer signs the certificate: signingCA when nil.
+	issuer *testCA
+	// selfSigned makes the certificate sign itself (issuer is ignored).
+	selfSigned bool
 }
 
-// makeCert returns a self-signed certificate for spec as PEM. The signing
-// certificate need not chain anywhere: its authenticity comes from the TLS
-// fetch from a trusted host.
+// makeCert returns a certificate for spec as PEM, issued by the tests'
+// signing CA unless spec says otherwise.
 func makeCert(t testing.TB, spec certSpec) []byte {
 	t.Helper()
 	if spec.cn == "" && spec.dns == nil && spec.ips == nil {
@@ -145,7 +199,16 @@ func makeCert(t testing.TB, spec certSpec) []byte {
 	case *ecdsa.PrivateKey:
 		pub = &k.PublicKey
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, pub, key)
+	parent, parentKey := tmpl, key
+	if !spec.selfSigned {
+		ca := spec.issuer
+		if ca == nil {
+			sc := signingCA(t)
+			ca = &sc
+		}
+		parent, parentKey = ca.cert, ca.key
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, pub, parentKey)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -215,9 +278,11 @@ func newTLSPKI(t testing.TB) tlsPKI {
 type certServer struct {
 	srv   *httptest.Server
 	caPEM []byte
-	host  string // 127.0.0.1:port
-	hits  atomic.Int64
-	dials atomic.Int64
+	// signingCAPEM is the tests' signing CA, which config trusts too.
+	signingCAPEM []byte
+	host         string // 127.0.0.1:port
+	hits         atomic.Int64
+	dials        atomic.Int64
 
 	mu     sync.Mutex
 	routes map[string]http.HandlerFunc
@@ -227,7 +292,7 @@ type certServer struct {
 func newCertServer(t testing.TB) *certServer {
 	t.Helper()
 	p := newTLSPKI(t)
-	s := &certServer{caPEM: p.caPEM, routes: map[string]http.HandlerFunc{}}
+	s := &certServer{caPEM: p.caPEM, signingCAPEM: signingCA(t).pem, routes: map[string]http.HandlerFunc{}}
 	s.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.hits.Add(1)
 		s.mu.Lock()
@@ -271,13 +336,13 @@ func (s *certServer) dial(ctx context.Context, network, _ string) (net.Conn, err
 // url returns the server's https URL of path, as an extra host.
 func (s *certServer) url(path string) string { return "https://" + s.host + path }
 
-// config returns a Config trusting s: its CA, its host as an extra host, its
-// dialer for AWS host names, and a frozen clock.
+// config returns a Config trusting s: its CA and the tests' signing CA, its
+// host as an extra host, its dialer for AWS host names, and a frozen clock.
 func (s *certServer) config(topics ...string) sns.Config {
 	return sns.Config{
 		TopicARNs:   topics,
 		ExtraHosts:  []string{s.host},
-		ExtraCAPEM:  s.caPEM,
+		ExtraCAPEM:  append(append([]byte(nil), s.caPEM...), s.signingCAPEM...),
 		DialContext: s.dial,
 		Now:         func() time.Time { return msgTime },
 	}

@@ -45,8 +45,9 @@ type Config struct {
 	ExtraHosts []string
 
 	// ExtraCAPEM holds PEM CA certificates trusted in addition to the system
-	// roots when fetching certificates and confirming subscriptions. Must be
-	// empty when HTTPClient is set.
+	// roots when fetching certificates and confirming subscriptions, and as
+	// roots of the signing certificate's chain. Must be empty when HTTPClient
+	// is set.
 	ExtraCAPEM []byte
 
 	// HTTPClient, when set, is used (shallow-copied, with redirects refused)
@@ -120,8 +121,11 @@ type Verifier struct {
 	client       *http.Client
 	fetchTimeout time.Duration
 	maxAge       time.Duration
-	now          func() time.Time
-	certs        *certCache
+	// roots and intermediates verify signing certificates' chains: the
+	// system roots plus ExtraCAPEM, and the Amazon intermediates.
+	roots, intermediates *x509.CertPool
+	now                  func() time.Time
+	certs                *certCache
 }
 
 // NewVerifier returns a Verifier for cfg, or the errors of cfg.Validate.
@@ -142,15 +146,19 @@ func NewVerifier(cfg Config) (*Verifier, error) {
 		n, _ := normalizeExtraHost(h)
 		v.hosts.extra[n] = true
 	}
+	roots, err := x509.SystemCertPool()
+	if err != nil {
+		roots = x509.NewCertPool()
+	}
+	roots.AppendCertsFromPEM(cfg.ExtraCAPEM)
+	v.roots = roots
+	if v.intermediates, err = amazonIntermediates(); err != nil {
+		return nil, err
+	}
 	if cfg.HTTPClient != nil {
 		c := *cfg.HTTPClient
 		v.client = &c
 	} else {
-		roots, err := x509.SystemCertPool()
-		if err != nil {
-			roots = x509.NewCertPool()
-		}
-		roots.AppendCertsFromPEM(cfg.ExtraCAPEM)
 		t := http.DefaultTransport.(*http.Transport).Clone()
 		t.TLSClientConfig = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
 		if cfg.DialContext != nil {
@@ -171,8 +179,12 @@ func NewVerifier(cfg Config) (*Verifier, error) {
 		errorTTL = 0
 	}
 	v.certs = &certCache{
-		fetch: func(ctx context.Context, r certRequest) (*x509.Certificate, error) {
-			return fetchCert(ctx, v.client, r)
+		fetch: func(ctx context.Context, r certRequest) (*signingCert, error) {
+			cert, err := fetchCert(ctx, v.client, r)
+			if err != nil {
+				return nil, err
+			}
+			return &signingCert{cert: cert}, nil
 		},
 		now:      now,
 		timeout:  v.fetchTimeout,
@@ -210,8 +222,14 @@ func (v *Verifier) AllowsTopic(arn string) bool {
 //     ahead of Config.Now: ErrStale;
 //  7. the certificate is fetched (or taken from the cache) and acceptable:
 //     ErrCertFetch (transient), ErrCertificate;
-//  8. the certificate is valid at e's Timestamp: ErrCertificate;
+//  8. the certificate is valid at e's Timestamp and chains, through the
+//     Amazon intermediates shipped with this package, to a system root or
+//     one of Config.ExtraCAPEM, every certificate valid at that Timestamp:
+//     ErrCertificate;
 //  9. the signature verifies: ErrSignature.
+//
+// The chain is checked in addition to the HTTPS fetch from the SNS host: a
+// certificate that host did not get from a trusted CA is refused.
 //
 // Verify blocks until the certificate is available or ctx ends; a fetch is
 // bounded by Config.FetchTimeout whatever ctx says.
@@ -254,14 +272,17 @@ func (v *Verifier) Verify(ctx context.Context, e Envelope) error {
 			req.names = append(req.names, h)
 		}
 	}
-	cert, err := v.certs.get(ctx, req)
+	sc, err := v.certs.get(ctx, req)
 	if err != nil {
 		return err
 	}
-	if err := validAt(cert, at); err != nil {
+	if err := validAt(sc.cert, at); err != nil {
 		return err
 	}
-	return checkSignature(e, cert.PublicKey.(*rsa.PublicKey))
+	if err := sc.chainedAt(at, v.roots, v.intermediates); err != nil {
+		return err
+	}
+	return checkSignature(e, sc.cert.PublicKey.(*rsa.PublicKey))
 }
 
 // fresh checks that a message signed at t is neither older than v.maxAge nor

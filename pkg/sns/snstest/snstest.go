@@ -1,13 +1,16 @@
 // Package snstest is a local SNS for tests and the simulator: an HTTPS server
-// on loopback with its own CA that serves a signing certificate and answers
-// SubscribeURL confirmations, and a signer that builds envelopes the way SNS
-// does. Configure a receiver with Host() as an extra trusted host and CAPEM()
-// as an extra CA.
+// on loopback with its own CA that serves a signing certificate (issued by
+// that CA, as AWS's are by Amazon's) and answers SubscribeURL confirmations,
+// and a signer that builds envelopes the way SNS does. Configure a receiver
+// with Host() as an extra trusted host and CAPEM() as an extra CA.
 package snstest
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
@@ -42,23 +45,27 @@ type Server struct {
 
 // New starts a server; Close stops it.
 func New() (*Server, error) {
+	ca, caKey, caPEM, err := newCA()
+	if err != nil {
+		return nil, err
+	}
 	key, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
 		return nil, fmt.Errorf("snstest: key: %w", err)
 	}
 	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()),
+		SerialNumber: serial(),
 		Subject:      pkix.Name{CommonName: "sns.amazonaws.com"},
 		DNSNames:     []string{"sns.amazonaws.com"},
 		NotBefore:    time.Now().Add(-24 * time.Hour),
 		NotAfter:     time.Now().Add(365 * 24 * time.Hour),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
 	if err != nil {
 		return nil, fmt.Errorf("snstest: certificate: %w", err)
 	}
-	s := &Server{key: key, certPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), confirmed: map[string]bool{}}
+	s := &Server{key: key, certPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), caPEM: caPEM, confirmed: map[string]bool{}}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET "+CertPath, func(w http.ResponseWriter, _ *http.Request) {
 		s.certGets.Add(1)
@@ -74,16 +81,78 @@ func New() (*Server, error) {
 		s.mu.Unlock()
 		_, _ = w.Write([]byte(`<ConfirmSubscriptionResponse><ConfirmSubscriptionResult><SubscriptionArn>arn</SubscriptionArn></ConfirmSubscriptionResult></ConfirmSubscriptionResponse>`))
 	})
-	s.srv = httptest.NewUnstartedServer(mux)
-	s.srv.Listener.Close()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, fmt.Errorf("snstest: listen: %w", err)
 	}
+	tlsCert, err := serverCert(ca, caKey)
+	if err != nil {
+		ln.Close()
+		return nil, err
+	}
+	s.srv = httptest.NewUnstartedServer(mux)
+	s.srv.Listener.Close()
 	s.srv.Listener = ln
+	s.srv.TLS = &tls.Config{Certificates: []tls.Certificate{tlsCert}, MinVersion: tls.VersionTLS12}
 	s.srv.StartTLS()
-	s.caPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: s.srv.Certificate().Raw})
 	return s, nil
+}
+
+// newCA returns a CA valid from two days ago for a year: it issues the TLS
+// and the signing certificate.
+func newCA() (*x509.Certificate, *ecdsa.PrivateKey, []byte, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("snstest: CA key: %w", err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial(),
+		Subject:               pkix.Name{CommonName: "sdevents snstest CA"},
+		NotBefore:             time.Now().Add(-48 * time.Hour),
+		NotAfter:              time.Now().Add(365 * 24 * time.Hour),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		MaxPathLenZero:        true,
+		KeyUsage:              x509.KeyUsageCertSign,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("snstest: CA: %w", err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("snstest: CA: %w", err)
+	}
+	return cert, key, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), nil
+}
+
+// serverCert issues the HTTPS certificate of the loopback listener.
+func serverCert(ca *x509.Certificate, caKey *ecdsa.PrivateKey) (tls.Certificate, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("snstest: TLS key: %w", err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: serial(),
+		Subject:      pkix.Name{CommonName: "sdevents snstest"},
+		DNSNames:     []string{"localhost"},
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(30 * 24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("snstest: TLS certificate: %w", err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, nil
+}
+
+// serial returns a random certificate serial number.
+func serial() *big.Int {
+	n, _ := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 120))
+	return n
 }
 
 // Close stops the server.
@@ -92,7 +161,8 @@ func (s *Server) Close() { s.srv.Close() }
 // Host is the server's host:port, to trust as an extra host.
 func (s *Server) Host() string { return s.srv.Listener.Addr().String() }
 
-// CAPEM is the CA of the server's TLS certificate, to trust as an extra CA.
+// CAPEM is the CA of the server's TLS and signing certificates, to trust as
+// an extra CA.
 func (s *Server) CAPEM() []byte { return s.caPEM }
 
 // CertURL is the SigningCertURL of the envelopes the server signs.
