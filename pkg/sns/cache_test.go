@@ -135,7 +135,7 @@ func TestCacheExpiry(t *testing.T) {
 }
 
 // TestCacheWaiterCancel: a caller whose context ends stops waiting, while
-// the shared fetch completes for the others.
+// the shared fetch completes for the caller still waiting.
 func TestCacheWaiterCancel(t *testing.T) {
 	t.Parallel()
 	s := newCertServer(t)
@@ -146,24 +146,77 @@ func TestCacheWaiterCancel(t *testing.T) {
 		_, _ = w.Write(cert)
 	})
 	v := s.verifier(t, testTopic)
+	other := make(chan error, 1)
+	go func() { other <- v.Verify(context.Background(), note(t, awsCertURL)) }()
+	poll(t, "the fetch reaches the server", func() bool { return s.hits.Load() == 1 })
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- v.Verify(ctx, note(t, awsCertURL)) }()
-	for s.hits.Load() < 1 {
-		time.Sleep(time.Millisecond)
-	}
 	cancel()
 	if err := <-done; !errors.Is(err, sns.ErrCertFetch) || !errors.Is(err, context.Canceled) {
 		t.Fatalf("err = %v, want ErrCertFetch and context.Canceled", err)
 	}
-	other := make(chan error, 1)
-	go func() { other <- v.Verify(context.Background(), note(t, awsCertURL)) }()
 	close(release)
 	if err := <-other; err != nil {
 		t.Fatal(err)
 	}
 	if n := s.hits.Load(); n != 1 {
 		t.Fatalf("%d fetches, want 1", n)
+	}
+}
+
+// TestCacheLastWaiterCancels: when the only caller waiting for a fetch gives
+// up, the fetch is cancelled (the server sees its request end) and
+// forgotten: the next caller fetches afresh.
+func TestCacheLastWaiterCancels(t *testing.T) {
+	t.Parallel()
+	s := newCertServer(t)
+	cert := makeCert(t, certSpec{})
+	var hold atomic.Bool
+	hold.Store(true)
+	var abandoned atomic.Int64
+	s.handle(testCertPath, func(w http.ResponseWriter, r *http.Request) {
+		if hold.Load() {
+			<-r.Context().Done()
+			abandoned.Add(1)
+			return
+		}
+		_, _ = w.Write(cert)
+	})
+	cfg := s.config(testTopic)
+	cfg.FetchTimeout = time.Hour // only the waiter's leaving can end the fetch
+	v, err := sns.NewVerifier(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- v.Verify(ctx, note(t, awsCertURL)) }()
+	poll(t, "the fetch reaches the server", func() bool { return s.hits.Load() == 1 })
+	cancel()
+	if err := <-done; !errors.Is(err, sns.ErrCertFetch) || !errors.Is(err, context.Canceled) {
+		t.Fatalf("err = %v, want ErrCertFetch and context.Canceled", err)
+	}
+	poll(t, "the server sees the fetch cancelled", func() bool { return abandoned.Load() == 1 })
+	hold.Store(false)
+	if err := v.Verify(context.Background(), note(t, awsCertURL)); err != nil {
+		t.Fatalf("next caller: %v", err)
+	}
+	if n := s.hits.Load(); n != 2 {
+		t.Fatalf("%d fetches, want 2 (the cancelled one is not cached)", n)
+	}
+}
+
+// poll waits until cond holds, failing the test after a minute (a bound for
+// a loaded machine, not a timing assertion).
+func poll(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting until %s", what)
+		}
+		time.Sleep(2 * time.Millisecond)
 	}
 }
 

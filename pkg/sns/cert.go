@@ -20,10 +20,16 @@ import (
 // 2 KiB).
 const MaxCertSize = 16 << 10
 
-// maxCacheEntries bounds the certificate cache. AWS uses a handful of
-// certificates; an attacker naming many URLs on a trusted host only fills the
-// cache with short-lived failures, which are evicted first.
+// maxCacheEntries bounds the certificate cache, fetches in flight included.
+// AWS uses a handful of certificates; an attacker naming many URLs on a
+// trusted host only fills the cache with short-lived failures, which are
+// evicted first, and with fetches that end when their last waiter leaves.
 const maxCacheEntries = 256
+
+// maxFetches bounds the certificate downloads of one Verifier in progress at
+// once (and, for its default client, the connections per host); further
+// fetches wait for a turn.
+const maxFetches = 4
 
 // minRSABits is the smallest signing key accepted.
 const minRSABits = 2048
@@ -46,12 +52,26 @@ func (r certRequest) key() string {
 }
 
 // certEntry is one cached fetch. done is closed once cert/err/expires are set;
-// they are read only after <-done.
+// they are read only after <-done. waiters and cancel are guarded by the
+// cache's mutex.
 type certEntry struct {
 	done    chan struct{}
 	cert    *signingCert
 	err     error
 	expires time.Time
+
+	waiters int                // callers waiting while the fetch is in flight
+	cancel  context.CancelFunc // ends the fetch
+}
+
+// finished reports whether e's fetch has ended.
+func (e *certEntry) finished() bool {
+	select {
+	case <-e.done:
+		return true
+	default:
+		return false
+	}
 }
 
 // certCache caches parsed signing certificates per request and makes
@@ -59,88 +79,135 @@ type certEntry struct {
 type certCache struct {
 	fetch    func(context.Context, certRequest) (*signingCert, error)
 	now      func() time.Time
-	timeout  time.Duration // of one fetch, which is shared by all waiters
+	timeout  time.Duration // of one download, which is shared by all waiters
 	ttl      time.Duration // of a fetched certificate
 	errorTTL time.Duration // of a failed fetch
+	turns    chan struct{} // one token per download in progress (maxFetches)
 
 	mu      sync.Mutex
 	entries map[string]*certEntry
+	peak    int // the most entries ever held, for tests
 }
 
-// get returns the certificate for r, fetching it at most once at a time. The
-// fetch runs detached from ctx (other callers may be waiting for it) under
-// c.timeout; get itself returns early with ctx's error (wrapped in
-// ErrCertFetch) when ctx ends first.
+// newCertCache returns an empty cache that downloads with fetch.
+func newCertCache(fetch func(context.Context, certRequest) (*signingCert, error), now func() time.Time, timeout, ttl, errorTTL time.Duration) *certCache {
+	return &certCache{
+		fetch: fetch, now: now, timeout: timeout, ttl: ttl, errorTTL: errorTTL,
+		turns:   make(chan struct{}, maxFetches),
+		entries: make(map[string]*certEntry),
+	}
+}
+
+// get returns the certificate for r. Concurrent calls for one request share
+// one fetch, which runs apart from any caller's ctx but only while some
+// caller waits for it: when the last waiter's ctx ends, the fetch is
+// cancelled and forgotten. At most maxFetches fetches download at once (the
+// others wait for a turn; c.timeout bounds a download from its turn), and the
+// cache holds at most maxCacheEntries entries, fetches in flight included.
+//
+// get blocks until the fetch ends or ctx ends. Errors: the fetch's
+// (ErrCertFetch, ErrCertificate); ErrCertFetch wrapping ctx's error when ctx
+// ends first; ErrCertFetch at once when every entry is a fetch in flight.
 func (c *certCache) get(ctx context.Context, r certRequest) (*signingCert, error) {
 	k := r.key()
 	c.mu.Lock()
 	e := c.entries[k]
-	if e != nil {
-		select {
-		case <-e.done:
-			if !c.now().Before(e.expires) {
-				delete(c.entries, k)
-				e = nil
-			}
-		default: // in flight: wait for it below
-		}
+	if e != nil && e.finished() && !c.now().Before(e.expires) {
+		delete(c.entries, k)
+		e = nil
 	}
 	if e == nil {
-		e = &certEntry{done: make(chan struct{})}
-		c.evictLocked()
-		c.entries[k] = e
-		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.timeout)
-		go func() {
-			defer cancel()
-			cert, err := c.fetch(fctx, r)
-			ttl := c.ttl
-			if err != nil {
-				ttl = c.errorTTL
-			}
-			c.mu.Lock()
-			e.cert, e.err, e.expires = cert, err, c.now().Add(ttl)
+		if !c.makeRoomLocked() {
+			n := len(c.entries)
 			c.mu.Unlock()
-			close(e.done)
-		}()
+			return nil, fmt.Errorf("%w: %d certificate fetches in flight", ErrCertFetch, n)
+		}
+		fctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		e = &certEntry{done: make(chan struct{}), cancel: cancel}
+		c.entries[k] = e
+		c.peak = max(c.peak, len(c.entries))
+		go c.run(fctx, e, r)
 	}
+	if e.finished() {
+		c.mu.Unlock()
+		return e.cert, e.err
+	}
+	e.waiters++
 	c.mu.Unlock()
 	select {
 	case <-e.done:
 		return e.cert, e.err
 	case <-ctx.Done():
+		c.leave(k, e)
 		return nil, fmt.Errorf("%w: %w", ErrCertFetch, ctx.Err())
 	}
 }
 
-// evictLocked makes room for one entry: expired finished entries go first,
-// then failures, then any finished entry. In-flight entries stay.
-func (c *certCache) evictLocked() {
-	if len(c.entries) < maxCacheEntries {
+// leave removes one waiter of e; the last one cancels e's fetch and forgets
+// it, so that a later request starts afresh.
+func (c *certCache) leave(k string, e *certEntry) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e.waiters--
+	if e.waiters > 0 || e.finished() {
 		return
 	}
-	now := c.now()
-	finished := func(e *certEntry) bool {
-		select {
-		case <-e.done:
-			return true
-		default:
-			return false
-		}
+	e.cancel()
+	if c.entries[k] == e {
+		delete(c.entries, k)
 	}
+}
+
+// run fetches e's certificate in its turn and publishes the result.
+func (c *certCache) run(ctx context.Context, e *certEntry, r certRequest) {
+	defer e.cancel()
+	cert, err := c.download(ctx, r)
+	ttl := c.ttl
+	if err != nil {
+		ttl = c.errorTTL
+	}
+	c.mu.Lock()
+	e.cert, e.err, e.expires = cert, err, c.now().Add(ttl)
+	close(e.done)
+	c.mu.Unlock()
+}
+
+// download waits for a turn, then fetches within c.timeout.
+func (c *certCache) download(ctx context.Context, r certRequest) (*signingCert, error) {
+	select {
+	case c.turns <- struct{}{}:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("%w: %w", ErrCertFetch, ctx.Err())
+	}
+	defer func() { <-c.turns }()
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	return c.fetch(ctx, r)
+}
+
+// makeRoomLocked makes room for one entry and reports whether there is room:
+// expired finished entries go first, then failures, then any finished entry.
+// Fetches in flight stay, and count.
+func (c *certCache) makeRoomLocked() bool {
+	if len(c.entries) < maxCacheEntries {
+		return true
+	}
+	now := c.now()
 	for _, pass := range []func(*certEntry) bool{
 		func(e *certEntry) bool { return !now.Before(e.expires) },
 		func(e *certEntry) bool { return e.err != nil },
 		func(*certEntry) bool { return true },
 	} {
 		for k, e := range c.entries {
-			if finished(e) && pass(e) {
+			if e.finished() && pass(e) {
 				delete(c.entries, k)
 				if len(c.entries) < maxCacheEntries {
-					return
+					return true
 				}
 			}
 		}
 	}
+	return false
 }
 
 // fetchCert GETs r.url with client and returns the certificate if the answer

@@ -71,8 +71,9 @@ type Config struct {
 	// again is one it still remembers. DefaultMaxAge when zero.
 	MaxAge time.Duration
 
-	// FetchTimeout bounds one certificate fetch (shared by every Verify
-	// waiting for it) and a Confirm whose context has no deadline.
+	// FetchTimeout bounds one certificate download (shared by every Verify
+	// waiting for it; a few download at once, the others wait for their
+	// turn) and a Confirm whose context has no deadline.
 	// DefaultFetchTimeout when zero.
 	FetchTimeout time.Duration
 
@@ -161,6 +162,7 @@ func NewVerifier(cfg Config) (*Verifier, error) {
 	} else {
 		t := http.DefaultTransport.(*http.Transport).Clone()
 		t.TLSClientConfig = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
+		t.MaxConnsPerHost = maxFetches
 		if cfg.DialContext != nil {
 			t.DialContext = cfg.DialContext
 			t.Proxy = nil
@@ -178,20 +180,13 @@ func NewVerifier(cfg Config) (*Verifier, error) {
 	if errorTTL < 0 {
 		errorTTL = 0
 	}
-	v.certs = &certCache{
-		fetch: func(ctx context.Context, r certRequest) (*signingCert, error) {
-			cert, err := fetchCert(ctx, v.client, r)
-			if err != nil {
-				return nil, err
-			}
-			return &signingCert{cert: cert}, nil
-		},
-		now:      now,
-		timeout:  v.fetchTimeout,
-		ttl:      cmp0(cfg.CacheTTL, DefaultCacheTTL),
-		errorTTL: errorTTL,
-		entries:  make(map[string]*certEntry),
-	}
+	v.certs = newCertCache(func(ctx context.Context, r certRequest) (*signingCert, error) {
+		cert, err := fetchCert(ctx, v.client, r)
+		if err != nil {
+			return nil, err
+		}
+		return &signingCert{cert: cert}, nil
+	}, now, v.fetchTimeout, cmp0(cfg.CacheTTL, DefaultCacheTTL), errorTTL)
 	return v, nil
 }
 
@@ -231,8 +226,12 @@ func (v *Verifier) AllowsTopic(arn string) bool {
 // The chain is checked in addition to the HTTPS fetch from the SNS host: a
 // certificate that host did not get from a trusted CA is refused.
 //
-// Verify blocks until the certificate is available or ctx ends; a fetch is
-// bounded by Config.FetchTimeout whatever ctx says.
+// Verify blocks until the certificate is available or ctx ends. A fetch is
+// shared by every Verify of the same SigningCertURL, bounded by
+// Config.FetchTimeout once it downloads, and cancelled when no Verify waits
+// for it any more; a few download at once, and the cache holds at most a few
+// hundred certificates and fetches, beyond which Verify fails at once with
+// ErrCertFetch.
 func (v *Verifier) Verify(ctx context.Context, e Envelope) error {
 	if err := e.Validate(); err != nil {
 		return err
