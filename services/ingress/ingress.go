@@ -39,6 +39,10 @@ type Service struct {
 	now        func() time.Time
 	metrics    *metrics
 
+	// confirms claims subscription confirmations (ConfirmationsBucket); nil
+	// when no SNS source confirms automatically.
+	confirms jetstream.KeyValue
+
 	// bg bounds background work (abandonments, abandon.go); Run cancels it
 	// and waits for it on its way out.
 	bg     context.Context
@@ -103,6 +107,11 @@ func New(ctx context.Context, cfg config.Config, nc *nats.Conn, reg prometheus.R
 			return nil, fmt.Errorf("ingress: %w", err)
 		}
 		s.snsSources[c.Name] = src
+		if c.AutoConfirm && s.confirms == nil {
+			if s.confirms, err = js.KeyValue(ctx, ConfirmationsBucket); err != nil {
+				return nil, fmt.Errorf("ingress: %w", err)
+			}
+		}
 	}
 	return s, nil
 }

@@ -1,6 +1,7 @@
 package ingress
 
 import (
+	"cmp"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -21,6 +22,9 @@ import (
 type snsSource struct {
 	verifier    *sns.Verifier
 	autoConfirm bool
+	// confirmLease is how long a claim to confirm a subscription holds
+	// (confirm.go): twice the bound of the GET it covers.
+	confirmLease time.Duration
 }
 
 // newSNSSource builds the verifier of one source from its configuration and
@@ -41,12 +45,13 @@ func newSNSSource(c config.SNS, maxAge time.Duration, opts ...func(*sns.Config))
 	if err != nil {
 		return nil, fmt.Errorf("sns source %s: %w", c.Name, err)
 	}
-	return &snsSource{verifier: v, autoConfirm: c.AutoConfirm}, nil
+	lease := 2 * cmp.Or(sc.FetchTimeout, sns.DefaultFetchTimeout)
+	return &snsSource{verifier: v, autoConfirm: c.AutoConfirm, confirmLease: lease}, nil
 }
 
 // handleSNS serves POST /v1/sns/:source: verify the envelope (certificate
-// from the topic's SNS host only), confirm subscriptions, store it once per
-// MessageId and answer 200 after the ack. Forged, unknown-topic, stale
+// from the topic's SNS host only), store it once per MessageId, confirm
+// subscriptions once per Token (confirm.go) and answer 200 after the ack. Forged, unknown-topic, stale
 // (older than ingress.sns_max_age) and unverifiable messages get 403, which
 // SNS does not retry; transient failures (certificate fetch, JetStream) get
 // 5xx, which it does.
@@ -87,12 +92,6 @@ func (s *Service) handleSNS(c echo.Context) error {
 		}
 	}
 	info.Account, info.InvokeID = acct, taskID
-	if env.Type == sns.TypeSubscriptionConfirmation && src.autoConfirm {
-		if err := src.verifier.Confirm(ctx, env); err != nil {
-			return err
-		}
-		info.Outcome = "confirmed"
-	}
 
 	key := snsKey(name, env.MessageId)
 	msg := event.Message("sd.sns."+name+"."+env.Type, event.Meta{
@@ -111,11 +110,20 @@ func (s *Service) handleSNS(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	if info.Outcome == "" {
-		info.Outcome = "stored"
-	}
+	info.Outcome = "stored"
 	if stored.Duplicate {
 		info.Outcome = "duplicate"
+	}
+	if env.Type == sns.TypeSubscriptionConfirmation && src.autoConfirm {
+		// Stored first: the confirmation is on record even when the GET
+		// fails, and a redelivery retries only the GET.
+		made, err := s.confirmOnce(ctx, name, src, env)
+		if err != nil {
+			return err
+		}
+		if made {
+			info.Outcome = "confirmed"
+		}
 	}
 	return answerStored(c)
 }

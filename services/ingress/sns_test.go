@@ -2,15 +2,22 @@ package ingress_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+
 	"github.com/sdevents/sdevents/pkg/account"
 	"github.com/sdevents/sdevents/pkg/config"
+	"github.com/sdevents/sdevents/pkg/httpserver"
+	"github.com/sdevents/sdevents/pkg/natstest"
 	"github.com/sdevents/sdevents/pkg/sns"
 	"github.com/sdevents/sdevents/pkg/sns/snstest"
 	"github.com/sdevents/sdevents/services/ingress"
@@ -25,22 +32,39 @@ func startSNS(t *testing.T, autoConfirm bool, opts ...ingress.Option) (*harness,
 		t.Fatal(err)
 	}
 	t.Cleanup(local.Close)
+	return startHarness(t, snsConfig(t, local, autoConfirm), opts...), local
+}
+
+// snsConfig is the test configuration with an SNS source "eks" trusting
+// local (its host and CA).
+func snsConfig(t *testing.T, local *snstest.Server, autoConfirm bool) config.Config {
+	t.Helper()
 	ca := t.TempDir() + "/ca.pem"
 	if err := writeFile(ca, local.CAPEM()); err != nil {
 		t.Fatal(err)
 	}
 	cfg := baseConfig()
 	cfg.SNS = []config.SNS{{Name: "eks", TopicARNs: []string{topic}, AutoConfirm: autoConfirm, CertHosts: []string{local.Host()}, CAFile: ca}}
-	return startHarness(t, cfg, opts...), local
+	return cfg
 }
 
 func (h *harness) postSNS(source string, env sns.Envelope, header map[string]string) int {
 	h.t.Helper()
-	raw, err := json.Marshal(env)
+	code, _, err := deliverSNS(h.base, source, env, header)
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	req, _ := http.NewRequest(http.MethodPost, h.base+"/v1/sns/"+source, bytes.NewReader(raw))
+	return code
+}
+
+// deliverSNS POSTs env to the ingress at base as SNS does and returns the
+// answer's status and body. An error answer must say success:false.
+func deliverSNS(base, source string, env sns.Envelope, header map[string]string) (int, []byte, error) {
+	raw, err := json.Marshal(env)
+	if err != nil {
+		return 0, nil, err
+	}
+	req, _ := http.NewRequest(http.MethodPost, base+"/v1/sns/"+source, bytes.NewReader(raw))
 	req.Header.Set("Content-Type", "text/plain; charset=UTF-8")
 	req.Header.Set("x-amz-sns-message-type", env.Type)
 	for k, v := range header {
@@ -48,14 +72,42 @@ func (h *harness) postSNS(source string, env sns.Envelope, header map[string]str
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		h.t.Fatal(err)
+		return 0, nil, err
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode >= 400 && !bytes.Contains(body, []byte(`"success":false`)) {
-		h.t.Fatalf("error answer without success:false: %s", body)
+		return 0, nil, fmt.Errorf("error answer without success:false: %s", body)
 	}
-	return resp.StatusCode
+	return resp.StatusCode, body, nil
+}
+
+// replica starts another ingress with cfg on h's NATS server (a second
+// replica, or the first one restarted) and returns its base URL.
+func (h *harness) replica(cfg config.Config, opts ...ingress.Option) string {
+	h.t.Helper()
+	nc, _ := natstest.Connect(h.t, h.node.URL())
+	reg := prometheus.NewRegistry()
+	srv := httpserver.New(zerolog.New(h.logs), reg)
+	in, err := ingress.New(context.Background(), cfg, nc, reg, opts...)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	in.Routes(srv.Echo())
+	if err := srv.Listen(cfg.HTTP.Addr); err != nil {
+		h.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = srv.Run(ctx) })
+	wg.Go(func() { _ = in.Run(ctx) })
+	h.t.Cleanup(func() {
+		cancel()
+		_ = srv.Shutdown(context.Background())
+		wg.Wait()
+	})
+	natstest.Eventually(h.t, 10*time.Second, "replica ready", func() bool { return in.Ready(ctx) == nil })
+	return "http://" + srv.Addr()
 }
 
 // TestSNSNotificationsStoredOnceAcrossRetries: v1 and v2 notifications from a

@@ -38,9 +38,11 @@ type Server struct {
 	certPEM []byte
 	caPEM   []byte
 
-	mu        sync.Mutex
-	confirmed map[string]bool // subscription tokens confirmed by a GET
-	certGets  atomic.Int64
+	mu           sync.Mutex
+	confirmed    map[string]bool // subscription tokens confirmed by a GET
+	confirmGets  map[string]int  // ConfirmSubscription GETs per token
+	failConfirms int             // GETs still to answer 500
+	certGets     atomic.Int64
 }
 
 // New starts a server; Close stops it.
@@ -65,7 +67,10 @@ func New() (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("snstest: certificate: %w", err)
 	}
-	s := &Server{key: key, certPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), caPEM: caPEM, confirmed: map[string]bool{}}
+	s := &Server{
+		key: key, certPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), caPEM: caPEM,
+		confirmed: map[string]bool{}, confirmGets: map[string]int{},
+	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET "+CertPath, func(w http.ResponseWriter, _ *http.Request) {
 		s.certGets.Add(1)
@@ -76,9 +81,20 @@ func New() (*Server, error) {
 			http.Error(w, "unknown action", http.StatusBadRequest)
 			return
 		}
+		token := r.URL.Query().Get("Token")
 		s.mu.Lock()
-		s.confirmed[r.URL.Query().Get("Token")] = true
+		s.confirmGets[token]++
+		fail := s.failConfirms > 0
+		if fail {
+			s.failConfirms--
+		} else {
+			s.confirmed[token] = true
+		}
 		s.mu.Unlock()
+		if fail {
+			http.Error(w, "internal failure", http.StatusInternalServerError)
+			return
+		}
 		_, _ = w.Write([]byte(`<ConfirmSubscriptionResponse><ConfirmSubscriptionResult><SubscriptionArn>arn</SubscriptionArn></ConfirmSubscriptionResult></ConfirmSubscriptionResponse>`))
 	})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -176,6 +192,35 @@ func (s *Server) Confirmed(token string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.confirmed[token]
+}
+
+// ConfirmGets counts the ConfirmSubscription GETs made with token, failed
+// ones included.
+func (s *Server) ConfirmGets(token string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.confirmGets[token]
+}
+
+// FailConfirmations makes the next n ConfirmSubscription GETs answer 500
+// without confirming.
+func (s *Server) FailConfirmations(n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.failConfirms = n
+}
+
+// Sign signs e with the server's key as SNS does (version "1" or "2"),
+// after pointing its SigningCertURL at the server. The caller sets every
+// other field; e is unchanged on error (the errors of sns.Sign).
+func (s *Server) Sign(e *sns.Envelope, version string) error {
+	cp := *e
+	cp.SigningCertURL = s.CertURL()
+	if err := sns.Sign(&cp, s.key, version); err != nil {
+		return err
+	}
+	*e = cp
+	return nil
 }
 
 // Notification returns a signed Notification of message on topicARN. A nil

@@ -1,0 +1,4 @@
+package ingress
+
+// ConfirmKey is confirmKey, for the tests.
+var ConfirmKey = confirmKey
