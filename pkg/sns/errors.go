@@ -2,6 +2,25 @@ package sns
 
 import "errors"
 
+// sentinels lists the sentinels below, for Sentinel.
+var sentinels = []error{
+	ErrTooLarge, ErrMalformed, ErrUnknownType, ErrUnknownTopic, ErrUnsupportedVersion, ErrUntrustedURL,
+	ErrCertFetch, ErrCertificate, ErrStale, ErrSignature, ErrConfirm, ErrRawDelivery,
+}
+
+// Sentinel returns the sentinel of this package that err wraps, or nil. Its
+// text names the kind of failure and nothing of the case: no host, address,
+// resolver or certificate detail, which err's own text may hold. Callers
+// answer with it and log err.
+func Sentinel(err error) error {
+	for _, s := range sentinels {
+		if errors.Is(err, s) {
+			return s
+		}
+	}
+	return nil
+}
+
 // Sentinel errors. Every error returned by this package wraps exactly one of
 // them (test with errors.Is); the text after the sentinel describes the case
 // and never contains a certificate body or a Token.

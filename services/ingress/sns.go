@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"os"
 	"time"
@@ -55,7 +56,47 @@ func newSNSSource(c config.SNS, maxAge time.Duration, opts ...func(*sns.Config))
 // (older than ingress.sns_max_age) and unverifiable messages get 403, which
 // SNS does not retry; transient failures (certificate fetch, JetStream) get
 // 5xx, which it does.
+//
+// An answer's errMessage names the kind of failure only: an error's text may
+// name hosts, addresses and resolvers (of a certificate fetch, a
+// confirmation, the store), which go to the request's log line instead.
 func (s *Service) handleSNS(c echo.Context) error {
+	err := s.serveSNS(c)
+	if err == nil {
+		return nil
+	}
+	httpserver.Info(c).Err = err
+	return publicError{err}
+}
+
+// publicError is an SNS failure as answered: its text is the kind of failure
+// (publicReason); it wraps the whole error, which chooses the status.
+type publicError struct{ err error }
+
+func (e publicError) Error() string { return publicReason(e.err) }
+func (e publicError) Unwrap() error { return e.err }
+
+// httpSentinels are the httpserver sentinels an SNS failure may wrap.
+var httpSentinels = []error{
+	httpserver.ErrNotFound, httpserver.ErrTooLarge, httpserver.ErrBadRequest, httpserver.ErrUnavailable,
+}
+
+// publicReason returns the text of the sentinel err wraps: an sns one first,
+// then an httpserver one; "internal error" otherwise.
+func publicReason(err error) string {
+	if s := sns.Sentinel(err); s != nil {
+		return s.Error()
+	}
+	for _, s := range httpSentinels {
+		if errors.Is(err, s) {
+			return s.Error()
+		}
+	}
+	return "internal error"
+}
+
+// serveSNS is handleSNS with errors as they are.
+func (s *Service) serveSNS(c echo.Context) error {
 	info := httpserver.Info(c)
 	name := c.Param("source")
 	src, ok := s.snsSources[name]
