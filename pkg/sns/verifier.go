@@ -122,11 +122,12 @@ type Verifier struct {
 	client       *http.Client
 	fetchTimeout time.Duration
 	maxAge       time.Duration
+	now          func() time.Time
+	certs        *certCache
+
 	// roots and intermediates verify signing certificates' chains: the
 	// system roots plus ExtraCAPEM, and the Amazon intermediates.
 	roots, intermediates *x509.CertPool
-	now                  func() time.Time
-	certs                *certCache
 }
 
 // NewVerifier returns a Verifier for cfg, or the errors of cfg.Validate.

@@ -52,10 +52,11 @@ func newSNSSource(c config.SNS, maxAge time.Duration, opts ...func(*sns.Config))
 
 // handleSNS serves POST /v1/sns/:source: verify the envelope (certificate
 // from the topic's SNS host only), store it once per MessageId, confirm
-// subscriptions once per Token (confirm.go) and answer 200 after the ack. Forged, unknown-topic, stale
-// (older than ingress.sns_max_age) and unverifiable messages get 403, which
-// SNS does not retry; transient failures (certificate fetch, JetStream) get
-// 5xx, which it does.
+// subscriptions once per Token (confirm.go) and answer 200 after the ack.
+// Forged, unknown-topic, stale (older than ingress.sns_max_age) and
+// unverifiable messages get 403, which SNS does not retry; transient
+// failures (certificate fetch, confirmation, JetStream) get 5xx, which it
+// does.
 //
 // An answer's errMessage names the kind of failure only: an error's text may
 // name hosts, addresses and resolvers (of a certificate fetch, a
