@@ -18,13 +18,12 @@ import (
 )
 
 // slowCertServer is a TLS server on loopback that never answers: every
-// request is held until its client goes away. It counts requests and
-// connections, at the moment and at their peak.
+// request is held until its client goes away. It counts requests (in all
+// and held) and connections (open and at their peak).
 type slowCertServer struct {
 	srv                *httptest.Server
 	caPEM              []byte
 	requests, inflight atomic.Int64
-	peakInflight       atomic.Int64
 	conns, peakConns   atomic.Int64
 	release            chan struct{}
 }
