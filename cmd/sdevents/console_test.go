@@ -12,10 +12,12 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"net/http/cookiejar"
 	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -25,6 +27,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/sdevents/sdevents/pkg/account"
+	"github.com/sdevents/sdevents/pkg/admintoken"
 	"github.com/sdevents/sdevents/pkg/callback"
 	"github.com/sdevents/sdevents/pkg/config"
 	"github.com/sdevents/sdevents/pkg/natstest"
@@ -289,6 +292,81 @@ func TestRunWithoutAdminTokenHasNoConsole(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusNotFound {
 		t.Fatalf("/console/jobs without admin.token: %d, want 404", resp.StatusCode)
+	}
+}
+
+// TestOneBrakeForAdminTokens: the operator API and the console count wrong
+// admin tokens on one brake, built once by the composition root: wrong
+// tokens split between the console's bearer header, its login form and the
+// admin API use up the client's tries on both, and the right token is then
+// refused (429) on either.
+func TestOneBrakeForAdminTokens(t *testing.T) {
+	t.Parallel()
+	cfg := exampleConfig(t, t.TempDir())
+	r := startRun(t, cfg)
+	base := "http://" + r.p.http.Addr()
+	jar, _ := cookiejar.New(nil)
+	browser := &http.Client{Jar: jar, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	call := func(c *http.Client, method, path, token string, form url.Values) *http.Response {
+		t.Helper()
+		var body io.Reader
+		if form != nil {
+			body = strings.NewReader(form.Encode())
+		}
+		req, err := http.NewRequest(method, base+path, body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if form != nil {
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		}
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp
+	}
+	// The login form's pre-session CSRF token.
+	page := httptest.NewRecorder()
+	resp, err := browser.Get(base + "/console/login")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(page, resp.Body)
+	resp.Body.Close()
+	m := regexp.MustCompile(`name="csrf" value="([^"]+)"`).FindStringSubmatch(page.Body.String())
+	if m == nil {
+		t.Fatal("no CSRF token in the login form")
+	}
+	for i := range admintoken.MaxFailures {
+		guess := fmt.Sprintf("guess-%d", i)
+		var a *http.Response
+		switch i % 3 {
+		case 0:
+			a = call(http.DefaultClient, http.MethodGet, "/v1/admin/accounts/_", guess, nil)
+		case 1:
+			a = call(http.DefaultClient, http.MethodGet, "/console/jobs", guess, nil)
+		default:
+			a = call(browser, http.MethodPost, "/console/login", "", url.Values{"csrf": {m[1]}, "token": {guess}})
+		}
+		if a.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("guess %d: %d, want 401", i, a.StatusCode)
+		}
+	}
+	token := cfg.Admin.Token.Reveal()
+	for name, a := range map[string]*http.Response{
+		"admin API":     call(http.DefaultClient, http.MethodGet, "/v1/admin/accounts/_", token, nil),
+		"console":       call(http.DefaultClient, http.MethodGet, "/console/jobs", token, nil),
+		"console login": call(browser, http.MethodPost, "/console/login", "", url.Values{"csrf": {m[1]}, "token": {token}}),
+	} {
+		if a.StatusCode != http.StatusTooManyRequests || a.Header.Get("Retry-After") == "" {
+			t.Errorf("%s after %d wrong tokens on both: %d, Retry-After %q; want 429", name, admintoken.MaxFailures, a.StatusCode, a.Header.Get("Retry-After"))
+		}
 	}
 }
 

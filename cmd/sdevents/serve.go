@@ -16,6 +16,7 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
 
+	"github.com/sdevents/sdevents/pkg/admintoken"
 	"github.com/sdevents/sdevents/pkg/config"
 	"github.com/sdevents/sdevents/pkg/httpserver"
 	"github.com/sdevents/sdevents/pkg/natsrv"
@@ -61,13 +62,16 @@ type component struct {
 // process is what one sdevents process runs: the embedded server (run only),
 // the NATS connection, the HTTP server and the chosen services.
 type process struct {
-	cfg        config.Config
-	log        zerolog.Logger
-	srv        *server.Server
-	nc         *nats.Conn
-	js         jetstream.JetStream
-	http       *httpserver.Server
-	reg        *prometheus.Registry
+	cfg  config.Config
+	log  zerolog.Logger
+	srv  *server.Server
+	nc   *nats.Conn
+	js   jetstream.JetStream
+	http *httpserver.Server
+	reg  *prometheus.Registry
+	// brake counts wrong admin tokens for every service that accepts the
+	// admin token (operator API, console): one count per client.
+	brake      *admintoken.Brake
 	components []component
 }
 
@@ -130,7 +134,7 @@ func newLogger(cfg config.Log) zerolog.Logger {
 // stream definitions and constructs the services. cleanup closes what build
 // opened, in reverse order.
 func build(ctx context.Context, cfg config.Config, services []string) (*process, func(), error) {
-	p := &process{cfg: cfg, log: newLogger(cfg.Log), reg: prometheus.NewRegistry()}
+	p := &process{cfg: cfg, log: newLogger(cfg.Log), reg: prometheus.NewRegistry(), brake: admintoken.NewBrake(nil)}
 	var closers []func()
 	cleanup := func() {
 		for i := len(closers) - 1; i >= 0; i-- {

@@ -46,10 +46,10 @@ type auth struct {
 	now   func() time.Time
 }
 
-func newAuth(token string, now func() time.Time) *auth {
+func newAuth(token string, brake *admintoken.Brake, now func() time.Time) *auth {
 	mac := hmac.New(sha256.New, []byte(token))
 	mac.Write([]byte("sdevents console session v1"))
-	return &auth{token: admintoken.New(token, now), key: mac.Sum(nil), now: now}
+	return &auth{token: admintoken.New(token, brake), key: mac.Sum(nil), now: now}
 }
 
 // presented checks a token presented by c's client, by login form or bearer

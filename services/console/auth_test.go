@@ -52,7 +52,7 @@ func TestEveryPageNeedsTheAdminToken(t *testing.T) {
 			if r.method == "POST" {
 				form = url.Values{"credits": {"5"}, "account": {"_"}}
 			}
-			h.svc.auth.token.Forget() // this test counts pages, not guesses (TestGuessingIsThrottled)
+			h.svc.brake.Forget() // this test counts pages, not guesses (TestGuessingIsThrottled)
 			a := h.do(h.client(), r.method, r.path, form, hdr)
 			if a.status != http.StatusUnauthorized {
 				t.Errorf("%s %s (%s): %d, want 401", r.method, r.path, name, a.status)
@@ -162,9 +162,9 @@ func TestLoginSessionAndLogout(t *testing.T) {
 // admin token (the token was changed) is refused.
 func TestSessionOfAnotherTokenIsRefused(t *testing.T) {
 	t.Parallel()
-	old := newAuth("old-token", time.Now)
+	old := newAuth("old-token", nil, time.Now)
 	cookie, _ := old.newSession()
-	cur := newAuth("new-token", time.Now)
+	cur := newAuth("new-token", nil, time.Now)
 	if _, ok := cur.session(cookie); ok {
 		t.Fatal("a session of the old token is accepted")
 	}

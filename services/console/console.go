@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
+	"github.com/sdevents/sdevents/pkg/admintoken"
 	"github.com/sdevents/sdevents/pkg/blob/dirstore"
 	"github.com/sdevents/sdevents/pkg/blob/s3store"
 	"github.com/sdevents/sdevents/pkg/config"
@@ -49,6 +50,7 @@ type Service struct {
 	views  *views
 	log    zerolog.Logger
 	now    func() time.Time
+	brake  *admintoken.Brake // counts wrong admin tokens; shared with the operator API
 }
 
 // Option changes a Service built by New.
@@ -61,6 +63,12 @@ func WithLogger(l zerolog.Logger) Option { return func(s *Service) { s.log = l }
 func WithReader(wrap func(Reader) Reader) Option {
 	return func(s *Service) { s.reader = wrap(s.reader) }
 }
+
+// WithAdminBrake makes the console count wrong admin tokens (login form and
+// bearer header) on b, the brake the composition root shares with the
+// operator API: a guesser gets admintoken.MaxFailures tries in all. Without
+// it the console has a brake of its own.
+func WithAdminBrake(b *admintoken.Brake) Option { return func(s *Service) { s.brake = b } }
 
 // WithClock replaces time.Now (sessions, live buckets).
 func WithClock(now func() time.Time) Option { return func(s *Service) { s.now = now } }
@@ -106,7 +114,10 @@ func New(ctx context.Context, cfg config.Config, nc *nats.Conn, opts ...Option) 
 		o(s)
 	}
 	s.thumbs = newThumbnailer(s.store, thumbCacheBytes)
-	s.auth = newAuth(token, func() time.Time { return s.now() })
+	if s.brake == nil {
+		s.brake = admintoken.NewBrake(func() time.Time { return s.now() })
+	}
+	s.auth = newAuth(token, s.brake, func() time.Time { return s.now() })
 	s.live = newLive(func() time.Time { return s.now() })
 	if s.quota, err = quota.New(ctx, cfg, nc, prometheus.NewRegistry(), quota.WithLogger(s.log)); err != nil {
 		return nil, fmt.Errorf("console: %w", err)

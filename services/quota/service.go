@@ -39,6 +39,7 @@ type Service struct {
 	now      func() time.Time
 	log      zerolog.Logger
 	metrics  *metrics
+	brake    *admintoken.Brake // counts wrong admin tokens; shared with the console
 
 	perImage int64
 	ttl      time.Duration
@@ -63,6 +64,13 @@ func WithClock(now func() time.Time) Option { return func(s *Service) { s.now = 
 
 // WithLogger sets the logger of failures and expiries (default: none).
 func WithLogger(l zerolog.Logger) Option { return func(s *Service) { s.log = l } }
+
+// WithAdminBrake makes the operator API count wrong admin tokens on b, the
+// brake the composition root shares with every other part of the process
+// that accepts the admin token (the console): a guesser gets
+// admintoken.MaxFailures tries in all. Without it the API has a brake of its
+// own.
+func WithAdminBrake(b *admintoken.Brake) Option { return func(s *Service) { s.brake = b } }
 
 // New builds a quota replica over an open NATS connection. The streams of
 // streams/ must have been applied: New returns an error when QUOTA,
@@ -169,7 +177,11 @@ func (s *Service) Routes(e *echo.Echo) {
 	if s.cfg.Admin.Token.Reveal() == "" {
 		return
 	}
-	g := e.Group("/v1/admin", s.redactPath, requireToken(admintoken.New(s.cfg.Admin.Token.Reveal(), s.now)))
+	brake := s.brake
+	if brake == nil {
+		brake = admintoken.NewBrake(s.now)
+	}
+	g := e.Group("/v1/admin", s.redactPath, requireToken(admintoken.New(s.cfg.Admin.Token.Reveal(), brake)))
 	g.POST("/accounts/:account/credits", s.handleGrant)
 	g.GET("/accounts/:account", s.handleAccount)
 }

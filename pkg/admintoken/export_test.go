@@ -1,0 +1,4 @@
+package admintoken
+
+// MaxTracked exports maxTracked to the tests.
+const MaxTracked = maxTracked
