@@ -180,7 +180,10 @@ func (s *Service) handleAccount(c echo.Context) error {
 // or token:<token> (posted, so that a token never lands in a URL) and
 // redirects to the account's page.
 func (s *Service) handleFind(c echo.Context) error {
-	id, err := account.Parse(strings.TrimSpace(c.FormValue("account")))
+	if err := readForm(c); err != nil {
+		return err
+	}
+	id, err := account.Parse(strings.TrimSpace(field(c, "account")))
 	if err != nil {
 		return fmt.Errorf("%w: %v", httpserver.ErrBadRequest, err)
 	}
@@ -193,18 +196,21 @@ func (s *Service) handleFind(c echo.Context) error {
 // removes; an optional idempotency id (the form proposes a fresh one, so a
 // form posted twice grants once).
 func (s *Service) handleGrant(c echo.Context) error {
-	raw := strings.TrimSpace(c.FormValue("account"))
+	if err := readForm(c); err != nil {
+		return err
+	}
+	raw := strings.TrimSpace(field(c, "account"))
 	id, err := account.Parse(raw)
 	if err != nil {
 		return fmt.Errorf("%w: %v", httpserver.ErrBadRequest, err)
 	}
 	httpserver.Info(c).Account = id
-	field := strings.TrimSpace(c.FormValue("credits"))
-	n, err := strconv.ParseInt(field, 10, 64)
+	credits := strings.TrimSpace(field(c, "credits"))
+	n, err := strconv.ParseInt(credits, 10, 64)
 	if err != nil {
-		return fmt.Errorf("%w: credits %q: want an integer", httpserver.ErrBadRequest, field)
+		return fmt.Errorf("%w: credits %q: want an integer", httpserver.ErrBadRequest, credits)
 	}
-	ans, err := s.grant(c.Request().Context(), id, n, strings.TrimSpace(c.FormValue("id")))
+	ans, err := s.grant(c.Request().Context(), id, n, strings.TrimSpace(field(c, "id")))
 	if err != nil {
 		return err
 	}

@@ -144,19 +144,18 @@ func (a *auth) require(next echo.HandlerFunc) echo.HandlerFunc {
 	}
 }
 
-// checkCSRF requires the form field and the CSRF cookie to equal want.
+// checkCSRF requires the CSRF cookie, then the form field csrf, to equal
+// want. The cookie is checked before the form is read: a request without it
+// is refused unread.
 func checkCSRF(c echo.Context, want string) error {
-	if want == "" {
-		return errBadCSRF
-	}
-	field := c.FormValue(csrfField)
 	ck, err := c.Request().Cookie(csrfCookie)
-	if err != nil {
+	if want == "" || err != nil || subtle.ConstantTimeCompare([]byte(ck.Value), []byte(want)) != 1 {
 		return errBadCSRF
 	}
-	okField := subtle.ConstantTimeCompare([]byte(field), []byte(want)) == 1
-	okCookie := subtle.ConstantTimeCompare([]byte(ck.Value), []byte(want)) == 1
-	if !okField || !okCookie {
+	if err := readForm(c); err != nil {
+		return err
+	}
+	if subtle.ConstantTimeCompare([]byte(field(c, csrfField)), []byte(want)) != 1 {
 		return errBadCSRF
 	}
 	return nil
@@ -189,16 +188,22 @@ func loginCSRF(c echo.Context) string {
 	return v
 }
 
-// handleLogin checks the token of the login form and starts a session.
+// handleLogin checks the token of the login form and starts a session. It
+// refuses a request without the pre-session CSRF cookie, then a client the
+// brake on guessing holds back, before it reads the form (limitForms has
+// refused any other kind of body).
 func (s *Service) handleLogin(c echo.Context) error {
 	ck, err := c.Request().Cookie(csrfCookie)
 	if err != nil || ck.Value == "" {
 		return errBadCSRF
 	}
-	if subtle.ConstantTimeCompare([]byte(c.FormValue(csrfField)), []byte(ck.Value)) != 1 {
-		return errBadCSRF
+	if err := s.auth.token.Allow(c.Response(), c.Request()); err != nil {
+		return err
 	}
-	if err := s.auth.presented(c, c.FormValue("token")); err != nil {
+	if err := checkCSRF(c, ck.Value); err != nil {
+		return err
+	}
+	if err := s.auth.presented(c, field(c, "token")); err != nil {
 		return err
 	}
 	session, csrf := s.auth.newSession()

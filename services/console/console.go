@@ -134,7 +134,7 @@ func New(ctx context.Context, cfg config.Config, nc *nats.Conn, opts ...Option) 
 // Routes registers the console's pages under /console on e.
 func (s *Service) Routes(e *echo.Echo) {
 	e.GET("/console", func(c echo.Context) error { return c.Redirect(http.StatusSeeOther, "/console/jobs") })
-	g := e.Group("/console", s.secureHeaders, s.answerErrors)
+	g := e.Group("/console", s.secureHeaders, s.answerErrors, limitForms)
 	g.GET("/", func(c echo.Context) error { return c.Redirect(http.StatusSeeOther, "/console/jobs") })
 	g.GET("/static/*", s.handleStatic)
 	g.GET("/login", s.handleLoginForm)

@@ -9,6 +9,7 @@ import (
 	"image/jpeg"
 	"image/png"
 	"io"
+	"net"
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
@@ -85,6 +86,32 @@ type harness struct {
 	reads *countingReader
 	store *dirstore.Store
 	now   atomic.Pointer[time.Time] // nil = time.Now
+	read  atomic.Int64              // bytes the server read from its connections
+}
+
+// countingListener counts the bytes read from its connections.
+type countingListener struct {
+	net.Listener
+	read *atomic.Int64
+}
+
+func (l *countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &countingConn{Conn: c, read: l.read}, nil
+}
+
+type countingConn struct {
+	net.Conn
+	read *atomic.Int64
+}
+
+func (c *countingConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	c.read.Add(int64(n))
+	return n, err
 }
 
 func newHarness(t *testing.T) *harness {
@@ -110,7 +137,9 @@ func newHarness(t *testing.T) *harness {
 	h.svc = svc
 	hs := httpserver.New(zerolog.Nop(), prometheus.NewRegistry())
 	svc.Routes(hs.Echo())
-	h.srv = httptest.NewServer(hs.Echo())
+	h.srv = httptest.NewUnstartedServer(hs.Echo())
+	h.srv.Listener = &countingListener{Listener: h.srv.Listener, read: &h.read}
+	h.srv.Start()
 	t.Cleanup(h.srv.Close)
 	t.Cleanup(svc.Close)
 	h.store, err = dirstore.New(cfg.Archive.Dir)
