@@ -1,18 +1,22 @@
 package console
 
 import (
+	"context"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
 	"encoding/binary"
+	"encoding/hex"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
 	"time"
 
 	"github.com/labstack/echo/v4"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sdevents/sdevents/pkg/admintoken"
 	"github.com/sdevents/sdevents/pkg/httpserver"
@@ -36,15 +40,26 @@ const sessionTTL = 12 * time.Hour
 var errBadCSRF = fmt.Errorf("%w: missing or wrong CSRF token: reload the page and try again", httpserver.ErrForbidden)
 
 // auth checks the admin token and issues and checks sessions and CSRF
-// tokens. Sessions are stateless: a cookie holds the issue time and a random
-// nonce, signed with a key derived from the admin token, so every console
-// replica accepts it and changing the token ends every session. The cookie
-// never holds the token itself.
+// tokens. A session cookie holds the issue time and a random nonce, signed
+// with a key derived from the admin token, so every console replica accepts
+// it and changing the token ends every session; the cookie never holds the
+// token itself. Logging out records the session's id in the ended bucket
+// (CONSOLE_SESSIONS, shared by every replica, entries kept longer than a
+// session lives), and a session found there is refused.
 type auth struct {
 	token *admintoken.Checker // comparison and the brake on guessing
 	key   []byte              // HMAC key of sessions and CSRF tokens
+	ended jetstream.KeyValue  // sessions ended by logout; nil only in pure tests
 	now   func() time.Time
 }
+
+// SessionsBucket is the KV bucket of the sessions ended by logout
+// (streams/console-sessions.yaml).
+const SessionsBucket = "CONSOLE_SESSIONS"
+
+// sessionCheckTimeout bounds one read or write of SessionsBucket when the
+// request has no earlier deadline.
+const sessionCheckTimeout = 5 * time.Second
 
 func newAuth(token string, brake *admintoken.Brake, now func() time.Time) *auth {
 	mac := hmac.New(sha256.New, []byte(token))
@@ -81,32 +96,75 @@ func (a *auth) csrfFor(payload []byte) string {
 	return b64.EncodeToString(a.sign([]byte("csrf"), payload))
 }
 
-// session checks a session cookie value and returns the CSRF token bound to
-// it.
-func (a *auth) session(v string) (csrf string, ok bool) {
+// session is a valid session cookie's: its CSRF token and its id, the key
+// under which logging out records it.
+type session struct {
+	csrf string
+	id   string
+}
+
+// session checks a session cookie value's signature and age. It does not
+// look for the session among the ended ones (see isEnded).
+func (a *auth) session(v string) (session, bool) {
 	p, s, found := strings.Cut(v, ".")
 	if !found {
-		return "", false
+		return session{}, false
 	}
 	payload, err1 := b64.DecodeString(p)
 	sig, err2 := b64.DecodeString(s)
 	if err1 != nil || err2 != nil || len(payload) != 24 {
-		return "", false
+		return session{}, false
 	}
 	if !hmac.Equal(sig, a.sign([]byte("session"), payload)) {
-		return "", false
+		return session{}, false
 	}
 	issued := time.Unix(int64(binary.BigEndian.Uint64(payload)), 0)
 	if age := a.now().Sub(issued); age < -time.Minute || age > sessionTTL {
-		return "", false
+		return session{}, false
 	}
-	return a.csrfFor(payload), true
+	return session{csrf: a.csrfFor(payload), id: hex.EncodeToString(a.sign([]byte("id"), payload)[:16])}, true
+}
+
+// isEnded reports whether the session id was ended by logging out, on any
+// replica. An error (the bucket cannot be read) must refuse the session:
+// the caller answers 503.
+func (a *auth) isEnded(ctx context.Context, id string) (bool, error) {
+	ctx, cancel := withDefaultTimeout(ctx, sessionCheckTimeout)
+	defer cancel()
+	_, err := a.ended.Get(ctx, id)
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("sessions: %w", err)
+	}
+	return true, nil
+}
+
+// end records the session id as ended, for every replica, until the entry
+// expires with the bucket's TTL (longer than a session lives).
+func (a *auth) end(ctx context.Context, id string) error {
+	ctx, cancel := withDefaultTimeout(ctx, sessionCheckTimeout)
+	defer cancel()
+	if _, err := a.ended.Put(ctx, id, []byte(a.now().UTC().Format(time.RFC3339))); err != nil {
+		return fmt.Errorf("sessions: %w", err)
+	}
+	return nil
+}
+
+// withDefaultTimeout bounds ctx by d unless it has a deadline already.
+func withDefaultTimeout(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, d)
 }
 
 // Context keys of the authenticated request.
 const (
-	ctxCSRF   = "sdevents.console.csrf"
-	ctxBearer = "sdevents.console.bearer"
+	ctxCSRF    = "sdevents.console.csrf"
+	ctxBearer  = "sdevents.console.bearer"
+	ctxSession = "sdevents.console.session" // the session id
 )
 
 // require lets a request through with a valid session cookie or an
@@ -130,13 +188,20 @@ func (a *auth) require(next echo.HandlerFunc) echo.HandlerFunc {
 		if err != nil {
 			return fmt.Errorf("%w: log in with the admin token", httpserver.ErrUnauthorized)
 		}
-		csrf, ok := a.session(ck.Value)
+		sess, ok := a.session(ck.Value)
 		if !ok {
 			return fmt.Errorf("%w: the session expired or is not valid: log in again", httpserver.ErrUnauthorized)
 		}
-		c.Set(ctxCSRF, csrf)
+		switch ended, err := a.isEnded(r.Context(), sess.id); {
+		case err != nil:
+			return fmt.Errorf("%w: cannot check the session: %v", httpserver.ErrUnavailable, err)
+		case ended:
+			return fmt.Errorf("%w: the session was ended by logging out: log in again", httpserver.ErrUnauthorized)
+		}
+		c.Set(ctxCSRF, sess.csrf)
+		c.Set(ctxSession, sess.id)
 		if r.Method == http.MethodPost {
-			if err := checkCSRF(c, csrf); err != nil {
+			if err := checkCSRF(c, sess.csrf); err != nil {
 				return err
 			}
 		}
@@ -213,8 +278,17 @@ func (s *Service) handleLogin(c echo.Context) error {
 	return c.Redirect(http.StatusSeeOther, "/console/jobs")
 }
 
-// handleLogout ends the session in this browser.
+// handleLogout ends the session: on the server first (every replica refuses
+// its cookie from then on), then in this browser. When the end cannot be
+// recorded it fails with a 503 error and the session goes on. A bearer
+// request has no session to end.
 func (s *Service) handleLogout(c echo.Context) error {
+	if id, ok := c.Get(ctxSession).(string); ok {
+		if err := s.auth.end(c.Request().Context(), id); err != nil {
+			return fmt.Errorf("%w: the session could not be ended, try again: %v", httpserver.ErrUnavailable, err)
+		}
+		httpserver.Info(c).Outcome = "logout"
+	}
 	setCookie(c, sessionCookie, "", -1)
 	setCookie(c, csrfCookie, "", -1)
 	return c.Redirect(http.StatusSeeOther, "/console/login")

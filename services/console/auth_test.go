@@ -4,14 +4,21 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+
 	"github.com/sdevents/sdevents/pkg/admintoken"
 	"github.com/sdevents/sdevents/pkg/config"
+	"github.com/sdevents/sdevents/pkg/httpserver"
 	"github.com/sdevents/sdevents/pkg/natstest"
 )
 
@@ -236,5 +243,118 @@ func TestSecureCookiesBehindTLS(t *testing.T) {
 				t.Errorf("X-Forwarded-Proto %q: Secure %v, want %v: %s", proto, got, want, ck)
 			}
 		}
+	}
+}
+
+// replica starts another console replica on the harness's NATS and returns
+// its base URL.
+func (h *harness) replica() string {
+	h.t.Helper()
+	svc, err := New(context.Background(), h.cfg, h.nc)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	hs := httpserver.New(zerolog.Nop(), prometheus.NewRegistry())
+	svc.Routes(hs.Echo())
+	srv := httptest.NewServer(hs.Echo())
+	h.t.Cleanup(srv.Close)
+	h.t.Cleanup(svc.Close)
+	return srv.URL
+}
+
+// TestLogoutEndsTheSessionEverywhere: a session cookie captured before
+// logging out is refused after it, for pages and forms, on the replica that
+// logged out and on every other one; another session goes on.
+func TestLogoutEndsTheSessionEverywhere(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	other := h.replica()
+	c, csrf := h.login()
+	kept, _ := h.login()
+	var captured []string
+	for _, ck := range c.Jar.Cookies(mustURL(t, h.srv.URL+"/console/")) {
+		captured = append(captured, ck.Name+"="+ck.Value)
+	}
+	replay := func(base, method, path string, form url.Values) int {
+		t.Helper()
+		var body io.Reader
+		if form != nil {
+			body = strings.NewReader(form.Encode())
+		}
+		req, err := http.NewRequest(method, base+path, body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if form != nil {
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		}
+		req.Header.Set("Cookie", strings.Join(captured, "; "))
+		resp, err := h.client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	for _, base := range []string{h.srv.URL, other} {
+		if got := replay(base, http.MethodGet, "/console/jobs", nil); got != http.StatusOK {
+			t.Fatalf("%s before logout: %d", base, got)
+		}
+	}
+	if a := h.do(c, http.MethodPost, "/console/logout", url.Values{"csrf": {csrf}}, nil); a.status != http.StatusSeeOther {
+		t.Fatalf("logout: %d %s", a.status, a.body)
+	}
+	for _, base := range []string{h.srv.URL, other} {
+		if got := replay(base, http.MethodGet, "/console/jobs", nil); got != http.StatusUnauthorized {
+			t.Errorf("%s: the session's cookie replayed after logout: %d, want 401", base, got)
+		}
+		if got := replay(base, http.MethodPost, "/console/accounts/find", url.Values{"csrf": {csrf}, "account": {"_"}}); got != http.StatusUnauthorized {
+			t.Errorf("%s: a form with the session's cookie after logout: %d, want 401", base, got)
+		}
+	}
+	if a := h.get(kept, "/console/jobs"); a.status != http.StatusOK {
+		t.Errorf("another session after the logout: %d", a.status)
+	}
+}
+
+// TestConsoleNeedsTheSessionsBucket: without the bucket of ended sessions,
+// or with one that forgets them before they expire, New fails.
+func TestConsoleNeedsTheSessionsBucket(t *testing.T) {
+	t.Parallel()
+	node := natstest.Start(t)
+	nc, js := natstest.Connect(t, node.URL())
+	natstest.ApplyStreams(t, js, 1)
+	cfg := config.Default()
+	cfg.Admin.Token = adminToken
+	cfg.Archive.Dir = t.TempDir()
+	ctx := context.Background()
+	if err := js.DeleteKeyValue(ctx, SessionsBucket); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := New(ctx, cfg, nc); err == nil || !strings.Contains(err.Error(), SessionsBucket) {
+		t.Fatalf("New without %s: %v", SessionsBucket, err)
+	}
+	if _, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: SessionsBucket, TTL: time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := New(ctx, cfg, nc); err == nil || !strings.Contains(err.Error(), "not longer than a session lives") {
+		t.Fatalf("New with a bucket of 1 h: %v", err)
+	}
+}
+
+// TestSessionsFailClosed: when the bucket of ended sessions cannot be read,
+// a session is refused (503), not let in; the bearer token still works.
+func TestSessionsFailClosed(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	c, _ := h.login()
+	if err := h.js.DeleteKeyValue(context.Background(), SessionsBucket); err != nil {
+		t.Fatal(err)
+	}
+	if a := h.get(c, "/console/jobs"); a.status != http.StatusServiceUnavailable {
+		t.Fatalf("session without its bucket: %d, want 503", a.status)
+	}
+	if a := h.do(h.client(), http.MethodGet, "/console/jobs", nil, bearer); a.status != http.StatusOK {
+		t.Fatalf("bearer without the sessions bucket: %d", a.status)
 	}
 }

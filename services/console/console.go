@@ -75,7 +75,8 @@ func WithClock(now func() time.Time) Option { return func(s *Service) { s.now = 
 
 // New builds a console over an open NATS connection. It fails with
 // ErrDisabled when admin.token is empty, and when the streams of streams/
-// are missing. It opens the archive sink of cfg.archive for reading (the
+// or the bucket SessionsBucket are missing (or the bucket keeps entries no
+// longer than a session lives). It opens the archive sink of cfg.archive for reading (the
 // directory or bucket is not created). Grants go through an in-process quota
 // replica (quota.New), so they follow the admin API's rules exactly; its
 // metrics are not exported.
@@ -118,6 +119,14 @@ func New(ctx context.Context, cfg config.Config, nc *nats.Conn, opts ...Option) 
 		s.brake = admintoken.NewBrake(func() time.Time { return s.now() })
 	}
 	s.auth = newAuth(token, s.brake, func() time.Time { return s.now() })
+	if s.auth.ended, err = js.KeyValue(ctx, SessionsBucket); err != nil {
+		return nil, fmt.Errorf("console: bucket %s: %w", SessionsBucket, err)
+	}
+	if st, err := s.auth.ended.Status(ctx); err != nil {
+		return nil, fmt.Errorf("console: bucket %s: %w", SessionsBucket, err)
+	} else if ttl := st.TTL(); ttl != 0 && ttl <= sessionTTL {
+		return nil, fmt.Errorf("console: bucket %s keeps entries %s, not longer than a session lives (%s): a session ended by logout would be valid again", SessionsBucket, ttl, sessionTTL)
+	}
 	s.live = newLive(func() time.Time { return s.now() })
 	if s.quota, err = quota.New(ctx, cfg, nc, prometheus.NewRegistry(), quota.WithLogger(s.log)); err != nil {
 		return nil, fmt.Errorf("console: %w", err)

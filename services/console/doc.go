@@ -9,15 +9,19 @@
 // Boundaries:
 //   - Access: admin.token, as a bearer header or a session cookie set by the
 //     login form; without a token the console is off (ErrDisabled). Forms
-//     carry a per-session CSRF token (hidden field and cookie, SameSite=Strict).
+//     carry a per-session CSRF token (hidden field and cookie, SameSite=Strict)
+//     and are small URL-encoded bodies, read only after those checks.
+//     Logging out records the session as ended in the KV bucket
+//     CONSOLE_SESSIONS, which every replica reads.
 //   - Reads: direct gets only (Reader), no consumers: a page costs a handful
 //     of requests whatever the size of the stream; every list is paged
 //     backwards by stream sequence (?before=<seq>).
 //   - Secrets: the user token never reaches the console decrypted; the
 //     encrypted token (sd-api-token), the signature (sd-sign), URL query
 //     strings and secret-looking JSON members are shown as [redacted].
-//   - Writes: grants (QUOTA, through quota's rules) and archive retry
-//     requests (sdevents.archiver.retry.<account>, see pkg/archiveretry).
+//   - Writes: grants (QUOTA, through quota's rules), archive retry
+//     requests (sdevents.archiver.retry.<account>, see pkg/archiveretry) and
+//     ended sessions (CONSOLE_SESSIONS).
 //
 // docs/console.md describes the pages and the retry protocol.
 package console
