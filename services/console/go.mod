@@ -11,6 +11,7 @@ require (
 	github.com/sdevents/sdevents/services/quota v0.0.0
 	github.com/sdevents/sdevents/streams v0.0.0
 	golang.org/x/image v0.47.0
+	golang.org/x/sync v0.24.0
 )
 
 require (

@@ -1,6 +1,7 @@
 package console
 
 import (
+	"errors"
 	"strings"
 	"testing"
 
@@ -81,8 +82,8 @@ func TestScaleAndCache(t *testing.T) {
 			t.Errorf("fit(%d,%d,%d) = %d,%d, want %d,%d", tc.w, tc.h, tc.size, w, h, tc.ww, tc.wh)
 		}
 	}
-	if _, err := scale([]byte("GIF89a junk"), 160); err == nil {
-		t.Error("scaled junk")
+	if _, _, _, err := readHeader(strings.NewReader("GIF89a junk")); !errors.Is(err, errNoPreview) {
+		t.Errorf("junk: %v, want errNoPreview", err)
 	}
 	th := newThumbnailer(nil, 1000)
 	for i := range 10 {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"image"
+	"image/color"
 	"image/gif"
 	"image/jpeg"
 	"image/png"
@@ -14,9 +15,11 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 
 	"github.com/labstack/echo/v4"
 	"golang.org/x/image/draw"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/sdevents/sdevents/pkg/blob"
 	"github.com/sdevents/sdevents/pkg/httpserver"
@@ -36,11 +39,24 @@ const (
 	thumbMedium = 480 // job detail
 )
 
-// Limits of thumbnailing: originals larger than these are not decoded.
+// Limits of thumbnailing. An original is decoded only when its stored size
+// and the memory its decoding takes — width × height × bytes per pixel of
+// the decoded image, from the header alone — are within them; otherwise
+// the thumbnail is the placeholder. A compressed file says little about
+// that memory: a 0.5 MB PNG of 8192×8192 16-bit pixels decodes to 512 MiB.
 const (
-	maxOriginalBytes  = 64 << 20
-	maxOriginalPixels = 64 << 20
-	maxDecodes        = 4 // originals decoded at a time
+	maxOriginalBytes = 64 << 20
+	// maxDecodeBytes caps the memory of decoding one original (a
+	// 4096×4096 8-bit RGBA image).
+	maxDecodeBytes = 64 << 20
+	// decodeBudget bounds the memory of every decoding at once: decodings
+	// wait for their share, so originals near maxDecodeBytes are decoded
+	// one at a time.
+	decodeBudget = 64 << 20
+	// maxHeaderBytes bounds what is read to learn an original's format and
+	// size (JPEG metadata segments come before the frame header).
+	maxHeaderBytes = 1 << 20
+	maxDecodes     = 4 // originals decoded at a time, whatever their size
 )
 
 // thumb is a scaled image ready to serve.
@@ -51,10 +67,15 @@ type thumb struct {
 
 // thumbnailer scales archived images and keeps the results in a bounded LRU
 // cache keyed by object key and size. Originals are decoded at most
-// maxDecodes at a time, and never kept.
+// maxDecodes at a time and within decodeBudget bytes, streamed from the
+// store and never kept.
 type thumbnailer struct {
 	store ImageStore
 	slots chan struct{}
+	mem   *semaphore.Weighted // decodeBudget, in bytes of decoded pixels
+
+	reserved atomic.Int64 // bytes of mem held now
+	peak     atomic.Int64 // the most bytes of mem held at once (tests read it)
 
 	mu       sync.Mutex
 	lru      *list.List // of *thumbEntry, most recent first
@@ -69,13 +90,13 @@ type thumbEntry struct {
 }
 
 func newThumbnailer(store ImageStore, maxBytes int) *thumbnailer {
-	return &thumbnailer{store: store, slots: make(chan struct{}, maxDecodes), lru: list.New(),
-		byKey: map[string]*list.Element{}, maxBytes: maxBytes}
+	return &thumbnailer{store: store, slots: make(chan struct{}, maxDecodes), mem: semaphore.NewWeighted(decodeBudget),
+		lru: list.New(), byKey: map[string]*list.Element{}, maxBytes: maxBytes}
 }
 
-// errNoPreview: the object is not an image the console can scale (404 with a
-// placeholder).
-var errNoPreview = errors.New("no preview for this content type")
+// errNoPreview: the object is not an image the console can scale within its
+// limits (answered with a placeholder).
+var errNoPreview = errors.New("no preview")
 
 func (t *thumbnailer) cached(k string) (thumb, bool) {
 	t.mu.Lock()
@@ -105,7 +126,9 @@ func (t *thumbnailer) put(k string, th thumb) {
 }
 
 // get returns the thumbnail of the object under key, at most size pixels on
-// its longest side, from the cache or made now.
+// its longest side, from the cache or made now. It blocks while maxDecodes
+// others are being made, or while the memory budget is taken, until ctx
+// ends. Errors: errNoPreview (wrapped), the store's, ctx's.
 func (t *thumbnailer) get(ctx context.Context, key string, size int) (thumb, error) {
 	ck := strconv.Itoa(size) + "/" + key
 	if th, ok := t.cached(ck); ok {
@@ -128,6 +151,9 @@ func (t *thumbnailer) get(ctx context.Context, key string, size int) (thumb, err
 	return th, nil
 }
 
+// make reads the original's header, refuses it (errNoPreview) when its
+// decoding would take more than maxDecodeBytes, waits for that much of the
+// budget, then decodes it streaming from the store and scales it.
 func (t *thumbnailer) make(ctx context.Context, key string, size int) (thumb, error) {
 	rc, obj, err := t.store.Get(ctx, key)
 	if err != nil {
@@ -137,53 +163,192 @@ func (t *thumbnailer) make(ctx context.Context, key string, size int) (thumb, er
 	if obj.Size > maxOriginalBytes {
 		return thumb{}, fmt.Errorf("%w: original of %d bytes is too large", errNoPreview, obj.Size)
 	}
-	raw, err := io.ReadAll(io.LimitReader(rc, maxOriginalBytes+1))
-	if err != nil {
-		return thumb{}, fmt.Errorf("read %s: %w", key, err)
-	}
-	return scale(raw, size)
-}
-
-// scale decodes a PNG, JPEG or GIF image and scales it (bilinear, never up)
-// to at most size pixels on its longest side. JPEG stays JPEG; the others
-// become PNG.
-func scale(raw []byte, size int) (thumb, error) {
-	cfg, format, err := image.DecodeConfig(bytes.NewReader(raw))
-	if err != nil {
-		return thumb{}, fmt.Errorf("%w: %v", errNoPreview, err)
-	}
-	if cfg.Width <= 0 || cfg.Height <= 0 || cfg.Width*cfg.Height > maxOriginalPixels {
-		return thumb{}, fmt.Errorf("%w: %dx%d pixels", errNoPreview, cfg.Width, cfg.Height)
-	}
-	var src image.Image
-	switch format {
-	case "png":
-		src, err = png.Decode(bytes.NewReader(raw))
-	case "jpeg":
-		src, err = jpeg.Decode(bytes.NewReader(raw))
-	case "gif":
-		src, err = gif.Decode(bytes.NewReader(raw))
-	default:
-		return thumb{}, fmt.Errorf("%w: %s", errNoPreview, format)
+	body := &readErr{r: io.LimitReader(rc, maxOriginalBytes)}
+	cfg, format, head, err := readHeader(body)
+	if body.err != nil {
+		return thumb{}, fmt.Errorf("read %s: %w", key, body.err)
 	}
 	if err != nil {
-		return thumb{}, fmt.Errorf("%w: %v", errNoPreview, err)
-	}
-	w, h := fit(cfg.Width, cfg.Height, size)
-	dst := image.NewNRGBA(image.Rect(0, 0, w, h))
-	draw.ApproxBiLinear.Scale(dst, dst.Bounds(), src, src.Bounds(), draw.Src, nil)
-	var b bytes.Buffer
-	if format == "jpeg" {
-		if err := jpeg.Encode(&b, dst, &jpeg.Options{Quality: 82}); err != nil {
-			return thumb{}, err
-		}
-		return thumb{data: b.Bytes(), contentType: "image/jpeg"}, nil
-	}
-	enc := png.Encoder{CompressionLevel: png.BestSpeed}
-	if err := enc.Encode(&b, dst); err != nil {
 		return thumb{}, err
 	}
-	return thumb{data: b.Bytes(), contentType: "image/png"}, nil
+	cost, err := decodeCost(format, cfg, head)
+	if err != nil {
+		return thumb{}, err
+	}
+	if err := t.mem.Acquire(ctx, cost); err != nil {
+		return thumb{}, err
+	}
+	t.peak.Store(max(t.peak.Load(), t.reserved.Add(cost)))
+	defer func() {
+		t.reserved.Add(-cost)
+		t.mem.Release(cost)
+	}()
+	src, err := decode(format, io.MultiReader(bytes.NewReader(head), body))
+	if body.err != nil {
+		return thumb{}, fmt.Errorf("read %s: %w", key, body.err)
+	}
+	if err != nil {
+		return thumb{}, fmt.Errorf("%w: %v", errNoPreview, err)
+	}
+	return scale(src, format, size)
+}
+
+// readErr remembers the first error of reading r other than io.EOF: a
+// failing store, as opposed to a malformed image.
+type readErr struct {
+	r   io.Reader
+	err error
+}
+
+func (e *readErr) Read(p []byte) (int, error) {
+	n, err := e.r.Read(p)
+	if err != nil && err != io.EOF && e.err == nil {
+		e.err = err
+	}
+	return n, err
+}
+
+// readHeader reads an image's format and size from r, consuming at most
+// maxHeaderBytes; head is what it consumed, to be read again before the rest
+// of r. An unknown format or a header beyond the bound is errNoPreview.
+func readHeader(r io.Reader) (cfg image.Config, format string, head []byte, err error) {
+	var b bytes.Buffer
+	cfg, format, err = image.DecodeConfig(io.TeeReader(io.LimitReader(r, maxHeaderBytes), &b))
+	if err != nil {
+		return image.Config{}, "", nil, fmt.Errorf("%w: %v", errNoPreview, err)
+	}
+	return cfg, format, b.Bytes(), nil
+}
+
+// decodeCost returns the bytes that decoding an image of format and cfg
+// takes (its pixels, and what the decoder keeps beside them), or
+// errNoPreview when that is over maxDecodeBytes or the format is not one the
+// console scales. head holds the image's first bytes, for the flags
+// DecodeConfig does not report (PNG interlacing, progressive JPEG).
+func decodeCost(format string, cfg image.Config, head []byte) (int64, error) {
+	if cfg.Width <= 0 || cfg.Height <= 0 {
+		return 0, fmt.Errorf("%w: %dx%d pixels", errNoPreview, cfg.Width, cfg.Height)
+	}
+	px := int64(cfg.Width) * int64(cfg.Height)
+	var perPixel int64
+	switch format {
+	case "png":
+		perPixel = pngBytesPerPixel(cfg.ColorModel, head)
+	case "jpeg":
+		perPixel = jpegBytesPerPixel(cfg.ColorModel, head)
+	case "gif":
+		perPixel = 1 // one paletted frame: the decoder stops after the first
+	default:
+		return 0, fmt.Errorf("%w: %s", errNoPreview, format)
+	}
+	// Checked before multiplying: no overflow for any uint32 width×height.
+	if px > maxDecodeBytes || px*perPixel > maxDecodeBytes {
+		return 0, fmt.Errorf("%w: %dx%d pixels of %d bytes each to decode, over %d MiB", errNoPreview,
+			cfg.Width, cfg.Height, perPixel, maxDecodeBytes>>20)
+	}
+	return px * perPixel, nil
+}
+
+// pngBytesPerPixel is what image/png allocates per pixel: 1 for a paletted
+// image, 8 for 16-bit samples, 4 otherwise (a gray image with a
+// transparent colour decodes to NRGBA); twice that for an interlaced image,
+// whose passes are decoded apart before they are merged.
+func pngBytesPerPixel(m color.Model, head []byte) int64 {
+	var n int64 = 4
+	if _, ok := m.(color.Palette); ok {
+		n = 1
+	} else if m == color.Gray16Model || m == color.RGBA64Model || m == color.NRGBA64Model {
+		n = 8
+	}
+	// The IHDR chunk follows the 8-byte signature: length, type, width,
+	// height, depth, colour type, compression, filter, interlace.
+	if len(head) > 28 && head[28] == 1 {
+		n *= 2
+	}
+	return n
+}
+
+// jpegBytesPerPixel is what image/jpeg allocates per pixel: a byte per
+// component (at most 3 for YCbCr), 8 for CMYK (its YCbCr planes, then the
+// CMYK image); a progressive image also keeps every coefficient, 4 bytes
+// per component sample.
+func jpegBytesPerPixel(m color.Model, head []byte) int64 {
+	var n, components int64 = 3, 3
+	switch m {
+	case color.GrayModel:
+		n, components = 1, 1
+	case color.CMYKModel:
+		n, components = 8, 4
+	}
+	if jpegProgressive(head) {
+		n += 4 * components
+	}
+	return n
+}
+
+// jpegProgressive reports whether the frame header in head is a progressive
+// one (SOF2, SOF6, SOF10, SOF14). It walks the marker segments from the
+// start of the image to the first frame header.
+func jpegProgressive(head []byte) bool {
+	if len(head) < 2 || head[0] != 0xff || head[1] != 0xd8 {
+		return false
+	}
+	for i := 2; i+4 <= len(head); {
+		if head[i] != 0xff {
+			return false
+		}
+		m := head[i+1]
+		switch {
+		case m == 0xff: // fill byte
+			i++
+			continue
+		case m == 0x01 || (m >= 0xd0 && m <= 0xd7): // no length
+			i += 2
+			continue
+		case m == 0xc2 || m == 0xc6 || m == 0xca || m == 0xce:
+			return true
+		case m >= 0xc0 && m <= 0xcf && m != 0xc4 && m != 0xc8 && m != 0xcc:
+			return false // another frame header
+		case m == 0xda: // start of scan: no frame header before it
+			return false
+		}
+		i += 2 + (int(head[i+2])<<8 | int(head[i+3]))
+	}
+	return false
+}
+
+// decode decodes a PNG, JPEG or GIF image (the first frame of a GIF).
+func decode(format string, r io.Reader) (image.Image, error) {
+	switch format {
+	case "png":
+		return png.Decode(r)
+	case "jpeg":
+		return jpeg.Decode(r)
+	case "gif":
+		return gif.Decode(r)
+	}
+	return nil, fmt.Errorf("%w: %s", errNoPreview, format)
+}
+
+// scale scales src (bilinear, never up) to at most size pixels on its
+// longest side. JPEG stays JPEG; the others become PNG.
+func scale(src image.Image, format string, size int) (thumb, error) {
+	b := src.Bounds()
+	w, h := fit(b.Dx(), b.Dy(), size)
+	dst := image.NewNRGBA(image.Rect(0, 0, w, h))
+	draw.ApproxBiLinear.Scale(dst, dst.Bounds(), src, b, draw.Src, nil)
+	var out bytes.Buffer
+	if format == "jpeg" {
+		if err := jpeg.Encode(&out, dst, &jpeg.Options{Quality: 82}); err != nil {
+			return thumb{}, err
+		}
+		return thumb{data: out.Bytes(), contentType: "image/jpeg"}, nil
+	}
+	enc := png.Encoder{CompressionLevel: png.BestSpeed}
+	if err := enc.Encode(&out, dst); err != nil {
+		return thumb{}, err
+	}
+	return thumb{data: out.Bytes(), contentType: "image/png"}, nil
 }
 
 // fit returns w×h scaled to at most size on the longest side, keeping the
