@@ -43,8 +43,9 @@ func secretHeader(k string) bool {
 }
 
 // ShowHeaders returns h sorted by name, decoded, with every secret value
-// replaced by Redacted. The header stays visible: an operator sees that the
-// request carried it.
+// replaced by Redacted and the query of every URL in the others too (see
+// Redact). The header stays visible: an operator sees that the request
+// carried it.
 func ShowHeaders(h nats.Header) []HeaderLine {
 	keys := make([]string, 0, len(h))
 	for k := range h {
@@ -57,7 +58,9 @@ func ShowHeaders(h nats.Header) []HeaderLine {
 			if secretHeader(k) {
 				v = Redacted
 			} else if d, err := event.Decode(v); err == nil {
-				v = d
+				v = Redact(d)
+			} else {
+				v = Redact(v)
 			}
 			out = append(out, HeaderLine{Key: k, Value: v})
 		}
@@ -67,10 +70,14 @@ func ShowHeaders(h nats.Header) []HeaderLine {
 
 var (
 	// urlQueryRE finds the query string of an http(s) URL in text: image
-	// URLs carry signatures that grant access to the image. It reads JSON
-	// escapes (\/, \u0026, and their doubles in a JSON string holding JSON)
-	// as part of the URL, and stops at a quote.
-	urlQueryRE = regexp.MustCompile(`(https?:(?:\\*/){2}(?:[^\s"'<>?\\]|\\+/)*)\?(?:[^\s"'<>\\]|\\+u[0-9a-fA-F]{4}|\\+/)*`)
+	// URLs carry signatures that grant access to the image. Whatever the
+	// path holds — spaces, quotes, brackets, JSON escapes (\", \/, \u003c,
+	// and their doubles in a JSON string holding JSON) — the first '?' after
+	// the scheme on the same line starts the query; a '?' of the text after
+	// a URL without a query is taken for one too, which only hides more.
+	// The query reads JSON escapes (\u0026, \/) as part of it, and stops
+	// at a space, a quote, an angle bracket or another escape.
+	urlQueryRE = regexp.MustCompile(`(https?:(?:\\*/){2}(?:[^\n?\\]|\\+[^\n])*)\?(?:[^\s"'<>\\]|\\+u[0-9a-fA-F]{4}|\\+/)*`)
 	// secretFieldRE finds JSON string members whose name mentions a token,
 	// a signature, a secret or a password (SNS confirmation tokens and
 	// signatures, anything a platform may add).

@@ -126,3 +126,42 @@ func TestSinkKeys(t *testing.T) {
 		}
 	}
 }
+
+// TestRedactURLsWhateverThePathHolds: the query of an image URL is redacted
+// whatever its path holds — spaces, quotes (bare or escaped, in JSON, in
+// JSON inside JSON, in a Go-quoted error), angle brackets — in bodies,
+// records, errors and header values.
+func TestRedactURLsWhateverThePathHolds(t *testing.T) {
+	t.Parallel()
+	for name, in := range map[string]string{
+		"space in JSON":               `{"url":"https://oss.example.com/out put/a.png?Expires=1&Signature=SIG"}`,
+		"escaped quote in JSON":       `{"url":"https://oss.example.com/a\"b.png?Expires=1&Signature=SIG"}`,
+		"apostrophe in JSON":          `{"url":"https://oss.example.com/it's.png?Signature=SIG"}`,
+		"space and quote, nested":     `{"Message":"{\"u\":\"https:\\/\\/h\\/a b\\\"c.png?x=1\\u0026Signature=SIG\"}"}`,
+		"go-quoted error":             `Get "https://h.example.com/a \"b\".png?X-Amz-Signature=SIG": dial tcp 10.0.0.1:443: i/o timeout`,
+		"bare quote in text":          `fetch https://h.example.com/say "cheese".png?Signature=SIG failed`,
+		"escaped angle brackets":      `{"url":"https://h.example.com/\u003cb\u003e.png?Signature=SIG"}`,
+		"bare angle brackets":         `see https://h.example.com/<b>.png?Signature=SIG`,
+		"two URLs, the second signed": `{"a":"https://h.example.com/a b.png","b":"https://h.example.com/c d.png?Signature=SIG"}`,
+	} {
+		for _, got := range []string{Redact(in), ShowBody([]byte(in), 10000)} {
+			if strings.Contains(got, "SIG") || strings.Contains(got, "Expires") {
+				t.Errorf("%s: %q shows the query", name, got)
+			}
+			if !strings.Contains(got, Redacted) {
+				t.Errorf("%s: %q has nothing redacted", name, got)
+			}
+		}
+	}
+	// What follows a signed URL on its line stays visible when it is not
+	// part of the query.
+	if got := Redact(`{"url":"https://h.example.com/a b.png?Signature=SIG","n":1}`); !strings.Contains(got, `"n":1`) {
+		t.Errorf("the rest of the line is lost: %q", got)
+	}
+	// Header values are redacted the same way.
+	for _, l := range ShowHeaders(nats.Header{"x-image-url": {"https://h.example.com/a b.png?Signature=SIG"}}) {
+		if strings.Contains(l.Value, "SIG") {
+			t.Errorf("header %s: %q shows the query", l.Key, l.Value)
+		}
+	}
+}
