@@ -22,6 +22,7 @@ type Config struct {
 	SNS        []SNS      `yaml:"sns"`
 	Quota      Quota      `yaml:"quota"`
 	Admin      Admin      `yaml:"admin"`
+	Console    Console    `yaml:"console"`
 	Archive    Archive    `yaml:"archive"`
 	Aggregator Aggregator `yaml:"aggregator"`
 	Log        Log        `yaml:"log"`
@@ -124,6 +125,18 @@ type Admin struct {
 	TokenFile string `yaml:"token_file"`
 }
 
+// Console configures the operators' web console (on when admin.token is
+// set).
+type Console struct {
+	// LiveMaxClients bounds the live views (server-sent event streams) open
+	// at once on one console replica; one more is answered 503 with
+	// Retry-After.
+	LiveMaxClients int `yaml:"live_max_clients"`
+	// LiveWriteTimeout bounds the writing of one event to a live view: a
+	// viewer that does not read it within this time is disconnected.
+	LiveWriteTimeout Duration `yaml:"live_write_timeout"`
+}
+
 // Archive configures the archiver's sources and sink.
 type Archive struct {
 	Dir        string   `yaml:"dir"`
@@ -188,7 +201,8 @@ func Default() Config {
 			DedupHorizon:   Duration(7 * time.Hour),
 			SNSMaxAge:      Duration(2 * time.Hour),
 		},
-		Quota: Quota{Price: Price{PerImage: 1}, ReservationTTL: Duration(time.Hour)},
+		Quota:   Quota{Price: Price{PerImage: 1}, ReservationTTL: Duration(time.Hour)},
+		Console: Console{LiveMaxClients: 64, LiveWriteTimeout: Duration(10 * time.Second)},
 		Archive: Archive{
 			Dir:         "data/archive",
 			S3:          S3{Bucket: "sd-archive"},

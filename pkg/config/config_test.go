@@ -94,8 +94,9 @@ callbacks:
   - name: Bad_Name
     keys: []
 quota: {price: {per_image: 0}}
+console: {live_max_clients: 0, live_write_timeout: 0s}
 aggregator: {key: job}
-`, wantErr: []string{"http.addr", "callbacks[0].name", "callbacks[0].keys", "quota.price.per_image", "aggregator.key"}},
+`, wantErr: []string{"http.addr", "callbacks[0].name", "callbacks[0].keys", "quota.price.per_image", "console.live_max_clients", "console.live_write_timeout", "aggregator.key"}},
 		{name: "duplicate source", yaml: base + "  - name: default\n    keys: [{ak: b, sk: c}]\n", wantErr: []string{`"default" is used twice`}},
 		{name: "bad topic arn", yaml: "sns:\n  - name: eks\n    topic_arns: [nope]\n", wantErr: []string{"sns[0].topic_arns[0]"}},
 		{name: "sns max age beyond the horizon", yaml: base + "ingress: {dedup_horizon: 7h, sns_max_age: 6h56m}\n", wantErr: []string{"ingress.sns_max_age", "want at most 6h55m0s"}},

@@ -121,6 +121,10 @@ func (c Config) Validate() error {
 		bad("quota.price.per_image", "must be at least 1")
 	}
 	positive("quota.reservation_ttl", c.Quota.ReservationTTL)
+	if c.Console.LiveMaxClients < 1 {
+		bad("console.live_max_clients", "must be at least 1")
+	}
+	positive("console.live_write_timeout", c.Console.LiveWriteTimeout)
 	if c.Archive.S3.Endpoint == "" && c.Archive.Dir == "" {
 		bad("archive.dir", "must be set when archive.s3.endpoint is empty")
 	}

@@ -127,7 +127,7 @@ func New(ctx context.Context, cfg config.Config, nc *nats.Conn, opts ...Option) 
 	} else if ttl := st.TTL(); ttl != 0 && ttl <= sessionTTL {
 		return nil, fmt.Errorf("console: bucket %s keeps entries %s, not longer than a session lives (%s): a session ended by logout would be valid again", SessionsBucket, ttl, sessionTTL)
 	}
-	s.live = newLive(func() time.Time { return s.now() })
+	s.live = newLive(func() time.Time { return s.now() }, cfg.Console.LiveMaxClients)
 	if s.quota, err = quota.New(ctx, cfg, nc, prometheus.NewRegistry(), quota.WithLogger(s.log)); err != nil {
 		return nil, fmt.Errorf("console: %w", err)
 	}

@@ -116,12 +116,21 @@ func (c *countingConn) Read(p []byte) (int, error) {
 
 func newHarness(t *testing.T) *harness {
 	t.Helper()
+	return newHarnessWith(t, nil)
+}
+
+// newHarnessWith is newHarness with the configuration changed by change.
+func newHarnessWith(t *testing.T, change func(*config.Config)) *harness {
+	t.Helper()
 	node := natstest.Start(t)
 	nc, js := natstest.Connect(t, node.URL())
 	natstest.ApplyStreams(t, js, 1)
 	cfg := config.Default()
 	cfg.Admin.Token = adminToken
 	cfg.Archive.Dir = t.TempDir()
+	if change != nil {
+		change(&cfg)
+	}
 	h := &harness{t: t, cfg: cfg, nc: nc, js: js}
 	svc, err := New(context.Background(), cfg, nc,
 		WithReader(func(r Reader) Reader { h.reads = &countingReader{Reader: r}; return h.reads }),

@@ -5,12 +5,15 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/labstack/echo/v4"
 	"github.com/nats-io/nats.go"
+
+	"github.com/sdevents/sdevents/pkg/httpserver"
 )
 
 // Live view parameters.
@@ -24,7 +27,14 @@ const (
 	tailKeep     = 16 << 10 // bytes of a body kept for the tail (redacted before the cut)
 	clientBuffer = 64       // events queued per SSE client before it drops some
 	heartbeat    = 15 * time.Second
+	// viewersRetryAfter is the Retry-After of a live view refused because
+	// console.live_max_clients are open.
+	viewersRetryAfter = 30 * time.Second
 )
+
+// errTooManyViewers: console.live_max_clients live views are open on this
+// replica (503 with Retry-After); try again later, or another replica.
+var errTooManyViewers = fmt.Errorf("%w: too many live views open", httpserver.ErrUnavailable)
 
 // LiveEvent is one message seen on sd.>, as the tail shows it: secrets are
 // already redacted.
@@ -37,21 +47,24 @@ type LiveEvent struct {
 }
 
 // live counts the messages on sd.> per subject pattern in time buckets and
-// keeps the latest ones for the tail, fanning them out to SSE clients.
+// keeps the latest ones for the tail, fanning them out to at most
+// maxClients SSE clients. Each message is formatted, redacted and encoded
+// as an SSE frame once, whatever the number of clients.
 type live struct {
-	now func() time.Time
+	now        func() time.Time
+	maxClients int
 
 	mu      sync.Mutex
 	series  map[string]*[rateBuckets]int64
 	bucket0 int64 // index (time / rateBucket) of the current bucket
 	tail    []rawEvent
-	clients map[chan LiveEvent]struct{}
+	clients map[chan []byte]struct{} // of SSE frames
 	dropped int64
 	closed  bool
 }
 
-func newLive(now func() time.Time) *live {
-	return &live{now: now, series: map[string]*[rateBuckets]int64{}, clients: map[chan LiveEvent]struct{}{}}
+func newLive(now func() time.Time, maxClients int) *live {
+	return &live{now: now, maxClients: maxClients, series: map[string]*[rateBuckets]int64{}, clients: map[chan []byte]struct{}{}}
 }
 
 // Pattern returns the series a subject counts in: the account token of the
@@ -122,10 +135,10 @@ func (l *live) observe(m *nats.Msg) {
 	if len(l.clients) == 0 {
 		return
 	}
-	ev := raw.format()
+	frame := raw.frame()
 	for ch := range l.clients {
 		select {
-		case ch <- ev:
+		case ch <- frame:
 		default:
 			l.dropped++
 		}
@@ -146,21 +159,36 @@ func (r rawEvent) format() LiveEvent {
 		Body: ShowBody(r.data, tailBodySize)}
 }
 
-// subscribe returns a channel of new events and the latest ones; cancel
-// ends the subscription. The channel is closed when the console closes.
-func (l *live) subscribe() (ch chan LiveEvent, recent []LiveEvent, cancel func()) {
-	ch = make(chan LiveEvent, clientBuffer)
+// frame is the event as an SSE frame: event msg, data a LiveEvent as JSON.
+func (r rawEvent) frame() []byte {
+	data, err := json.Marshal(r.format())
+	if err != nil { // strings, times and ints only: cannot happen
+		return nil
+	}
+	return slices.Concat([]byte("event: msg\ndata: "), data, []byte("\n\n"))
+}
+
+// subscribe returns a channel of the SSE frames of new events and those of
+// the latest ones; cancel ends the subscription. The channel is closed when
+// the console closes. With maxClients subscriptions open it fails with
+// errTooManyViewers.
+func (l *live) subscribe() (ch chan []byte, recent [][]byte, cancel func(), err error) {
+	ch = make(chan []byte, clientBuffer)
 	l.mu.Lock()
 	if l.closed {
 		l.mu.Unlock()
 		close(ch)
-		return ch, nil, func() {}
+		return ch, nil, func() {}, nil
+	}
+	if len(l.clients) >= l.maxClients {
+		l.mu.Unlock()
+		return nil, nil, nil, errTooManyViewers
 	}
 	l.clients[ch] = struct{}{}
 	raw := slices.Clone(l.tail)
 	l.mu.Unlock()
 	for _, r := range raw {
-		recent = append(recent, r.format())
+		recent = append(recent, r.frame())
 	}
 	return ch, recent, func() {
 		l.mu.Lock()
@@ -169,7 +197,14 @@ func (l *live) subscribe() (ch chan LiveEvent, recent []LiveEvent, cancel func()
 			delete(l.clients, ch)
 			close(ch)
 		}
-	}
+	}, nil
+}
+
+// viewers returns the number of open subscriptions.
+func (l *live) viewers() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.clients)
 }
 
 // close ends every SSE stream.
@@ -260,34 +295,41 @@ func (l *live) chart() Chart {
 
 // handleStream serves GET /console/live/stream: server-sent events, one per
 // message on sd.> (event "msg", data = a LiveEvent as JSON), starting with
-// the latest ones. Slow clients miss events rather than slowing the console.
+// the latest ones. Slow clients miss events rather than slowing the
+// console, and a client that does not read one event (or a keep-alive)
+// within console.live_write_timeout is disconnected. Beyond
+// console.live_max_clients open streams it answers 503 with Retry-After.
 func (s *Service) handleStream(c echo.Context) error {
 	w := c.Response()
-	// Long-lived: lift the server's write timeout for this response.
-	_ = http.NewResponseController(w).SetWriteDeadline(time.Time{})
-	ch, recent, cancel := s.live.subscribe()
+	ch, recent, cancel, err := s.live.subscribe()
+	if err != nil {
+		w.Header().Set("Retry-After", strconv.Itoa(int(viewersRetryAfter/time.Second)))
+		return fmt.Errorf("%w: at most %d per console replica", err, s.live.maxClients)
+	}
 	defer cancel()
+	rc := http.NewResponseController(w)
+	timeout := s.cfg.Console.LiveWriteTimeout.D()
+	// write sends b and flushes it within the write timeout, which replaces
+	// the server's own for this long-lived response.
+	write := func(b ...[]byte) error {
+		if err := rc.SetWriteDeadline(time.Now().Add(timeout)); err != nil {
+			return fmt.Errorf("live view: write deadline: %w", err)
+		}
+		for _, p := range b {
+			if _, err := w.Write(p); err != nil {
+				return err
+			}
+		}
+		return rc.Flush()
+	}
 	h := w.Header()
 	h.Set(echo.HeaderContentType, "text/event-stream")
 	h.Set(echo.HeaderCacheControl, "no-store")
 	h.Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
-	send := func(ev LiveEvent) error {
-		raw, err := json.Marshal(ev)
-		if err != nil {
-			return err
-		}
-		if _, err := fmt.Fprintf(w, "event: msg\ndata: %s\n\n", raw); err != nil {
-			return err
-		}
-		return nil
+	if err := write(recent...); err != nil {
+		return liveGone(err)
 	}
-	for _, ev := range recent {
-		if err := send(ev); err != nil {
-			return nil
-		}
-	}
-	w.Flush()
 	tick := time.NewTicker(heartbeat)
 	defer tick.Stop()
 	ctx := c.Request().Context()
@@ -295,19 +337,23 @@ func (s *Service) handleStream(c echo.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
-		case ev, ok := <-ch:
+		case frame, ok := <-ch:
 			if !ok {
 				return nil
 			}
-			if send(ev) != nil {
-				return nil
+			if err := write(frame); err != nil {
+				return liveGone(err)
 			}
-			w.Flush()
 		case <-tick.C:
-			if _, err := fmt.Fprint(w, ": keep-alive\n\n"); err != nil {
-				return nil
+			if err := write([]byte(": keep-alive\n\n")); err != nil {
+				return liveGone(err)
 			}
-			w.Flush()
 		}
 	}
+}
+
+// liveGone is the outcome of a live view whose client stopped reading or
+// went away: recorded for the request log (the answer is already sent).
+func liveGone(err error) error {
+	return fmt.Errorf("live view ended: %w", err)
 }

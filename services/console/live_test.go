@@ -4,13 +4,19 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/sdevents/sdevents/pkg/config"
 	"github.com/sdevents/sdevents/pkg/natstest"
 )
 
@@ -139,7 +145,7 @@ func TestLiveChartAndTail(t *testing.T) {
 func TestLiveBucketsRollOver(t *testing.T) {
 	t.Parallel()
 	at := time.Unix(1_700_000_000, 0)
-	l := newLive(func() time.Time { return at })
+	l := newLive(func() time.Time { return at }, 1)
 	for range 20 {
 		l.observe(&nats.Msg{Subject: "sd.quota.a_x"})
 	}
@@ -163,5 +169,99 @@ func TestLiveBucketsRollOver(t *testing.T) {
 	}
 	if len(l.series) > maxSeries+1 {
 		t.Fatalf("%d series", len(l.series))
+	}
+}
+
+// openStream opens /console/live/stream with the bearer token and returns
+// the answer, its body open.
+func (h *harness) openStream(ctx context.Context) *http.Response {
+	h.t.Helper()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, h.srv.URL+"/console/live/stream", nil)
+	req.Header.Set("Authorization", "Bearer "+adminToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return resp
+}
+
+// TestLiveViewersAreCapped: beyond console.live_max_clients open streams,
+// one more is refused with 503 and Retry-After; once a viewer leaves, a new
+// one gets in.
+func TestLiveViewersAreCapped(t *testing.T) {
+	t.Parallel()
+	const max = 3
+	h := newHarnessWith(t, func(c *config.Config) { c.Console.LiveMaxClients = max })
+	h.run()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var open []context.CancelFunc
+	for i := range max {
+		sctx, scancel := context.WithCancel(ctx)
+		open = append(open, scancel)
+		resp := h.openStream(sctx)
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("viewer %d of %d: %d", i+1, max, resp.StatusCode)
+		}
+	}
+	extra := h.openStream(ctx)
+	defer extra.Body.Close()
+	if extra.StatusCode != http.StatusServiceUnavailable || extra.Header.Get("Retry-After") == "" {
+		t.Fatalf("viewer %d: %d, Retry-After %q; want 503 with Retry-After", max+1, extra.StatusCode, extra.Header.Get("Retry-After"))
+	}
+	body, _ := io.ReadAll(extra.Body)
+	if !strings.Contains(string(body), "too many live views") {
+		t.Errorf("the refusal does not say why: %s", body)
+	}
+	open[0]()
+	natstest.Eventually(t, 10*time.Second, "a viewer's place freed", func() bool { return h.svc.live.viewers() < max })
+	again := h.openStream(ctx)
+	defer again.Body.Close()
+	if again.StatusCode != http.StatusOK {
+		t.Fatalf("after a viewer left: %d", again.StatusCode)
+	}
+}
+
+// TestLiveViewThatStopsReadingIsDropped: a client that opens the stream and
+// stops reading is disconnected once an event cannot be written within
+// console.live_write_timeout, instead of holding its handler forever.
+func TestLiveViewThatStopsReadingIsDropped(t *testing.T) {
+	t.Parallel()
+	h := newHarnessWith(t, func(c *config.Config) { c.Console.LiveWriteTimeout = config.Duration(500 * time.Millisecond) })
+	h.run()
+	natstest.Eventually(t, 5*time.Second, "live subscription", func() bool {
+		_ = h.nc.Publish("sd.probe.x", nil)
+		_ = h.nc.Flush()
+		return h.svc.live.chart().Series != nil
+	})
+	// A small receive buffer, so that the server's writes block sooner.
+	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		err := rc.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+		return errors.Join(err, serr)
+	}}
+	conn, err := d.Dial("tcp", h.srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := fmt.Fprintf(conn, "GET /console/live/stream HTTP/1.1\r\nHost: console.test\r\nAuthorization: Bearer %s\r\n\r\n", adminToken); err != nil {
+		t.Fatal(err)
+	}
+	natstest.Eventually(t, 10*time.Second, "the viewer subscribed", func() bool { return h.svc.live.viewers() == 1 })
+	// Events that escape to six bytes a character: 12 KB on the wire each.
+	body := []byte(`{"note":"` + strings.Repeat("<", tailBodySize) + `"}`)
+	natstest.Eventually(t, 60*time.Second, "the viewer that stopped reading dropped", func() bool {
+		for range 50 {
+			_ = h.nc.Publish("sd.callback.default.sdTaskFinished", body)
+		}
+		_ = h.nc.Flush()
+		return h.svc.live.viewers() == 0
+	})
+	// The connection is closed: reading what was sent ends.
+	_ = conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+	if _, err := io.Copy(io.Discard, conn); err != nil {
+		t.Fatalf("the dropped viewer's connection: %v", err)
 	}
 }
