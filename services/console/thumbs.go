@@ -70,9 +70,10 @@ type thumb struct {
 // maxDecodes at a time and within decodeBudget bytes, streamed from the
 // store and never kept.
 type thumbnailer struct {
-	store ImageStore
-	slots chan struct{}
-	mem   *semaphore.Weighted // decodeBudget, in bytes of decoded pixels
+	store     ImageStore
+	slots     chan struct{}
+	maxDecode int64               // maxDecodeBytes
+	mem       *semaphore.Weighted // decodeBudget, in bytes of decoded pixels
 
 	reserved atomic.Int64 // bytes of mem held now
 	peak     atomic.Int64 // the most bytes of mem held at once (tests read it)
@@ -89,9 +90,17 @@ type thumbEntry struct {
 	t   thumb
 }
 
+// newThumbnailer returns a thumbnailer of the images in store with a cache
+// of maxBytes and the decoding limits maxDecodeBytes and decodeBudget.
 func newThumbnailer(store ImageStore, maxBytes int) *thumbnailer {
-	return &thumbnailer{store: store, slots: make(chan struct{}, maxDecodes), mem: semaphore.NewWeighted(decodeBudget),
-		lru: list.New(), byKey: map[string]*list.Element{}, maxBytes: maxBytes}
+	return newThumbnailerWith(store, maxBytes, maxDecodeBytes, decodeBudget)
+}
+
+// newThumbnailerWith is newThumbnailer with other decoding limits; maxDecode
+// must not exceed budget.
+func newThumbnailerWith(store ImageStore, maxBytes int, maxDecode, budget int64) *thumbnailer {
+	return &thumbnailer{store: store, slots: make(chan struct{}, maxDecodes), maxDecode: maxDecode,
+		mem: semaphore.NewWeighted(budget), lru: list.New(), byKey: map[string]*list.Element{}, maxBytes: maxBytes}
 }
 
 // errNoPreview: the object is not an image the console can scale within its
@@ -171,7 +180,7 @@ func (t *thumbnailer) make(ctx context.Context, key string, size int) (thumb, er
 	if err != nil {
 		return thumb{}, err
 	}
-	cost, err := decodeCost(format, cfg, head)
+	cost, err := decodeCost(format, cfg, head, t.maxDecode)
 	if err != nil {
 		return thumb{}, err
 	}
@@ -222,10 +231,10 @@ func readHeader(r io.Reader) (cfg image.Config, format string, head []byte, err 
 
 // decodeCost returns the bytes that decoding an image of format and cfg
 // takes (its pixels, and what the decoder keeps beside them), or
-// errNoPreview when that is over maxDecodeBytes or the format is not one the
-// console scales. head holds the image's first bytes, for the flags
+// errNoPreview when that is over limit or the format is not one the console
+// scales. head holds the image's first bytes, for the flags
 // DecodeConfig does not report (PNG interlacing, progressive JPEG).
-func decodeCost(format string, cfg image.Config, head []byte) (int64, error) {
+func decodeCost(format string, cfg image.Config, head []byte, limit int64) (int64, error) {
 	if cfg.Width <= 0 || cfg.Height <= 0 {
 		return 0, fmt.Errorf("%w: %dx%d pixels", errNoPreview, cfg.Width, cfg.Height)
 	}
@@ -242,9 +251,9 @@ func decodeCost(format string, cfg image.Config, head []byte) (int64, error) {
 		return 0, fmt.Errorf("%w: %s", errNoPreview, format)
 	}
 	// Checked before multiplying: no overflow for any uint32 width×height.
-	if px > maxDecodeBytes || px*perPixel > maxDecodeBytes {
-		return 0, fmt.Errorf("%w: %dx%d pixels of %d bytes each to decode, over %d MiB", errNoPreview,
-			cfg.Width, cfg.Height, perPixel, maxDecodeBytes>>20)
+	if px > limit || px*perPixel > limit {
+		return 0, fmt.Errorf("%w: %dx%d pixels of %d bytes each to decode, over %d bytes", errNoPreview,
+			cfg.Width, cfg.Height, perPixel, limit)
 	}
 	return px * perPixel, nil
 }

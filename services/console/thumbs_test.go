@@ -3,6 +3,7 @@ package console
 import (
 	"bytes"
 	"compress/flate"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -17,6 +18,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/sdevents/sdevents/pkg/blob"
 )
 
 // zeroPNG encodes a w×h PNG of zero samples (colour type 0 gray, 2 RGB or 6
@@ -151,33 +154,49 @@ func TestHugeThumbnailsTakeLittleMemory(t *testing.T) {
 	}
 }
 
+// memStore is an ImageStore in memory.
+type memStore map[string][]byte
+
+func (m memStore) Get(_ context.Context, key string) (io.ReadCloser, blob.Object, error) {
+	raw, ok := m[key]
+	if !ok {
+		return nil, blob.Object{}, blob.ErrNotFound
+	}
+	return io.NopCloser(bytes.NewReader(raw)), blob.Object{Key: key, Size: int64(len(raw)), ContentType: "image/png"}, nil
+}
+
 // TestLargeOriginalsAreDecodedOneAtATime: originals whose decoding takes
 // more than half the budget are decoded one at a time, whatever the number
-// of requests; each gets its thumbnail.
+// of requests; each gets its thumbnail. (The limits are scaled down from
+// maxDecodeBytes and decodeBudget to keep the test light.)
 func TestLargeOriginalsAreDecodedOneAtATime(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t)
-	raw := zeroPNG(t, 3000, 3000, 8, 6) // 36 MB to decode
-	const cost = 3000 * 3000 * 4
-	if cost <= decodeBudget/2 || cost > maxDecodeBytes {
-		t.Fatalf("the test image's cost %d is not in (budget/2, cap]", cost)
-	}
+	const cost = 1000 * 1000 * 4 // an 8-bit RGBA 1000×1000 PNG
+	const budget = cost * 3 / 2
+	raw := zeroPNG(t, 1000, 1000, 8, 6)
+	store := memStore{}
 	const n = 4
 	for i := range n {
-		h.archive(fmt.Sprintf("a_large/%d.png", i), raw, "image/png")
+		store[fmt.Sprintf("a_large/%d.png", i)] = raw
 	}
+	th := newThumbnailerWith(store, 1<<20, budget, budget)
 	var wg sync.WaitGroup
 	for i := range n {
 		wg.Go(func() {
-			a := h.do(h.client(), http.MethodGet, fmt.Sprintf("/console/thumb?key=a_large/%d.png&size=s", i), nil, bearer)
-			if a.status != http.StatusOK || a.header.Get("Content-Type") != "image/png" {
-				t.Errorf("thumbnail %d: %d %s", i, a.status, a.header.Get("Content-Type"))
+			got, err := th.get(t.Context(), fmt.Sprintf("a_large/%d.png", i), thumbSmall)
+			if err != nil || got.contentType != "image/png" {
+				t.Errorf("thumbnail %d: %q, %v", i, got.contentType, err)
 			}
 		})
 	}
 	wg.Wait()
-	if peak := h.svc.thumbs.peak.Load(); peak != cost {
+	if peak := th.peak.Load(); peak != cost {
 		t.Fatalf("at most %d bytes of decoding at once, want %d: one original at a time", peak, cost)
+	}
+	// Over the cap: the placeholder, nothing decoded.
+	small := newThumbnailerWith(store, 1<<20, cost-1, budget)
+	if _, err := small.get(t.Context(), "a_large/0.png", thumbSmall); !errors.Is(err, errNoPreview) || small.peak.Load() != 0 {
+		t.Fatalf("over the cap: %v, %d bytes reserved", err, small.peak.Load())
 	}
 }
 
@@ -219,7 +238,7 @@ func TestDecodeCost(t *testing.T) {
 		{"no pixels", "png", image.Config{Width: 0, Height: 10, ColorModel: color.NRGBAModel}, pngHead(false), 0},
 		{"other format", "webp", image.Config{Width: 10, Height: 10}, nil, 0},
 	} {
-		got, err := decodeCost(tc.format, tc.cfg, tc.head)
+		got, err := decodeCost(tc.format, tc.cfg, tc.head, maxDecodeBytes)
 		switch {
 		case tc.want == 0 && !errors.Is(err, errNoPreview):
 			t.Errorf("%s: %d, %v; want errNoPreview", tc.name, got, err)
