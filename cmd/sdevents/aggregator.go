@@ -95,13 +95,19 @@ in the last few seconds may show as missing until the aggregator closes them.`,
 	}
 }
 
-// replayBar returns a progress callback drawing a bar on stderr.
+// replayBar returns a progress callback drawing a bar on stderr; it finishes
+// the bar when read reaches total.
+//
+// The spinner's own ticker is off: progressbar v3.19.1 reads its state from
+// that goroutine without the bar's lock (a data race under -race); the bar is
+// redrawn on every call instead, throttled.
 func replayBar(cmd *cobra.Command, what string) func(read, total uint64) {
 	bar := progressbar.NewOptions64(-1,
 		progressbar.OptionSetWriter(cmd.ErrOrStderr()),
 		progressbar.OptionSetDescription(what),
 		progressbar.OptionShowCount(),
 		progressbar.OptionThrottle(100*time.Millisecond),
+		progressbar.OptionSetSpinnerChangeInterval(0),
 		progressbar.OptionClearOnFinish(),
 	)
 	max := int64(-1)

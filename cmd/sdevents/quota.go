@@ -14,7 +14,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
 
 	"github.com/sdevents/sdevents/services/quota"
@@ -150,22 +149,8 @@ func newReplayQuotaCmd(g *globals) *cobra.Command {
 				return err
 			}
 			defer nc.Close()
-			bar := progressbar.NewOptions64(-1,
-				progressbar.OptionSetWriter(cmd.ErrOrStderr()),
-				progressbar.OptionSetDescription("replaying QUOTA"),
-				progressbar.OptionShowCount(),
-				progressbar.OptionThrottle(100*time.Millisecond),
-				progressbar.OptionClearOnFinish(),
-			)
-			first := true
-			rep, err := quota.Replay(cmd.Context(), js, func(seq, last uint64) {
-				if first {
-					bar.ChangeMax64(int64(last))
-					first = false
-				}
-				_ = bar.Set64(int64(seq))
-			})
-			_ = bar.Finish()
+			progress := replayBar(cmd, "replaying QUOTA")
+			rep, err := quota.Replay(cmd.Context(), js, progress)
 			if err != nil {
 				return err
 			}
