@@ -63,7 +63,7 @@ func (s *Store) Put(ctx context.Context, msg *nats.Msg, key string, horizon bool
 			return Stored{}, fmt.Errorf("%w: %w", httpserver.ErrUnavailable, errIndexWarming)
 		}
 	}
-	ack, err := s.js.PublishMsg(ctx, msg)
+	ack, err := s.publish(ctx, msg)
 	if err != nil {
 		return Stored{}, fmt.Errorf("%w: %w: publish: %v", httpserver.ErrUnavailable, errStore, err)
 	}
@@ -71,4 +71,28 @@ func (s *Store) Put(ctx context.Context, msg *nats.Msg, key string, horizon bool
 		s.seen.add(fp, ack.Sequence, time.Now())
 	}
 	return Stored{Seq: ack.Sequence, Duplicate: ack.Duplicate}, nil
+}
+
+// jsErrDuplicateInProcess is nats-server's answer, on a replicated stream, to
+// a publish whose Nats-Msg-Id belongs to a message proposed but not stored
+// yet (409, err_code 10158): a twin of this request is being stored.
+const jsErrDuplicateInProcess jetstream.ErrorCode = 10158
+
+// publish publishes msg; while its id is being stored by a twin, it
+// publishes again after a short pause, until the server acknowledges it as
+// a duplicate of the stored message (or stores it, if the twin's store
+// failed) or ctx ends.
+func (s *Store) publish(ctx context.Context, msg *nats.Msg) (*jetstream.PubAck, error) {
+	for pause := time.Millisecond; ; pause = min(2*pause, 32*time.Millisecond) {
+		ack, err := s.js.PublishMsg(ctx, msg)
+		var apiErr *jetstream.APIError
+		if err == nil || !errors.As(err, &apiErr) || apiErr.ErrorCode != jsErrDuplicateInProcess {
+			return ack, err
+		}
+		select {
+		case <-time.After(pause):
+		case <-ctx.Done():
+			return nil, err
+		}
+	}
 }
