@@ -10,6 +10,7 @@
 package quotarpc
 
 import (
+	"crypto/rand"
 	"encoding/json"
 	"time"
 )
@@ -34,18 +35,32 @@ type DecideRequest struct {
 	Body json.RawMessage `json:"body,omitempty"`
 	// RawBody carries a body that is not JSON, verbatim.
 	RawBody []byte `json:"raw_body,omitempty"`
-	// IngressSeq is the INGRESS sequence of the stored callback.
+	// IngressSeq is the INGRESS sequence of the stored callback. Replays of
+	// one callback share it (INGRESS stores them once), so it does not
+	// name a request: RequestID does.
 	IngressSeq uint64    `json:"ingress_seq"`
 	At         time.Time `json:"at"`
+	// RequestID names this request, and no other: the ingress gives each
+	// synchronous HTTP request it forwards a fresh one (NewRequestID), so a
+	// replay of the same callback gets its own. A reservation records the
+	// request it answered, and an AbandonRequest names the request whose
+	// answer was lost.
+	RequestID string `json:"request_id,omitempty"`
 }
 
+// NewRequestID returns a fresh request id: 128 random bits, 26 base32
+// characters.
+func NewRequestID() string { return rand.Text() }
+
 // AbandonRequest, on SubjectAbandon, says that the platform was told the
-// credit service was busy for the apiAccessPreInvoke InvokeID of Account:
-// whatever was or will be decided for it must hold nothing. The answer is an
-// Answer; Success means it is settled.
+// credit service was busy for the apiAccessPreInvoke InvokeID of Account
+// sent as RequestID: whatever was or will be decided for that request must
+// hold nothing, while what another request for the same InvokeID was told
+// stands. The answer is an Answer; Success means it is settled.
 type AbandonRequest struct {
-	Account  string `json:"account"`
-	InvokeID string `json:"invoke_id"`
+	Account   string `json:"account"`
+	InvokeID  string `json:"invoke_id"`
+	RequestID string `json:"request_id"`
 }
 
 // BodyBytes returns the callback body.

@@ -17,13 +17,14 @@ const abandonWindow = 2 * time.Minute
 const abandonAttempt = 10 * time.Second
 
 // abandonLater asks the quota service, in the background and until it
-// answers, to abandon the apiAccessPreInvoke invokeID whose answer the ingress
-// gave up waiting for: the platform was told the credit service was busy,
-// so a reservation the quota stored anyway, or will store when the request
-// reaches it, must not hold its credits until it expires
-// (services/quota/abandon.go).
-func (s *Service) abandonLater(account, invokeID string) {
-	payload, err := json.Marshal(quotarpc.AbandonRequest{Account: account, InvokeID: invokeID})
+// answers, to abandon the apiAccessPreInvoke decide request named request,
+// for invokeID, whose answer the ingress gave up waiting for: the platform
+// was told the credit service was busy, so a reservation the quota stored
+// for that request anyway, or will store when the request reaches it, must
+// not hold its credits until it expires (services/quota/abandon.go). What
+// another request for the same invokeId was told is not touched.
+func (s *Service) abandonLater(account, invokeID, request string) {
+	payload, err := json.Marshal(quotarpc.AbandonRequest{Account: account, InvokeID: invokeID, RequestID: request})
 	if err != nil {
 		return
 	}

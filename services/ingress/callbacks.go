@@ -88,14 +88,14 @@ func (s *Service) handleCallback(c echo.Context) error {
 	}
 	req := quotarpc.NewDecideRequest(body)
 	req.Source, req.BizType, req.Account, req.InvokeID, req.APIID = name, p.BizType, acct, p.InvokeID, p.APIID
-	req.IngressSeq, req.At = stored.Seq, now
+	req.IngressSeq, req.At, req.RequestID = stored.Seq, now, quotarpc.NewRequestID()
 	ans, err := s.decide(ctx, req)
 	if err != nil {
 		info.Outcome = "quota-unavailable"
 		info.Err = err
 		ans = s.unavailableAnswer(p.BizType)
 		if p.BizType == callback.BizAPIPreInvoke && !ans.Success && acct != "" && p.InvokeID != "" {
-			s.abandonLater(acct, p.InvokeID)
+			s.abandonLater(acct, p.InvokeID, req.RequestID)
 		}
 	} else if ans.Success {
 		info.Outcome = "accepted"

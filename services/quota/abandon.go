@@ -17,7 +17,10 @@ import (
 // credit service was busy — would hold its credits until it expires
 // (quota.reservation_ttl), since the platform, refused, neither commits nor
 // rolls back. It is abandoned instead (ledger Abandon): released at once if
-// it was reserved, refused in advance if it was not yet. Both sides start an
+// it was reserved, refused in advance if it was not yet. An abandonment
+// names the decide request whose answer was lost (quotarpc RequestID): it
+// releases only what that request reserved, never what another request for
+// the same invokeId was told it holds. Both sides start an
 // abandonment: the quota for its own failures (abandonLater), the ingress for
 // its timeouts (a request on quotarpc.SubjectAbandon, onAbandon). A replica
 // that does not know abandonments does not subscribe to that subject, so
@@ -35,6 +38,9 @@ const abandonAttempt = 10 * time.Second
 // onAbandon answers one request on quotarpc.SubjectAbandon, in its own
 // goroutine.
 func (s *Service) onAbandon(m *nats.Msg) {
+	if s.gate != nil {
+		s.gate()
+	}
 	s.dispatch(s.slots, func() {
 		start := time.Now()
 		var req quotarpc.AbandonRequest
@@ -45,7 +51,7 @@ func (s *Service) onAbandon(m *nats.Msg) {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), s.deadline)
 		defer cancel()
-		d, err := s.do(ctx, req.Account, abandon(req.InvokeID))
+		d, err := s.do(ctx, req.Account, abandon(req.InvokeID, req.RequestID))
 		s.metrics.observe("abandon", start, d.Answer.Success, err)
 		if err != nil {
 			s.respond(m, quotarpc.Answer{ErrMessage: msgUnavailable})
@@ -55,13 +61,14 @@ func (s *Service) onAbandon(m *nats.Msg) {
 	})
 }
 
-func abandon(invokeID string) command {
-	return func(a *ledger.Account, now time.Time) ledger.Decision { return a.Abandon(invokeID, now) }
+func abandon(invokeID, request string) command {
+	return func(a *ledger.Account, now time.Time) ledger.Decision { return a.Abandon(invokeID, request, now) }
 }
 
-// abandonLater abandons the reservation of invokeID on account in the
-// background, retrying with backoff for abandonWindow.
-func (s *Service) abandonLater(account, invokeID string) {
+// abandonLater abandons what the decide request named request reserved for
+// invokeID on account, in the background, retrying with backoff for
+// abandonWindow.
+func (s *Service) abandonLater(account, invokeID, request string) {
 	s.inflight.Add(1)
 	go func() {
 		defer s.inflight.Done()
@@ -69,7 +76,7 @@ func (s *Service) abandonLater(account, invokeID string) {
 		defer cancel()
 		for pause := 100 * time.Millisecond; ; pause = min(2*pause, 5*time.Second) {
 			attempt, stop := context.WithTimeout(ctx, abandonAttempt)
-			_, err := s.do(attempt, account, abandon(invokeID))
+			_, err := s.do(attempt, account, abandon(invokeID, request))
 			stop()
 			if err == nil {
 				s.log.Info().Str("account", account).Str("invoke_id", invokeID).Msg("quota: reservation with a lost answer abandoned")

@@ -42,7 +42,10 @@ func (s *Service) do(ctx context.Context, id string, cmd command) (ledger.Decisi
 // checked against the stream leader and the command decided again if it moved.
 // Losing an append race catches up and decides again, at most maxAttempts
 // times, with a growing random pause so that two replicas do not keep
-// colliding.
+// colliding. An append refused because a message with the event's id is
+// being or has been stored (ErrDuplicate: a twin request decided the same
+// transition elsewhere) waits until the state holds that message and
+// decides again: the answer comes from the stored outcome, never a failure.
 func (s *Service) run(ctx context.Context, e *entry, cmd command) (ledger.Decision, error) {
 	fresh := false
 	for attempt := 1; ; attempt++ {
@@ -67,7 +70,24 @@ func (s *Service) run(ctx context.Context, e *entry, cmd command) (ledger.Decisi
 			s.apply(e, ev, seq)
 			return d, nil
 		}
-		if !errors.Is(err, ErrConflict) || attempt >= maxAttempts {
+		var dup *duplicateError
+		switch {
+		case attempt >= maxAttempts:
+			return d, fmt.Errorf("decide %s (attempt %d): %w", e.acct.ID, attempt, err)
+		case errors.As(err, &dup):
+			if dup.Seq > 0 && dup.Seq <= e.acct.Seq {
+				// The state holds the message with this id already, and
+				// still decides it again: an id reused by an event the
+				// fold skipped. Waiting cannot help.
+				return d, fmt.Errorf("decide %s: %w", e.acct.ID, err)
+			}
+			s.metrics.duplicates.Inc()
+			if err := s.awaitStored(ctx, e, dup.Seq, attempt); err != nil {
+				return d, fmt.Errorf("decide %s: %w", e.acct.ID, err)
+			}
+			fresh = true
+			continue
+		case !errors.Is(err, ErrConflict):
 			return d, fmt.Errorf("decide %s (attempt %d): %w", e.acct.ID, attempt, err)
 		}
 		s.metrics.conflicts.Inc()
@@ -82,5 +102,30 @@ func (s *Service) run(ctx context.Context, e *entry, cmd command) (ledger.Decisi
 			case <-ctx.Done():
 			}
 		}
+	}
+}
+
+// awaitStored catches e up until it holds the message a duplicate append
+// named: at sequence seq, or, with seq 0 (still being stored elsewhere),
+// until the subject moves. When it does not move, it pauses — longer after
+// each attempt, up to 32 ms — and returns, so that the caller decides and
+// appends again: if the message being stored never is (its proposal was
+// lost with a leader), that append goes through. It returns an error when
+// the account cannot be read or ctx ends.
+func (s *Service) awaitStored(ctx context.Context, e *entry, seq uint64, attempt int) error {
+	moved, err := s.sync(ctx, e)
+	switch {
+	case err != nil:
+		return err
+	case moved || seq > 0:
+		return nil
+	}
+	pause := time.Millisecond << min(attempt-1, 5)
+	pause += time.Duration(rand.Int64N(int64(pause)))
+	select {
+	case <-time.After(pause):
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("waiting for a message being stored: %w", ctx.Err())
 	}
 }

@@ -72,14 +72,51 @@ type deployment struct {
 
 	mu       sync.Mutex
 	replicas []*replica
+	// valve holds every replica's RPC requests back while paused.
+	valve valve
 }
 
 // replica is one running quota service.
 type replica struct {
 	svc    *quota.Service
 	nc     *nats.Conn
+	reg    *prometheus.Registry
 	cancel context.CancelFunc
 	done   chan error
+}
+
+// valve holds back the requests of the replicas it gates (quota.WithGate)
+// while paused, as if their processes were stopped; resume lets what was
+// held through, in order. Open at first.
+type valve struct {
+	mu sync.Mutex
+	ch chan struct{} // closed while open; nil = open
+}
+
+func (v *valve) gate() {
+	v.mu.Lock()
+	ch := v.ch
+	v.mu.Unlock()
+	if ch != nil {
+		<-ch
+	}
+}
+
+func (v *valve) pause() {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.ch == nil {
+		v.ch = make(chan struct{})
+	}
+}
+
+func (v *valve) resume() {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.ch != nil {
+		close(v.ch)
+		v.ch = nil
+	}
 }
 
 // stop cancels the replica's Run and waits for its drain.
@@ -105,6 +142,7 @@ func start(t testing.TB, cfg config.Config, n int) *deployment {
 	_, js := natstest.Connect(t, node.URL())
 	natstest.ApplyStreams(t, js, 1)
 	d := &deployment{t: t, cfg: cfg, node: node, js: js, logs: &syncBuffer{}}
+	t.Cleanup(d.valve.resume) // a held replica cannot stop
 	for range n {
 		d.addReplica()
 	}
@@ -116,12 +154,13 @@ func start(t testing.TB, cfg config.Config, n int) *deployment {
 func (d *deployment) addReplica() *replica {
 	d.t.Helper()
 	nc, _ := natstest.Connect(d.t, d.node.URL())
-	svc, err := quota.New(context.Background(), d.cfg, nc, prometheus.NewRegistry(), quota.WithLogger(zerolog.New(d.logs)))
+	reg := prometheus.NewRegistry()
+	svc, err := quota.New(context.Background(), d.cfg, nc, reg, quota.WithLogger(zerolog.New(d.logs)), quota.WithGate(d.valve.gate))
 	if err != nil {
 		d.t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &replica{svc: svc, nc: nc, cancel: cancel, done: make(chan error, 1)}
+	r := &replica{svc: svc, nc: nc, reg: reg, cancel: cancel, done: make(chan error, 1)}
 	go func() { r.done <- svc.Run(ctx) }()
 	d.t.Cleanup(func() {
 		if r.done != nil {
@@ -196,6 +235,19 @@ func (d *deployment) do(req *http.Request) answer {
 
 // callback sends a signed synchronous callback of user token for invokeID.
 func (d *deployment) callback(bizType, token, invokeID string, body []byte) answer {
+	return d.send(d.signed(bizType, token, invokeID, body))
+}
+
+// signedRequest is one signed callback, as the platform sends it: sending
+// it again is a byte-identical replay.
+type signedRequest struct {
+	query string
+	body  []byte
+}
+
+// signed signs a synchronous callback of user token for invokeID, with a
+// fresh nonce and timestamp.
+func (d *deployment) signed(bizType, token, invokeID string, body []byte) signedRequest {
 	enc, err := callback.EncryptToken(token, testKey.SK, nil)
 	if err != nil {
 		d.t.Fatal(err)
@@ -205,9 +257,42 @@ func (d *deployment) callback(bizType, token, invokeID string, body []byte) answ
 	p.Sign = callback.Sign(testKey, p, body, token)
 	q := url.Values{"apiId": {p.APIID}, "bizType": {p.BizType}, "invokeId": {p.InvokeID}, "apiToken": {p.APIToken},
 		"sign": {p.Sign}, "nonce": {p.Nonce}, "timestamp": {p.Timestamp}}
-	req, _ := http.NewRequest(http.MethodPost, d.base+"/v1/callbacks/default?"+q.Encode(), bytes.NewReader(body))
+	return signedRequest{query: q.Encode(), body: body}
+}
+
+// send posts r to the ingress.
+func (d *deployment) send(r signedRequest) answer {
+	req, _ := http.NewRequest(http.MethodPost, d.base+"/v1/callbacks/default?"+r.query, bytes.NewReader(r.body))
 	req.Header.Set("Content-Type", "application/json")
 	return d.do(req)
+}
+
+// decisions is the number of decisions of kind (a bizType, "abandon",
+// "expire", "grant") every replica has finished, stored effects included.
+func (d *deployment) decisions(kind string) int {
+	d.t.Helper()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	n := 0.0
+	for _, r := range d.replicas {
+		mfs, err := r.reg.Gather()
+		if err != nil {
+			d.t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() != "sdevents_quota_decisions_total" {
+				continue
+			}
+			for _, m := range mf.GetMetric() {
+				for _, l := range m.GetLabel() {
+					if l.GetName() == "kind" && l.GetValue() == kind {
+						n += m.GetCounter().GetValue()
+					}
+				}
+			}
+		}
+	}
+	return int(n)
 }
 
 func (d *deployment) reserve(token, invokeID string) answer {

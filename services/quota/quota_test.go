@@ -134,15 +134,21 @@ func TestReplicaKilledMidLoad(t *testing.T) {
 		}
 	}
 	// A replica killed between its append and its reply leaves a stored
-	// reservation the platform was told was refused ("busy"): its credits
-	// come back at expiry. Nothing else may differ.
-	if extra := len(reserved) - success; extra < 0 || extra > busy {
-		t.Fatalf("%d reservations stored, %d answered success, %d busy", len(reserved), success, busy)
-	}
+	// reservation the platform was told was refused ("busy"): its
+	// abandonment, or its expiry, gives the credits back. Every reservation
+	// answered success is held; nothing else may differ.
 	rep := d.replay()
 	b := rep.Balances[acct]
-	if b.Balance < 0 || b.Balance != 50-int64(len(reserved)) || b.Reserved != int64(len(reserved)) {
-		t.Fatalf("fold: balance %d reserved %d with %d reservations", b.Balance, b.Reserved, len(reserved))
+	if b.Balance < 0 || b.Balance+b.Reserved != 50 || b.Committed != 0 {
+		t.Fatalf("fold: balance %d reserved %d committed %d", b.Balance, b.Reserved, b.Committed)
+	}
+	for inv, a := range answers {
+		if _, open := b.Open[inv]; a.success() && !open {
+			t.Fatalf("%s answered success but is not held", inv)
+		}
+	}
+	if extra := len(b.Open) - success; extra < 0 || extra > busy {
+		t.Fatalf("%d reservations held, %d answered success, %d busy", len(b.Open), success, busy)
 	}
 	t.Logf("killed a replica after 40 answers: %d succeeded, %d busy, %d stored", success, busy, len(reserved))
 	if success < 40 {
@@ -254,6 +260,9 @@ func TestIdempotencyOverHTTP(t *testing.T) {
 	}
 	count := func() int { return len(d.events(acct)) }
 
+	// The same reserve twice: each request is told the reservation is
+	// held, the second after a confirmed event (so that the abandonment of
+	// the first alone cannot release what the second was told).
 	big := []byte(`{"batch_size": 2}`)
 	for range 2 {
 		if a := d.callback(callback.BizAPIPreInvoke, token, "r1", big); !a.success() {
@@ -261,9 +270,14 @@ func TestIdempotencyOverHTTP(t *testing.T) {
 		}
 	}
 	n := count()
-	if n != 2 {
-		t.Fatalf("%d events after grant and repeated reserve, want 2", n)
+	if evs := d.events(acct); n != 3 || evs[1].Type != ledger.TypeReserved || evs[2].Type != ledger.TypeConfirmed {
+		t.Fatalf("%d events after grant and repeated reserve (%+v), want granted, reserved, confirmed", n, evs)
 	}
+	// A third request is told too, and recorded too.
+	if a := d.callback(callback.BizAPIPreInvoke, token, "r1", big); !a.success() || count() != n+1 {
+		t.Fatalf("reserve r1 a third time: %s, %d events", a.Raw, count())
+	}
+	n++
 	// Denied, twice: the same refusal, one denied event.
 	first := d.reserve(token, "r2")
 	second := d.reserve(token, "r2")

@@ -23,6 +23,9 @@ const (
 // onDecide answers one request on quotarpc.SubjectDecide, in its own
 // goroutine: decisions on different accounts proceed in parallel.
 func (s *Service) onDecide(m *nats.Msg) {
+	if s.gate != nil {
+		s.gate()
+	}
 	s.dispatch(s.slots, func() {
 		var req quotarpc.DecideRequest
 		if err := json.Unmarshal(m.Data, &req); err != nil {
@@ -75,6 +78,12 @@ func (s *Service) Decide(ctx context.Context, req quotarpc.DecideRequest) quotar
 		s.metrics.observe(kindLabel(req.BizType), start, false, nil)
 		return refuse(msgNoAccount)
 	}
+	if req.RequestID == "" {
+		// From an ingress that names no requests: this one gets its name
+		// here, so that the abandonment this replica may start for it
+		// releases exactly what it reserved.
+		req.RequestID = quotarpc.NewRequestID()
+	}
 	price, _, priceErr := ledger.ParsePrice(req.BodyBytes(), s.perImage)
 	var cmd command
 	switch req.BizType {
@@ -88,7 +97,7 @@ func (s *Service) Decide(ctx context.Context, req quotarpc.DecideRequest) quotar
 			return refuse(sentence(priceErr.Error()))
 		}
 		cmd = func(a *ledger.Account, now time.Time) ledger.Decision {
-			return a.Reserve(req.InvokeID, price, s.ttl, now)
+			return a.Reserve(req.InvokeID, req.RequestID, price, s.ttl, now)
 		}
 	case callback.BizAPICommit:
 		cmd = func(a *ledger.Account, now time.Time) ledger.Decision { return a.Commit(req.InvokeID, now) }
@@ -104,8 +113,9 @@ func (s *Service) Decide(ctx context.Context, req quotarpc.DecideRequest) quotar
 		s.log.Warn().Err(err).Str("account", req.Account).Str("invoke_id", req.InvokeID).Str("kind", req.BizType).Msg("quota: no decision")
 		if req.BizType == callback.BizAPIPreInvoke {
 			// The reservation may be stored without its answer: the
-			// platform is refused, so nothing may stay held.
-			s.abandonLater(req.Account, req.InvokeID)
+			// platform is refused, so nothing this request reserved may
+			// stay held.
+			s.abandonLater(req.Account, req.InvokeID, req.RequestID)
 		}
 		return refuse(msgUnavailable)
 	}

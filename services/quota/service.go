@@ -53,6 +53,8 @@ type Service struct {
 	// out.
 	bg     context.Context
 	stopBG context.CancelFunc
+
+	gate func() // called before each RPC request is handled; nil = none
 }
 
 // Option changes a Service built by New.
@@ -71,6 +73,12 @@ func WithLogger(l zerolog.Logger) Option { return func(s *Service) { s.log = l }
 // admintoken.MaxFailures tries in all. Without it the API has a brake of its
 // own.
 func WithAdminBrake(b *admintoken.Brake) Option { return func(s *Service) { s.brake = b } }
+
+// WithGate makes the replica call gate before it handles each request on the
+// decide and abandon subjects, in the order they arrive on each. Tests hold a
+// replica's requests back by blocking in gate, as a stopped process would;
+// what was held is handled, in order, once gate returns.
+func WithGate(gate func()) Option { return func(s *Service) { s.gate = gate } }
 
 // New builds a quota replica over an open NATS connection. The streams of
 // streams/ must have been applied: New returns an error when QUOTA,
@@ -198,9 +206,10 @@ func (s *Service) dispatch(slots chan struct{}, fn func()) {
 }
 
 type metrics struct {
-	decisions *prometheus.CounterVec
-	duration  *prometheus.HistogramVec
-	conflicts prometheus.Counter
+	decisions  *prometheus.CounterVec
+	duration   *prometheus.HistogramVec
+	conflicts  prometheus.Counter
+	duplicates prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -218,8 +227,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Namespace: "sdevents", Subsystem: "quota", Name: "append_conflicts_total",
 			Help: "Appends refused because another writer moved the account's subject on first.",
 		}),
+		duplicates: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "sdevents", Subsystem: "quota", Name: "append_duplicates_total",
+			Help: "Appends refused because a message with the same id was being or had been stored; answered from the stored outcome.",
+		}),
 	}
-	reg.MustRegister(m.decisions, m.duration, m.conflicts)
+	reg.MustRegister(m.decisions, m.duration, m.conflicts, m.duplicates)
 	return m
 }
 

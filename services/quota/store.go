@@ -30,10 +30,51 @@ const (
 )
 
 // ErrConflict is returned (wrapped) by store.append when the account's subject
-// moved past the expected sequence, or the event is a duplicate of one
-// already stored: another writer got there first. The caller catches up with
-// the stream and decides again.
+// moved past the expected sequence: another writer got there first. The
+// caller catches up with the stream and decides again.
 var ErrConflict = errors.New("ledger moved on")
+
+// ErrDuplicate is returned (wrapped, as a *duplicateError) by store.append
+// when a message with the event's id is being or has been stored: the same
+// transition of the same invokeId, decided by another replica (a twin
+// request) or by an earlier attempt. It is not a failure: the caller waits
+// until its state holds that message, then decides again and answers from
+// the stored outcome.
+var ErrDuplicate = errors.New("a message with this id is being or has been stored")
+
+// jsErrDuplicateInProcess is nats-server's JSStreamDuplicateMessageConflict
+// (409, "duplicate message id is in process"): on a replicated stream, a
+// publish whose Nats-Msg-Id belongs to a message proposed but not yet
+// stored. The server answers it before checking the expected last
+// sequence.
+const jsErrDuplicateInProcess jetstream.ErrorCode = 10158
+
+// duplicateError is ErrDuplicate with what the server said: Seq is the
+// stored message's sequence, 0 while it is still being stored.
+type duplicateError struct {
+	Seq uint64
+	err string
+}
+
+func (e *duplicateError) Error() string { return e.err }
+
+func (e *duplicateError) Unwrap() error { return ErrDuplicate }
+
+// classify maps a publish error of an event to ErrConflict or ErrDuplicate
+// when it is one, and wraps it otherwise.
+func classify(err error, e ledger.Event, last uint64) error {
+	var apiErr *jetstream.APIError
+	if !errors.As(err, &apiErr) {
+		return fmt.Errorf("append %s event: %w", e.Type, err)
+	}
+	switch apiErr.ErrorCode {
+	case jetstream.JSErrCodeStreamWrongLastSequence, jetstream.JSErrCodeStreamWrongLastSequenceConstant:
+		return fmt.Errorf("%w: %s expected last sequence %d: %v", ErrConflict, e.Account, last, err)
+	case jsErrDuplicateInProcess:
+		return &duplicateError{err: fmt.Sprintf("%s event of %s: %v: %v", e.Type, e.Account, ErrDuplicate, err)}
+	}
+	return fmt.Errorf("append %s event: %w", e.Type, err)
+}
 
 // store is the JetStream adapter of the ledger: optimistic appends to
 // sd.quota.<account>, reads answered by the stream leader, and expiry timers
@@ -47,11 +88,15 @@ type store struct {
 func ledgerSubject(account string) string { return subjectLedger + account }
 
 // msgID is the Nats-Msg-Id (and ce-id) of e: deterministic for every
-// transition of an invokeId and for a grant with an id, so that a publish
-// retried after a lost ack cannot be stored twice within the duplicate window.
-// The "i-"/"g-" tags keep invoke ids and grant ids apart.
+// transition of an invokeId (for each request, where an invokeId has one per
+// request: confirmed, withdrawn) and for a grant with an id, so that a
+// publish retried after a lost ack cannot be stored twice within the
+// duplicate window, and twin requests deciding the same transition meet on
+// one id. The "i-"/"g-" tags keep invoke ids and grant ids apart.
 func msgID(e ledger.Event) string {
 	switch {
+	case e.Type == ledger.TypeConfirmed || e.Type == ledger.TypeWithdrawn:
+		return "q-" + e.Account + "-i-" + e.InvokeID + "-" + string(e.Type) + "-" + e.Request
 	case e.Type != ledger.TypeGranted:
 		return "q-" + e.Account + "-i-" + e.InvokeID + "-" + string(e.Type)
 	case e.ID != "":
@@ -68,9 +113,10 @@ func msgID(e ledger.Event) string {
 // connection, which the server processes in order, so no stored reservation
 // lacks a timer, at the cost of one round trip instead of two. A timer the
 // server refused is published again before append returns. It returns an error
-// wrapping ErrConflict when the subject moved on or the message is a
-// duplicate; any other error means the event may or may not be stored (a lost
-// ack): the next append of the account conflicts and catches up.
+// wrapping ErrConflict when the subject moved on, ErrDuplicate when a message
+// with the event's id is being or has been stored; any other error means the
+// event may or may not be stored (a lost ack): the next append of the account
+// conflicts and catches up.
 func (s *store) append(ctx context.Context, e ledger.Event, last uint64) (uint64, error) {
 	var timer jetstream.PubAckFuture
 	if e.Type == ledger.TypeReserved {
@@ -113,15 +159,11 @@ func (s *store) appendEvent(ctx context.Context, e ledger.Event, last uint64) (u
 	}, data)
 	ack, err := s.js.PublishMsg(ctx, msg, jetstream.WithExpectLastSequencePerSubject(last))
 	if err != nil {
-		var apiErr *jetstream.APIError
-		if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
-			apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
-			return 0, fmt.Errorf("%w: %s expected last sequence %d: %v", ErrConflict, e.Account, last, err)
-		}
-		return 0, fmt.Errorf("append %s event: %w", e.Type, err)
+		return 0, classify(err, e, last)
 	}
 	if ack.Duplicate {
-		return 0, fmt.Errorf("%w: %s event of %s is a duplicate of sequence %d", ErrConflict, e.Type, e.Account, ack.Sequence)
+		return 0, &duplicateError{Seq: ack.Sequence,
+			err: fmt.Sprintf("%s event of %s: %v at sequence %d", e.Type, e.Account, ErrDuplicate, ack.Sequence)}
 	}
 	return ack.Sequence, nil
 }

@@ -77,7 +77,8 @@ func TestScheduleFires(t *testing.T) {
 
 // TestAppendOptimistic checks the expected-last-subject-sequence semantics
 // the ledger relies on: 0 means "no message yet", a stale sequence is a
-// conflict, and a replayed message id is a conflict too.
+// conflict, and a replayed message id is a duplicate naming the stored
+// message.
 func TestAppendOptimistic(t *testing.T) {
 	t.Parallel()
 	node := natstest.Start(t)
@@ -98,8 +99,9 @@ func TestAppendOptimistic(t *testing.T) {
 	if _, err := st.append(ctx, grant, 0); !isConflict(err) {
 		t.Fatalf("stale expected sequence: %v", err)
 	}
-	if _, err := st.append(ctx, grant, seq); !isConflict(err) {
-		t.Fatalf("duplicate message id: %v", err)
+	var dup *duplicateError
+	if _, err := st.append(ctx, grant, seq); !errors.As(err, &dup) || !errors.Is(err, ErrDuplicate) || dup.Seq != seq {
+		t.Fatalf("duplicate message id: %v, want ErrDuplicate naming sequence %d", err, seq)
 	}
 	last, err := st.lastSeq(ctx, acct)
 	if err != nil || last != seq {
@@ -111,3 +113,34 @@ func TestAppendOptimistic(t *testing.T) {
 }
 
 func isConflict(err error) bool { return err != nil && errors.Is(err, ErrConflict) }
+
+// TestClassifyPublishErrors: what nats-server answers a publish of a
+// ledger event becomes a conflict (catch up, decide again), a duplicate
+// (wait for the stored message, answer from it) or a failure. 10158 comes
+// only from a replicated stream (TestTwinRequestsOnACluster in e2e meets
+// it for real).
+func TestClassifyPublishErrors(t *testing.T) {
+	t.Parallel()
+	e := ledger.Event{Type: ledger.TypeReserved, Account: "a_cccccccccccccccccccccccccc", InvokeID: "i"}
+	cases := []struct {
+		code    jetstream.ErrorCode
+		wantErr error
+	}{
+		{jetstream.JSErrCodeStreamWrongLastSequence, ErrConflict},
+		{jetstream.JSErrCodeStreamWrongLastSequenceConstant, ErrConflict},
+		{10158, ErrDuplicate},
+		{jetstream.JSErrCodeStreamNotFound, nil},
+	}
+	for _, tc := range cases {
+		err := classify(&jetstream.APIError{Code: 409, ErrorCode: tc.code, Description: "x"}, e, 3)
+		var dup *duplicateError
+		switch {
+		case tc.wantErr == nil && (errors.Is(err, ErrConflict) || errors.Is(err, ErrDuplicate)):
+			t.Errorf("code %d: %v, want a failure", tc.code, err)
+		case tc.wantErr != nil && !errors.Is(err, tc.wantErr):
+			t.Errorf("code %d: %v, want %v", tc.code, err, tc.wantErr)
+		case tc.wantErr == ErrDuplicate && (!errors.As(err, &dup) || dup.Seq != 0):
+			t.Errorf("code %d: %v, want a duplicate still being stored", tc.code, err)
+		}
+	}
+}

@@ -3,6 +3,7 @@ package ledger
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -24,12 +25,17 @@ var (
 	// ErrNotDue: Expire of an open reservation before its expires_at. The
 	// caller retries at Account.Open[invokeID].ExpiresAt.
 	ErrNotDue = errors.New("reservation not yet expired")
-	// ErrAbandoned: a reservation of an invokeId whose answer was lost (the
-	// platform was told the credit service was busy, see Abandon). Nothing
-	// is reserved; the user starts again with a new request.
+	// ErrAbandoned: a reservation, commit or rollback of an invokeId whose
+	// answer was lost (the platform was told the credit service was busy,
+	// see Abandon). Nothing is held; the user starts again with a new
+	// request.
 	ErrAbandoned = errors.New("request abandoned")
-	// ErrInvalidCommand: a command that cannot be decided: empty invokeId,
-	// non-positive price or ttl, zero or out-of-range grant, a grant id reused
+	// ErrConflictingRequest: a reservation repeated under an invokeId that
+	// holds (or was charged) another amount: not the same request. Nothing
+	// changes; the first reservation stands.
+	ErrConflictingRequest = errors.New("conflicting request")
+	// ErrInvalidCommand: a command that cannot be decided: empty or
+	// over-long invokeId, an abandonment naming no request, non-positive price or ttl, zero or out-of-range grant, a grant id reused
 	// with other credits. It points at a bug or an operator mistake.
 	ErrInvalidCommand = errors.New("invalid quota command")
 )
@@ -71,8 +77,9 @@ type Decision struct {
 	// append (conflict) means deciding again on the caught-up state.
 	Events []Event
 	Answer Answer
-	// Repeat is true when the command had already been decided and Answer is
-	// that first decision (Events is then empty).
+	// Repeat is true when the command had already been decided and Answer
+	// follows from that decision's outcome, which later events cannot change
+	// (Events is then empty): the adapter need not prove its state current.
 	Repeat bool
 }
 
@@ -146,47 +153,123 @@ func (a *Account) PreCheck(price int64) Decision {
 	return Decision{Answer: ans}
 }
 
-// Reserve answers apiAccessPreInvoke: it holds price credits for invokeID
-// until now+ttl with a reserved event, or refuses with a denied event whose
-// reason the platform shows when the balance is below price.
+// Reserve answers apiAccessPreInvoke for the decide request named request:
+// it holds price credits for invokeID until now+ttl with a reserved event,
+// or refuses with a denied event whose reason the platform shows when the
+// balance is below price.
 //
-// A repeat of an invokeId already decided returns the first decision and
-// appends nothing: success if it was reserved (even if since committed,
-// released or expired), the same refusal if it was denied. An empty invokeID,
-// a price outside [1, MaxCredits] or a ttl ≤ 0 is refused with
+// A repeat of an invokeId already decided is answered from that decision,
+// and success only while the credits are held (docs/quota.md, "Repeats"):
+//
+//   - open, same price, not expired: success. A request not yet told so is
+//     recorded first (a confirmed event), so that the reservation stays held
+//     until every request told it is held has been abandoned; a request
+//     already told so, or a pinned reservation, appends nothing. A request
+//     abandoned before it was decided is refused (ErrAbandoned);
+//   - committed, same price: success, nothing appended (the commit that
+//     follows is a repeat and succeeds);
+//   - open or committed at another price: refused (ErrConflictingRequest);
+//   - open but past its expiry, or expired: refused (ErrExpired);
+//   - rolled back: refused (ErrFinished);
+//   - released or closed in advance by an abandonment: refused
+//     (ErrAbandoned);
+//   - denied: the same refusal.
+//
+// Refused repeats append nothing. An empty or over-long invokeID, an empty
+// request, a price outside [1, MaxCredits] or a ttl ≤ 0 is refused with
 // ErrInvalidCommand and appends nothing. It does not modify a.
-func (a *Account) Reserve(invokeID string, price int64, ttl time.Duration, now time.Time) Decision {
+func (a *Account) Reserve(invokeID, request string, price int64, ttl time.Duration, now time.Time) Decision {
+	if err := validInvokeID(invokeID); err != nil {
+		return Decision{Answer: refuse(err)}
+	}
 	switch {
-	case invokeID == "":
-		return Decision{Answer: refuse(fmt.Errorf("%w: reservation without invokeId", ErrInvalidCommand))}
+	case request == "":
+		return Decision{Answer: refuse(fmt.Errorf("%w: reservation that names no request", ErrInvalidCommand))}
 	case price <= 0 || price > MaxCredits:
 		return Decision{Answer: refuse(fmt.Errorf("%w: price of %d credits", ErrInvalidCommand, price))}
 	case ttl <= 0:
 		return Decision{Answer: refuse(fmt.Errorf("%w: reservation ttl %s", ErrInvalidCommand, ttl))}
 	}
-	if _, open := a.Open[invokeID]; open {
-		return Decision{Answer: ok(), Repeat: true}
+	if r, open := a.Open[invokeID]; open {
+		switch {
+		case r.Credits != price:
+			return Decision{Answer: refuse(conflicting(invokeID, r.Credits, price)), Repeat: true}
+		case r.expired(now):
+			return Decision{Answer: refuse(fmt.Errorf("%w: the reservation of %s for request %q expired at %s; start a new request",
+				ErrExpired, credits(r.Credits), invokeID, r.ExpiresAt.UTC().Format(time.RFC3339))), Repeat: true}
+		case slices.Contains(r.Withdrawn, request):
+			// Abandoned before it was decided: nobody waits for this answer.
+			return Decision{Answer: Answer{ErrMessage: abandonReason, Err: fmt.Errorf("%w: %s", ErrAbandoned, abandonReason)}, Repeat: true}
+		case r.Pinned || slices.Contains(r.Requests, request):
+			// Held, and this request's answer is already counted: an
+			// answer that depends on the state, proven current by the
+			// adapter.
+			return Decision{Answer: ok()}
+		}
+		e := a.newEvent(TypeConfirmed, invokeID, r.Credits, now)
+		e.Request = request
+		return Decision{Events: []Event{e}, Answer: ok()}
 	}
 	if o, done := a.Finished[invokeID]; done {
-		switch {
-		case o.Type == TypeDenied && o.Credits == 0:
-			return Decision{Answer: Answer{ErrMessage: o.Reason, Err: fmt.Errorf("%w: %s", ErrAbandoned, o.Reason)}, Repeat: true}
-		case o.Type == TypeDenied:
-			return Decision{Answer: Answer{ErrMessage: o.Reason, Err: fmt.Errorf("%w: %s", ErrInsufficientCredits, o.Reason)}, Repeat: true}
-		}
-		return Decision{Answer: ok(), Repeat: true}
+		return Decision{Answer: a.repeatFinished(invokeID, o, price), Repeat: true}
 	}
 	if a.Balance < price {
 		reason := fmt.Sprintf("Not enough credits: this request costs %s and %s.", credits(price), a.balanceText())
 		e := a.newEvent(TypeDenied, invokeID, price, now)
 		e.Reason = reason
+		e.Request = request
 		return Decision{Events: []Event{e}, Answer: Answer{ErrMessage: reason, Err: fmt.Errorf("%w: %s", ErrInsufficientCredits, reason)}}
 	}
 	e := a.newEvent(TypeReserved, invokeID, price, now)
 	e.Balance -= price
 	e.Reserved += price
 	e.ExpiresAt = now.Add(ttl).UTC()
+	e.Request = request
 	return Decision{Events: []Event{e}, Answer: ok()}
+}
+
+// repeatFinished answers a reserve of price credits for invokeID, which
+// finished as o.
+func (a *Account) repeatFinished(invokeID string, o Outcome, price int64) Answer {
+	switch {
+	case o.abandoned():
+		return Answer{ErrMessage: o.Reason, Err: fmt.Errorf("%w: %s", ErrAbandoned, o.Reason)}
+	case o.Type == TypeDenied:
+		return Answer{ErrMessage: o.Reason, Err: fmt.Errorf("%w: %s", ErrInsufficientCredits, o.Reason)}
+	case o.Type == TypeCommitted && o.Credits == price:
+		return ok()
+	case o.Type == TypeCommitted:
+		return refuse(conflicting(invokeID, o.Credits, price))
+	case o.Type == TypeExpired:
+		return refuse(fmt.Errorf("%w: the reservation of %s for request %q expired and was released; start a new request",
+			ErrExpired, credits(o.Credits), invokeID))
+	default:
+		return refuse(fmt.Errorf("%w: request %q was already %s; nothing is held for it, start a new request",
+			ErrFinished, invokeID, verbs[o.Type]))
+	}
+}
+
+// conflicting is the refusal of a reserve of price credits for an invokeId
+// that already holds (or was charged) held credits.
+func conflicting(invokeID string, held, price int64) error {
+	return fmt.Errorf("%w: request %q already holds %s; a request of %s under the same id is refused",
+		ErrConflictingRequest, invokeID, credits(held), credits(price))
+}
+
+// MaxInvokeID bounds the length of an invokeId, in bytes: it is stored in
+// every event of the reservation and in their message ids.
+const MaxInvokeID = 256
+
+// validInvokeID refuses an empty or over-long invokeId with
+// ErrInvalidCommand.
+func validInvokeID(invokeID string) error {
+	switch {
+	case invokeID == "":
+		return fmt.Errorf("%w: request without invokeId", ErrInvalidCommand)
+	case len(invokeID) > MaxInvokeID:
+		return fmt.Errorf("%w: invokeId of %d bytes, at most %d", ErrInvalidCommand, len(invokeID), MaxInvokeID)
+	}
+	return nil
 }
 
 // Commit answers apiAccessCommit: the open reservation of invokeID becomes a
@@ -197,7 +280,7 @@ func (a *Account) Reserve(invokeID string, price int64, ttl time.Duration, now t
 // case is a refusal that appends nothing: an unknown invokeId
 // (ErrUnknownReservation), a reservation past its expires_at (ErrExpired,
 // whether or not the expired event exists yet), one rolled back or denied
-// (ErrFinished). It does not modify a.
+// (ErrFinished), one abandoned (ErrAbandoned). It does not modify a.
 func (a *Account) Commit(invokeID string, now time.Time) Decision {
 	return a.close(TypeCommitted, invokeID, now)
 }
@@ -205,8 +288,9 @@ func (a *Account) Commit(invokeID string, now time.Time) Decision {
 // Rollback answers apiAccessRollback: the open reservation of invokeID is
 // released (a released event gives its credits back).
 //
-// A repeat after a successful rollback succeeds and appends nothing. Every
-// other case is a refusal that appends nothing, as for Commit: unknown
+// A repeat after a successful rollback succeeds and appends nothing, as
+// does the rollback of an abandoned request (nothing is held). Every other
+// case is a refusal that appends nothing, as for Commit: unknown
 // (ErrUnknownReservation), past its expires_at (ErrExpired; its credits come
 // back by expiry), committed or denied (ErrFinished). It does not modify a.
 func (a *Account) Rollback(invokeID string, now time.Time) Decision {
@@ -239,6 +323,12 @@ func (a *Account) close(t EventType, invokeID string, now time.Time) Decision {
 	switch {
 	case !done:
 		return Decision{Answer: refuse(fmt.Errorf("%w: request %q holds no reservation; nothing can be %s", ErrUnknownReservation, invokeID, verbs[t]))}
+	case o.abandoned() && t == TypeReleased:
+		// Nothing is held, which is what a rollback asks for.
+		return Decision{Answer: ok(), Repeat: true}
+	case o.abandoned():
+		return Decision{Answer: refuse(fmt.Errorf("%w: the credit service did not answer request %q in time and held nothing for it; nothing can be %s",
+			ErrAbandoned, invokeID, verbs[t]))}
 	case o.Type == t:
 		return Decision{Answer: ok(), Repeat: true}
 	case o.Type == TypeExpired:
@@ -254,25 +344,51 @@ func (a *Account) close(t EventType, invokeID string, now time.Time) Decision {
 // the same invokeId is reserved again.
 const abandonReason = "The credit service did not answer this request in time; nothing was charged. Please start it again."
 
-// Abandon settles an apiAccessPreInvoke whose answer was lost: the platform
-// was told the credit service was busy, so it will neither commit nor roll
-// back. An open reservation of invokeID is released at once (a released
-// event with the abandonment as its reason) instead of holding its credits
-// until it expires; an invokeId not decided yet is closed with a denied
-// event of zero credits, so that the reservation still on its way is
-// refused when it arrives (ErrAbandoned). A finished invokeId succeeds with
-// Repeat set and appends nothing, as does the abandonment of an abandoned
-// one. Either order of Reserve and Abandon thus ends with nothing held. An
-// empty invokeID is ErrInvalidCommand. It does not modify a.
-func (a *Account) Abandon(invokeID string, now time.Time) Decision {
-	if invokeID == "" {
-		return Decision{Answer: refuse(fmt.Errorf("%w: abandonment without invokeId", ErrInvalidCommand))}
+// Abandon settles the apiAccessPreInvoke decide request named request,
+// for invokeID, whose answer was lost: the platform was told the credit
+// service was busy, so it will neither commit nor roll back what that
+// request reserved. It withdraws exactly that request's answer, nothing
+// another request was told it holds:
+//
+//   - an open reservation held for request alone is released at once (a
+//     released event with the abandonment as its reason) instead of
+//     holding its credits until it expires;
+//   - an open reservation held for other requests too, or not decided for
+//     request yet, stays held: a withdrawn event takes request out of it,
+//     so that the last abandonment releases it and a late decision of
+//     request is refused;
+//   - an invokeId not decided yet is closed with a denied event of zero
+//     credits, so that the reservation still on its way is refused when it
+//     arrives (ErrAbandoned), as is any other request for it;
+//   - a pinned reservation, a request withdrawn already (or one that does
+//     not fit MaxRequests), and a finished invokeId are left alone: it
+//     succeeds with Repeat set and appends nothing.
+//
+// Either order of Reserve and Abandon thus ends with nothing held for the
+// abandoned request. An invalid invokeID or an empty request is
+// ErrInvalidCommand. It does not modify a.
+func (a *Account) Abandon(invokeID, request string, now time.Time) Decision {
+	if err := validInvokeID(invokeID); err != nil {
+		return Decision{Answer: refuse(err)}
+	}
+	if request == "" {
+		return Decision{Answer: refuse(fmt.Errorf("%w: abandonment that names no request", ErrInvalidCommand))}
 	}
 	if r, open := a.Open[invokeID]; open {
-		e := a.newEvent(TypeReleased, invokeID, r.Credits, now)
-		e.Reserved -= r.Credits
-		e.Balance += r.Credits
-		e.Reason = abandonReason
+		held := slices.Contains(r.Requests, request)
+		switch {
+		case r.Pinned || slices.Contains(r.Withdrawn, request) || !held && r.full():
+			return Decision{Answer: ok(), Repeat: true}
+		case held && len(r.Requests) == 1:
+			e := a.newEvent(TypeReleased, invokeID, r.Credits, now)
+			e.Reserved -= r.Credits
+			e.Balance += r.Credits
+			e.Reason = abandonReason
+			e.Request = request
+			return Decision{Events: []Event{e}, Answer: ok()}
+		}
+		e := a.newEvent(TypeWithdrawn, invokeID, r.Credits, now)
+		e.Request = request
 		return Decision{Events: []Event{e}, Answer: ok()}
 	}
 	if _, done := a.Finished[invokeID]; done {
@@ -280,6 +396,7 @@ func (a *Account) Abandon(invokeID string, now time.Time) Decision {
 	}
 	e := a.newEvent(TypeDenied, invokeID, 0, now)
 	e.Reason = abandonReason
+	e.Request = request
 	return Decision{Events: []Event{e}, Answer: ok()}
 }
 

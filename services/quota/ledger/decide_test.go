@@ -2,6 +2,7 @@ package ledger_test
 
 import (
 	"errors"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -24,8 +25,20 @@ func grant(id string, n int64) step {
 	return func(a *ledger.Account) ledger.Decision { return a.Grant(id, n, t0) }
 }
 
+// reserve reserves price credits for id, answering the decide request
+// "req-<id>".
 func reserve(id string, price int64) step {
-	return func(a *ledger.Account) ledger.Decision { return a.Reserve(id, price, ttl, t0) }
+	return reserveAs(id, "req-"+id, price)
+}
+
+// reserveAs reserves price credits for id, answering the decide request req.
+func reserveAs(id, req string, price int64) step {
+	return func(a *ledger.Account) ledger.Decision { return a.Reserve(id, req, price, ttl, t0) }
+}
+
+// abandon abandons the decide request req for id.
+func abandon(id, req string) step {
+	return func(a *ledger.Account) ledger.Decision { return a.Abandon(id, req, t0) }
 }
 
 func commit(id string, at time.Time) step {
@@ -56,6 +69,27 @@ func apply(t *testing.T, a *ledger.Account, d ledger.Decision) {
 			t.Fatalf("fold disagrees with the decision: %v", err)
 		}
 	}
+}
+
+// legacyReserve is the reserved event of a replica that named no requests.
+func legacyReserve(id string, price int64) step {
+	return func(a *ledger.Account) ledger.Decision {
+		d := a.Reserve(id, "req", price, ttl, t0)
+		for i := range d.Events {
+			d.Events[i].Request = ""
+		}
+		return d
+	}
+}
+
+// pinned is a reservation of 4 credits for i1 that more than MaxRequests
+// requests were told is held.
+func pinned() []step {
+	steps := []step{grant("", 10), reserve("i1", 4)}
+	for k := range ledger.MaxRequests {
+		steps = append(steps, reserveAs("i1", fmt.Sprint("twin", k), 4))
+	}
+	return steps
 }
 
 // given returns an account after the steps, each applied.
@@ -120,24 +154,83 @@ func TestDecisions(t *testing.T) {
 			wantErr: ledger.ErrInsufficientCredits, wantEvent: ledger.TypeDenied},
 		{name: "reserved credits are not available", setup: []step{grant("", 10), reserve("i1", 6)}, cmd: reserve("i2", 5),
 			wantErr: ledger.ErrInsufficientCredits, wantEvent: ledger.TypeDenied, wantBalance: 4, wantReserved: 6},
-		{name: "repeated reserve while open", setup: []step{grant("", 10), reserve("i1", 4)}, cmd: reserve("i1", 4),
-			wantSuccess: true, wantRepeat: true, wantBalance: 6, wantReserved: 4},
-		{name: "repeated reserve after commit", setup: []step{grant("", 10), reserve("i1", 4), commit("i1", t0)}, cmd: reserve("i1", 4),
+		// Repeats of a reserve (docs/quota.md, "Repeats"): success only while
+		// the credits are held.
+		{name: "repeated reserve while open, same request", setup: []step{grant("", 10), reserve("i1", 4)}, cmd: reserve("i1", 4),
+			wantSuccess: true, wantBalance: 6, wantReserved: 4},
+		{name: "repeated reserve while open, another request, confirms", setup: []step{grant("", 10), reserve("i1", 4)},
+			cmd: reserveAs("i1", "twin", 4), wantSuccess: true, wantEvent: ledger.TypeConfirmed, wantBalance: 6, wantReserved: 4},
+		{name: "repeated reserve of a confirmed reservation", setup: []step{grant("", 10), reserve("i1", 4), reserveAs("i1", "twin", 4)},
+			cmd: reserveAs("i1", "third", 4), wantSuccess: true, wantEvent: ledger.TypeConfirmed, wantBalance: 6, wantReserved: 4},
+		{name: "repeated reserve by a request told already", setup: []step{grant("", 10), reserve("i1", 4), reserveAs("i1", "twin", 4)},
+			cmd: reserveAs("i1", "twin", 4), wantSuccess: true, wantBalance: 6, wantReserved: 4},
+		{name: "late decision of a request abandoned first", setup: []step{grant("", 10), reserve("i1", 4), abandon("i1", "late")},
+			cmd: reserveAs("i1", "late", 4), wantErr: ledger.ErrAbandoned, wantRepeat: true, wantBalance: 6, wantReserved: 4},
+		{name: "repeated reserve of a pinned reservation", setup: pinned(),
+			cmd: reserveAs("i1", "one-more", 4), wantSuccess: true, wantBalance: 6, wantReserved: 4},
+		{name: "repeated reserve of a reservation stored without request", setup: []step{grant("", 10), legacyReserve("i1", 4)},
+			cmd: reserveAs("i1", "other", 4), wantSuccess: true, wantBalance: 6, wantReserved: 4},
+		{name: "reserve that names no request", setup: []step{grant("", 10)}, cmd: reserveAs("i1", "", 4),
+			wantErr: ledger.ErrInvalidCommand, wantBalance: 10},
+		{name: "repeated reserve at another price", setup: []step{grant("", 10), reserve("i1", 4)}, cmd: reserveAs("i1", "twin", 5),
+			wantErr: ledger.ErrConflictingRequest, wantRepeat: true, wantBalance: 6, wantReserved: 4},
+		{name: "repeated reserve past expires_at", setup: []step{grant("", 10), reserve("i1", 4)},
+			cmd:     func(a *ledger.Account) ledger.Decision { return a.Reserve("i1", "twin", 4, ttl, due) },
+			wantErr: ledger.ErrExpired, wantRepeat: true, wantBalance: 6, wantReserved: 4},
+		{name: "repeated reserve after commit", setup: []step{grant("", 10), reserve("i1", 4), commit("i1", t0)}, cmd: reserveAs("i1", "twin", 4),
 			wantSuccess: true, wantRepeat: true, wantBalance: 6},
+		{name: "repeated reserve after commit, another price", setup: []step{grant("", 10), reserve("i1", 4), commit("i1", t0)}, cmd: reserve("i1", 1),
+			wantErr: ledger.ErrConflictingRequest, wantRepeat: true, wantBalance: 6},
 		{name: "repeated reserve after rollback", setup: []step{grant("", 10), reserve("i1", 4), rollback("i1", t0)}, cmd: reserve("i1", 4),
-			wantSuccess: true, wantRepeat: true, wantBalance: 10},
+			wantErr: ledger.ErrFinished, wantRepeat: true, wantBalance: 10},
 		{name: "repeated reserve after expiry", setup: []step{grant("", 10), reserve("i1", 4), expire("i1", due)}, cmd: reserve("i1", 4),
-			wantSuccess: true, wantRepeat: true, wantBalance: 10},
+			wantErr: ledger.ErrExpired, wantRepeat: true, wantBalance: 10},
+		{name: "repeated reserve after its abandonment", setup: []step{grant("", 10), reserve("i1", 4), abandon("i1", "req-i1")}, cmd: reserve("i1", 4),
+			wantErr: ledger.ErrAbandoned, wantRepeat: true, wantBalance: 10},
+		{name: "reserve after an abandonment that came first", setup: []step{grant("", 10), abandon("i1", "req-i1")}, cmd: reserveAs("i1", "twin", 4),
+			wantErr: ledger.ErrAbandoned, wantRepeat: true, wantBalance: 10},
 		{name: "repeated denial", setup: []step{grant("", 3), reserve("i1", 4)}, cmd: reserve("i1", 4),
 			wantErr: ledger.ErrInsufficientCredits, wantRepeat: true, wantBalance: 3},
 		{name: "repeated denial stays denied after a grant", setup: []step{grant("", 3), reserve("i1", 4), grant("", 10)}, cmd: reserve("i1", 4),
 			wantErr: ledger.ErrInsufficientCredits, wantRepeat: true, wantBalance: 13},
+		{name: "repeated denial at another price", setup: []step{grant("", 3), reserve("i1", 4)}, cmd: reserve("i1", 1),
+			wantErr: ledger.ErrInsufficientCredits, wantRepeat: true, wantBalance: 3},
+		{name: "reserve with an over-long invokeId", setup: []step{grant("", 10)}, cmd: reserve(strings.Repeat("x", ledger.MaxInvokeID+1), 4),
+			wantErr: ledger.ErrInvalidCommand, wantBalance: 10},
+		{name: "reserve with the longest invokeId", setup: []step{grant("", 10)}, cmd: reserve(strings.Repeat("x", ledger.MaxInvokeID), 4),
+			wantSuccess: true, wantEvent: ledger.TypeReserved, wantBalance: 6, wantReserved: 4},
+
+		// Abandon: exactly what the abandoned request was answered.
+		{name: "abandon the request that reserved", setup: []step{grant("", 10), reserve("i1", 4)}, cmd: abandon("i1", "req-i1"),
+			wantSuccess: true, wantEvent: ledger.TypeReleased, wantBalance: 10},
+		{name: "abandon another request withdraws it and leaves the reservation", setup: []step{grant("", 10), reserve("i1", 4)},
+			cmd: abandon("i1", "twin"), wantSuccess: true, wantEvent: ledger.TypeWithdrawn, wantBalance: 6, wantReserved: 4},
+		{name: "abandon one of two requests told it is held", setup: []step{grant("", 10), reserve("i1", 4), reserveAs("i1", "twin", 4)},
+			cmd: abandon("i1", "req-i1"), wantSuccess: true, wantEvent: ledger.TypeWithdrawn, wantBalance: 6, wantReserved: 4},
+		{name: "abandon the last request told it is held",
+			setup: []step{grant("", 10), reserve("i1", 4), reserveAs("i1", "twin", 4), abandon("i1", "req-i1")},
+			cmd:   abandon("i1", "twin"), wantSuccess: true, wantEvent: ledger.TypeReleased, wantBalance: 10},
+		{name: "abandon a withdrawn request again", setup: []step{grant("", 10), reserve("i1", 4), abandon("i1", "twin")},
+			cmd: abandon("i1", "twin"), wantSuccess: true, wantRepeat: true, wantBalance: 6, wantReserved: 4},
+		{name: "abandon of a pinned reservation leaves it", setup: pinned(),
+			cmd: abandon("i1", "req-i1"), wantSuccess: true, wantRepeat: true, wantBalance: 6, wantReserved: 4},
+		{name: "abandon before any decision", setup: []step{grant("", 10)}, cmd: abandon("i1", "req-i1"),
+			wantSuccess: true, wantEvent: ledger.TypeDenied, wantBalance: 10},
+		{name: "abandon after commit", setup: []step{grant("", 10), reserve("i1", 4), commit("i1", t0)}, cmd: abandon("i1", "req-i1"),
+			wantSuccess: true, wantRepeat: true, wantBalance: 6},
+		{name: "abandon after denial", setup: []step{grant("", 3), reserve("i1", 4)}, cmd: abandon("i1", "req-i1"),
+			wantSuccess: true, wantRepeat: true, wantBalance: 3},
+		{name: "abandon that names no request", setup: []step{grant("", 10), reserve("i1", 4)}, cmd: abandon("i1", ""),
+			wantErr: ledger.ErrInvalidCommand, wantBalance: 6, wantReserved: 4},
+		{name: "abandon of a reservation stored without request", setup: []step{grant("", 10), legacyReserve("i1", 4)}, cmd: abandon("i1", "any"),
+			wantSuccess: true, wantRepeat: true, wantBalance: 6, wantReserved: 4},
+
 		{name: "reserve without invokeId", setup: []step{grant("", 10)}, cmd: reserve("", 4),
 			wantErr: ledger.ErrInvalidCommand, wantBalance: 10},
 		{name: "reserve of zero credits", setup: []step{grant("", 10)}, cmd: reserve("i1", 0),
 			wantErr: ledger.ErrInvalidCommand, wantBalance: 10},
 		{name: "reserve without ttl", setup: []step{grant("", 10)},
-			cmd:     func(a *ledger.Account) ledger.Decision { return a.Reserve("i1", 1, 0, t0) },
+			cmd:     func(a *ledger.Account) ledger.Decision { return a.Reserve("i1", "r", 1, 0, t0) },
 			wantErr: ledger.ErrInvalidCommand, wantBalance: 10},
 
 		// Commit.
@@ -153,6 +246,10 @@ func TestDecisions(t *testing.T) {
 			wantErr: ledger.ErrFinished, wantBalance: 10},
 		{name: "commit after denial", setup: []step{grant("", 3), reserve("i1", 4)}, cmd: commit("i1", t0),
 			wantErr: ledger.ErrFinished, wantBalance: 3},
+		{name: "commit after abandonment", setup: []step{grant("", 10), reserve("i1", 4), abandon("i1", "req-i1")}, cmd: commit("i1", t0),
+			wantErr: ledger.ErrAbandoned, wantBalance: 10},
+		{name: "commit of a confirmed reservation", setup: []step{grant("", 10), reserve("i1", 4), reserveAs("i1", "twin", 4)}, cmd: commit("i1", t0),
+			wantSuccess: true, wantEvent: ledger.TypeCommitted, wantBalance: 6},
 		{name: "commit after expiry", setup: []step{grant("", 10), reserve("i1", 4), expire("i1", due)}, cmd: commit("i1", due),
 			wantErr: ledger.ErrExpired, wantBalance: 10},
 		{name: "commit at expires_at before the expired event", setup: []step{grant("", 10), reserve("i1", 4)}, cmd: commit("i1", due),
@@ -243,15 +340,15 @@ func TestDecisions(t *testing.T) {
 func TestReserveEvents(t *testing.T) {
 	t.Parallel()
 	a := given(t, grant("", 10))
-	d := a.Reserve("i1", 4, ttl, t0.In(time.FixedZone("X", 3600)))
+	d := a.Reserve("i1", "req-1", 4, ttl, t0.In(time.FixedZone("X", 3600)))
 	e := d.Events[0]
 	want := ledger.Event{Type: ledger.TypeReserved, Account: acct, InvokeID: "i1", Credits: 4,
-		Balance: 6, Reserved: 4, At: t0, ExpiresAt: t0.Add(ttl)}
+		Balance: 6, Reserved: 4, At: t0, ExpiresAt: t0.Add(ttl), Request: "req-1"}
 	if !reflect.DeepEqual(e, want) {
 		t.Fatalf("event\n%+v\nwant\n%+v", e, want)
 	}
 
-	d = a.Reserve("i2", 11, ttl, t0)
+	d = a.Reserve("i2", "req-2", 11, ttl, t0)
 	e = d.Events[0]
 	if e.Type != ledger.TypeDenied || e.Credits != 11 || e.Balance != 10 || e.Reserved != 0 || !e.ExpiresAt.IsZero() {
 		t.Fatalf("denied event %+v", e)
@@ -271,10 +368,10 @@ func TestReserveEvents(t *testing.T) {
 func TestRepeatedDenialIsTheFirstAnswer(t *testing.T) {
 	t.Parallel()
 	a := given(t, grant("", 3))
-	first := a.Reserve("i1", 4, ttl, t0)
+	first := a.Reserve("i1", "req-1", 4, ttl, t0)
 	apply(t, a, first)
 	apply(t, a, a.Grant("", 100, t0))
-	again := a.Reserve("i1", 4, ttl, t0.Add(time.Minute))
+	again := a.Reserve("i1", "req-2", 4, ttl, t0.Add(time.Minute))
 	if len(again.Events) != 0 || !again.Repeat {
 		t.Fatalf("repeat appended %+v", again.Events)
 	}
@@ -362,7 +459,7 @@ func TestAbandonEitherOrder(t *testing.T) {
 	later := t0.Add(time.Second)
 
 	after := given(t, grant("", 10), reserve("i1", 4))
-	d := after.Abandon("i1", later)
+	d := after.Abandon("i1", "req-i1", later)
 	if !d.Answer.Success || len(d.Events) != 1 || d.Events[0].Type != ledger.TypeReleased || d.Events[0].Credits != 4 || d.Events[0].Reason == "" {
 		t.Fatalf("abandon of an open reservation: %+v", d)
 	}
@@ -370,17 +467,17 @@ func TestAbandonEitherOrder(t *testing.T) {
 	if after.Balance != 10 || after.Reserved != 0 || len(after.Open) != 0 {
 		t.Fatalf("after abandon: balance %d, reserved %d, open %d", after.Balance, after.Reserved, len(after.Open))
 	}
-	if d := after.Commit("i1", later); d.Answer.Success || !errors.Is(d.Answer.Err, ledger.ErrFinished) || len(d.Events) != 0 {
+	if d := after.Commit("i1", later); d.Answer.Success || !errors.Is(d.Answer.Err, ledger.ErrAbandoned) || len(d.Events) != 0 {
 		t.Fatalf("commit after abandon: %+v", d)
 	}
 
 	before := given(t, grant("", 10))
-	d = before.Abandon("i2", t0)
+	d = before.Abandon("i2", "req-i2", t0)
 	if !d.Answer.Success || len(d.Events) != 1 || d.Events[0].Type != ledger.TypeDenied || d.Events[0].Credits != 0 {
 		t.Fatalf("abandon of an undecided invokeId: %+v", d)
 	}
 	apply(t, before, d)
-	late := before.Reserve("i2", 4, ttl, later)
+	late := before.Reserve("i2", "req-i2", 4, ttl, later)
 	if late.Answer.Success || !late.Repeat || len(late.Events) != 0 || !errors.Is(late.Answer.Err, ledger.ErrAbandoned) || late.Answer.ErrMessage == "" {
 		t.Fatalf("reservation after abandon: %+v", late)
 	}
@@ -393,12 +490,12 @@ func TestAbandonEitherOrder(t *testing.T) {
 			if _, done := a.Finished[id]; !done {
 				continue
 			}
-			if d := a.Abandon(id, later); !d.Answer.Success || !d.Repeat || len(d.Events) != 0 {
+			if d := a.Abandon(id, "req-"+id, later); !d.Answer.Success || !d.Repeat || len(d.Events) != 0 {
 				t.Errorf("%s: abandon again of %s: %+v", name, id, d)
 			}
 		}
 	}
-	if d := before.Abandon("", t0); d.Answer.Success || !errors.Is(d.Answer.Err, ledger.ErrInvalidCommand) {
+	if d := before.Abandon("", "req", t0); d.Answer.Success || !errors.Is(d.Answer.Err, ledger.ErrInvalidCommand) {
 		t.Fatalf("abandon without invokeId: %+v", d)
 	}
 }

@@ -1,0 +1,139 @@
+package quota_test
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sdevents/sdevents/pkg/callback"
+	"github.com/sdevents/sdevents/pkg/config"
+	"github.com/sdevents/sdevents/pkg/natstest"
+	"github.com/sdevents/sdevents/services/quota/ledger"
+)
+
+// lostAnswerConfig answers "busy" after half a second without a decision.
+func lostAnswerConfig() config.Config {
+	cfg := testConfig()
+	cfg.Ingress.SyncDeadline = config.Duration(500 * time.Millisecond)
+	return cfg
+}
+
+// isBusy reports whether a is the ingress's refusal for an answer it
+// stopped waiting for.
+func isBusy(a answer) bool {
+	return a.Code == http.StatusOK && !a.success() && strings.Contains(a.errMessage(), "busy")
+}
+
+// settle waits until the replicas have finished reserves decisions of
+// apiAccessPreInvoke and abandons abandonments, stored effects included.
+func (d *deployment) settle(reserves, abandons int) {
+	d.t.Helper()
+	natstest.Eventually(d.t, 30*time.Second, "the held requests decided", func() bool {
+		return d.decisions(callback.BizAPIPreInvoke) >= reserves && d.decisions("abandon") >= abandons
+	})
+}
+
+// TestLostAnswerToARepeatReleasesNothing: a reservation answered
+// success:true is not released when a repeat of the same request loses its
+// answer. The first reserve is answered yes; every quota replica stops; the
+// same reserve again is answered "busy" and abandoned by the ingress; the
+// replicas resume and handle both the held repeat and its abandonment, in
+// whatever order. The commit that follows finds the credits held.
+func TestLostAnswerToARepeatReleasesNothing(t *testing.T) {
+	t.Parallel()
+	d := start(t, lostAnswerConfig(), 2)
+	const token = "user-lost-repeat"
+	acct := acctOf(token)
+	d.grant(token, 10, "")
+	body := []byte(`{"batch_size":5}`)
+	if a := d.callback(callback.BizAPIPreInvoke, token, "ab-1", body); !a.success() {
+		t.Fatalf("first reserve: %s", a.Raw)
+	}
+	d.valve.pause()
+	if a := d.callback(callback.BizAPIPreInvoke, token, "ab-1", body); !isBusy(a) {
+		d.valve.resume()
+		t.Fatalf("repeat with every replica stopped: %d %s", a.Code, a.Raw)
+	}
+	d.valve.resume()
+	d.settle(2, 1)
+	if a := d.callback(callback.BizAPICommit, token, "ab-1", nil); !a.success() {
+		t.Fatalf("commit after a repeat lost its answer: %s", a.Raw)
+	}
+	if v := d.view(acct); v.Balance != 5 || v.Reserved != 0 || v.Committed != 5 {
+		t.Fatalf("after the commit: balance %d reserved %d committed %d", v.Balance, v.Reserved, v.Committed)
+	}
+	for _, e := range d.events(acct) {
+		if e.Type == ledger.TypeReleased {
+			t.Fatalf("released by %q (%s): the first answer said it is held", e.Request, e.Reason)
+		}
+	}
+	d.replay()
+}
+
+// TestReplayOfABusyReserve: a reserve answered "busy" (every replica
+// stopped), replayed byte for byte after the replicas resumed — at once,
+// once its abandonment is through, or while they are still stopped. Each
+// sequence ends with the replay refused and nothing held, or with the
+// replay answered success:true and the commit accepted: never a success
+// the commit then contradicts.
+func TestReplayOfABusyReserve(t *testing.T) {
+	t.Parallel()
+	d := start(t, lostAnswerConfig(), 2)
+	const token = "user-busy-replay"
+	acct := acctOf(token)
+	d.grant(token, 100, "")
+	body := []byte(`{"batch_size":2}`)
+	reserves, abandons := 0, 0
+	var committed int64
+	for _, tc := range []struct {
+		name  string
+		first func() // between resuming and the replay
+	}{
+		{"replayed at once", func() {}},
+		{"replayed once the abandonment is through", func() { d.settle(reserves, abandons) }},
+		{"replayed while stopped", nil},
+	} {
+		inv := "busy-" + strings.ReplaceAll(tc.name, " ", "-")
+		req := d.signed(callback.BizAPIPreInvoke, token, inv, body)
+		d.valve.pause()
+		if a := d.send(req); !isBusy(a) {
+			d.valve.resume()
+			t.Fatalf("%s: reserve with every replica stopped: %d %s", tc.name, a.Code, a.Raw)
+		}
+		reserves, abandons = reserves+1, abandons+1
+		var replay answer
+		if tc.first == nil {
+			replay = d.send(req)
+			if !isBusy(replay) {
+				d.valve.resume()
+				t.Fatalf("%s: replay with every replica stopped: %d %s", tc.name, replay.Code, replay.Raw)
+			}
+			reserves, abandons = reserves+1, abandons+1
+			d.valve.resume()
+		} else {
+			d.valve.resume()
+			tc.first()
+			replay = d.send(req)
+			reserves++
+		}
+		if replay.Code != http.StatusOK {
+			t.Fatalf("%s: replay answered %d %s", tc.name, replay.Code, replay.Raw)
+		}
+		d.settle(reserves, abandons)
+		commit := d.callback(callback.BizAPICommit, token, inv, nil)
+		switch {
+		case replay.success() && !commit.success():
+			t.Fatalf("%s: the replay was answered success, the commit is refused: %s", tc.name, commit.Raw)
+		case !replay.success() && commit.success():
+			t.Fatalf("%s: the replay was refused (%s), the commit accepted", tc.name, replay.errMessage())
+		case commit.success():
+			committed += 2
+		}
+		t.Logf("%s: replay %s, commit %s", tc.name, replay.Raw, commit.Raw)
+	}
+	if v := d.view(acct); v.Reserved != 0 || v.Committed != committed || v.Balance != 100-committed {
+		t.Fatalf("balance %d reserved %d committed %d, want %d committed and nothing held", v.Balance, v.Reserved, v.Committed, committed)
+	}
+	d.replay()
+}
