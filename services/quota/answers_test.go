@@ -137,3 +137,43 @@ func TestReplayOfABusyReserve(t *testing.T) {
 	}
 	d.replay()
 }
+
+// TestPricesWhatThePlatformReads: a body the platform's JSON reader
+// (Python's json.loads of bytes) decodes — after a UTF-8 BOM, or in UTF-16
+// — is priced as it reads it, through the ingress and the RPC; one that
+// does not decode is refused with a readable reason and stores nothing.
+func TestPricesWhatThePlatformReads(t *testing.T) {
+	t.Parallel()
+	d := start(t, testConfig(), 1)
+	const token = "user-encodings"
+	acct := acctOf(token)
+	d.grant(token, 200, "")
+	utf16 := func(s string) []byte {
+		var b []byte
+		for _, c := range s {
+			b = append(b, byte(c), 0)
+		}
+		return b
+	}
+	for _, tc := range []struct {
+		name, body   string
+		wantReserved int64
+		wantIn       string
+	}{
+		{"UTF-8 BOM", "\xef\xbb\xbf{\"batch_size\":100}", 100, ""},
+		{"UTF-16 without BOM", string(utf16(`{"batch_size":7}`)), 107, ""},
+		{"UTF-16 of odd length", string(utf16(`{"batch_size":7}`)) + "\x00", 107, "not valid UTF-16 text"},
+		{"Latin-1", "{\"prompt\":\"caf\xe9\",\"batch_size\":3}", 107, "not valid UTF-8 text"},
+	} {
+		a := d.callback(callback.BizAPIPreInvoke, token, "enc-"+tc.name, []byte(tc.body))
+		if a.Code != http.StatusOK || a.success() != (tc.wantIn == "") || !strings.Contains(a.errMessage(), tc.wantIn) {
+			t.Errorf("%s: %d %s", tc.name, a.Code, a.Raw)
+		}
+		if v := d.view(acct); v.Reserved != tc.wantReserved {
+			t.Errorf("%s: %d credits held, want %d", tc.name, v.Reserved, tc.wantReserved)
+		}
+	}
+	if n := len(d.events(acct)); n != 3 {
+		t.Errorf("%d events, want the grant and two reservations", n)
+	}
+}
