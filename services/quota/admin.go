@@ -10,8 +10,10 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/labstack/echo/v4"
 
@@ -152,14 +154,9 @@ func (s *Service) handleGrant(c echo.Context) error {
 	if len(raw) > maxGrantBody {
 		return fmt.Errorf("%w: limit %d bytes", httpserver.ErrTooLarge, maxGrantBody)
 	}
-	var req GrantRequest
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
+	req, err := parseGrant(raw)
+	if err != nil {
 		return fmt.Errorf("%w: want {\"credits\": N, \"id\": \"optional\"}: %v", httpserver.ErrBadRequest, err)
-	}
-	if req.Credits == nil {
-		return fmt.Errorf("%w: credits is required", httpserver.ErrBadRequest)
 	}
 	n := *req.Credits
 	ctx, cancel := context.WithTimeout(c.Request().Context(), adminTimeout)
@@ -230,4 +227,84 @@ func (s *Service) View(ctx context.Context, id string) (AccountView, error) {
 		v.Ledger = []StoredEvent{}
 	}
 	return v, nil
+}
+
+// parseGrant reads a grant request body strictly: one JSON object in UTF-8,
+// with nothing but white space after it, holding "credits" (an integer,
+// required) and "id" (a string, optional), each at most once, spelled
+// exactly so. encoding/json alone would take the last of two "credits",
+// match "Credits" or "CREDITS", and ignore what follows the object: a body
+// an operator's tool and this API could read differently.
+func parseGrant(raw []byte) (GrantRequest, error) {
+	var req GrantRequest
+	if !utf8.Valid(raw) {
+		return req, errors.New("the body is not UTF-8")
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return req, errors.New("the body is not a JSON object")
+	}
+	seen := map[string]bool{}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return req, fmt.Errorf("malformed object: %v", err)
+		}
+		key, _ := tok.(string)
+		if seen[key] {
+			return req, fmt.Errorf("key %s given twice", clipValue(key))
+		}
+		seen[key] = true
+		if tok, err = dec.Token(); err != nil {
+			return req, fmt.Errorf("malformed object: %v", err)
+		}
+		switch key {
+		case "credits":
+			num, ok := tok.(json.Number)
+			n, err := strconv.ParseInt(string(num), 10, 64)
+			if !ok || err != nil {
+				return req, fmt.Errorf("credits is %s, not an integer", clipValue(tok))
+			}
+			req.Credits = &n
+		case "id":
+			id, ok := tok.(string)
+			if !ok {
+				return req, fmt.Errorf("id is %s, not a string", clipValue(tok))
+			}
+			req.ID = id
+		default:
+			return req, fmt.Errorf("unknown key %s (keys are credits and id, in lower case)", clipValue(key))
+		}
+	}
+	if _, err := dec.Token(); err != nil {
+		return req, fmt.Errorf("malformed object: %v", err)
+	}
+	if tok, err := dec.Token(); err != io.EOF {
+		if err == nil {
+			return req, fmt.Errorf("data after the object (%s)", clipValue(tok))
+		}
+		return req, errors.New("data after the object")
+	}
+	if req.Credits == nil {
+		return req, errors.New("credits is required")
+	}
+	return req, nil
+}
+
+// clipValue shows a JSON token of a request in an error, shortened.
+func clipValue(tok any) string {
+	var s string
+	switch v := tok.(type) {
+	case string:
+		s = v
+	case json.Delim:
+		s = string(v)
+	default:
+		s = fmt.Sprint(v)
+	}
+	if len(s) > 32 {
+		s = s[:32] + "…"
+	}
+	return strconv.Quote(s)
 }

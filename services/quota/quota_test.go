@@ -580,3 +580,50 @@ func TestAbandonRequestsRefuseBadInput(t *testing.T) {
 		t.Fatalf("bad abandonment requests stored %d events", n-1)
 	}
 }
+
+// TestGrantParsesStrictly: a grant body that a lenient JSON reader and an
+// operator's tool could read differently — a key twice, a key in another
+// case, data after the object, a number that is not an integer, an id that
+// is not a string — is refused with 400 naming the problem, and changes
+// nothing.
+func TestGrantParsesStrictly(t *testing.T) {
+	t.Parallel()
+	d := start(t, testConfig(), 1)
+	acct := acctOf("user-strict-grant")
+	path := "/v1/admin/accounts/" + acct + "/credits"
+	if a := d.admin(http.MethodPost, path, adminToken, `{"credits": 5}`); a.Code != http.StatusOK {
+		t.Fatalf("grant: %d %s", a.Code, a.Raw)
+	}
+	for _, tc := range []struct{ body, wantIn string }{
+		{`{"credits": 1, "credits": 500}`, `key "credits" given twice`},
+		{`{"credits": 5, "id": "a", "id": "b"}`, `key "id" given twice`},
+		{`{"Credits": 500}`, `unknown key "Credits"`},
+		{`{"CREDITS": 500}`, `unknown key "CREDITS"`},
+		{`{"credits": 5, "ID": "x"}`, `unknown key "ID"`},
+		{`{"credits": 5} {"credits": 5}`, "data after the object"},
+		{`{"credits": 5}x`, "data after the object"},
+		{`{"credits": 5},`, "data after the object"},
+		{`{"credits": 1.0}`, "not an integer"},
+		{`{"credits": 1e3}`, "not an integer"},
+		{`{"credits": "5"}`, "not an integer"},
+		{`{"credits": 99999999999999999999}`, "not an integer"},
+		{`{"credits": 5, "id": 7}`, "not a string"},
+		{`{"credits": 5, "id": null}`, "not a string"},
+		{`[{"credits": 5}]`, "not a JSON object"},
+		{"{\"credits\": 5, \"id\": \"caf\xe9\"}", "not UTF-8"},
+		{`{"id": "x"}`, "credits is required"},
+		{`{"credits": 5`, "malformed"},
+	} {
+		a := d.admin(http.MethodPost, path, adminToken, tc.body)
+		if a.Code != http.StatusBadRequest || a.success() || !strings.Contains(a.errMessage(), tc.wantIn) {
+			t.Errorf("%s: %d %s, want 400 saying %q", tc.body, a.Code, a.Raw, tc.wantIn)
+		}
+	}
+	if v := d.view(acct); v.Balance != 5 || len(v.Ledger) != 1 {
+		t.Fatalf("refused grants changed the account: balance %d, %d events", v.Balance, len(v.Ledger))
+	}
+	// Escapes and white space are JSON, not another key.
+	if a := d.admin(http.MethodPost, path, adminToken, " {\"cr\\u0065dits\" : 2 , \"id\":\"g\"}\n "); a.Code != http.StatusOK || a.Body["balance"] != float64(7) {
+		t.Fatalf("grant with an escaped key: %d %s", a.Code, a.Raw)
+	}
+}
