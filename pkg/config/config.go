@@ -112,6 +112,22 @@ type SNS struct {
 type Quota struct {
 	Price          Price    `yaml:"price"`
 	ReservationTTL Duration `yaml:"reservation_ttl"`
+	// DecidedRetention is how long a replica remembers how an invokeId
+	// finished (committed, released, expired, denied), so that a repeat
+	// gets the same answer: at least 10 minutes and 3 × ingress.sync_skew,
+	// the longest a replay of a request can arrive after it.
+	DecidedRetention Duration `yaml:"decided_retention"`
+	// SnapshotEvery is the number of events of an account between two
+	// snapshot events: a replica loading the account reads at most about
+	// that many events after the latest snapshot.
+	SnapshotEvery int `yaml:"snapshot_every"`
+	// MaxAccounts bounds the accounts a replica keeps in memory; beyond it,
+	// the least recently used idle ones are dropped (and loaded again from
+	// the stream when used).
+	MaxAccounts int `yaml:"max_accounts"`
+	// AccountIdle drops an account from a replica's memory once it has not
+	// been used for this long.
+	AccountIdle Duration `yaml:"account_idle"`
 }
 
 // Price of a generation.
@@ -201,7 +217,14 @@ func Default() Config {
 			DedupHorizon:   Duration(7 * time.Hour),
 			SNSMaxAge:      Duration(2 * time.Hour),
 		},
-		Quota:   Quota{Price: Price{PerImage: 1}, ReservationTTL: Duration(time.Hour)},
+		Quota: Quota{
+			Price:            Price{PerImage: 1},
+			ReservationTTL:   Duration(time.Hour),
+			DecidedRetention: Duration(30 * time.Minute),
+			SnapshotEvery:    1000,
+			MaxAccounts:      100_000,
+			AccountIdle:      Duration(15 * time.Minute),
+		},
 		Console: Console{LiveMaxClients: 64, LiveWriteTimeout: Duration(10 * time.Second)},
 		Archive: Archive{
 			Dir:         "data/archive",

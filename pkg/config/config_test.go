@@ -97,6 +97,10 @@ quota: {price: {per_image: 0}}
 console: {live_max_clients: 0, live_write_timeout: 0s}
 aggregator: {key: job}
 `, wantErr: []string{"http.addr", "callbacks[0].name", "callbacks[0].keys", "quota.price.per_image", "console.live_max_clients", "console.live_write_timeout", "aggregator.key"}},
+		{name: "quota memory and history bounds", yaml: base + "quota: {decided_retention: 5m, snapshot_every: 0, max_accounts: 0, account_idle: 0s}\n",
+			wantErr: []string{"quota.decided_retention", "quota.snapshot_every", "quota.max_accounts", "quota.account_idle"}},
+		{name: "retention shorter than three sync skews", yaml: base + "ingress: {sync_skew: 11m}\n",
+			wantErr: []string{"quota.decided_retention: must be at least 10m and 3 × ingress.sync_skew (33m0s)"}},
 		{name: "duplicate source", yaml: base + "  - name: default\n    keys: [{ak: b, sk: c}]\n", wantErr: []string{`"default" is used twice`}},
 		{name: "bad topic arn", yaml: "sns:\n  - name: eks\n    topic_arns: [nope]\n", wantErr: []string{"sns[0].topic_arns[0]"}},
 		{name: "sns max age beyond the horizon", yaml: base + "ingress: {dedup_horizon: 7h, sns_max_age: 6h56m}\n", wantErr: []string{"ingress.sns_max_age", "want at most 6h55m0s"}},

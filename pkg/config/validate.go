@@ -6,6 +6,7 @@ import (
 	"net"
 	"regexp"
 	"strings"
+	"time"
 
 	"github.com/rs/zerolog"
 
@@ -125,6 +126,18 @@ func (c Config) Validate() error {
 		bad("console.live_max_clients", "must be at least 1")
 	}
 	positive("console.live_write_timeout", c.Console.LiveWriteTimeout)
+	// 10 minutes is the quota ledger's MinRetention: an invokeId decided
+	// anew sooner would repeat a decision.
+	if r := c.Quota.DecidedRetention.D(); r < 10*time.Minute || r < 3*c.Ingress.SyncSkew.D() {
+		bad("quota.decided_retention", "must be at least 10m and 3 × ingress.sync_skew (%s), got %s", 3*c.Ingress.SyncSkew.D(), r)
+	}
+	if c.Quota.SnapshotEvery < 1 {
+		bad("quota.snapshot_every", "must be at least 1")
+	}
+	if c.Quota.MaxAccounts < 1 {
+		bad("quota.max_accounts", "must be at least 1")
+	}
+	positive("quota.account_idle", c.Quota.AccountIdle)
 	if c.Archive.S3.Endpoint == "" && c.Archive.Dir == "" {
 		bad("archive.dir", "must be set when archive.s3.endpoint is empty")
 	}

@@ -212,7 +212,7 @@ func (s *Service) View(ctx context.Context, id string) (AccountView, error) {
 	if err != nil {
 		return AccountView{}, err
 	}
-	defer e.unlock()
+	defer s.unlock(e)
 	if _, err := s.sync(ctx, e); err != nil {
 		return AccountView{}, err
 	}

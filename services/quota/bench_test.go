@@ -2,6 +2,7 @@ package quota_test
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -13,7 +14,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/sdevents/sdevents/pkg/callback"
+	"github.com/sdevents/sdevents/pkg/natstest"
+	"github.com/sdevents/sdevents/services/quota"
+	"github.com/sdevents/sdevents/services/quota/ledger"
 )
 
 // BenchmarkReserveHTTP measures signed apiAccessPreInvoke callbacks over real
@@ -95,4 +101,76 @@ func benchReserve(b *testing.B, accounts, conns int) {
 	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
 	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
 	b.ReportMetric(0, "ns/op")
+}
+
+// BenchmarkColdLoad measures a replica loading an account of 30,000 events
+// over 30 days that it has never seen (the first decision on it after a
+// start or an eviction): from the first event, as an account without
+// snapshots loads, and from its latest snapshot (quota.snapshot_every =
+// 1000), which holds the outcomes of the last quota.decided_retention. It
+// reports the events read per load besides the time; the ratio of the two
+// times is what snapshots buy, the events read what bounds it. A third
+// account has its 30,000 events within the last 10 minutes: its snapshot
+// holds all 15,000 outcomes (none is old enough to forget), the largest a
+// snapshot of that history gets.
+func BenchmarkColdLoad(b *testing.B) {
+	const n = 30_000
+	cfg := testConfig()
+	cfg.Log.Level = "warn"
+	d := start(b, cfg, 1)
+	bare, snap, recent := acctOf("bench-bare"), acctOf("bench-snapshot"), acctOf("bench-recent")
+	d.history(bare, n, 30*24*time.Hour)
+	d.history(snap, n, 30*24*time.Hour)
+	d.history(recent, n, 10*time.Minute)
+	for _, acct := range []string{snap, recent} {
+		d.view(acct) // loads it whole, then appends a snapshot
+		natstest.Eventually(b, time.Minute, "the snapshot", func() bool {
+			evs := d.events(acct)
+			return evs[len(evs)-1].Type == ledger.TypeSnapshot
+		})
+	}
+	for _, tc := range []struct{ name, acct string }{
+		{"from-the-first-event", bare}, {"from-the-snapshot", snap}, {"from-a-snapshot-of-recent-outcomes", recent},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			var read float64
+			for b.Loop() {
+				b.StopTimer()
+				nc, _ := natstest.Connect(b, d.node.URL())
+				reg := prometheus.NewRegistry()
+				cfg := d.cfg
+				cfg.Quota.SnapshotEvery = 1 << 30 // this replica writes none
+				svc, err := quota.New(context.Background(), cfg, nc, reg)
+				if err != nil {
+					b.Fatal(err)
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+				b.StartTimer()
+				if _, err := svc.View(ctx, tc.acct); err != nil {
+					b.Fatal(err)
+				}
+				b.StopTimer()
+				cancel()
+				read += gathered(b, reg, "sdevents_quota_account_load_events_total")
+				nc.Close()
+				b.StartTimer()
+			}
+			b.ReportMetric(read/float64(b.N), "events-read/op")
+		})
+	}
+}
+
+// gathered is the value of the counter name in reg.
+func gathered(tb testing.TB, reg *prometheus.Registry, name string) float64 {
+	tb.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			return mf.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	return 0
 }

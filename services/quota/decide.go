@@ -29,7 +29,7 @@ func (s *Service) do(ctx context.Context, id string, cmd command) (ledger.Decisi
 	if err != nil {
 		return ledger.Decision{}, err
 	}
-	defer e.unlock()
+	defer s.unlock(e)
 	return s.run(ctx, e, cmd)
 }
 
@@ -65,9 +65,10 @@ func (s *Service) run(ctx context.Context, e *entry, cmd command) (ledger.Decisi
 			return d, fmt.Errorf("decide %s: %w", e.acct.ID, err)
 		}
 		ev := d.Events[0]
-		seq, err := s.store.append(ctx, ev, e.acct.Seq)
+		seq, err := s.store.append(ctx, ev, e.acct.Seq, e.acct.SnapshotSeq)
 		if err == nil {
 			s.apply(e, ev, seq)
+			s.snapshotDue(e)
 			return d, nil
 		}
 		var dup *duplicateError

@@ -18,6 +18,7 @@ const (
 	msgNoAccount   = "This request carries no user token, so its credits cannot be checked."
 	msgUnavailable = "The credit service could not record this request. Please try again in a moment."
 	msgUnsupported = "This request type is not handled by the credit service."
+	msgTooLate     = "The credit service received this request too late to answer it; nothing was charged. Please try again."
 )
 
 // onDecide answers one request on quotarpc.SubjectDecide, in its own
@@ -61,9 +62,11 @@ func (s *Service) respond(m *nats.Msg, ans quotarpc.Answer) {
 // The price is ledger.ParsePrice of the body times quota.price.per_image; a
 // body that cannot be priced is a readable refusal that stores nothing (and
 // disables the button for the two checks). A request without an account, an
-// unknown bizType, or a decision that cannot be stored before ctx ends is a
-// readable refusal too. Decide never returns an error: every failure is an
-// answer the platform can show.
+// unknown bizType, a request the ingress received longer than
+// ingress.sync_skew ago (held up in a stopped replica: nobody waits for its
+// answer), or a decision that cannot be stored before ctx ends is a readable
+// refusal too. Decide never returns an error: every failure is an answer the
+// platform can show.
 func (s *Service) Decide(ctx context.Context, req quotarpc.DecideRequest) quotarpc.Answer {
 	start := time.Now()
 	check := req.BizType == callback.BizImgGenControlConfig || req.BizType == callback.BizSDPreInvoke
@@ -77,6 +80,13 @@ func (s *Service) Decide(ctx context.Context, req quotarpc.DecideRequest) quotar
 	if req.Account == "" || !account.Valid(req.Account) {
 		s.metrics.observe(kindLabel(req.BizType), start, false, nil)
 		return refuse(msgNoAccount)
+	}
+	if !req.At.IsZero() && s.now().Sub(req.At) > s.maxAge {
+		// Held up for longer than the freshness window (a stopped replica):
+		// nobody waits for this answer any more, and deciding it now could
+		// hold credits for a request whose abandonment is long forgotten.
+		s.metrics.observe(kindLabel(req.BizType), start, false, nil)
+		return refuse(msgTooLate)
 	}
 	if req.RequestID == "" {
 		// From an ingress that names no requests: this one gets its name

@@ -16,6 +16,7 @@ import (
 	"github.com/sdevents/sdevents/pkg/admintoken"
 	"github.com/sdevents/sdevents/pkg/config"
 	"github.com/sdevents/sdevents/pkg/quotarpc"
+	"github.com/sdevents/sdevents/services/quota/ledger"
 	"github.com/sdevents/sdevents/streams"
 )
 
@@ -41,9 +42,12 @@ type Service struct {
 	metrics  *metrics
 	brake    *admintoken.Brake // counts wrong admin tokens; shared with the console
 
-	perImage int64
-	ttl      time.Duration
-	deadline time.Duration // bound of one synchronous decision
+	perImage      int64
+	ttl           time.Duration
+	deadline      time.Duration // bound of one synchronous decision
+	maxAge        time.Duration // a decide request older than this is answered unseen
+	retention     time.Duration // how long finished invokeIds are remembered
+	snapshotEvery int           // events between two snapshots of an account
 
 	slots       chan struct{} // decision requests in flight
 	expirySlots chan struct{} // fired timers in flight
@@ -82,15 +86,18 @@ func WithGate(gate func()) Option { return func(s *Service) { s.gate = gate } }
 
 // New builds a quota replica over an open NATS connection. The streams of
 // streams/ must have been applied: New returns an error when QUOTA,
-// QUOTA_TIMERS or the quota-expiry consumer is missing, or when
+// QUOTA_TIMERS or the quota-expiry consumer is missing, when
 // quota.reservation_ttl is not shorter than QUOTA_TIMERS' max age (a timer
-// would be removed before it fires). reg receives the quota metrics.
+// would be removed before it fires), or when quota.decided_retention is
+// shorter than ledger.MinRetention or not longer than QUOTA's duplicate
+// window. reg receives the quota metrics.
 func New(ctx context.Context, cfg config.Config, nc *nats.Conn, reg prometheus.Registerer, opts ...Option) (*Service, error) {
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, fmt.Errorf("quota: %w", err)
 	}
-	if _, err := js.Stream(ctx, streams.Quota); err != nil {
+	ledgerStream, err := js.Stream(ctx, streams.Quota)
+	if err != nil {
 		return nil, fmt.Errorf("quota: stream %s: %w", streams.Quota, err)
 	}
 	timers, err := js.Stream(ctx, streams.QuotaTimers)
@@ -104,23 +111,36 @@ func New(ctx context.Context, cfg config.Config, nc *nats.Conn, reg prometheus.R
 	if maxAge := timers.CachedInfo().Config.MaxAge; maxAge > 0 && ttl >= maxAge {
 		return nil, fmt.Errorf("quota: reservation_ttl %s must be shorter than the max age of %s (%s)", ttl, streams.QuotaTimers, maxAge)
 	}
+	// An invokeId decided anew after its outcome was forgotten appends the
+	// message ids of its first life again: the stream must have forgotten
+	// them first.
+	retention := cfg.Quota.DecidedRetention.D()
+	if window := ledgerStream.CachedInfo().Config.Duplicates; retention < ledger.MinRetention || retention <= window {
+		return nil, fmt.Errorf("quota: decided_retention %s must be at least %s and longer than the duplicate window of %s (%s)",
+			retention, ledger.MinRetention, streams.Quota, window)
+	}
 	bg, stopBG := context.WithCancel(context.WithoutCancel(ctx))
+	m := newMetrics(reg)
 	s := &Service{
-		bg:          bg,
-		stopBG:      stopBG,
-		cfg:         cfg,
-		nc:          nc,
-		js:          js,
-		store:       &store{nc: nc, js: js},
-		accounts:    accounts{m: map[string]*entry{}},
-		now:         time.Now,
-		log:         zerolog.Nop(),
-		metrics:     newMetrics(reg),
-		perImage:    cfg.Quota.Price.PerImage,
-		ttl:         ttl,
-		deadline:    cfg.Ingress.SyncDeadline.D(),
-		slots:       make(chan struct{}, maxInflight),
-		expirySlots: make(chan struct{}, maxInflightExpiry),
+		bg:     bg,
+		stopBG: stopBG,
+		cfg:    cfg,
+		nc:     nc,
+		js:     js,
+		store:  &store{nc: nc, js: js},
+		accounts: accounts{m: map[string]*entry{}, max: max(cfg.Quota.MaxAccounts, 1), idle: cfg.Quota.AccountIdle.D(),
+			size: func(n int) { m.accounts.Set(float64(n)) }},
+		now:           time.Now,
+		log:           zerolog.Nop(),
+		metrics:       m,
+		perImage:      cfg.Quota.Price.PerImage,
+		ttl:           ttl,
+		deadline:      cfg.Ingress.SyncDeadline.D(),
+		maxAge:        cfg.Ingress.SyncSkew.D(),
+		retention:     retention,
+		snapshotEvery: max(cfg.Quota.SnapshotEvery, 1),
+		slots:         make(chan struct{}, maxInflight),
+		expirySlots:   make(chan struct{}, maxInflightExpiry),
 	}
 	if s.deadline <= 0 {
 		s.deadline = 3 * time.Second
@@ -163,7 +183,7 @@ func (s *Service) Run(ctx context.Context) error {
 		_ = subAbandon.Unsubscribe()
 		return fmt.Errorf("quota: consume %s: %w", expiryDurable, err)
 	}
-	<-ctx.Done()
+	s.evictIdle(ctx)
 
 	for _, sb := range []*nats.Subscription{sub, subAbandon} {
 		closed := sb.StatusChanged(nats.SubscriptionClosed)
@@ -177,6 +197,21 @@ func (s *Service) Run(ctx context.Context) error {
 	s.stopBG()
 	s.inflight.Wait()
 	return nil
+}
+
+// evictIdle drops the accounts unused for quota.account_idle from memory,
+// checking a few times per idle period, until ctx ends.
+func (s *Service) evictIdle(ctx context.Context) {
+	tick := time.NewTicker(min(max(s.accounts.idle/4, time.Second), time.Minute))
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			s.metrics.evictions.Add(float64(s.accounts.evict(s.now())))
+		}
+	}
 }
 
 // Routes registers the operator API (CONTRACT §7) on e when admin.token is
@@ -210,6 +245,11 @@ type metrics struct {
 	duration   *prometheus.HistogramVec
 	conflicts  prometheus.Counter
 	duplicates prometheus.Counter
+	loads      prometheus.Counter
+	loaded     prometheus.Counter
+	snapshots  prometheus.Counter
+	accounts   prometheus.Gauge
+	evictions  prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -231,8 +271,28 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Namespace: "sdevents", Subsystem: "quota", Name: "append_duplicates_total",
 			Help: "Appends refused because a message with the same id was being or had been stored; answered from the stored outcome.",
 		}),
+		loads: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "sdevents", Subsystem: "quota", Name: "account_loads_total",
+			Help: "Accounts loaded from the stream (first use, after eviction, or behind the stream).",
+		}),
+		loaded: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "sdevents", Subsystem: "quota", Name: "account_load_events_total",
+			Help: "Events read to load accounts, after their latest snapshot.",
+		}),
+		snapshots: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "sdevents", Subsystem: "quota", Name: "snapshots_total",
+			Help: "Account snapshots this replica appended.",
+		}),
+		accounts: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "sdevents", Subsystem: "quota", Name: "accounts_in_memory",
+			Help: "Accounts this replica holds in memory.",
+		}),
+		evictions: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "sdevents", Subsystem: "quota", Name: "account_evictions_total",
+			Help: "Accounts dropped from memory for being idle (the least recently used beyond quota.max_accounts are not counted).",
+		}),
 	}
-	reg.MustRegister(m.decisions, m.duration, m.conflicts, m.duplicates)
+	reg.MustRegister(m.decisions, m.duration, m.conflicts, m.duplicates, m.loads, m.loaded, m.snapshots, m.accounts, m.evictions)
 	return m
 }
 

@@ -1,13 +1,17 @@
 package quota
 
 import (
+	"container/list"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sdevents/sdevents/services/quota/ledger"
@@ -27,68 +31,170 @@ type StoredEvent struct {
 // entry is one account in a replica's memory: the fold of its events, its
 // latest events, and the lock that serializes the replica's decisions on it.
 type entry struct {
+	id     string
 	lock   chan struct{}   // a mutex that a waiter can give up on (ctx)
 	acct   *ledger.Account // nil until loaded
-	recent []StoredEvent   // the latest recentEvents events, oldest first
+	recent []StoredEvent   // the latest recentEvents events read, oldest first
+	forgot time.Time       // when outcomes were last forgotten
+
+	// Guarded by accounts.mu.
+	users int           // goroutines holding or waiting for lock: not evicted while > 0
+	used  time.Time     // when the last user let go
+	elem  *list.Element // in accounts.lru
+
+	snapshotting  atomic.Bool // a snapshot is being written
+	snapshotAfter int         // no snapshot before SinceSnapshot reaches it (guarded by lock)
 }
 
-// accounts holds every account a replica has used since it started: a plain
-// map, never evicted. An account costs its open reservations plus a few dozen
-// bytes per finished invokeId and grant id; a replica serving millions of
-// accounts would need an LRU here (eviction is safe: an account reloads from
-// the stream).
+// accounts holds the accounts a replica has used recently: at most max, and
+// none unused for longer than idle (quota.max_accounts, quota.account_idle).
+// An account dropped from memory loads again from the stream, from its
+// latest snapshot, when it is used; one in use is never dropped.
 type accounts struct {
-	mu sync.Mutex
-	m  map[string]*entry
+	mu   sync.Mutex
+	m    map[string]*entry
+	lru  list.List // of *entry, the most recently used first
+	max  int
+	idle time.Duration
+	// size reports the number of accounts held after every change.
+	size func(int)
 }
 
+// get returns the entry of id, creating it, and counts the caller as a user
+// until it calls release.
 func (a *accounts) get(id string) *entry {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	e, ok := a.m[id]
 	if !ok {
-		e = &entry{lock: make(chan struct{}, 1)}
+		e = &entry{id: id, lock: make(chan struct{}, 1)}
+		e.elem = a.lru.PushFront(e)
 		a.m[id] = e
+		a.size(len(a.m))
+	} else {
+		a.lru.MoveToFront(e.elem)
 	}
+	e.users++
 	return e
 }
 
-func (e *entry) unlock() { <-e.lock }
+// hold counts one more user of e, which the caller has from get.
+func (a *accounts) hold(e *entry) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	e.users++
+}
+
+// release ends a use of e at now, and drops the least recently used idle
+// accounts beyond max.
+func (a *accounts) release(e *entry, now time.Time) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	e.users--
+	e.used = now
+	a.evictLocked(now, false)
+}
+
+// evict drops the accounts not used since now − idle, and the least
+// recently used beyond max; never one in use. It returns how many it
+// dropped.
+func (a *accounts) evict(now time.Time) int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.evictLocked(now, true)
+}
+
+func (a *accounts) evictLocked(now time.Time, idle bool) int {
+	n := 0
+	for el := a.lru.Back(); el != nil; {
+		e := el.Value.(*entry)
+		prev := el.Prev()
+		over := len(a.m) > a.max
+		if !over && (!idle || now.Sub(e.used) < a.idle) {
+			break // the rest were used more recently
+		}
+		if e.users == 0 {
+			a.lru.Remove(el)
+			delete(a.m, e.id)
+			n++
+		}
+		el = prev
+	}
+	if n > 0 {
+		a.size(len(a.m))
+	}
+	return n
+}
+
+// len is the number of accounts held.
+func (a *accounts) len() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.m)
+}
+
+// unlock releases the account's lock taken by lock.
+func (s *Service) unlock(e *entry) {
+	<-e.lock
+	s.accounts.release(e, s.now())
+}
 
 // lock takes the account's lock, waiting at most until ctx ends, and loads the
 // account from the stream on first use. On load, reservations already past
 // their expiry (their timer fired while no replica ran, or was lost) are
-// expired. The caller calls e.unlock.
+// expired. Outcomes older than quota.decided_retention are forgotten now and
+// then. The caller calls s.unlock(e).
 func (s *Service) lock(ctx context.Context, id string) (*entry, error) {
 	e := s.accounts.get(id)
 	select {
 	case e.lock <- struct{}{}:
 	case <-ctx.Done():
+		s.accounts.release(e, s.now())
 		return nil, fmt.Errorf("account %s busy: %w", id, ctx.Err())
 	}
-	if e.acct != nil {
-		return e, nil
+	if e.acct == nil {
+		if err := s.load(ctx, e, id); err != nil {
+			s.unlock(e)
+			return nil, err
+		}
+		s.expireDue(ctx, e)
 	}
-	if err := s.load(ctx, e, id); err != nil {
-		e.unlock()
-		return nil, err
+	if now := s.now(); now.Sub(e.forgot) >= s.retention/10 {
+		e.acct.Forget(now.Add(-s.retention))
+		e.forgot = now
 	}
-	s.expireDue(ctx, e)
 	return e, nil
 }
 
-// load folds the account's whole history, read through an ordered consumer.
+// headerSnapshot, on every event this service appends once its account has
+// a snapshot, is the stream sequence of the latest one: loading reads it
+// from the subject's last message.
+const headerSnapshot = "sd-snapshot-seq"
+
+// load folds the account from the stream: from its latest snapshot and the
+// events after it (CONTRACT §6, docs/quota.md "Snapshots"), or from its
+// first event when it has no usable snapshot. The latest snapshot is the
+// subject's last message, or the one its headerSnapshot names.
 func (s *Service) load(ctx context.Context, e *entry, id string) error {
-	last, err := s.store.lastSeq(ctx, id)
+	last, err := s.store.get(ctx, ledgerSubject(id), 0, false)
+	if errors.Is(err, errNoMsg) {
+		e.acct, e.recent = ledger.NewAccount(id), nil
+		return nil
+	}
 	if err != nil {
 		return fmt.Errorf("load %s: %w", id, err)
 	}
-	e.acct, e.recent = ledger.NewAccount(id), nil
-	err = readRange(ctx, s.js, streams.Quota, ledgerSubject(id), 1, last, func(m jetstream.Msg) error {
+	e.acct, e.recent = s.latestSnapshot(ctx, id, last), nil
+	read := 0
+	if e.acct == nil {
+		e.acct = ledger.NewAccount(id)
+	}
+	err = readRange(ctx, s.js, streams.Quota, ledgerSubject(id), e.acct.Seq+1, last.Seq, func(m jetstream.Msg) error {
 		md, err := m.Metadata()
 		if err != nil {
 			return err
 		}
+		read++
 		s.applyData(e, m.Data(), md.Sequence.Stream)
 		return nil
 	})
@@ -96,7 +202,61 @@ func (s *Service) load(ctx context.Context, e *entry, id string) error {
 		e.acct = nil
 		return fmt.Errorf("load %s: %w", id, err)
 	}
+	s.metrics.loads.Inc()
+	s.metrics.loaded.Add(float64(read))
+	s.snapshotDue(e)
 	return nil
+}
+
+// latestSnapshot returns the account the latest snapshot of id describes,
+// given the subject's last message, or nil when there is none or it cannot
+// be used (the caller reads every event; the reason is logged).
+func (s *Service) latestSnapshot(ctx context.Context, id string, last storedMsg) *ledger.Account {
+	m := last
+	if typ, _ := eventType(m.Data); typ != ledger.TypeSnapshot {
+		seq, ok := snapshotPointer(m.Header)
+		if !ok {
+			return nil
+		}
+		var err error
+		if m, err = s.store.get(ctx, ledgerSubject(id), seq, true); err != nil || m.Seq != seq {
+			s.log.Warn().Err(err).Str("account", id).Uint64("seq", seq).Msg("quota: snapshot not found; loading every event")
+			return nil
+		}
+	}
+	var ev ledger.Event
+	if err := json.Unmarshal(m.Data, &ev); err != nil {
+		s.log.Warn().Err(err).Str("account", id).Uint64("seq", m.Seq).Msg("quota: undecodable snapshot; loading every event")
+		return nil
+	}
+	a, err := ledger.FromSnapshot(ev, m.Seq)
+	if err != nil || a.ID != id {
+		s.log.Warn().Err(err).Str("account", id).Uint64("seq", m.Seq).Msg("quota: unusable snapshot; loading every event")
+		return nil
+	}
+	return a
+}
+
+// eventType returns the type of an event's JSON data.
+func eventType(data []byte) (ledger.EventType, error) {
+	var t struct {
+		Type ledger.EventType `json:"type"`
+	}
+	err := json.Unmarshal(data, &t)
+	return t.Type, err
+}
+
+// snapshotPointer reads headerSnapshot from a stored message's headers.
+func snapshotPointer(hdrs []byte) (uint64, bool) {
+	if len(hdrs) == 0 {
+		return 0, false
+	}
+	h, err := nats.DecodeHeadersMsg(hdrs)
+	if err != nil {
+		return 0, false
+	}
+	seq, err := strconv.ParseUint(h.Get(headerSnapshot), 10, 64)
+	return seq, err == nil && seq > 0
 }
 
 // expireDue expires the account's reservations that are past their expiry.
@@ -157,6 +317,7 @@ func (s *Service) applyData(e *entry, data []byte, seq uint64) {
 
 // apply folds event ev, stored at seq, into e. An inconsistent event is
 // logged and folded as far as the ledger can (see ledger.Account.Apply).
+// Snapshots are not kept among the recent events: they repeat the state.
 func (s *Service) apply(e *entry, ev ledger.Event, seq uint64) {
 	err := e.acct.Apply(ev, seq)
 	switch {
@@ -164,6 +325,9 @@ func (s *Service) apply(e *entry, ev ledger.Event, seq uint64) {
 		return
 	case err != nil:
 		s.log.Error().Err(err).Str("account", e.acct.ID).Msg("quota: inconsistent ledger event")
+	}
+	if ev.Type == ledger.TypeSnapshot {
+		return
 	}
 	e.recent = append(e.recent, StoredEvent{Seq: seq, Event: ev})
 	if n := len(e.recent) - recentEvents; n > 0 {

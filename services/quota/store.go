@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -92,9 +93,14 @@ func ledgerSubject(account string) string { return subjectLedger + account }
 // request: confirmed, withdrawn) and for a grant with an id, so that a
 // publish retried after a lost ack cannot be stored twice within the
 // duplicate window, and twin requests deciding the same transition meet on
-// one id. The "i-"/"g-" tags keep invoke ids and grant ids apart.
+// one id; a snapshot's names the event it follows. The "i-"/"g-"/"s-" tags
+// keep invoke ids, grant ids and snapshots apart.
 func msgID(e ledger.Event) string {
 	switch {
+	case e.Type == ledger.TypeSnapshot && e.State != nil:
+		return "q-" + e.Account + "-s-" + strconv.FormatUint(e.State.Seq, 10)
+	case e.Type == ledger.TypeSnapshot:
+		return "q-" + e.Account + "-s-" + nuid.Next()
 	case e.Type == ledger.TypeConfirmed || e.Type == ledger.TypeWithdrawn:
 		return "q-" + e.Account + "-i-" + e.InvokeID + "-" + string(e.Type) + "-" + e.Request
 	case e.Type != ledger.TypeGranted:
@@ -106,8 +112,14 @@ func msgID(e ledger.Event) string {
 	}
 }
 
+// errTooLarge is returned by store.append for an event larger than the
+// server takes (a snapshot of a very large account).
+var errTooLarge = errors.New("event larger than the server's max payload")
+
 // append stores e on the account's subject, expecting last as the sequence of
 // the subject's last message (0: no message yet), and returns e's sequence.
+// With snap > 0, the message carries headerSnapshot = snap, the sequence of
+// the account's latest snapshot.
 // A reserved event gets its expiry timer first (see schedule): the timer is
 // published without waiting and the event right behind it on the same
 // connection, which the server processes in order, so no stored reservation
@@ -117,7 +129,7 @@ func msgID(e ledger.Event) string {
 // with the event's id is being or has been stored; any other error means the
 // event may or may not be stored (a lost ack): the next append of the account
 // conflicts and catches up.
-func (s *store) append(ctx context.Context, e ledger.Event, last uint64) (uint64, error) {
+func (s *store) append(ctx context.Context, e ledger.Event, last, snap uint64) (uint64, error) {
 	var timer jetstream.PubAckFuture
 	if e.Type == ledger.TypeReserved {
 		msg, opts, err := s.timerMsg(e.Account, e.InvokeID, e.ExpiresAt)
@@ -128,7 +140,7 @@ func (s *store) append(ctx context.Context, e ledger.Event, last uint64) (uint64
 			return 0, fmt.Errorf("expiry timer: %w", err)
 		}
 	}
-	seq, err := s.appendEvent(ctx, e, last)
+	seq, err := s.appendEvent(ctx, e, last, snap)
 	if timer != nil {
 		select {
 		case <-timer.Ok():
@@ -148,15 +160,22 @@ func (s *store) append(ctx context.Context, e ledger.Event, last uint64) (uint64
 }
 
 // appendEvent publishes e with the expected last subject sequence.
-func (s *store) appendEvent(ctx context.Context, e ledger.Event, last uint64) (uint64, error) {
+func (s *store) appendEvent(ctx context.Context, e ledger.Event, last, snap uint64) (uint64, error) {
 	data, err := json.Marshal(e)
 	if err != nil {
 		return 0, fmt.Errorf("encode %s event: %w", e.Type, err)
 	}
+	if limit := s.nc.MaxPayload() - 16<<10; int64(len(data)) > limit {
+		return 0, fmt.Errorf("%w: %s event of %d bytes, limit %d", errTooLarge, e.Type, len(data), limit)
+	}
+	var extra []event.Header
+	if snap > 0 {
+		extra = append(extra, event.Header{Key: headerSnapshot, Value: strconv.FormatUint(snap, 10)})
+	}
 	msg := event.Message(ledgerSubject(e.Account), event.Meta{
 		ID: msgID(e), Source: eventSource, Type: "sd.quota." + string(e.Type),
 		Time: e.At, Subject: e.Account, ContentType: "application/json",
-	}, data)
+	}, data, extra...)
 	ack, err := s.js.PublishMsg(ctx, msg, jetstream.WithExpectLastSequencePerSubject(last))
 	if err != nil {
 		return 0, classify(err, e, last)
@@ -216,6 +235,7 @@ func (s *store) timerMsg(account, invokeID string, at time.Time) (*nats.Msg, []j
 type storedMsg struct {
 	Subject string    `json:"subject"`
 	Seq     uint64    `json:"seq"`
+	Header  []byte    `json:"hdrs"`
 	Data    []byte    `json:"data"`
 	Time    time.Time `json:"time"`
 }

@@ -89,18 +89,18 @@ func TestAppendOptimistic(t *testing.T) {
 	defer cancel()
 	const acct = "a_bbbbbbbbbbbbbbbbbbbbbbbbbb"
 	grant := ledger.Event{Type: ledger.TypeGranted, Account: acct, Credits: 5, Balance: 5, ID: "g1", At: time.Now()}
-	if _, err := st.append(ctx, grant, 7); !isConflict(err) {
+	if _, err := st.append(ctx, grant, 7, 0); !isConflict(err) {
 		t.Fatalf("append to an empty subject expecting 7: %v", err)
 	}
-	seq, err := st.append(ctx, grant, 0)
+	seq, err := st.append(ctx, grant, 0, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := st.append(ctx, grant, 0); !isConflict(err) {
+	if _, err := st.append(ctx, grant, 0, 0); !isConflict(err) {
 		t.Fatalf("stale expected sequence: %v", err)
 	}
 	var dup *duplicateError
-	if _, err := st.append(ctx, grant, seq); !errors.As(err, &dup) || !errors.Is(err, ErrDuplicate) || dup.Seq != seq {
+	if _, err := st.append(ctx, grant, seq, 0); !errors.As(err, &dup) || !errors.Is(err, ErrDuplicate) || dup.Seq != seq {
 		t.Fatalf("duplicate message id: %v, want ErrDuplicate naming sequence %d", err, seq)
 	}
 	last, err := st.lastSeq(ctx, acct)
