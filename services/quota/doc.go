@@ -4,8 +4,10 @@
 // to sd.quota.<account> with optimistic concurrency so that no replica can
 // spend a credit twice. Reservations expire through JetStream message
 // schedules in QUOTA_TIMERS, which survive restarts and are handled by
-// whichever replica the quota-expiry consumer hands them to. Operators grant
-// credits and read accounts over the HTTP admin API (Routes).
+// whichever replica the quota-expiry consumer hands them to. A replica keeps
+// the accounts it uses in a bounded cache and loads them from their latest
+// snapshot event. Operators grant credits and read accounts over the HTTP
+// admin API (Routes).
 //
 // The rules live in the pure package ledger; this package is the adapter:
 // state caching, the append/catch-up loop, timers, RPC and HTTP. See

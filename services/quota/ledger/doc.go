@@ -19,13 +19,22 @@
 //
 //   - balance = granted − committed − open reservations, and no decision lets it
 //     go below zero;
-//   - every transition is idempotent: a reserve repeated with the same invokeId
-//     returns the first decision (success or denial) and appends nothing; a
-//     commit or rollback repeated after it succeeded succeeds again and appends
-//     nothing; a grant repeated with the same id appends nothing;
-//   - a commit or rollback that does not match the reservation's state (unknown,
-//     expired, or finished by the other transition) is a refusal that appends
+//   - a reserve is answered success only while its credits are held: open,
+//     unexpired and of the price asked, or committed at that price; a repeat
+//     is answered from the first decision (a denial word for word) and
+//     appends nothing, except a confirmed event the first time another
+//     request is told an open reservation is held;
+//   - an abandonment names the request whose answer was lost and releases a
+//     reservation only when every request told it is held was abandoned:
+//     nothing another request was told is taken back;
+//   - a commit or rollback repeated after it succeeded succeeds again and
+//     appends nothing; one that does not match the reservation's state
+//     (unknown, expired, abandoned, or finished by the other transition) is a
+//     refusal that appends nothing; a grant repeated with the same id appends
 //     nothing;
 //   - a reservation is expired from its expires_at on, whether or not its
-//     expired event has been appended yet.
+//     expired event has been appended yet;
+//   - a snapshot event carries the fold of the events before it and changes
+//     nothing; FromSnapshot and the events after it give the same account as
+//     every event from the first (up to what Forget dropped).
 package ledger
