@@ -121,7 +121,7 @@ func TestLoadFromSnapshot(t *testing.T) {
 		}
 		return k
 	}
-	natstest.Eventually(t, 10*time.Second, "a snapshot after the long load", func() bool { return snapshots() == 1 })
+	natstest.Eventually(t, 30*time.Second, "a snapshot after the long load", func() bool { return snapshots() == 1 })
 
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -134,13 +134,13 @@ func TestLoadFromSnapshot(t *testing.T) {
 			t.Fatalf("reserve: %s", a.Raw)
 		}
 	}
-	natstest.Eventually(t, 10*time.Second, "a snapshot every 40 events", func() bool { return snapshots() >= 3 })
+	natstest.Eventually(t, 30*time.Second, "a snapshot every 40 events", func() bool { return snapshots() >= 3 })
 
 	// A replica that never saw the account loads it from the latest
 	// snapshot: it reads at most the events since.
 	before := d.counter("sdevents_quota_account_load_events_total")
 	r := d.addReplica()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	v, err := r.svc.View(ctx, acct)
 	if err != nil {
