@@ -76,23 +76,35 @@ func startRun(t *testing.T, cfg config.Config) *running {
 
 func (r *running) sendTaskFinished(t *testing.T, cfg config.Config, nonce string) int {
 	t.Helper()
+	code, err := sendTaskFinished(cfg, r.p.http.Addr(), "i-restart", nonce)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return code
+}
+
+// sendTaskFinished POSTs a signed sdTaskFinished callback of invokeID to the
+// ingress at addr, signed with the first key of cfg's first source, and
+// returns the status, or the error when no answer came.
+func sendTaskFinished(cfg config.Config, addr, invokeID, nonce string) (int, error) {
 	key := callback.Key{AK: cfg.Callbacks[0].Keys[0].AK, SK: cfg.Callbacks[0].Keys[0].SK.Reveal()}
 	body := []byte(`{"success":true,"data":{"generatedImageId":"g-1","url":"http://127.0.0.1:9/a.png"}}`)
 	enc, err := callback.EncryptToken("user-restart", key.SK, nil)
 	if err != nil {
-		t.Fatal(err)
+		return 0, err
 	}
-	p := callback.Params{APIID: "api", BizType: callback.BizTaskFinished, InvokeID: "i-restart", APIToken: enc,
+	p := callback.Params{APIID: "api", BizType: callback.BizTaskFinished, InvokeID: invokeID, APIToken: enc,
 		Nonce: nonce, Timestamp: strconv.FormatInt(time.Now().UnixMilli(), 10)}
 	p.Sign = callback.Sign(key, p, body, "user-restart")
 	q := url.Values{"apiId": {p.APIID}, "bizType": {p.BizType}, "invokeId": {p.InvokeID}, "apiToken": {p.APIToken},
 		"sign": {p.Sign}, "nonce": {p.Nonce}, "timestamp": {p.Timestamp}}
-	resp, err := http.Post("http://"+r.p.http.Addr()+"/v1/callbacks/default?"+q.Encode(), "application/json", bytes.NewReader(body))
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := client.Post("http://"+addr+"/v1/callbacks/"+cfg.Callbacks[0].Name+"?"+q.Encode(), "application/json", bytes.NewReader(body))
 	if err != nil {
-		t.Fatal(err)
+		return 0, err
 	}
 	resp.Body.Close()
-	return resp.StatusCode
+	return resp.StatusCode, nil
 }
 
 func (r *running) ingressMsgs(t *testing.T) uint64 {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -73,6 +74,28 @@ type process struct {
 	// admin token (operator API, console): one count per client.
 	brake      *admintoken.Brake
 	components []component
+
+	// broken receives the error that ends the process for good (the NATS
+	// connection closed); closing is set when the process closes the
+	// connection itself.
+	broken  chan error
+	closing atomic.Bool
+}
+
+// errNATSClosed: the NATS connection was closed and will not reconnect
+// (nats.go gives up on a connection after some protocol errors, such as a
+// control line over the server's limit). Nothing can be stored any more:
+// the process stops with a non-zero status for its supervisor to restart it.
+var errNATSClosed = errors.New("nats connection closed for good")
+
+// fail reports an error the process cannot recover from: /healthz turns
+// red and run stops the process, which then exits non-zero.
+func (p *process) fail(err error) {
+	p.http.Fail(err)
+	select {
+	case p.broken <- err:
+	default:
+	}
 }
 
 func newRunCmd(g *globals) *cobra.Command {
@@ -134,7 +157,7 @@ func newLogger(cfg config.Log) zerolog.Logger {
 // stream definitions and constructs the services. cleanup closes what build
 // opened, in reverse order.
 func build(ctx context.Context, cfg config.Config, services []string) (*process, func(), error) {
-	p := &process{cfg: cfg, log: newLogger(cfg.Log), reg: prometheus.NewRegistry(), brake: admintoken.NewBrake(nil)}
+	p := &process{cfg: cfg, log: newLogger(cfg.Log), reg: prometheus.NewRegistry(), brake: admintoken.NewBrake(nil), broken: make(chan error, 1)}
 	var closers []func()
 	cleanup := func() {
 		for i := len(closers) - 1; i >= 0; i-- {
@@ -146,10 +169,20 @@ func build(ctx context.Context, cfg config.Config, services []string) (*process,
 		return nil, nil, err
 	}
 
+	// The HTTP server exists before anything can fail the process.
+	p.http = httpserver.New(p.log, p.reg)
+
 	natsOpts := []nats.Option{
 		nats.Name("sdevents"),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250 * time.Millisecond),
+		// With unlimited reconnects the connection closes only when the
+		// process closes it or nats.go gives it up for good.
+		nats.ClosedHandler(func(nc *nats.Conn) {
+			if !p.closing.Load() {
+				p.fail(fmt.Errorf("%w: %v", errNATSClosed, nc.LastError()))
+			}
+		}),
 	}
 	url := cfg.NATS.URL
 	if url == "" {
@@ -173,7 +206,7 @@ func build(ctx context.Context, cfg config.Config, services []string) (*process,
 		return fail(fmt.Errorf("connect nats %s: %w", url, err))
 	}
 	p.nc = nc
-	closers = append(closers, nc.Close)
+	closers = append(closers, func() { p.closing.Store(true); nc.Close() })
 	if p.js, err = jetstream.New(nc); err != nil {
 		return fail(err)
 	}
@@ -183,7 +216,6 @@ func build(ctx context.Context, cfg config.Config, services []string) (*process,
 		return fail(err)
 	}
 
-	p.http = httpserver.New(p.log, p.reg)
 	p.http.AddReadyCheck("nats", func(context.Context) error {
 		if !nc.IsConnected() {
 			return errors.New("not connected")
@@ -228,10 +260,14 @@ func (p *process) run(ctx context.Context) error {
 	var firstErr error
 	select {
 	case <-ctx.Done():
+		p.log.Info().Msg("shutting down")
 	case err := <-errc:
 		firstErr = err
+		p.log.Error().Err(err).Msg("a component stopped: shutting down")
+	case err := <-p.broken:
+		firstErr = err
+		p.log.Error().Err(err).Msg("shutting down for a restart")
 	}
-	p.log.Info().Msg("shutting down")
 	deadline, cancel := context.WithTimeout(context.Background(), p.cfg.Shutdown.D())
 	defer cancel()
 	if err := p.http.Shutdown(deadline); err != nil && firstErr == nil {
@@ -248,6 +284,7 @@ func (p *process) run(ctx context.Context) error {
 			p.log.Warn().Msg("components did not stop before the shutdown deadline")
 		}
 	}
+	p.closing.Store(true)
 	if err := p.nc.Drain(); err == nil {
 		for p.nc.IsDraining() && deadline.Err() == nil {
 			time.Sleep(10 * time.Millisecond)

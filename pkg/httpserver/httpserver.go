@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -36,6 +37,9 @@ type Server struct {
 	ln       net.Listener
 	requests *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
+
+	mu     sync.Mutex
+	broken error // set by Fail
 }
 
 type namedCheck struct {
@@ -61,7 +65,7 @@ func New(log zerolog.Logger, reg *prometheus.Registry) *Server {
 	reg.MustRegister(s.requests, s.latency,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	s.e.Use(s.observe)
-	s.e.GET("/healthz", func(c echo.Context) error { return c.JSON(http.StatusOK, map[string]any{"ok": true}) })
+	s.e.GET("/healthz", s.healthz)
 	s.e.GET("/readyz", s.ready)
 	s.e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})))
 	return s
@@ -75,10 +79,37 @@ func (s *Server) AddReadyCheck(name string, c ReadyCheck) {
 	s.checks = append(s.checks, namedCheck{name, c})
 }
 
+// Fail marks the process as broken for good: from now on /healthz and
+// /readyz answer 503 with err, so that a supervisor restarts the process.
+// The first error is kept. The caller is expected to stop the process.
+func (s *Server) Fail(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.broken == nil {
+		s.broken = err
+	}
+}
+
+func (s *Server) failed() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.broken
+}
+
+func (s *Server) healthz(c echo.Context) error {
+	if err := s.failed(); err != nil {
+		return c.JSON(http.StatusServiceUnavailable, map[string]any{"ok": false, "error": err.Error()})
+	}
+	return c.JSON(http.StatusOK, map[string]any{"ok": true})
+}
+
 func (s *Server) ready(c echo.Context) error {
 	ctx, cancel := context.WithTimeout(c.Request().Context(), 2*time.Second)
 	defer cancel()
 	problems := map[string]string{}
+	if err := s.failed(); err != nil {
+		problems["process"] = err.Error()
+	}
 	for _, ch := range s.checks {
 		if err := ch.check(ctx); err != nil {
 			problems[ch.name] = err.Error()

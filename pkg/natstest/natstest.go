@@ -84,6 +84,18 @@ func (n *Node) Restart() {
 	n.start()
 }
 
+// Reload changes the running node's options as a configuration reload does
+// (only options nats-server can reload), keeping them for restarts.
+func (n *Node) Reload(change func(*server.Options)) {
+	n.t.Helper()
+	opts := n.opts
+	change(&opts)
+	if err := n.Srv.ReloadOptions(&opts); err != nil {
+		n.t.Fatalf("natstest: reload: %v", err)
+	}
+	n.opts = opts
+}
+
 // Connect returns a connection to url that reconnects forever and is closed at
 // cleanup.
 func Connect(t testing.TB, url string, opts ...nats.Option) (*nats.Conn, jetstream.JetStream) {

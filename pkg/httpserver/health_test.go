@@ -1,0 +1,61 @@
+package httpserver_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+
+	"github.com/sdevents/sdevents/pkg/httpserver"
+)
+
+// serve starts s on a loopback port and stops it when the test ends.
+func serve(t *testing.T, s *httpserver.Server) string {
+	t.Helper()
+	if err := s.Listen("127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		_ = s.Shutdown(context.Background())
+		if err := <-done; err != nil {
+			t.Errorf("run: %v", err)
+		}
+	})
+	return s.Addr()
+}
+
+// TestFailTurnsHealthRed: after Fail, /healthz and /readyz answer 503
+// naming the error.
+func TestFailTurnsHealthRed(t *testing.T) {
+	t.Parallel()
+	s := httpserver.New(zerolog.Nop(), prometheus.NewRegistry())
+	addr := serve(t, s)
+	get := func(path string) (int, string) {
+		resp, err := http.Get("http://" + addr + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, _ := get("/healthz"); code != http.StatusOK {
+		t.Fatalf("/healthz before: %d", code)
+	}
+	s.Fail(errors.New("nats connection closed for good"))
+	for _, path := range []string{"/healthz", "/readyz"} {
+		code, body := get(path)
+		if code != http.StatusServiceUnavailable || !strings.Contains(body, "closed for good") {
+			t.Errorf("%s after Fail: %d %s", path, code, body)
+		}
+	}
+}
