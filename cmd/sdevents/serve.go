@@ -170,7 +170,15 @@ func build(ctx context.Context, cfg config.Config, services []string) (*process,
 	}
 
 	// The HTTP server exists before anything can fail the process.
-	p.http = httpserver.New(p.log, p.reg)
+	h := cfg.HTTP
+	p.http = httpserver.New(p.log, p.reg, httpserver.WithLimits(httpserver.Limits{
+		MaxConns:          h.MaxConnections,
+		MaxHeaderBytes:    h.MaxHeaderBytes,
+		ReadHeaderTimeout: h.ReadHeaderTimeout.D(),
+		IdleTimeout:       h.IdleTimeout.D(),
+		BodyBudget:        h.BodyBudget,
+		BodyWait:          h.BodyBudgetWait.D(),
+	}))
 
 	natsOpts := []nats.Option{
 		nats.Name("sdevents"),
@@ -256,7 +264,7 @@ func (p *process) run(ctx context.Context) error {
 			errc <- nil
 		}()
 	}
-	p.log.Info().Str("http", p.http.Addr()).Msg("sdevents ready")
+	p.log.Info().Str("http", p.http.Addr()).Int("max_connections", p.http.Limits().MaxConns).Msg("sdevents ready")
 	var firstErr error
 	select {
 	case <-ctx.Done():

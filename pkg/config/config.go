@@ -29,11 +29,26 @@ type Config struct {
 	Shutdown   Duration   `yaml:"shutdown_timeout"`
 }
 
-// HTTP configures the one HTTP listener of a process: ingress, admin, metrics.
+// HTTP configures the one HTTP listener of a process: ingress, admin,
+// console, metrics; and the limits of what its clients may hold
+// (docs/security.md, "HTTP listeners and request budgets").
 type HTTP struct {
 	Addr string `yaml:"addr"`
 	// MaxBody is the largest accepted request body in bytes (default 1 MiB).
 	MaxBody int64 `yaml:"max_body"`
+	// MaxConnections caps the open connections; 0 derives it from the
+	// descriptor limit (a quarter of RLIMIT_NOFILE, at most 4096).
+	MaxConnections int `yaml:"max_connections"`
+	// MaxHeaderBytes bounds the request line and headers (431 beyond).
+	MaxHeaderBytes int `yaml:"max_header_bytes"`
+	// ReadHeaderTimeout bounds the wait for a complete request header.
+	ReadHeaderTimeout Duration `yaml:"read_header_timeout"`
+	// IdleTimeout closes a keep-alive connection without a new request.
+	IdleTimeout Duration `yaml:"idle_timeout"`
+	// BodyBudget is the request-body bytes all requests may hold at once.
+	BodyBudget int64 `yaml:"body_budget"`
+	// BodyBudgetWait is how long a request waits for budget before 503.
+	BodyBudgetWait Duration `yaml:"body_budget_wait"`
 }
 
 // NATS says where JetStream is.
@@ -198,7 +213,15 @@ type Log struct {
 // environment leave out.
 func Default() Config {
 	return Config{
-		HTTP: HTTP{Addr: "127.0.0.1:8080", MaxBody: 1 << 20},
+		HTTP: HTTP{
+			Addr:              "127.0.0.1:8080",
+			MaxBody:           1 << 20,
+			MaxHeaderBytes:    16 << 10,
+			ReadHeaderTimeout: Duration(5 * time.Second),
+			IdleTimeout:       Duration(30 * time.Second),
+			BodyBudget:        64 << 20,
+			BodyBudgetWait:    Duration(time.Second),
+		},
 		NATS: NATS{
 			Embedded: Embedded{
 				Addr:         "127.0.0.1:4222",

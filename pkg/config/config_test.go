@@ -111,6 +111,14 @@ aggregator: {key: job}
 			}
 		}},
 		{name: "payload too small for body", yaml: base + "http: {max_body: 10485760}\n", wantErr: []string{"nats.embedded.max_payload"}},
+		{name: "limits", yaml: base + "http: {max_connections: 16, max_header_bytes: 8192, idle_timeout: 20s}\n", check: func(t *testing.T, c config.Config) {
+			if c.HTTP.MaxConnections != 16 || c.HTTP.MaxHeaderBytes != 8192 || c.HTTP.IdleTimeout.D() != 20*time.Second ||
+				c.HTTP.BodyBudget != 64<<20 {
+				t.Fatalf("limits: %+v", c.HTTP)
+			}
+		}},
+		{name: "bad limits", yaml: base + "http: {max_connections: -1, max_header_bytes: 100, idle_timeout: 0s, body_budget: 1024}\n",
+			wantErr: []string{"http.max_connections", "http.max_header_bytes", "http.idle_timeout", "http.body_budget:"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

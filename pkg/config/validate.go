@@ -39,6 +39,18 @@ func (c Config) Validate() error {
 	if c.HTTP.MaxBody <= 0 {
 		bad("http.max_body", "must be positive")
 	}
+	if c.HTTP.MaxConnections < 0 {
+		bad("http.max_connections", "must be 0 (derived from the descriptor limit) or positive")
+	}
+	if h := c.HTTP.MaxHeaderBytes; h < 4<<10 || h > 1<<20 {
+		bad("http.max_header_bytes", "want 4096 to 1048576, got %d", h)
+	}
+	positive("http.read_header_timeout", c.HTTP.ReadHeaderTimeout)
+	positive("http.idle_timeout", c.HTTP.IdleTimeout)
+	if c.HTTP.BodyBudget < c.HTTP.MaxBody+64<<10 {
+		bad("http.body_budget", "%d cannot hold one body of http.max_body %d (want at least %d)", c.HTTP.BodyBudget, c.HTTP.MaxBody, c.HTTP.MaxBody+64<<10)
+	}
+	positive("http.body_budget_wait", c.HTTP.BodyBudgetWait)
 	if c.NATS.URL == "" {
 		e := c.NATS.Embedded
 		hostPort("nats.embedded.addr", e.Addr)

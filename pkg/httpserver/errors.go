@@ -28,7 +28,13 @@ var (
 	ErrTooLarge = errors.New("request body too large")
 	// ErrUnavailable: transient; retry later (503).
 	ErrUnavailable = errors.New("temporarily unavailable")
+	// ErrBusy: the process holds as many request bytes as it may; retry
+	// after the answer's Retry-After (503).
+	ErrBusy = errors.New("server busy")
 )
+
+// busyRetryAfter is the Retry-After, in seconds, of an ErrBusy answer.
+const busyRetryAfter = "1"
 
 // statusTable maps sentinels, in order, to answers.
 var statusTable = []struct {
@@ -60,6 +66,7 @@ var statusTable = []struct {
 	{ErrConflict, http.StatusConflict},
 	{ErrTooLarge, http.StatusRequestEntityTooLarge},
 	{ErrUnavailable, http.StatusServiceUnavailable},
+	{ErrBusy, http.StatusServiceUnavailable},
 }
 
 // RegisterStatus maps another sentinel to an HTTP status. Call it at init.
@@ -107,6 +114,9 @@ func (s *Server) handleError(err error, c echo.Context) {
 	}
 	if status == http.StatusInternalServerError {
 		msg = "internal error"
+	}
+	if errors.Is(err, ErrBusy) {
+		c.Response().Header().Set("Retry-After", busyRetryAfter)
 	}
 	info := Info(c)
 	if info.Err == nil {

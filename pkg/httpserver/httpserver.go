@@ -3,6 +3,10 @@
 // request, Prometheus request metrics, the single place where errors become
 // HTTP answers, and a graceful shutdown.
 //
+// The server bounds what clients can hold (Limits): open connections, header
+// bytes, idle and read time, and the request-body bytes in flight across all
+// requests.
+//
 // Services register their routes on Echo(); they never write error answers
 // themselves: they return errors wrapping the sentinels of this package (or of
 // the protocol packages) and ErrorHandler maps them.
@@ -12,8 +16,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	stdlog "log"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -32,9 +38,11 @@ type Server struct {
 	e        *echo.Echo
 	log      zerolog.Logger
 	reg      *prometheus.Registry
+	limits   Limits
+	budget   *budget
 	checks   []namedCheck
 	srv      *http.Server
-	ln       net.Listener
+	ln       *connLimiter
 	requests *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
 
@@ -42,15 +50,29 @@ type Server struct {
 	broken error // set by Fail
 }
 
+// Option configures a Server.
+type Option func(*Server)
+
+// WithLimits sets the limits of the server; zero fields keep their
+// defaults (DefaultLimits).
+func WithLimits(l Limits) Option {
+	return func(s *Server) { s.limits = l.withDefaults() }
+}
+
 type namedCheck struct {
 	name  string
 	check ReadyCheck
 }
 
-// New builds a server listening on addr (bound by Listen). reg receives the
-// process metrics and is served on /metrics.
-func New(log zerolog.Logger, reg *prometheus.Registry) *Server {
-	s := &Server{e: echo.New(), log: log, reg: reg}
+// New builds a server (bound by Listen) with DefaultLimits unless an
+// option says otherwise. reg receives the process metrics and is served on
+// /metrics.
+func New(log zerolog.Logger, reg *prometheus.Registry, opts ...Option) *Server {
+	s := &Server{e: echo.New(), log: log, reg: reg, limits: DefaultLimits()}
+	for _, o := range opts {
+		o(s)
+	}
+	s.budget = newBudget(s.limits.BodyBudget, reg)
 	s.e.HideBanner, s.e.HidePort = true, true
 	s.e.HTTPErrorHandler = s.handleError
 	s.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -64,12 +86,15 @@ func New(log zerolog.Logger, reg *prometheus.Registry) *Server {
 	}, []string{"route", "kind"})
 	reg.MustRegister(s.requests, s.latency,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	s.e.Use(s.observe)
+	s.e.Use(s.observe, s.limitBodies)
 	s.e.GET("/healthz", s.healthz)
 	s.e.GET("/readyz", s.ready)
 	s.e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})))
 	return s
 }
+
+// Limits returns the server's limits, defaults filled in.
+func (s *Server) Limits() Limits { return s.limits }
 
 // Echo returns the router for services to add routes to.
 func (s *Server) Echo() *echo.Echo { return s.e }
@@ -122,12 +147,13 @@ func (s *Server) ready(c echo.Context) error {
 }
 
 // Listen binds addr; Addr then tells the bound address (port 0 picks one).
+// The listener holds at most Limits.MaxConns connections.
 func (s *Server) Listen(addr string) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("http listen %s: %w", addr, err)
 	}
-	s.ln = ln
+	s.ln = newConnLimiter(ln, s.limits.MaxConns, s.reg)
 	return nil
 }
 
@@ -140,12 +166,16 @@ func (s *Server) Run(ctx context.Context) error {
 	if s.ln == nil {
 		return errors.New("httpserver: Run before Listen")
 	}
+	l := s.limits
 	s.srv = &http.Server{
 		Handler:           s.e,
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      30 * time.Second,
-		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    l.MaxHeaderBytes,
+		ReadHeaderTimeout: l.ReadHeaderTimeout,
+		ReadTimeout:       l.ReadTimeout,
+		WriteTimeout:      l.WriteTimeout,
+		IdleTimeout:       l.IdleTimeout,
+		ConnState:         s.ln.connState,
+		ErrorLog:          stdlog.New(warnWriter{s.log}, "", 0),
 		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 	}
 	err := s.srv.Serve(s.ln)
@@ -168,4 +198,13 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		return fmt.Errorf("http shutdown: %w", err)
 	}
 	return nil
+}
+
+// warnWriter writes net/http's own messages (accept errors and their
+// back-off, malformed requests) to the process log at warn level.
+type warnWriter struct{ log zerolog.Logger }
+
+func (w warnWriter) Write(p []byte) (int, error) {
+	w.log.Warn().Str("component", "http").Msg(strings.TrimSpace(string(p)))
+	return len(p), nil
 }
