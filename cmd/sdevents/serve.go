@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -10,7 +11,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -65,7 +65,7 @@ type component struct {
 type process struct {
 	cfg  config.Config
 	log  zerolog.Logger
-	srv  *server.Server
+	srv  *natsrv.Embedded
 	nc   *nats.Conn
 	js   jetstream.JetStream
 	http *httpserver.Server
@@ -193,19 +193,26 @@ func build(ctx context.Context, cfg config.Config, services []string) (*process,
 		}),
 	}
 	url := cfg.NATS.URL
+	var guard *natsrv.Guard
 	if url == "" {
 		e := cfg.NATS.Embedded
-		srv, err := natsrv.Start(natsrv.Options{
+		o := natsrv.Options{
 			Addr: e.Addr, StoreDir: e.StoreDir, SyncAlways: e.Sync == "always", SyncInterval: e.SyncInterval.D(),
 			MaxPayload: e.MaxPayload, MonitorAddr: e.MonitorAddr,
-		})
+			MaxConns: e.MaxConnections, MaxStore: e.MaxStore, MaxMemory: e.MaxMemory,
+			Logger: newNATSLogger(p.log),
+		}
+		srv, err := natsrv.StartEmbedded(o)
 		if err != nil {
 			return fail(err)
 		}
 		p.srv = srv
-		closers = append(closers, func() { srv.Shutdown(); srv.WaitForShutdown() })
+		closers = append(closers, srv.Shutdown)
 		url = srv.ClientURL()
-		p.log.Info().Str("addr", srv.ClientURL()).Str("store_dir", e.StoreDir).Str("sync", e.Sync).Msg("embedded nats-server started")
+		guard = natsrv.NewGuard(srv, natsrv.GuardOptions{OnChange: p.storeChanged})
+		maxConns := cmp.Or(o.MaxConns, natsrv.DefaultMaxConns())
+		p.log.Info().Str("addr", srv.ClientURL()).Str("store_dir", e.StoreDir).Str("sync", e.Sync).
+			Int("max_connections", maxConns).Msg("embedded nats-server started")
 	} else if cfg.NATS.CredsFile != "" {
 		natsOpts = append(natsOpts, nats.UserCredentials(cfg.NATS.CredsFile))
 	}
@@ -231,6 +238,10 @@ func build(ctx context.Context, cfg config.Config, services []string) (*process,
 		return nil
 	})
 	p.http.AddReadyCheck("streams", func(ctx context.Context) error { return streams.Check(ctx, p.js) })
+	if guard != nil {
+		p.http.AddReadyCheck("store", guard.Ready)
+		p.add("store guard", guard.Run)
+	}
 
 	for _, name := range services {
 		t, ok := targets[name]
@@ -245,6 +256,20 @@ func build(ctx context.Context, cfg config.Config, services []string) (*process,
 		return fail(err)
 	}
 	return p, cleanup, nil
+}
+
+// storeChanged logs what the store guard saw: a store that refuses writes
+// (readiness is red until it recovers), and its recovery by a restart of
+// the embedded server, to which the connection reconnects by itself.
+func (p *process) storeChanged(problem error, restarted bool) {
+	switch {
+	case problem != nil:
+		p.log.Error().Err(problem).Msg("JetStream store refuses writes: not ready until it recovers")
+	case restarted:
+		p.log.Warn().Msg("embedded nats-server restarted: the store accepts writes again")
+	default:
+		p.log.Warn().Msg("JetStream store healthy again")
+	}
 }
 
 // run serves until ctx ends, then shuts down in two phases under one deadline:

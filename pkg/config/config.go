@@ -76,6 +76,14 @@ type Embedded struct {
 	MaxPayload int32 `yaml:"max_payload"`
 	// MonitorAddr serves the NATS monitoring endpoints when set.
 	MonitorAddr string `yaml:"monitor_addr"`
+	// MaxConnections caps the server's client connections; 0 derives it
+	// from the descriptor limit (an eighth of RLIMIT_NOFILE, at most 1024).
+	MaxConnections int `yaml:"max_connections"`
+	// MaxStore bounds JetStream's file storage in bytes; 0 takes the free
+	// space of store_dir's file system at start (nats-server's rule).
+	MaxStore int64 `yaml:"max_store"`
+	// MaxMemory bounds JetStream's memory storage in bytes.
+	MaxMemory int64 `yaml:"max_memory"`
 }
 
 // Ingress tunes the callback and SNS endpoints.
@@ -229,6 +237,7 @@ func Default() Config {
 				Sync:         "interval",
 				SyncInterval: Duration(2 * time.Minute),
 				MaxPayload:   8 << 20,
+				MaxMemory:    256 << 20,
 			},
 			Replicas: 1,
 		},

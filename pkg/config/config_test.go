@@ -111,14 +111,16 @@ aggregator: {key: job}
 			}
 		}},
 		{name: "payload too small for body", yaml: base + "http: {max_body: 10485760}\n", wantErr: []string{"nats.embedded.max_payload"}},
-		{name: "limits", yaml: base + "http: {max_connections: 16, max_header_bytes: 8192, idle_timeout: 20s}\n", check: func(t *testing.T, c config.Config) {
+		{name: "limits", yaml: base + "http: {max_connections: 16, max_header_bytes: 8192, idle_timeout: 20s}\nnats: {embedded: {max_store: 1073741824, max_connections: 8}}\n", check: func(t *testing.T, c config.Config) {
 			if c.HTTP.MaxConnections != 16 || c.HTTP.MaxHeaderBytes != 8192 || c.HTTP.IdleTimeout.D() != 20*time.Second ||
-				c.HTTP.BodyBudget != 64<<20 {
-				t.Fatalf("limits: %+v", c.HTTP)
+				c.HTTP.BodyBudget != 64<<20 || c.NATS.Embedded.MaxStore != 1<<30 || c.NATS.Embedded.MaxConnections != 8 ||
+				c.NATS.Embedded.MaxMemory != 256<<20 {
+				t.Fatalf("limits: %+v %+v", c.HTTP, c.NATS.Embedded)
 			}
 		}},
-		{name: "bad limits", yaml: base + "http: {max_connections: -1, max_header_bytes: 100, idle_timeout: 0s, body_budget: 1024}\n",
-			wantErr: []string{"http.max_connections", "http.max_header_bytes", "http.idle_timeout", "http.body_budget:"}},
+		{name: "bad limits", yaml: base + "http: {max_connections: -1, max_header_bytes: 100, idle_timeout: 0s, body_budget: 1024}\nnats: {embedded: {max_store: -1, max_connections: -2, max_memory: 10}}\n",
+			wantErr: []string{"http.max_connections", "http.max_header_bytes", "http.idle_timeout", "http.body_budget:",
+				"nats.embedded.max_store", "nats.embedded.max_connections", "nats.embedded.max_memory"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -69,6 +69,15 @@ func (c Config) Validate() error {
 		if e.MonitorAddr != "" {
 			hostPort("nats.embedded.monitor_addr", e.MonitorAddr)
 		}
+		if e.MaxConnections < 0 {
+			bad("nats.embedded.max_connections", "must be 0 (derived from the descriptor limit) or positive")
+		}
+		if e.MaxStore < 0 {
+			bad("nats.embedded.max_store", "must be 0 (the free space at start) or positive")
+		}
+		if e.MaxMemory < 1<<20 {
+			bad("nats.embedded.max_memory", "want at least 1048576, got %d", e.MaxMemory)
+		}
 	}
 	if c.NATS.Replicas < 1 || c.NATS.Replicas > 5 {
 		bad("nats.replicas", "want 1 to 5, got %d", c.NATS.Replicas)
