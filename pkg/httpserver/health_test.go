@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
@@ -25,7 +26,10 @@ func serve(t *testing.T, s *httpserver.Server) string {
 	go func() { done <- s.Run(ctx) }()
 	t.Cleanup(func() {
 		cancel()
-		_ = s.Shutdown(context.Background())
+		// Bounded: a failed test may leave a handler waiting.
+		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer scancel()
+		_ = s.Shutdown(sctx)
 		if err := <-done; err != nil {
 			t.Errorf("run: %v", err)
 		}

@@ -167,19 +167,33 @@ func TestConnectionCap(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	fresh := dial(t, addr)
-	if code, err := rawGet(fresh, "/healthz", ""); err != nil || code != http.StatusOK {
-		t.Fatalf("a new connection at the cap with idle ones: %d %v", code, err)
-	}
+	// (The server marks a connection idle just after its answer is sent.)
+	natstest.Eventually(t, 30*time.Second, "a new connection served at the cap", func() bool {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			return false
+		}
+		t.Cleanup(func() { c.Close() })
+		code, err := rawGet(c, "/healthz", "")
+		return err == nil && code == http.StatusOK
+	})
 	if n := metric(t, reg, "sdevents_http_connections_evicted_total", "state=idle"); n != 1 {
 		t.Errorf("idle evictions %v, want 1", n)
 	}
 
 	// Connections that send nothing hold their slots only for the grace
-	// period against newcomers.
-	for range 3 {
+	// period against newcomers. Six of them: each takes the place of an
+	// idle one or is refused, until silent ones hold every slot.
+	turnedAway := func() float64 {
+		return metric(t, reg, "sdevents_http_connections_refused_total") +
+			metric(t, reg, "sdevents_http_connections_evicted_total", "state=idle") +
+			metric(t, reg, "sdevents_http_connections_evicted_total", "state=new")
+	}
+	before := turnedAway()
+	for range 6 {
 		_ = dial(t, addr)
 	}
+	natstest.Eventually(t, 30*time.Second, "the silent connections accepted", func() bool { return turnedAway() == before+6 })
 	natstest.Eventually(t, 30*time.Second, "a new connection served past silent ones", func() bool {
 		c, err := net.Dial("tcp", addr)
 		if err != nil {
@@ -198,11 +212,11 @@ func TestConnectionCap(t *testing.T) {
 }
 
 // TestBodyBudget: request bodies share a process-wide budget of bytes in
-// flight. While one request holds most of it (its body half sent), a
+// flight. While one request holds half of it (its body one byte short), a
 // second one that cannot get budget within the wait is answered 503 with
-// Retry-After — whatever its handler made of the failed read — and stored
-// nothing; once the first one ends, a body as large is served, and every
-// byte returns to the budget.
+// Retry-After — whatever its handler made of the failed read — and its
+// handler gets no body; once the first one ends, a larger body is served,
+// and every byte returns to the budget.
 func TestBodyBudget(t *testing.T) {
 	t.Parallel()
 	reg := prometheus.NewRegistry()
@@ -220,20 +234,35 @@ func TestBodyBudget(t *testing.T) {
 		handled <- len(body)
 		return c.NoContent(http.StatusNoContent)
 	})
+	// /hold reads all but the last byte, says so, then waits for it.
+	held := make(chan struct{}, 1)
+	s.Echo().POST("/hold", func(c echo.Context) error {
+		body := c.Request().Body
+		if _, err := io.ReadFull(body, make([]byte, c.Request().ContentLength-1)); err != nil {
+			return fmt.Errorf("%w: %v", httpserver.ErrBadRequest, err)
+		}
+		held <- struct{}{}
+		if _, err := io.ReadFull(body, make([]byte, 1)); err != nil {
+			return fmt.Errorf("%w: %v", httpserver.ErrBadRequest, err)
+		}
+		return c.NoContent(http.StatusNoContent)
+	})
 	addr := serve(t, s)
 	inFlight := func() float64 { return metric(t, reg, "sdevents_http_body_bytes_in_flight") }
 
-	// A: declares 96 KiB, sends 64 KiB and waits.
+	// A: 64 KiB declared, one byte short. It holds what it read and, for
+	// its pending one-byte read, one byte more: 64 KiB in all.
 	a := dial(t, addr)
-	if _, err := fmt.Fprintf(a, "POST /store HTTP/1.1\r\nHost: test\r\nContent-Length: %d\r\n\r\n", 96<<10); err != nil {
+	if _, err := fmt.Fprintf(a, "POST /hold HTTP/1.1\r\nHost: test\r\nContent-Length: %d\r\n\r\n", 64<<10); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := a.Write(make([]byte, 64<<10)); err != nil {
+	if _, err := a.Write(make([]byte, 64<<10-1)); err != nil {
 		t.Fatal(err)
 	}
-	natstest.Eventually(t, 30*time.Second, "A's 64 KiB read", func() bool { return inFlight() >= 64<<10 })
+	<-held
+	natstest.Eventually(t, 30*time.Second, "A holding 64 KiB", func() bool { return inFlight() == 64<<10 })
 
-	// B: 64 KiB do not fit beside A.
+	// B: one byte more than what A leaves.
 	post := func(n int) *http.Response {
 		t.Helper()
 		resp, err := http.Post("http://"+addr+"/store", "application/octet-stream", bytes.NewReader(make([]byte, n)))
@@ -244,7 +273,7 @@ func TestBodyBudget(t *testing.T) {
 		resp.Body.Close()
 		return resp
 	}
-	resp := post(64 << 10)
+	resp := post(64<<10 + 1)
 	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
 		t.Fatalf("B beside A: %d Retry-After %q, want 503 with Retry-After", resp.StatusCode, resp.Header.Get("Retry-After"))
 	}
@@ -252,8 +281,8 @@ func TestBodyBudget(t *testing.T) {
 		t.Errorf("budget exhausted %v, want 1", n)
 	}
 
-	// A completes; then B's body fits.
-	if _, err := a.Write(make([]byte, 32<<10)); err != nil {
+	// A completes; then a larger body fits.
+	if _, err := a.Write([]byte{0}); err != nil {
 		t.Fatal(err)
 	}
 	_ = a.SetReadDeadline(time.Now().Add(30 * time.Second))
@@ -268,10 +297,8 @@ func TestBodyBudget(t *testing.T) {
 	if resp := post(96 << 10); resp.StatusCode != http.StatusNoContent {
 		t.Fatalf("96 KiB alone: %d", resp.StatusCode)
 	}
-	for _, want := range []int{96 << 10, 96 << 10} {
-		if got := <-handled; got != want {
-			t.Errorf("handled a %d-byte body, want %d", got, want)
-		}
+	if got := <-handled; got != 96<<10 {
+		t.Errorf("handled a %d-byte body, want %d", got, 96<<10)
 	}
 	select {
 	case n := <-handled:
