@@ -42,7 +42,42 @@ var (
 	// ErrIdleTimeout: the source sent nothing for longer than the read
 	// timeout. Transient.
 	ErrIdleTimeout = errors.New("fetch: read timeout")
+	// ErrTimeout: the fetch took longer than Limits.Timeout. Transient.
+	ErrTimeout = errors.New("fetch: took longer than the fetch timeout")
+	// ErrTooSlow: the source sent the body slower than Limits.MinRate.
+	// Transient.
+	ErrTooSlow = errors.New("fetch: source slower than the minimum rate")
 )
+
+// Reason returns a short, fixed description of err's class, fit for a
+// record that others read: it names no address, host, path or server
+// message. Failures the package does not classify are "source failed".
+func Reason(err error) string {
+	var se *StatusError
+	switch {
+	case errors.As(err, &se):
+		return strings.TrimSpace(fmt.Sprintf("source answered %d %s", se.Code, http.StatusText(se.Code)))
+	case errors.Is(err, ErrNotAllowed):
+		return "address not allowed"
+	case errors.Is(err, ErrTooLarge):
+		return "over the size cap"
+	case errors.Is(err, ErrNotImage):
+		return "not an image of an accepted type"
+	case errors.Is(err, ErrUnsupported):
+		return "unsupported URL"
+	case errors.Is(err, ErrNotFound):
+		return "object not found"
+	case errors.Is(err, ErrTimeout):
+		return "took longer than the fetch timeout"
+	case errors.Is(err, ErrTooSlow):
+		return "source slower than the minimum rate"
+	case errors.Is(err, ErrIdleTimeout):
+		return "source stopped sending"
+	case errors.Is(err, ErrPermanent):
+		return "source refused the request"
+	}
+	return "source failed"
+}
 
 // IsPermanent reports whether err is a failure that retrying will not cure.
 // Context cancellation is not permanent.

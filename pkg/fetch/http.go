@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
-	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -52,6 +51,8 @@ type HTTPConfig struct {
 	Resolver Resolver
 	// UserAgent is sent with every request (default "sdevents-archiver").
 	UserAgent string
+	// Limits bound each fetch as a whole: total deadline and minimum rate.
+	Limits Limits
 }
 
 // HTTPSource fetches http and https URLs. It is safe for concurrent use and
@@ -87,6 +88,7 @@ func NewHTTPSource(cfg HTTPConfig) (*HTTPSource, error) {
 	if cfg.UserAgent == "" {
 		cfg.UserAgent = "sdevents-archiver"
 	}
+	cfg.Limits = cfg.Limits.withDefaults()
 	al, err := newAllowList(cfg.AllowHosts)
 	if err != nil {
 		return nil, err
@@ -208,12 +210,15 @@ type Body struct {
 }
 
 // Open GETs rawURL (http or https) and returns its body once the answer is
-// 200. Reading the body fails with ErrTooLarge past MaxBytes and with
-// ErrIdleTimeout when the server stalls longer than ReadTimeout.
+// 200. The fetch as a whole, reading the body included, is bounded by the
+// Limits: it fails with ErrTimeout past Timeout and with ErrTooSlow when the
+// body arrives slower than MinRate. Reading the body fails with ErrTooLarge
+// past MaxBytes and with ErrIdleTimeout when the server stalls longer than
+// ReadTimeout. Closing the body ends the fetch.
 //
 // Errors: ErrUnsupported, ErrNotAllowed, ErrTooLarge (declared length),
-// *StatusError, ctx's error, or a transient network error; IsPermanent
-// tells them apart. Messages never contain the query string.
+// *StatusError, ErrTimeout, ctx's error, or a transient network error;
+// IsPermanent tells them apart. Messages never contain the query string.
 func (s *HTTPSource) Open(ctx context.Context, rawURL string) (*Body, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
@@ -222,83 +227,40 @@ func (s *HTTPSource) Open(ctx context.Context, rawURL string) (*Body, error) {
 	if u.Scheme != "http" && u.Scheme != "https" || u.Host == "" {
 		return nil, fmt.Errorf("%w: %s", ErrUnsupported, Redact(u))
 	}
-	rctx, cancel := context.WithCancel(ctx)
-	req, err := http.NewRequestWithContext(rctx, http.MethodGet, u.String(), nil)
+	f := startFetch(ctx, s.cfg.Limits, u)
+	req, err := http.NewRequestWithContext(f, http.MethodGet, u.String(), nil)
 	if err != nil {
-		cancel()
+		f.done()
 		return nil, wrap(u, fmt.Errorf("%w: %w", ErrUnsupported, err))
 	}
 	req.Header.Set("User-Agent", s.cfg.UserAgent)
 	req.Header.Set("Accept", "image/*")
 	resp, err := s.client.Do(req)
 	if err != nil {
-		cancel()
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
 		var ue *url.Error
 		if errors.As(err, &ue) {
 			err = ue.Err // its message holds the full URL
 		}
-		return nil, wrap(u, err)
+		err = f.failure(err)
+		f.done()
+		return nil, err
 	}
 	if resp.StatusCode != http.StatusOK {
 		_, _ = io.CopyN(io.Discard, resp.Body, 4<<10) // lets the connection be reused
 		resp.Body.Close()
-		cancel()
+		f.done()
 		return nil, &StatusError{Code: resp.StatusCode, URL: Redact(u)}
 	}
 	if resp.ContentLength > s.cfg.MaxBytes {
 		resp.Body.Close()
-		cancel()
+		f.done()
 		return nil, wrap(u, fmt.Errorf("%w: declared %d bytes, cap %d", ErrTooLarge, resp.ContentLength, s.cfg.MaxBytes))
 	}
-	b := &httpBody{body: resp.Body, u: u, cancel: cancel, parent: ctx, idle: s.cfg.ReadTimeout}
-	b.timer = time.AfterFunc(time.Hour, func() {
-		b.timedOut.Store(true)
-		cancel()
-	})
-	b.timer.Stop()
 	return &Body{
-		ReadCloser:  &capReader{r: b, left: s.cfg.MaxBytes, u: u},
+		ReadCloser:  &capReader{r: newLimitedBody(resp.Body, f, s.cfg.Limits, s.cfg.ReadTimeout), left: s.cfg.MaxBytes, u: u},
 		Size:        resp.ContentLength,
 		ContentType: resp.Header.Get("Content-Type"),
 	}, nil
-}
-
-// httpBody enforces the idle timeout: a timer runs while a Read waits for
-// the server and cancels the request when it fires.
-type httpBody struct {
-	body     io.ReadCloser
-	u        *url.URL
-	cancel   context.CancelFunc
-	parent   context.Context
-	idle     time.Duration
-	timer    *time.Timer
-	timedOut atomic.Bool
-}
-
-func (b *httpBody) Read(p []byte) (int, error) {
-	b.timer.Reset(b.idle)
-	n, err := b.body.Read(p)
-	b.timer.Stop()
-	if err == nil || err == io.EOF {
-		return n, err
-	}
-	switch {
-	case b.timedOut.Load():
-		err = fmt.Errorf("%w: nothing for %s", ErrIdleTimeout, b.idle)
-	case b.parent.Err() != nil:
-		return n, b.parent.Err()
-	}
-	return n, wrap(b.u, err)
-}
-
-func (b *httpBody) Close() error {
-	b.timer.Stop()
-	err := b.body.Close()
-	b.cancel()
-	return err
 }
 
 // capReader fails with ErrTooLarge once more than left bytes arrive.

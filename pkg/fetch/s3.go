@@ -23,6 +23,8 @@ type S3Config struct {
 	Region string
 	// MaxBytes caps an object (default DefaultMaxBytes).
 	MaxBytes int64
+	// Limits bound each fetch as a whole: total deadline and minimum rate.
+	Limits Limits
 }
 
 // S3Source reads s3://bucket/key URIs from one S3-compatible endpoint. It is
@@ -31,6 +33,7 @@ type S3Config struct {
 type S3Source struct {
 	c        *minio.Client
 	maxBytes int64
+	limits   Limits
 }
 
 // NewS3Source builds a minio-go client for cfg. It does no I/O.
@@ -46,16 +49,18 @@ func NewS3Source(cfg S3Config) (*S3Source, error) {
 	if err != nil {
 		return nil, fmt.Errorf("fetch: s3 source: %w", err)
 	}
-	return NewS3SourceClient(c, cfg.MaxBytes), nil
+	s := NewS3SourceClient(c, cfg.MaxBytes)
+	s.limits = cfg.Limits.withDefaults()
+	return s, nil
 }
 
 // NewS3SourceClient returns a source reading through c, capping objects at
-// maxBytes (DefaultMaxBytes when not positive).
+// maxBytes (DefaultMaxBytes when not positive), with the default Limits.
 func NewS3SourceClient(c *minio.Client, maxBytes int64) *S3Source {
 	if maxBytes <= 0 {
 		maxBytes = DefaultMaxBytes
 	}
-	return &S3Source{c: c, maxBytes: maxBytes}
+	return &S3Source{c: c, maxBytes: maxBytes, limits: Limits{}.withDefaults()}
 }
 
 // ParseS3URI splits "s3://bucket/key" into bucket and key. Anything else
@@ -73,31 +78,38 @@ func ParseS3URI(uri string) (bucket, key string, err error) {
 }
 
 // Open starts reading the object named by uri. Reading fails with
-// ErrTooLarge past the cap.
+// ErrTooLarge past the cap; the fetch as a whole is bounded by the Limits
+// (ErrTimeout, ErrTooSlow). Closing the body ends the fetch.
 //
 // Errors: ErrUnsupported (bad URI), ErrNotFound (no such key or bucket),
-// ErrTooLarge (declared size), a permanent error for access denied, ctx's
-// error, or a transient service or network error.
+// ErrTooLarge (declared size), a permanent error for access denied,
+// ErrTimeout, ctx's error, or a transient service or network error.
 func (s *S3Source) Open(ctx context.Context, uri string) (*Body, error) {
 	bucket, key, err := ParseS3URI(uri)
 	if err != nil {
 		return nil, err
 	}
 	u := &url.URL{Scheme: "s3", Host: bucket, Path: "/" + key}
-	o, err := s.c.GetObject(ctx, bucket, key, minio.GetObjectOptions{})
+	f := startFetch(ctx, s.limits, u)
+	o, err := s.c.GetObject(f, bucket, key, minio.GetObjectOptions{})
 	if err == nil {
 		var info minio.ObjectInfo
 		if info, err = o.Stat(); err == nil {
 			if info.Size > s.maxBytes {
 				o.Close()
+				f.done()
 				return nil, wrap(u, fmt.Errorf("%w: %d bytes, cap %d", ErrTooLarge, info.Size, s.maxBytes))
 			}
-			return &Body{ReadCloser: &capReader{r: o, left: s.maxBytes, u: u}, Size: info.Size, ContentType: info.ContentType}, nil
+			return &Body{ReadCloser: &capReader{r: newLimitedBody(o, f, s.limits, 0), left: s.maxBytes, u: u}, Size: info.Size, ContentType: info.ContentType}, nil
 		}
 		o.Close()
 	}
+	defer f.done()
 	if ctx.Err() != nil {
 		return nil, ctx.Err()
+	}
+	if c := context.Cause(f); c != nil && isLimit(c) {
+		return nil, wrap(u, c)
 	}
 	switch minio.ToErrorResponse(err).Code {
 	case "NoSuchKey", "NoSuchBucket", "NotFound":
