@@ -189,6 +189,17 @@ type Archive struct {
 	// URLLifetime is how long after its event a callback image URL may still
 	// be valid; transient failures are retried until then.
 	URLLifetime Duration `yaml:"url_lifetime"`
+	// FetchTimeout bounds one fetch as a whole, from the request to the last
+	// byte stored.
+	FetchTimeout Duration `yaml:"fetch_timeout"`
+	// MinRate is the lowest rate, in bytes per second, at which a source
+	// must send an image, averaged over MinRateWindow of waiting for it;
+	// 0 means no minimum.
+	MinRate       int64    `yaml:"min_rate"`
+	MinRateWindow Duration `yaml:"min_rate_window"`
+	// MaxImagesPerTask caps the distinct images archived from one task
+	// result; the rest are recorded as dropped.
+	MaxImagesPerTask int `yaml:"max_images_per_task"`
 }
 
 // S3 is an S3-compatible endpoint.
@@ -259,12 +270,16 @@ func Default() Config {
 		},
 		Console: Console{LiveMaxClients: 64, LiveWriteTimeout: Duration(10 * time.Second)},
 		Archive: Archive{
-			Dir:         "data/archive",
-			S3:          S3{Bucket: "sd-archive"},
-			SourceS3:    S3{Secure: true},
-			Workers:     4,
-			MaxBytes:    64 << 20,
-			URLLifetime: Duration(5 * time.Hour),
+			Dir:              "data/archive",
+			S3:               S3{Bucket: "sd-archive"},
+			SourceS3:         S3{Secure: true},
+			Workers:          4,
+			MaxBytes:         64 << 20,
+			URLLifetime:      Duration(5 * time.Hour),
+			FetchTimeout:     Duration(2 * time.Minute),
+			MinRate:          32 << 10,
+			MinRateWindow:    Duration(10 * time.Second),
+			MaxImagesPerTask: 64,
 		},
 		Aggregator: Aggregator{Key: "account", IdleTimeout: Duration(10 * time.Minute)},
 		Log:        Log{Level: "info", Format: "json"},

@@ -110,6 +110,14 @@ aggregator: {key: job}
 				t.Fatalf("sns_max_age = %s", c.Ingress.SNSMaxAge.D())
 			}
 		}},
+		{name: "archive limits", yaml: base + "archive: {fetch_timeout: 0s, min_rate: -1, max_images_per_task: 0}\n",
+			wantErr: []string{"archive.fetch_timeout", "archive.min_rate", "archive.max_images_per_task"}},
+		{name: "archive limits from env", yaml: base, env: map[string]string{"SDEVENTS_ARCHIVE_MAX_IMAGES_PER_TASK": "8", "SDEVENTS_ARCHIVE_FETCH_TIMEOUT": "30s"},
+			check: func(t *testing.T, c config.Config) {
+				if c.Archive.MaxImagesPerTask != 8 || c.Archive.FetchTimeout.D() != 30*time.Second || c.Archive.MinRate != 32<<10 {
+					t.Fatalf("archive limits: %+v", c.Archive)
+				}
+			}},
 		{name: "payload too small for body", yaml: base + "http: {max_body: 10485760}\n", wantErr: []string{"nats.embedded.max_payload"}},
 		{name: "limits", yaml: base + "http: {max_connections: 16, max_header_bytes: 8192, idle_timeout: 20s}\nnats: {embedded: {max_store: 1073741824, max_connections: 8}}\n", check: func(t *testing.T, c config.Config) {
 			if c.HTTP.MaxConnections != 16 || c.HTTP.MaxHeaderBytes != 8192 || c.HTTP.IdleTimeout.D() != 20*time.Second ||

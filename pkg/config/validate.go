@@ -18,6 +18,10 @@ var (
 	topicARN   = regexp.MustCompile(`^arn:aws(-cn|-us-gov)?:sns:[a-z0-9-]+:[0-9]{12}:[A-Za-z0-9_-]{1,256}(\.fifo)?$`)
 )
 
+// maxImagesPerTask bounds archive.max_images_per_task: the images of one
+// task result are held by one archiver replica at a time.
+const maxImagesPerTask = 10000
+
 // Validate reports every invalid value at once, each naming its key.
 func (c Config) Validate() error {
 	var errs []error
@@ -178,6 +182,16 @@ func (c Config) Validate() error {
 		bad("archive.max_bytes", "must be positive")
 	}
 	positive("archive.url_lifetime", c.Archive.URLLifetime)
+	positive("archive.fetch_timeout", c.Archive.FetchTimeout)
+	if c.Archive.MinRate < 0 {
+		bad("archive.min_rate", "must not be negative (0 means no minimum)")
+	}
+	if c.Archive.MinRate > 0 {
+		positive("archive.min_rate_window", c.Archive.MinRateWindow)
+	}
+	if n := c.Archive.MaxImagesPerTask; n < 1 || n > maxImagesPerTask {
+		bad("archive.max_images_per_task", "want 1 to %d, got %d", maxImagesPerTask, n)
+	}
 	if c.Aggregator.Key != "account" && c.Aggregator.Key != "invoke_id" {
 		bad("aggregator.key", "want account or invoke_id, got %q", c.Aggregator.Key)
 	}
