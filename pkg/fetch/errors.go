@@ -16,6 +16,7 @@ package fetch
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -75,6 +76,9 @@ func Reason(err error) string {
 		return "source stopped sending"
 	case errors.Is(err, ErrPermanent):
 		return "source refused the request"
+	}
+	if ne := net.Error(nil); errors.As(err, &ne) && ne.Timeout() {
+		return "source timed out"
 	}
 	return "source failed"
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -109,6 +110,7 @@ func TestReason(t *testing.T) {
 		{fmt.Errorf("w: %w", fetch.ErrTooSlow), "source slower than the minimum rate"},
 		{fmt.Errorf("w: %w", fetch.ErrIdleTimeout), "source stopped sending"},
 		{fmt.Errorf("dial tcp 10.1.2.3:80: connection refused"), "source failed"},
+		{&net.DNSError{Err: "i/o timeout", Name: "10.1.2.3", IsTimeout: true}, "source timed out"},
 		{io.ErrUnexpectedEOF, "source failed"},
 	} {
 		if got := fetch.Reason(tc.err); got != tc.want {
