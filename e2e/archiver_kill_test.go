@@ -54,9 +54,12 @@ func TestArchiverReplicaKilledMidBatch(t *testing.T) {
 func testArchiverReplicaKilledMidBatch(t *testing.T, d *deployment) {
 	const (
 		images  = 80
-		delay   = 150 * time.Millisecond // per fetch: 3 workers × 2 replicas ≈ 40 images/s
+		delay   = 150 * time.Millisecond // per fetch: 3 fetches × 2 replicas ≈ 40 images/s
 		token   = "user-archive"
-		workers = 3
+		workers = 6
+		// perHost is how many of a replica's workers fetch from one source
+		// host (the image server) at a time: half of them.
+		perHost = workers / 2
 	)
 	setAckWait(t, d, archiver.ConsumerName, 2*time.Second)
 	imgs := newImageServer(t, delay)
@@ -94,12 +97,12 @@ func testArchiverReplicaKilledMidBatch(t *testing.T, d *deployment) {
 	// messages unacknowledged and its work in flight is abandoned (Run's
 	// drain gives up and cancels it). Only then are b's fetches let go.
 	imgs.hold()
-	natstest.Eventually(t, 30*time.Second, "both replicas holding a full batch", func() bool { return imgs.waiting() == 2*workers })
+	natstest.Eventually(t, 30*time.Second, "both replicas holding a full batch", func() bool { return imgs.waiting() == 2*perHost })
 	a.kill()
 	imgs.release()
 	atKill := archived()
 	natstest.Eventually(t, 30*time.Second, "the killed replica's batch redelivered", func() bool {
-		return redelivered(t, d) >= workers
+		return redelivered(t, d) >= perHost
 	})
 
 	leader := d.consumerLeader(streams.Ingress, archiver.ConsumerName)
@@ -162,11 +165,11 @@ func testArchiverReplicaKilledMidBatch(t *testing.T, d *deployment) {
 
 	// The killed replica's batch was fetched again by the other one.
 	fetches := imgs.total()
-	if fetches < images+workers {
-		t.Errorf("%d fetches for %d images: the killed replica's %d images were not fetched again", fetches, images, workers)
+	if fetches < images+perHost {
+		t.Errorf("%d fetches for %d images: the killed replica's %d images were not fetched again", fetches, images, perHost)
 	}
 	t.Logf("replica killed holding %d messages after %d of %d images were archived; consumer leader %s stopped after %d, archiving resumed %s later; %d deliveries and %d fetches in all for %d images",
-		workers, atKill, images, leader.name(), atDown, resumed.Round(time.Millisecond), images+redelivered(t, d), fetches, images)
+		perHost, atKill, images, leader.name(), atDown, resumed.Round(time.Millisecond), images+redelivered(t, d), fetches, images)
 }
 
 // redelivered is the number of deliveries of the archiver consumer beyond

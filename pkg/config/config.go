@@ -273,7 +273,7 @@ func Default() Config {
 			Dir:              "data/archive",
 			S3:               S3{Bucket: "sd-archive"},
 			SourceS3:         S3{Secure: true},
-			Workers:          4,
+			Workers:          8,
 			MaxBytes:         64 << 20,
 			URLLifetime:      Duration(5 * time.Hour),
 			FetchTimeout:     Duration(2 * time.Minute),

@@ -22,29 +22,44 @@ const (
 	maxMetaModel  = 256
 )
 
-// archive settles one image: it returns nil once the image has its one
-// outcome in ARCHIVE (stored, or failed for good), and an error when the
-// message should be delivered again (a transient failure while the source
-// may still be valid, or NATS unavailable).
-func (s *Service) archive(ctx context.Context, t task, img image, attempts int) error {
-	id := EventID(img.Key)
-	if ok, err := s.ledger.settled(ctx, id); ok || err != nil {
-		return err
-	}
-	o, err := s.attempt(ctx, t, img, attempts, s.deadline(t))
-	if err != nil {
-		return err
-	}
-	return s.ledger.record(ctx, o)
-}
+// retryLater is a transient failure of an image while its source may still
+// be valid: the image is worth another try later (through the retry
+// schedule, see timers.go).
+type retryLater struct{ err error }
+
+func (e *retryLater) Error() string { return e.err.Error() }
+func (e *retryLater) Unwrap() error { return e.err }
+
+// storeError is a failure of the sink (not of the source).
+type storeError struct{ err error }
+
+func (e *storeError) Error() string { return e.err.Error() }
+func (e *storeError) Unwrap() error { return e.err }
+
+// Outcome labels of the fetch duration histogram.
+const (
+	fetchStored = "stored"
+	fetchFailed = "failed"
+	fetchRetry  = "retry"
+)
 
 // attempt copies img and returns its outcome: stored, or failed when the
-// failure is permanent or deadline has passed. Otherwise (a transient
-// failure before deadline) it returns the error, to be tried again.
+// failure is permanent or deadline has passed. A transient failure before
+// deadline is a *retryLater; any other error (ctx's, NATS) means the image
+// was not tried.
 func (s *Service) attempt(ctx context.Context, t task, img image, attempts int, deadline time.Time) (outcome, error) {
-	obj, err := s.copyImage(ctx, img)
+	start := time.Now()
+	obj, fetched, err := s.copyImage(ctx, img)
+	observe := func(label string) {
+		if fetched {
+			s.metrics.fetch.WithLabelValues(label).Observe(time.Since(start).Seconds())
+		}
+	}
 	if err == nil {
-		s.metrics.bytes.Add(float64(obj.Size))
+		observe(fetchStored)
+		if fetched {
+			s.metrics.bytes.Add(float64(obj.Size))
+		}
 		return s.storedOutcome(t, img, obj)
 	}
 	if ctx.Err() != nil {
@@ -52,8 +67,10 @@ func (s *Service) attempt(ctx context.Context, t task, img image, attempts int, 
 	}
 	permanent := isPermanent(err)
 	if !permanent && s.now().Before(deadline) {
-		return outcome{}, err
+		observe(fetchRetry)
+		return outcome{}, &retryLater{err: err}
 	}
+	observe(fetchFailed)
 	return s.failedOutcome(t, img, err, permanent, attempts)
 }
 
@@ -62,29 +79,49 @@ func isPermanent(err error) bool {
 	return fetch.IsPermanent(err) || errors.Is(err, blob.ErrInvalidKey) || errors.Is(err, blob.ErrInvalidMetadata)
 }
 
-// copyImage makes sure img is in the store and returns the stored object. An
-// object already there with a SHA-256 (a complete earlier copy) is not
-// fetched or uploaded again. Otherwise the bytes stream from the source
-// through fetch.InspectImage (digest, sniffed type, dimensions) into the
-// store; a body that is not an image fails before anything is stored.
-func (s *Service) copyImage(ctx context.Context, img image) (blob.Object, error) {
+// reason is the generic reason of a failure recorded in a failed event:
+// the class of the failure, never an address, a path or a server's message
+// (those go to the log).
+func reason(err error) string {
+	var se *storeError
+	switch {
+	case errors.Is(err, errNoSource):
+		return "no source for this URL scheme"
+	case errors.Is(err, blob.ErrInvalidKey):
+		return "invalid object key"
+	case errors.Is(err, blob.ErrInvalidMetadata):
+		return "invalid object metadata"
+	case errors.As(err, &se):
+		return "store failed"
+	}
+	return fetch.Reason(err)
+}
+
+// copyImage makes sure img is in the store and returns the stored object,
+// and whether it fetched the source. An object already there with a
+// SHA-256 (a complete earlier copy) is not fetched or uploaded again.
+// Otherwise the bytes stream from the source through fetch.InspectImage
+// (digest, sniffed type, dimensions) into the store; a body that is not an
+// image fails before anything is stored. Failures of the sink are
+// *storeError.
+func (s *Service) copyImage(ctx context.Context, img image) (blob.Object, bool, error) {
 	obj, err := s.store.Stat(ctx, img.Key)
 	switch {
 	case err == nil && obj.SHA256 != "":
-		return obj, nil
+		return obj, false, nil
 	case err != nil && !errors.Is(err, blob.ErrNotFound):
-		return blob.Object{}, fmt.Errorf("archiver: stat %s: %w", img.Key, err)
+		return blob.Object{}, false, &storeError{fmt.Errorf("archiver: stat %s: %w", img.Key, err)}
 	}
 	body, err := s.sources.open(ctx, img.URL)
 	if err != nil {
-		return blob.Object{}, err
+		return blob.Object{}, true, err
 	}
 	defer body.Close()
 	src := &sourceReader{r: body}
 	ir := fetch.InspectImage(src)
 	ct, err := ir.Sniff()
 	if err != nil {
-		return blob.Object{}, err
+		return blob.Object{}, true, err
 	}
 	info := ir.Info()
 	meta := blob.PutMeta{ContentType: ct, Metadata: metadata(img, cmp.Or(info.Width, img.Width), cmp.Or(info.Height, img.Height))}
@@ -92,15 +129,18 @@ func (s *Service) copyImage(ctx context.Context, img image) (blob.Object, error)
 	if src.err != nil {
 		// The source failed: classify by its error, which a sink's
 		// client may not wrap.
-		return blob.Object{}, src.err
+		return blob.Object{}, true, src.err
 	}
 	if err != nil {
-		return blob.Object{}, fmt.Errorf("archiver: store %s: %w", img.Key, err)
+		if isPermanent(err) {
+			return blob.Object{}, true, fmt.Errorf("archiver: store %s: %w", img.Key, err)
+		}
+		return blob.Object{}, true, &storeError{fmt.Errorf("archiver: store %s: %w", img.Key, err)}
 	}
 	if sum := ir.Info().SHA256; ir.Done() && sum != obj.SHA256 {
-		return blob.Object{}, fmt.Errorf("archiver: store %s: %w: read %s, stored %s", img.Key, blob.ErrMismatch, sum, obj.SHA256)
+		return blob.Object{}, true, &storeError{fmt.Errorf("archiver: store %s: %w: read %s, stored %s", img.Key, blob.ErrMismatch, sum, obj.SHA256)}
 	}
-	return obj, nil
+	return obj, true, nil
 }
 
 // sourceReader remembers the first error of the source other than io.EOF.
@@ -162,16 +202,20 @@ func (s *Service) storedOutcome(t task, img image, obj blob.Object) (outcome, er
 	})
 }
 
+// failedOutcome records the failure err of img with its generic reason;
+// the outcome keeps err itself for the log.
 func (s *Service) failedOutcome(t task, img image, err error, permanent bool, attempts int) (outcome, error) {
 	at := s.now().UTC()
-	msg := err.Error()
+	msg := reason(err)
 	if !permanent {
 		msg = "gave up when the source expired: " + msg
 	}
-	return newOutcome(img.Key, SubjectFailed, eventTypeFailed, t.Account, at, FailedEvent{
+	o, oerr := newOutcome(img.Key, SubjectFailed, eventTypeFailed, t.Account, at, FailedEvent{
 		Account: t.Account, TaskID: t.TaskID, ImageID: img.ID, SourceURL: img.Source, Key: img.Key,
 		Error: msg, Permanent: permanent, Attempts: attempts, FailedAt: at,
 	})
+	o.cause = err
+	return o, oerr
 }
 
 // newOutcome is the event data with what publishing it needs: its subject

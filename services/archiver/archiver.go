@@ -2,7 +2,6 @@ package archiver
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -31,22 +30,25 @@ const DefaultDrainTimeout = 15 * time.Second
 // Service is the archiver. Build it with New and run it with Run; several
 // replicas may run against the same JetStream, sharing the work.
 type Service struct {
-	js       jetstream.JetStream
-	cons     jetstream.Consumer
-	ackWait  time.Duration
-	retries  jetstream.Consumer
-	retryAck time.Duration
-	store    BlobStore
-	sources  sources
-	ledger   *ledger
-	workers  int
-	lifetime time.Duration
-	backoff  backoff
-	drain    time.Duration
-	now      func() time.Time
-	log      zerolog.Logger
-	metrics  *metrics
-	httpCfg  func(*fetch.HTTPConfig)
+	js        jetstream.JetStream
+	nc        *nats.Conn
+	cons      jetstream.Consumer // INGRESS > archiver
+	ingress   jetstream.Stream
+	timers    jetstream.Stream
+	intakes   []*intake
+	store     BlobStore
+	sources   sources
+	ledger    *ledger
+	workers   int
+	maxImages int
+	lifetime  time.Duration
+	backoff   backoff
+	drain     time.Duration
+	stats     time.Duration
+	now       func() time.Time
+	log       zerolog.Logger
+	metrics   *metrics
+	httpCfg   func(*fetch.HTTPConfig)
 }
 
 // Option changes a Service built by New.
@@ -62,8 +64,9 @@ func WithHTTPConfig(f func(*fetch.HTTPConfig)) Option { return func(s *Service) 
 // WithClock replaces time.Now.
 func WithClock(now func() time.Time) Option { return func(s *Service) { s.now = now } }
 
-// WithBackoff sets the redelivery delays after transient failures (defaults
-// DefaultBackoffMin and DefaultBackoffMax).
+// WithBackoff sets the delays of retries after transient failures
+// (defaults DefaultBackoffMin and DefaultBackoffMax). Retries are message
+// schedules, whose resolution is a second.
 func WithBackoff(minDelay, maxDelay time.Duration) Option {
 	return func(s *Service) { s.backoff = backoff{min: minDelay, max: max(minDelay, maxDelay)} }
 }
@@ -72,21 +75,31 @@ func WithBackoff(minDelay, maxDelay time.Duration) Option {
 // context ended (default DefaultDrainTimeout).
 func WithDrainTimeout(d time.Duration) Option { return func(s *Service) { s.drain = d } }
 
+// WithStatsInterval sets how often Run reads the consumers' and the retry
+// stream's state into the gauges (default DefaultStatsInterval).
+func WithStatsInterval(d time.Duration) Option { return func(s *Service) { s.stats = d } }
+
 // WithLogger sets the logger (default: none).
 func WithLogger(l zerolog.Logger) Option { return func(s *Service) { s.log = l } }
 
+// DefaultStatsInterval is how often the gauges of pending work are read.
+const DefaultStatsInterval = 15 * time.Second
+
 // New builds the archiver over an open NATS connection. The streams, the
-// archiver consumer and the ARCHIVE_KEYS bucket must have been applied; the
-// sink is made ready (bucket or directory created). reg receives the
+// archiver's consumers and the ARCHIVE_KEYS bucket must have been applied;
+// the sink is made ready (bucket or directory created). reg receives the
 // archiver metrics.
 func New(ctx context.Context, cfg config.Config, nc *nats.Conn, reg prometheus.Registerer, opts ...Option) (*Service, error) {
 	s := &Service{
-		workers:  max(cfg.Archive.Workers, 1),
-		lifetime: cfg.Archive.URLLifetime.D(),
-		backoff:  backoff{min: DefaultBackoffMin, max: DefaultBackoffMax},
-		drain:    DefaultDrainTimeout,
-		now:      time.Now,
-		log:      zerolog.Nop(),
+		nc:        nc,
+		workers:   max(cfg.Archive.Workers, 1),
+		maxImages: max(cfg.Archive.MaxImagesPerTask, 1),
+		lifetime:  cfg.Archive.URLLifetime.D(),
+		backoff:   backoff{min: DefaultBackoffMin, max: DefaultBackoffMax},
+		drain:     DefaultDrainTimeout,
+		stats:     DefaultStatsInterval,
+		now:       time.Now,
+		log:       zerolog.Nop(),
 	}
 	for _, o := range opts {
 		o(s)
@@ -95,15 +108,40 @@ func New(ctx context.Context, cfg config.Config, nc *nats.Conn, reg prometheus.R
 	if err != nil {
 		return nil, fmt.Errorf("archiver: %w", err)
 	}
-	if s.cons, err = js.Consumer(ctx, streams.Ingress, ConsumerName); err != nil {
-		return nil, fmt.Errorf("archiver: consumer %s: %w", ConsumerName, err)
-	}
-	s.ackWait = s.cons.CachedInfo().Config.AckWait
-	if s.retries, err = js.Consumer(ctx, RetryStream, RetryConsumerName); err != nil {
-		return nil, fmt.Errorf("archiver: consumer %s/%s: %w", RetryStream, RetryConsumerName, err)
-	}
-	s.retryAck = s.retries.CachedInfo().Config.AckWait
 	s.js = js
+	// Each intake holds a bounded number of messages: enough for the
+	// workers to choose fairly among accounts and hosts, few enough that
+	// other replicas get the rest.
+	lookahead := 4 * s.workers
+	for _, c := range []struct {
+		stream, name string
+		open         func(context.Context, *held) ([]*job, error)
+		hold         int
+		level        zerolog.Level
+	}{
+		{streams.Ingress, ConsumerName, s.openTask, lookahead, zerolog.InfoLevel},
+		{TimerStream, DueConsumerName, s.openDue, lookahead, zerolog.DebugLevel},
+		{RetryStream, RetryConsumerName, s.openRequest, s.workers, zerolog.InfoLevel},
+	} {
+		cons, err := js.Consumer(ctx, c.stream, c.name)
+		if err != nil {
+			return nil, fmt.Errorf("archiver: consumer %s/%s: %w", c.stream, c.name, err)
+		}
+		cfg := cons.CachedInfo().Config
+		s.intakes = append(s.intakes, &intake{
+			name: c.name, cons: cons, ackWait: cfg.AckWait, maxDeliver: cfg.MaxDeliver,
+			slots: make(chan struct{}, c.hold), open: c.open, level: c.level,
+		})
+		if c.name == ConsumerName {
+			s.cons = cons
+		}
+	}
+	if s.ingress, err = js.Stream(ctx, streams.Ingress); err != nil {
+		return nil, fmt.Errorf("archiver: stream %s: %w", streams.Ingress, err)
+	}
+	if s.timers, err = js.Stream(ctx, TimerStream); err != nil {
+		return nil, fmt.Errorf("archiver: stream %s: %w", TimerStream, err)
+	}
 	kv, err := js.KeyValue(ctx, KeysBucket)
 	if err != nil {
 		return nil, fmt.Errorf("archiver: bucket %s: %w", KeysBucket, err)
@@ -131,207 +169,101 @@ func New(ctx context.Context, cfg config.Config, nc *nats.Conn, reg prometheus.R
 	return s, nil
 }
 
-// Run consumes the archiver consumer of INGRESS and the archiver-retry
-// consumer of ARCHIVER_RETRY (operators' retry requests) until ctx ends,
-// archiving up to archive.workers messages at a time. Then it stops pulling
-// from both, lets the messages in flight finish (for at most the drain
-// timeout, after which they are cancelled and delivered again later) and
-// returns. It returns an error only when consuming cannot start.
+// Run works on the archiver's three consumers until ctx ends: task results
+// (INGRESS > archiver), retries that fell due (ARCHIVER_TIMERS >
+// archiver-due) and operators' retry requests (ARCHIVER_RETRY >
+// archiver-retry). Their images are queued per account and run by
+// archive.workers workers, round-robin across accounts, at most half of
+// them on one source host.
+//
+// When ctx ends Run stops pulling, hands the messages whose images have not
+// started back to JetStream (another replica takes them at once), lets the
+// images in flight finish for at most the drain timeout (then cancels
+// them; their messages are delivered again), and returns. It returns an
+// error only when it cannot start.
 func (s *Service) Run(ctx context.Context) error {
 	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelWork()
-	slots := make(chan struct{}, s.workers)
-	var jobs inflight
-	consume := func(cons jetstream.Consumer, ackWait time.Duration, handle func(context.Context, jetstream.Msg)) (jetstream.ConsumeContext, error) {
-		return cons.Consume(func(msg jetstream.Msg) {
-			stop := s.keepAlive(msg, ackWait)
-			slots <- struct{}{} // blocks the delivery while every worker is busy
-			started := jobs.start(func() {
-				defer func() { <-slots }()
-				defer stop()
-				handle(work, msg)
-			})
-			if !started { // delivered after shutdown began: someone else's now
-				<-slots
-				stop()
-				_ = msg.Nak()
-			}
-		},
-			jetstream.PullMaxMessages(s.workers),
-			// Short pulls: a pull request a failing consumer leader drops is
-			// renewed within seconds, not after the default 30 s.
-			jetstream.PullExpiry(5*time.Second),
-			jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-				if !errors.Is(err, jetstream.ErrConnectionClosed) {
-					s.log.Warn().Err(err).Msg("archiver consume")
+	subs, err := s.watchDeadLetters()
+	if err != nil {
+		return err
+	}
+	defer func() {
+		for _, sub := range subs {
+			_ = sub.Unsubscribe()
+		}
+	}()
+	d := newDispatcher(s.workers / 2)
+	var workers, pulls sync.WaitGroup
+	for range s.workers {
+		workers.Go(func() {
+			for {
+				j, ok := d.take(work)
+				if !ok {
+					return
 				}
-			}),
-		)
+				err := j.run(work)
+				d.done(j)
+				s.finished(j.msg, err)
+			}
+		})
 	}
-	cc, err := consume(s.cons, s.ackWait, s.handle)
-	if err != nil {
-		return fmt.Errorf("archiver: consume: %w", err)
+	for _, in := range s.intakes {
+		pulls.Go(func() { s.pull(ctx, work, in, d) })
 	}
-	// Retry requests share the workers with INGRESS messages.
-	rc, err := consume(s.retries, s.retryAck, s.handleRetry)
-	if err != nil {
-		cc.Stop()
-		<-cc.Closed()
-		return fmt.Errorf("archiver: consume retries: %w", err)
-	}
+	stats := make(chan struct{})
+	go func() {
+		defer close(stats)
+		s.watchStats(ctx)
+	}()
+
 	<-ctx.Done()
-	cc.Drain()
-	rc.Drain()
+	// Nothing new starts; what was queued goes back to JetStream.
+	for _, j := range d.close() {
+		s.finished(j.msg, errStopping)
+	}
 	deadline := time.NewTimer(s.drain)
 	defer deadline.Stop()
-	closed := make(chan struct{})
-	go func() {
-		<-cc.Closed()
-		<-rc.Closed()
-		close(closed)
-	}()
-	select {
-	case <-closed:
-	case <-deadline.C:
-		cancelWork()
-		<-closed
+	wait := func(wg *sync.WaitGroup) {
+		done := make(chan struct{})
+		go func() {
+			wg.Wait()
+			close(done)
+		}()
+		select {
+		case <-done:
+		case <-deadline.C:
+			cancelWork()
+			<-done
+		}
 	}
-	done := make(chan struct{})
-	go func() {
-		jobs.closeAndWait()
-		close(done)
-	}()
-	select {
-	case <-done:
-	case <-deadline.C:
-		cancelWork()
-		<-done
-	}
+	wait(&pulls)
+	wait(&workers)
+	<-stats
 	return nil
 }
 
-// inflight tracks the messages being worked on; once closed it starts no
-// more.
-type inflight struct {
-	mu     sync.Mutex
-	closed bool
-	wg     sync.WaitGroup
-}
-
-// start runs f in a goroutine unless the group is closed.
-func (g *inflight) start(f func()) bool {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.closed {
-		return false
-	}
-	g.wg.Go(f)
-	return true
-}
-
-// closeAndWait stops new starts and waits for the running ones.
-func (g *inflight) closeAndWait() {
-	g.mu.Lock()
-	g.closed = true
-	g.mu.Unlock()
-	g.wg.Wait()
-}
-
-// keepAlive tells JetStream every third of the ack wait that msg is still
-// being worked on, until stop is called.
-func (s *Service) keepAlive(msg jetstream.Msg, ackWait time.Duration) (stop func()) {
-	every := ackWait / 3
-	if every <= 0 {
-		return func() {}
-	}
-	done := make(chan struct{})
-	var once sync.Once
-	go func() {
-		t := time.NewTicker(every)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-t.C:
-				_ = msg.InProgress()
+// watchStats reads, until ctx ends, the number of images waiting for a
+// retry and the consumers' pending messages into the gauges.
+func (s *Service) watchStats(ctx context.Context) {
+	t := time.NewTicker(s.stats)
+	defer t.Stop()
+	for {
+		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		if info, err := s.timers.Info(rctx); err == nil {
+			s.metrics.waiting.Set(float64(info.State.Msgs))
+		}
+		for _, in := range s.intakes {
+			if info, err := in.cons.Info(rctx); err == nil {
+				s.metrics.pending.WithLabelValues(in.name).Set(float64(info.NumPending))
+				s.metrics.ackPending.WithLabelValues(in.name).Set(float64(info.NumAckPending))
 			}
 		}
-	}()
-	return func() { once.Do(func() { close(done) }) }
-}
-
-// handle archives every image of one INGRESS message, then acknowledges it,
-// or asks for a redelivery after a backoff when an image hit a transient
-// failure while its source may still be valid. It logs once per message.
-func (s *Service) handle(ctx context.Context, msg jetstream.Msg) {
-	start := time.Now()
-	meta, err := msg.Metadata()
-	if err != nil {
-		s.log.Error().Err(err).Str("subject", msg.Subject()).Msg("archiver: not a JetStream message")
-		return
-	}
-	t := parseTask(msg.Subject(), msg.Headers(), msg.Data(), meta.Timestamp)
-	attempts := int(meta.NumDelivered)
-	var retryErr error
-	settled := 0
-	for _, img := range t.Images {
-		if err := s.archive(ctx, t, img, attempts); err != nil {
-			s.metrics.retries.Inc()
-			if retryErr == nil {
-				retryErr = err
-			}
-			continue
-		}
-		settled++
-	}
-	ev := s.log.Info()
-	if retryErr != nil {
-		ev = s.log.Warn().Err(retryErr)
-	}
-	ev = ev.Str("subject", msg.Subject()).Uint64("seq", meta.Sequence.Stream).Int("attempt", attempts).
-		Str("account", t.Account).Str("task_id", t.TaskID).Int("images", len(t.Images)).Int("settled", settled).
-		Dur("took", time.Since(start))
-	if len(t.Problems) > 0 {
-		ev = ev.Strs("problems", t.Problems)
-	}
-	if retryErr == nil {
-		if err := msg.Ack(); err != nil {
-			ev = ev.AnErr("ack", err)
-		}
-		ev.Msg("archived")
-		return
-	}
-	delay := s.backoff.delay(attempts, s.now(), s.deadline(t))
-	if ctx.Err() != nil {
-		delay = 0 // shutting down: let another replica take it now
-	}
-	_ = msg.NakWithDelay(delay)
-	ev.Dur("retry_in", delay).Msg("archive retry")
-}
-
-type metrics struct {
-	bytes   prometheus.Counter
-	retries prometheus.Counter
-}
-
-func newMetrics(reg prometheus.Registerer) (*metrics, error) {
-	m := &metrics{
-		bytes: prometheus.NewCounter(prometheus.CounterOpts{
-			Namespace: "sdevents", Subsystem: "archiver", Name: "stored_bytes_total",
-			Help: "Bytes of images archived.",
-		}),
-		retries: prometheus.NewCounter(prometheus.CounterOpts{
-			Namespace: "sdevents", Subsystem: "archiver", Name: "transient_failures_total",
-			Help: "Images whose message was delivered again after a transient failure.",
-		}),
-	}
-	if reg != nil {
-		for _, c := range []prometheus.Collector{m.bytes, m.retries} {
-			if err := reg.Register(c); err != nil {
-				return nil, fmt.Errorf("archiver: metrics: %w", err)
-			}
+		cancel()
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
 		}
 	}
-	return m, nil
 }

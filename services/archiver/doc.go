@@ -6,18 +6,30 @@
 //
 // Boundaries:
 //   - Input: the durable "archiver" consumer of INGRESS (sdTaskFinished and
-//     sdJobFinished callbacks, SNS Notifications), shared by every replica;
-//     up to archive.workers messages are worked on at a time per replica.
+//     sdJobFinished callbacks, SNS Notifications), shared by every replica,
+//     with "archiver-due" (retries that fell due) and "archiver-retry"
+//     (operators' retry requests). A replica holds a bounded number of
+//     messages; their images are queued per account and run by
+//     archive.workers workers round-robin across accounts, at most half of
+//     them on one source host (dispatcher).
+//   - Limits: at most archive.max_images_per_task distinct images per task
+//     result (the rest are recorded in one sd.archive.dropped event), one
+//     fetch per address, and every fetch bounded by archive.fetch_timeout
+//     and archive.min_rate.
 //   - Sources: http(s) URLs through fetch.HTTPSource (SSRF guard,
 //     archive.allow_hosts), s3:// URIs through fetch.S3Source
 //     (archive.source_s3). Bytes stream from the source through
 //     fetch.InspectImage into the BlobStore: no image is held in memory.
 //   - Sink: a BlobStore, declared here; dirstore and s3store implement it.
 //   - Output: ARCHIVE events, made exactly-once by the ARCHIVE_KEYS bucket
-//     (see ledger) and Nats-Msg-Id.
-//   - Retries: transient failures are redelivered by JetStream
-//     (NakWithDelay, exponential backoff) until the source's lifetime ends;
-//     no worker sleeps, so a crash loses nothing.
+//     (see ledger) and Nats-Msg-Id. Failed events carry a generic reason;
+//     the details go to the log.
+//   - Retries: a transient failure is handed to a JetStream message schedule
+//     in ARCHIVER_TIMERS (timers.go) and the message it came from is
+//     acknowledged, so the consumers' windows hold only work in progress;
+//     no worker sleeps, so a crash loses nothing. A message that exhausts
+//     its consumer's max_deliver is a dead letter (deadLetter), never
+//     dropped silently.
 //
 // The object keys, metadata and the exactly-once argument are in
 // docs/archiver.md.

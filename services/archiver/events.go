@@ -4,15 +4,17 @@ import "time"
 
 // Subjects of the ARCHIVE stream; the account id is appended.
 const (
-	SubjectStored = "sd.archive.stored."
-	SubjectFailed = "sd.archive.failed."
+	SubjectStored  = "sd.archive.stored."
+	SubjectFailed  = "sd.archive.failed."
+	SubjectDropped = "sd.archive.dropped."
 )
 
 // CloudEvents attributes of ARCHIVE events.
 const (
-	eventSource     = "/sdevents/archiver"
-	eventTypeStored = "sd.archive.stored"
-	eventTypeFailed = "sd.archive.failed"
+	eventSource      = "/sdevents/archiver"
+	eventTypeStored  = "sd.archive.stored"
+	eventTypeFailed  = "sd.archive.failed"
+	eventTypeDropped = "sd.archive.dropped"
 )
 
 // StoredEvent is the data of sd.archive.stored.<account>: one per archived
@@ -47,12 +49,30 @@ type FailedEvent struct {
 	SourceURL string `json:"source_url"`
 	// Key is the key the image would have had.
 	Key string `json:"key"`
-	// Error is the reason, without query strings.
+	// Error is a generic reason ("source answered 404 Not Found", "address
+	// not allowed", ...): it names no address the source resolved to and
+	// carries no server message. The details are in the archiver's log.
 	Error string `json:"error"`
 	// Permanent is false when the archiver gave up on a transient failure
 	// because the source's lifetime ended.
 	Permanent bool `json:"permanent"`
-	// Attempts is how many times the INGRESS message was delivered.
+	// Attempts is how many times the image was tried.
 	Attempts int       `json:"attempts"`
 	FailedAt time.Time `json:"failed_at"`
+}
+
+// DroppedEvent is the data of sd.archive.dropped.<account>: one per task
+// result that listed more distinct images than archive.max_images_per_task.
+// The first Archived images (in the order listed) are archived, each with
+// its own stored or failed event; the Dropped others are not fetched.
+type DroppedEvent struct {
+	Account string `json:"account"`
+	TaskID  string `json:"task_id"`
+	// Images is the number of distinct images the task result listed
+	// (entries naming the same address count once).
+	Images    int       `json:"images"`
+	Archived  int       `json:"archived"`
+	Dropped   int       `json:"dropped"`
+	Limit     int       `json:"limit"`
+	DroppedAt time.Time `json:"dropped_at"`
 }

@@ -71,6 +71,8 @@ func TestFailurePaths(t *testing.T) {
 		{name: "redirect to a disallowed literal address", url: e.images.handle("/moved-ip.png", func(w http.ResponseWriter, r *http.Request) {
 			http.Redirect(w, r, "http://10.1.2.3/a.png", http.StatusFound)
 		}), permanent: true, errHas: "not allowed", attempts: one},
+		{name: "URL over 8 KiB", url: "http://" + e.images.host + "/long.png?Signature=" + strings.Repeat("s", 8<<10),
+			permanent: true, errHas: "unsupported URL", attempts: one},
 		{name: "slow, then recovers", url: e.images.handle("/slow.png", stall(2)), stored: true,
 			attempts: func(n int) bool { return n >= 3 }},
 		{name: "5xx, then recovers", url: e.images.handle("/flaky.png", flaky(2, good)), stored: true},
@@ -121,6 +123,13 @@ func TestFailurePaths(t *testing.T) {
 			if strings.Contains(f.Error, "Signature") || strings.Contains(f.SourceURL, "?") {
 				t.Errorf("query string leaked: %+v", f)
 			}
+			// The reason is generic: no address a host resolved to, no
+			// URL, no server message (those are in the log).
+			for _, leak := range []string{"127.0.0.1", "10.1.2.3", port, "://", "resolves", "Access denied", "Request has expired"} {
+				if strings.Contains(f.Error, leak) {
+					t.Errorf("reason %q holds %q", f.Error, leak)
+				}
+			}
 			if ev.Subject != archiver.SubjectFailed+"a_fail" || f.Key == "" {
 				t.Errorf("subject %s key %q", ev.Subject, f.Key)
 			}
@@ -128,6 +137,9 @@ func TestFailurePaths(t *testing.T) {
 	}
 	if n := e.images.count("/expired.png"); n != 1 {
 		t.Errorf("a permanent failure was fetched %d times", n)
+	}
+	if n := e.images.count("/long.png"); n != 0 {
+		t.Errorf("a URL over the bound was fetched %d times", n)
 	}
 }
 

@@ -23,6 +23,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/sdevents/sdevents/pkg/config"
@@ -94,6 +95,13 @@ type replica struct {
 // start runs an archiver replica until the test ends.
 func (e *env) start(opts ...archiver.Option) *replica {
 	e.t.Helper()
+	return e.startWith(nil, opts...)
+}
+
+// startWith runs an archiver replica whose metrics go to reg (none when
+// nil) until the test ends.
+func (e *env) startWith(reg prometheus.Registerer, opts ...archiver.Option) *replica {
+	e.t.Helper()
 	nc, _ := natstest.Connect(e.t, e.node.URL())
 	base := []archiver.Option{
 		archiver.WithBackoff(50*time.Millisecond, 400*time.Millisecond),
@@ -103,7 +111,7 @@ func (e *env) start(opts ...archiver.Option) *replica {
 		}),
 		archiver.WithLogger(zerolog.New(zerolog.NewTestWriter(e.t)).Level(zerolog.WarnLevel)),
 	}
-	svc, err := archiver.New(e.t.Context(), e.cfg, nc, nil, append(base, opts...)...)
+	svc, err := archiver.New(e.t.Context(), e.cfg, nc, reg, append(base, opts...)...)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -252,6 +260,27 @@ func (e *env) events() []archiveEvent {
 	return out
 }
 
+// consumerIdle reports whether a durable consumer of stream has nothing
+// pending or unacknowledged.
+func (e *env) consumerIdle(stream, name string) bool {
+	c, err := e.js.Consumer(e.t.Context(), stream, name)
+	if err != nil {
+		return false
+	}
+	ci := c.CachedInfo()
+	return ci.NumPending == 0 && ci.NumAckPending == 0
+}
+
+// streamMsgs is the number of messages stream holds.
+func (e *env) streamMsgs(stream string) uint64 {
+	e.t.Helper()
+	s, err := e.js.Stream(e.t.Context(), stream)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return s.CachedInfo().State.Msgs
+}
+
 // waitSettled waits until the archiver consumer has nothing pending or
 // unacknowledged and ARCHIVE holds want events, and returns them.
 func (e *env) waitSettled(want int, timeout time.Duration) []archiveEvent {
@@ -355,4 +384,35 @@ func sha(b []byte) string {
 // archiverKey is the key of image "g" of a callback task.
 func archiverKey(account string, at time.Time, task string) string {
 	return archiver.ObjectKey(account, at, task, "g", "png")
+}
+
+// syncBuffer is a bytes.Buffer safe for a logger's concurrent writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+// lines returns the JSON log lines written so far, decoded.
+func (b *syncBuffer) lines(t *testing.T) []map[string]any {
+	t.Helper()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []map[string]any
+	for _, l := range bytes.Split(bytes.TrimSpace(b.b.Bytes()), []byte("\n")) {
+		if len(l) == 0 {
+			continue
+		}
+		var m map[string]any
+		if err := json.Unmarshal(l, &m); err != nil {
+			t.Fatalf("log line %q: %v", l, err)
+		}
+		out = append(out, m)
+	}
+	return out
 }

@@ -52,6 +52,8 @@ type outcome struct {
 	Type    string          `json:"type"`
 	At      time.Time       `json:"at"`
 	Data    json.RawMessage `json:"data"`
+	// cause is the error behind a failed outcome, for the log only.
+	cause error
 }
 
 // entry is the ARCHIVE_KEYS key of the image: EventID(key).
@@ -102,22 +104,22 @@ func (l *ledger) settled(ctx context.Context, id string) (bool, error) {
 }
 
 // record publishes o unless the image already has an outcome, in which case
-// that one stands (first wins).
-func (l *ledger) record(ctx context.Context, o outcome) error {
+// that one stands (first wins). It reports whether o was the one claimed.
+func (l *ledger) record(ctx context.Context, o outcome) (bool, error) {
 	rec := record{State: statePending, ClaimedAt: l.now(), Outcome: o}
 	raw, err := json.Marshal(rec)
 	if err != nil {
-		return fmt.Errorf("archiver: %w", err)
+		return false, fmt.Errorf("archiver: %w", err)
 	}
 	rev, err := l.kv.Create(ctx, o.entry(), raw)
 	if errors.Is(err, jetstream.ErrKeyExists) {
 		_, err := l.settled(ctx, o.entry())
-		return err
+		return false, err
 	}
 	if err != nil {
-		return fmt.Errorf("archiver: ledger claim %s: %w", o.ID, err)
+		return false, fmt.Errorf("archiver: ledger claim %s: %w", o.ID, err)
 	}
-	return l.publish(ctx, rec, rev)
+	return true, l.publish(ctx, rec, rev)
 }
 
 // replace claims for o (a retry's outcome) the image's entry, found at

@@ -81,7 +81,7 @@ func TestLedgerFirstOutcomeWinsOnce(t *testing.T) {
 	for i := range 8 {
 		o := testOutcome(t, key, time.Unix(int64(1000+i), 0).UTC())
 		wg.Go(func() {
-			if err := l.record(t.Context(), o); err != nil && err != errClaimBusy {
+			if _, err := l.record(t.Context(), o); err != nil && err != errClaimBusy {
 				t.Errorf("record: %v", err)
 			}
 		})

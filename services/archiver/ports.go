@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/url"
+	"strings"
 
 	"github.com/sdevents/sdevents/pkg/blob"
 	"github.com/sdevents/sdevents/pkg/blob/dirstore"
@@ -41,10 +42,17 @@ type Source interface {
 // Permanent.
 var errNoSource = errors.New("archiver: no source for this URL scheme")
 
+// maxURL bounds the length of an image URL. Signed URLs are far shorter;
+// a longer one is not fetched.
+const maxURL = 8 << 10
+
 // sources routes an image URL to the source of its scheme.
 type sources map[string]Source
 
 func (s sources) open(ctx context.Context, rawURL string) (*fetch.Body, error) {
+	if len(rawURL) > maxURL {
+		return nil, fmt.Errorf("%w: URL longer than %d bytes", fetch.ErrUnsupported, maxURL)
+	}
 	u, err := url.Parse(rawURL)
 	if err != nil {
 		return nil, fmt.Errorf("%w: unparsable URL", fetch.ErrUnsupported)
@@ -56,11 +64,32 @@ func (s sources) open(ctx context.Context, rawURL string) (*fetch.Body, error) {
 	return src.Open(ctx, rawURL)
 }
 
+// hostOf is the source host of an image URL for the per-host limit of
+// workers: host:port of an http(s) URL, lower case; "" (no limit) for
+// s3:// URIs, read from the operator's own endpoint.
+func hostOf(rawURL string) string {
+	u, err := url.Parse(rawURL)
+	if err != nil || u.Scheme != "http" && u.Scheme != "https" {
+		return ""
+	}
+	return strings.ToLower(u.Host)
+}
+
+// limits are the fetch limits of archive.fetch_timeout, min_rate and
+// min_rate_window.
+func limits(a config.Archive) fetch.Limits {
+	l := fetch.Limits{Timeout: a.FetchTimeout.D(), MinRate: a.MinRate, RateWindow: a.MinRateWindow.D()}
+	if l.MinRate == 0 {
+		l.MinRate = -1 // archive.min_rate: 0 means no minimum
+	}
+	return l
+}
+
 // newSources builds the http(s) source with the SSRF guard of
 // archive.allow_hosts, and the s3 source when archive.source_s3 has an
-// endpoint.
+// endpoint; both with the fetch limits.
 func newSources(a config.Archive, httpCfg func(*fetch.HTTPConfig)) (sources, error) {
-	hc := fetch.HTTPConfig{AllowHosts: a.AllowHosts, MaxBytes: a.MaxBytes}
+	hc := fetch.HTTPConfig{AllowHosts: a.AllowHosts, MaxBytes: a.MaxBytes, Limits: limits(a)}
 	if httpCfg != nil {
 		httpCfg(&hc)
 	}
@@ -72,7 +101,7 @@ func newSources(a config.Archive, httpCfg func(*fetch.HTTPConfig)) (sources, err
 	if a.SourceS3.Endpoint != "" {
 		s3, err := fetch.NewS3Source(fetch.S3Config{
 			Endpoint: a.SourceS3.Endpoint, AccessKey: a.SourceS3.AccessKey, SecretKey: a.SourceS3.SecretKey.Reveal(),
-			Secure: a.SourceS3.Secure, Region: a.SourceS3.Region, MaxBytes: a.MaxBytes,
+			Secure: a.SourceS3.Secure, Region: a.SourceS3.Region, MaxBytes: a.MaxBytes, Limits: limits(a),
 		})
 		if err != nil {
 			return nil, fmt.Errorf("archiver: %w", err)

@@ -5,17 +5,18 @@ import (
 	"time"
 )
 
-// Default retry delays: the first redelivery after a transient failure
-// waits BackoffMin, each further one twice as long, at most BackoffMax.
+// Default retry delays: the first retry after a transient failure waits
+// BackoffMin, each further one twice as long, at most BackoffMax. The same
+// delays space the redeliveries of a message NATS could not settle.
 const (
 	DefaultBackoffMin = 5 * time.Second
 	DefaultBackoffMax = 10 * time.Minute
 )
 
-// backoff computes redelivery delays.
+// backoff computes retry delays.
 type backoff struct{ min, max time.Duration }
 
-// delay returns how long to wait before delivery attempts+1, with ±20 %
+// delay returns how long to wait before attempt attempts+1, with ±20 %
 // jitter, and never past until (the source's expiry), so the last attempt
 // happens while the source may still be valid. It is at least 1 ms.
 func (b backoff) delay(attempts int, now, until time.Time) time.Duration {
@@ -34,5 +35,5 @@ func (b backoff) delay(attempts int, now, until time.Time) time.Duration {
 // deadline is when the sources of t are no longer worth retrying: the event
 // time plus archive.url_lifetime. Callback URLs expire then (5 h on the
 // platform); SNS s3:// objects do not expire, but are given the same bound
-// so that a broken source does not keep a message alive forever.
+// so that a broken source is not retried forever.
 func (s *Service) deadline(t task) time.Time { return t.At.Add(s.lifetime) }

@@ -41,52 +41,12 @@ const (
 	retryNotFailure = "not that failure"
 	retryNoRecord   = "no record"
 	retryNoSource   = "INGRESS message not found"
+	retryScheduled  = "retry scheduled"
 )
 
 // ingressScanMargin widens the search for the INGRESS message of a retried
 // image around the day of its key, for clock differences.
 const ingressScanMargin = 10 * time.Minute
-
-// handleRetry acts on one retry request, then acknowledges it, or asks for
-// a redelivery after a backoff when something transient failed.
-func (s *Service) handleRetry(ctx context.Context, msg jetstream.Msg) {
-	meta, err := msg.Metadata()
-	if err != nil {
-		s.log.Error().Err(err).Str("subject", msg.Subject()).Msg("archiver: not a JetStream message")
-		return
-	}
-	var req archiveretry.Request
-	if err := json.Unmarshal(msg.Data(), &req); err != nil || req.FailedSeq == 0 || req.FailedID == "" || req.Key == "" {
-		s.log.Error().AnErr("decode", err).Str("subject", msg.Subject()).Uint64("seq", meta.Sequence.Stream).
-			Msg("archiver: malformed retry request, dropped")
-		_ = msg.Term()
-		return
-	}
-	attempts := int(meta.NumDelivered)
-	// A transient failure of the source is retried until the URL's lifetime
-	// after the request was stored (the original deadline has passed).
-	result, err := s.retry(ctx, req, attempts, meta.Timestamp.Add(s.lifetime))
-	ev := s.log.Info()
-	if err != nil {
-		ev = s.log.Warn().Err(err)
-	}
-	ev = ev.Str("subject", msg.Subject()).Uint64("seq", meta.Sequence.Stream).Int("attempt", attempts).
-		Str("account", req.Account).Str("task_id", req.TaskID).Uint64("failed_seq", req.FailedSeq)
-	if err == nil {
-		if err := msg.Ack(); err != nil {
-			ev = ev.AnErr("ack", err)
-		}
-		ev.Str("result", result).Msg("archive retry request")
-		return
-	}
-	s.metrics.retries.Inc()
-	delay := s.backoff.delay(attempts, s.now(), s.now().Add(s.backoff.max))
-	if ctx.Err() != nil {
-		delay = 0
-	}
-	_ = msg.NakWithDelay(delay)
-	ev.Dur("retry_in", delay).Msg("archive retry request delayed")
-}
 
 // retry archives again the image of req while its ARCHIVE_KEYS record is
 // the failure req names: it re-reads the image from its INGRESS message,
@@ -94,8 +54,9 @@ func (s *Service) handleRetry(ctx context.Context, msg jetstream.Msg) {
 // new outcome (id RetryEventID), which it publishes. A record that is no
 // longer that failure is left alone; a pending claim of this retry (a crash,
 // another replica) is completed with its recorded outcome. It returns what
-// it did, or an error when the request should be delivered again.
-func (s *Service) retry(ctx context.Context, req archiveretry.Request, attempts int, deadline time.Time) (string, error) {
+// it did; a *retryLater when the source failed transiently before
+// deadline; or another error when the request should be delivered again.
+func (s *Service) retry(ctx context.Context, req archiveretry.Request, attempts int, deadline time.Time, h *held) (string, error) {
 	entry := EventID(req.Key)
 	retryID := RetryEventID(req.Key, req.FailedSeq)
 	var (
@@ -146,6 +107,7 @@ func (s *Service) retry(ctx context.Context, req archiveretry.Request, attempts 
 			return "", err
 		}
 		if ok {
+			s.recorded(o, true, h)
 			return retryDone, nil
 		}
 		// The record moved on meanwhile: read it again.

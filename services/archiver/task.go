@@ -96,7 +96,7 @@ func (t *task) callbackImages(body []byte) []image {
 		}
 		img := image{
 			ID: ci.GeneratedImageID, URL: ci.URL, Source: fetch.SourceOf(ci.URL),
-			Model: cmp.Or(ci.CheckpointName, ci.ModelID), Width: ci.Width, Height: ci.Height,
+			Model: cut(cmp.Or(ci.CheckpointName, ci.ModelID), maxMetaModel), Width: ci.Width, Height: ci.Height,
 		}
 		declared := extOf(ci.Type)
 		if u, err := url.Parse(ci.URL); err == nil && declared == "" {
@@ -155,4 +155,36 @@ func (t *task) snsImages(envelope []byte) []image {
 		}
 	}
 	return imgs
+}
+
+// selection is what the archiver does with the images of one task result.
+type selection struct {
+	// Kept are the images to archive: the first distinct ones, at most the
+	// limit.
+	Kept []image
+	// Duplicates is the number of entries naming an address (without
+	// query) already listed: one fetch per address.
+	Duplicates int
+	// Dropped are the distinct images beyond the limit.
+	Dropped []image
+}
+
+// selectImages keeps the first limit images of imgs with distinct
+// addresses, in order.
+func selectImages(imgs []image, limit int) selection {
+	var sel selection
+	seen := make(map[string]bool, min(len(imgs), limit+1))
+	for _, img := range imgs {
+		if seen[img.Source] {
+			sel.Duplicates++
+			continue
+		}
+		seen[img.Source] = true
+		if len(sel.Kept) < limit {
+			sel.Kept = append(sel.Kept, img)
+		} else {
+			sel.Dropped = append(sel.Dropped, img)
+		}
+	}
+	return sel
 }
