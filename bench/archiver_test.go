@@ -118,13 +118,17 @@ func (s *imageSet) serve(tb testing.TB) string {
 // BenchmarkArchiver archives images of 0.5–4 MB from a loopback HTTP source
 // into MinIO through the whole service (INGRESS consumer, SSRF-guarded
 // fetch, inspection, upload with digest, exactly-once ARCHIVE event), with
-// archive.workers = 4. The floor puts the same bytes into the same MinIO
-// with minio-go directly, 4 at a time.
+// archive.workers = 8, of which 4 fetch from the one source host at a time.
+// The floor puts the same bytes into the same MinIO with minio-go directly,
+// 4 at a time.
 func BenchmarkArchiver(b *testing.B) {
 	n := archiveImages
 	if v, err := strconv.Atoi(os.Getenv("SDEVENTS_BENCH_ARCHIVE_IMAGES")); err == nil && v > 0 {
 		n = v
 	}
+	// The floor PUTs 4 at a time; the archiver fetches 4 at a time from the
+	// one source host, with archive.workers = 8 (at most half of a
+	// replica's workers fetch from one host).
 	const workers = 4
 	set := newImageSet(b, n)
 	host := set.serve(b)
@@ -147,7 +151,7 @@ func BenchmarkArchiver(b *testing.B) {
 
 		// The archiver, from INGRESS to ARCHIVE.
 		cfg := config.Default()
-		cfg.Archive.Workers = workers
+		cfg.Archive.Workers = 2 * workers
 		cfg.Archive.AllowHosts = []string{host}
 		cfg.Archive.MaxBytes = 8 << 20
 		cfg.Archive.S3 = config.S3{Endpoint: m.Endpoint, Bucket: miniotest.BucketName("archive"), AccessKey: m.AccessKey, SecretKey: config.Secret(m.SecretKey)}
