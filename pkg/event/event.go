@@ -1,26 +1,32 @@
 // Package event maps sdevents events to NATS messages: the CloudEvents
 // attributes as headers in the binary content mode of the CloudEvents NATS
-// binding (lower-case ce-* names, percent-encoded values), Content-Type, and
-// Nats-Msg-Id equal to ce-id for JetStream de-duplication.
+// binding (lower-case ce-* names, datacontenttype included, percent-encoded
+// values), and Nats-Msg-Id equal to ce-id for JetStream de-duplication.
 package event
 
 import (
 	"fmt"
+	"maps"
+	"mime"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
 )
 
-// CloudEvents header names (binary content mode).
+// CloudEvents header names (binary content mode). The NATS binding maps
+// every attribute, datacontenttype included, to its name prefixed with
+// "ce-"; nats.go header names are case-sensitive, and CloudEvents readers
+// look these names up in lower case.
 const (
-	HeaderSpecVersion = "ce-specversion"
-	HeaderID          = "ce-id"
-	HeaderSource      = "ce-source"
-	HeaderType        = "ce-type"
-	HeaderTime        = "ce-time"
-	HeaderSubject     = "ce-subject"
-	HeaderContentType = "Content-Type"
+	HeaderSpecVersion     = "ce-specversion"
+	HeaderID              = "ce-id"
+	HeaderSource          = "ce-source"
+	HeaderType            = "ce-type"
+	HeaderTime            = "ce-time"
+	HeaderSubject         = "ce-subject"
+	HeaderDataContentType = "ce-datacontenttype"
 )
 
 // Project headers of INGRESS messages.
@@ -42,11 +48,15 @@ const (
 
 // Meta are the CloudEvents attributes of one event.
 type Meta struct {
-	ID          string
-	Source      string
-	Type        string
-	Time        time.Time
-	Subject     string // the account id, when there is one
+	ID      string
+	Source  string
+	Type    string
+	Time    time.Time
+	Subject string // the account id, when there is one
+	// ContentType is the media type of the data (RFC 2046), written as
+	// ce-datacontenttype in its compact form (see MediaType). A value that
+	// is not a media type is left out: CloudEvents readers refuse an event
+	// whose datacontenttype does not parse.
 	ContentType string
 }
 
@@ -72,8 +82,8 @@ func Message(subject string, m Meta, data []byte, extra ...Header) *nats.Msg {
 	if m.Subject != "" {
 		h.set(HeaderSubject, Encode(m.Subject))
 	}
-	if m.ContentType != "" {
-		h.set(HeaderContentType, m.ContentType)
+	if ct := MediaType(m.ContentType); ct != "" {
+		h.set(HeaderDataContentType, Encode(ct))
 	}
 	h.set(nats.MsgIdHdr, Encode(m.ID))
 	for _, x := range extra {
@@ -95,6 +105,65 @@ func (b *headerBuilder) set(k, v string) {
 	i := len(b.vals)
 	b.vals = append(b.vals, v)
 	b.h[k] = b.vals[i : i+1 : i+1]
+}
+
+// maxMediaType bounds, in bytes, the media types MediaType accepts: the
+// ones requests carry are a few dozen bytes.
+const maxMediaType = 256
+
+// MediaType returns ct in the form Message writes as ce-datacontenttype:
+// lower-case type, subtype and parameter names, parameters sorted by name and
+// joined by ";" without the optional whitespace (which would otherwise travel
+// percent-encoded), values quoted only where RFC 2045 requires it. It returns
+// "" when ct is empty, longer than 256 bytes, or not a media type.
+func MediaType(ct string) string {
+	if ct == "" || len(ct) > maxMediaType {
+		return ""
+	}
+	if compactMediaType(ct) {
+		return ct
+	}
+	mt, params, err := mime.ParseMediaType(ct)
+	if err != nil || !strings.Contains(mt, "/") {
+		return ""
+	}
+	var b strings.Builder
+	b.WriteString(mime.FormatMediaType(mt, nil))
+	if b.Len() == 0 {
+		return ""
+	}
+	for _, k := range slices.Sorted(maps.Keys(params)) {
+		// FormatMediaType quotes (or RFC 2231-encodes) the value and
+		// separates it with "; "; the separator is all that is dropped.
+		p := mime.FormatMediaType("x/x", map[string]string{k: params[k]})
+		if p == "" {
+			return ""
+		}
+		b.WriteByte(';')
+		b.WriteString(strings.TrimPrefix(p, "x/x; "))
+	}
+	return b.String()
+}
+
+// compactMediaType reports whether ct is a type/subtype of lower-case token
+// characters without parameters, already in MediaType's form: the common
+// case, answered without parsing.
+func compactMediaType(ct string) bool {
+	slash := strings.IndexByte(ct, '/')
+	if slash <= 0 || slash == len(ct)-1 {
+		return false
+	}
+	for i := 0; i < len(ct); i++ {
+		c := ct[i]
+		switch {
+		case i == slash:
+		case c >= 'a' && c <= 'z', c >= '0' && c <= '9':
+		case strings.IndexByte("!#$&-^_.+", c) >= 0:
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // Set sets header k to the percent-encoded v, verbatim in case.
