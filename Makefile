@@ -5,11 +5,17 @@ MODULES := pkg streams services/ingress services/quota services/archiver service
 TOOLS := $(CURDIR)/.tools/bin
 STATICCHECK_VERSION := v0.8.2
 CONFIG ?= sdevents.example.yaml
+# Stamped into bin/sdevents (`sdevents version`, the first log line, sdevents_build_info);
+# empty outside a git checkout, where the binary falls back to its Go build information.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null)
+REVISION ?= $(shell git rev-parse HEAD 2>/dev/null)
+BUILD_DATE ?= $(shell date -u +%Y-%m-%dT%H:%M:%SZ)
+LDFLAGS := -X main.version=$(VERSION) -X main.revision=$(REVISION) -X main.buildDate=$(BUILD_DATE)
 
 .PHONY: build run demo soak test test-short lint tidy-check tidy bench tools clean
 
 build: ## bin/sdevents
-	cd cmd/sdevents && $(GO) build -trimpath -o $(CURDIR)/bin/sdevents .
+	cd cmd/sdevents && $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(CURDIR)/bin/sdevents .
 
 run: build ## sdevents run with the example configuration
 	./bin/sdevents run --config $(CONFIG)

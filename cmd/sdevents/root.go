@@ -32,12 +32,16 @@ func newRoot(environ []string) *cobra.Command {
 		Short:         "Receive, verify and record Stable Diffusion platform callbacks on NATS JetStream",
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		// --version prints what `sdevents version` prints.
+		Version: currentBuild().String(),
 	}
+	root.SetVersionTemplate("{{.Version}}")
 	root.PersistentFlags().StringVar(&g.configPath, "config", "", "configuration file (YAML); default $"+config.EnvConfig)
 	root.AddCommand(
 		newRunCmd(g),
 		newServiceCmd(g, "ingress", "Run the HTTP ingress against an external NATS"),
 		newSimCmd(g),
+		newVersionCmd(),
 	)
 	for _, c := range commands {
 		root.AddCommand(c(g))

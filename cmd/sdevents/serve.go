@@ -158,6 +158,7 @@ func newLogger(cfg config.Log) zerolog.Logger {
 // opened, in reverse order.
 func build(ctx context.Context, cfg config.Config, services []string) (*process, func(), error) {
 	p := &process{cfg: cfg, log: newLogger(cfg.Log), reg: prometheus.NewRegistry(), brake: admintoken.NewBrake(nil), broken: make(chan error, 1)}
+	announce(p.log, p.reg)
 	var closers []func()
 	cleanup := func() {
 		for i := len(closers) - 1; i >= 0; i-- {
