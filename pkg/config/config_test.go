@@ -118,6 +118,13 @@ aggregator: {key: job}
 					t.Fatalf("archive limits: %+v", c.Archive)
 				}
 			}},
+		{name: "half a static key pair", yaml: base + "archive: {s3: {endpoint: 'm:9000', access_key: a}, source_s3: {secret_key: s}}\n",
+			wantErr: []string{"archive.s3: set both access_key and secret_key", "archive.source_s3: set both"}},
+		{name: "no static keys: the credential chain", yaml: base + "archive: {s3: {endpoint: 'm:9000'}, source_s3: {endpoint: 's:9000'}}\n", check: func(t *testing.T, c config.Config) {
+			if c.Archive.S3.AccessKey != "" || c.Archive.SourceS3.SecretKey.Reveal() != "" {
+				t.Fatalf("keys %+v", c.Archive)
+			}
+		}},
 		{name: "payload too small for body", yaml: base + "http: {max_body: 10485760}\n", wantErr: []string{"nats.embedded.max_payload"}},
 		{name: "limits", yaml: base + "http: {max_connections: 16, max_header_bytes: 8192, idle_timeout: 20s}\nnats: {embedded: {max_store: 1073741824, max_connections: 8}}\n", check: func(t *testing.T, c config.Config) {
 			if c.HTTP.MaxConnections != 16 || c.HTTP.MaxHeaderBytes != 8192 || c.HTTP.IdleTimeout.D() != 20*time.Second ||

@@ -175,6 +175,15 @@ func (c Config) Validate() error {
 	if c.Archive.SourceS3.Endpoint != "" {
 		hostPort("archive.source_s3.endpoint", c.Archive.SourceS3.Endpoint)
 	}
+	// Static keys, or none: then the AWS credential chain (pkg/s3cred).
+	for _, s3 := range []struct {
+		key string
+		S3
+	}{{"archive.s3", c.Archive.S3}, {"archive.source_s3", c.Archive.SourceS3}} {
+		if (s3.AccessKey == "") != (s3.SecretKey.Reveal() == "") {
+			bad(s3.key, "set both access_key and secret_key, or neither to use the AWS credential chain")
+		}
+	}
 	if c.Archive.Workers < 1 {
 		bad("archive.workers", "must be at least 1")
 	}

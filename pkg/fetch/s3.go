@@ -8,13 +8,17 @@ import (
 	"strings"
 
 	"github.com/minio/minio-go/v7"
-	"github.com/minio/minio-go/v7/pkg/credentials"
+
+	"github.com/sdevents/sdevents/pkg/s3cred"
 )
 
 // S3Config is the endpoint of s3:// image URIs (archive.source_s3).
 type S3Config struct {
 	// Endpoint is host:port of the service.
-	Endpoint  string
+	Endpoint string
+	// AccessKey and SecretKey are static keys. When both are empty the
+	// AWS credential chain of package s3cred is used (environment, shared
+	// credentials file, web identity, instance metadata).
 	AccessKey string
 	SecretKey string
 	// Secure selects HTTPS.
@@ -36,13 +40,14 @@ type S3Source struct {
 	limits   Limits
 }
 
-// NewS3Source builds a minio-go client for cfg. It does no I/O.
+// NewS3Source builds a minio-go client for cfg, with its static keys or else
+// the credential chain (s3cred.New). It does no I/O.
 func NewS3Source(cfg S3Config) (*S3Source, error) {
 	if cfg.Endpoint == "" {
 		return nil, errors.New("fetch: empty s3 source endpoint")
 	}
 	c, err := minio.New(cfg.Endpoint, &minio.Options{
-		Creds:  credentials.NewStaticV4(cfg.AccessKey, cfg.SecretKey, ""),
+		Creds:  s3cred.New(cfg.AccessKey, cfg.SecretKey, cfg.Region),
 		Secure: cfg.Secure,
 		Region: cfg.Region,
 	})

@@ -80,3 +80,31 @@ func TestParseS3URI(t *testing.T) {
 		t.Fatalf("= %q %q %v", b, k, err)
 	}
 }
+
+// Without static keys the source signs with the AWS credential chain: here
+// the environment's AWS_* keys, which are MinIO's root keys. Not parallel:
+// the chain reads the process environment.
+func TestS3SourceKeysFromTheEnvironment(t *testing.T) {
+	srv := miniotest.Start(t)
+	t.Setenv("AWS_ACCESS_KEY_ID", srv.AccessKey)
+	t.Setenv("AWS_SECRET_ACCESS_KEY", srv.SecretKey)
+	t.Setenv("AWS_SESSION_TOKEN", "")
+	ctx := t.Context()
+	bucket := srv.MakeBucket(t, "sd-output")
+	if _, err := srv.Client.PutObject(ctx, bucket, "k", bytes.NewReader([]byte("img")), 3, minio.PutObjectOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	src, err := fetch.NewS3Source(fetch.S3Config{Endpoint: srv.Endpoint})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := src.Open(ctx, "s3://"+bucket+"/k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(b)
+	b.Close()
+	if err != nil || string(got) != "img" {
+		t.Fatalf("read %q, %v", got, err)
+	}
+}

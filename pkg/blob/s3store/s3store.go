@@ -44,9 +44,9 @@ import (
 	"time"
 
 	"github.com/minio/minio-go/v7"
-	"github.com/minio/minio-go/v7/pkg/credentials"
 
 	"github.com/sdevents/sdevents/pkg/blob"
+	"github.com/sdevents/sdevents/pkg/s3cred"
 )
 
 const (
@@ -60,8 +60,11 @@ const (
 // Config says where the bucket is.
 type Config struct {
 	// Endpoint is host:port of the service.
-	Endpoint  string
-	Bucket    string
+	Endpoint string
+	Bucket   string
+	// AccessKey and SecretKey are static keys. When both are empty the
+	// AWS credential chain of package s3cred is used (environment, shared
+	// credentials file, web identity, instance metadata).
 	AccessKey string
 	SecretKey string
 	// Secure selects HTTPS.
@@ -106,14 +109,15 @@ func New(c *minio.Client, bucket string, opts Options) (*Store, error) {
 	return &Store{c: c, bucket: bucket, opts: opts}, nil
 }
 
-// NewFromConfig builds a minio-go client from cfg and returns a store for its
+// NewFromConfig builds a minio-go client from cfg, with its static keys or
+// else the credential chain (s3cred.New), and returns a store for its
 // bucket. It does no I/O; call EnsureReady.
 func NewFromConfig(cfg Config, opts Options) (*Store, error) {
 	if cfg.Endpoint == "" {
 		return nil, errors.New("s3store: empty endpoint")
 	}
 	c, err := minio.New(cfg.Endpoint, &minio.Options{
-		Creds:  credentials.NewStaticV4(cfg.AccessKey, cfg.SecretKey, ""),
+		Creds:  s3cred.New(cfg.AccessKey, cfg.SecretKey, cfg.Region),
 		Secure: cfg.Secure,
 		Region: cfg.Region,
 	})

@@ -374,3 +374,34 @@ func TestTrailingHeadersClient(t *testing.T) {
 		}
 	}
 }
+
+// Without static keys the store signs with the AWS credential chain: here
+// the environment's AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, which are
+// MinIO's root keys (s3cred tests the rest of the chain). Not parallel:
+// the chain reads the process environment.
+func TestKeysFromTheEnvironment(t *testing.T) {
+	srv := miniotest.Start(t)
+	t.Setenv("AWS_ACCESS_KEY_ID", srv.AccessKey)
+	t.Setenv("AWS_SECRET_ACCESS_KEY", srv.SecretKey)
+	t.Setenv("AWS_SESSION_TOKEN", "")
+	ctx := t.Context()
+	s, err := s3store.NewFromConfig(s3store.Config{Endpoint: srv.Endpoint, Bucket: srv.MakeBucket(t, "env")}, s3store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.EnsureReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Put(ctx, "a/b.png", strings.NewReader("png"), 3, blob.PutMeta{ContentType: "image/png"}); err != nil {
+		t.Fatal(err)
+	}
+	r, obj, err := s.Get(ctx, "a/b.png")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(r)
+	r.Close()
+	if err != nil || string(got) != "png" || obj.SHA256 == "" {
+		t.Fatalf("read %q (%v), object %+v", got, err, obj)
+	}
+}
