@@ -1,8 +1,12 @@
 package deploy
 
 import (
+	"bytes"
 	"fmt"
+	"os"
+	"path/filepath"
 	"regexp"
+	"strings"
 	"testing"
 
 	"gopkg.in/yaml.v3"
@@ -76,5 +80,42 @@ func TestNATSHelmValues(t *testing.T) {
 	tag := fmt.Sprint(v.get("container", "image", "tag"))
 	if want := natsServerMinor(t); !regexp.MustCompile(`^` + regexp.QuoteMeta(want) + `(\.\d+)?-alpine$`).MatchString(tag) {
 		t.Errorf("container.image.tag %q: want nats-server %s (cmd/sdevents/go.mod)", tag, want)
+	}
+}
+
+// nackChart is the pinned version of the nats/nack chart (NACK 0.24.0),
+// whose CRDs and controller know allowMsgSchedules.
+const nackChart = "0.36.0"
+
+// TestNACKPinned checks that the timer streams' allowMsgSchedules has what it
+// needs: every install command names the pinned NACK chart, and the NATS
+// server is 2.12 or later (message schedules).
+func TestNACKPinned(t *testing.T) {
+	t.Parallel()
+	schedules := false
+	paths, _ := filepath.Glob("base/nack/*.yaml")
+	for _, p := range paths {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		schedules = schedules || bytes.Contains(b, []byte("allowMsgSchedules: true"))
+	}
+	if !schedules {
+		t.Fatal("no stream uses allowMsgSchedules: the pin may be relaxed")
+	}
+	for _, f := range []string{"deploy/nats/values.yaml", "docs/operations.md"} {
+		for _, line := range strings.Split(string(readFile(t, f)), "\n") {
+			if strings.Contains(line, "install nack nats/nack") && !strings.Contains(line, "--version "+nackChart) {
+				t.Errorf("%s: %q does not pin the nack chart %s", f, strings.TrimSpace(line), nackChart)
+			}
+		}
+		if !strings.Contains(string(readFile(t, f)), "--version "+nackChart) {
+			t.Errorf("%s does not install the nack chart %s", f, nackChart)
+		}
+	}
+	var major, minor int
+	if _, err := fmt.Sscanf(natsServerMinor(t), "%d.%d", &major, &minor); err != nil || major < 2 || (major == 2 && minor < 12) {
+		t.Errorf("nats-server %s: message schedules need 2.12 or later", natsServerMinor(t))
 	}
 }

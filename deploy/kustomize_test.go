@@ -3,6 +3,7 @@ package deploy
 import (
 	"bufio"
 	"bytes"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,10 +17,12 @@ import (
 	"sync"
 	"testing"
 
+	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
 	"gopkg.in/yaml.v3"
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -52,17 +55,21 @@ var kedaNATSJetStreamMetadata = []string{
 	"activationLagThreshold", "useHttps", "natsServerMonitoringEndpoint",
 }
 
-// coreKinds are the built-in kinds the manifests may hold, each decoded
-// strictly into its k8s.io/api type.
+// coreKinds are the kinds the manifests may hold that are decoded strictly
+// into their Go API types: the built-in kinds (k8s.io/api) and the
+// ServiceMonitor of the monitoring component (prometheus-operator's
+// monitoring/v1 types, from which its CRD is generated).
 var coreKinds = map[string]func() any{
-	"apps/v1 Deployment":                     func() any { return &appsv1.Deployment{} },
-	"v1 Service":                             func() any { return &corev1.Service{} },
-	"v1 ConfigMap":                           func() any { return &corev1.ConfigMap{} },
-	"v1 Secret":                              func() any { return &corev1.Secret{} },
-	"v1 ServiceAccount":                      func() any { return &corev1.ServiceAccount{} },
-	"v1 Namespace":                           func() any { return &corev1.Namespace{} },
-	"policy/v1 PodDisruptionBudget":          func() any { return &policyv1.PodDisruptionBudget{} },
-	"autoscaling/v2 HorizontalPodAutoscaler": func() any { return &autoscalingv2.HorizontalPodAutoscaler{} },
+	"networking.k8s.io/v1 NetworkPolicy":      func() any { return &networkingv1.NetworkPolicy{} },
+	"monitoring.coreos.com/v1 ServiceMonitor": func() any { return &monitoringv1.ServiceMonitor{} },
+	"apps/v1 Deployment":                      func() any { return &appsv1.Deployment{} },
+	"v1 Service":                              func() any { return &corev1.Service{} },
+	"v1 ConfigMap":                            func() any { return &corev1.ConfigMap{} },
+	"v1 Secret":                               func() any { return &corev1.Secret{} },
+	"v1 ServiceAccount":                       func() any { return &corev1.ServiceAccount{} },
+	"v1 Namespace":                            func() any { return &corev1.Namespace{} },
+	"policy/v1 PodDisruptionBudget":           func() any { return &policyv1.PodDisruptionBudget{} },
+	"autoscaling/v2 HorizontalPodAutoscaler":  func() any { return &autoscalingv2.HorizontalPodAutoscaler{} },
 }
 
 // manifests is a rendered kustomization, decoded.
@@ -77,29 +84,37 @@ type manifests struct {
 	namespaces  []string                    // of every namespaced object
 }
 
-// crdSchemas loads the pinned CRD schemas of testdata/crds.
-func crdSchemas(t *testing.T) crdschema.Schemas {
+// crdKinds are the custom resources the manifests hold, each validated
+// against its CRD in testdata/crds.
+var crdKinds = []crdschema.Key{
+	"keda.sh/v1alpha1 ScaledObject",
+	"jetstream.nats.io/v1beta2 Stream", "jetstream.nats.io/v1beta2 Consumer", "jetstream.nats.io/v1beta2 KeyValue",
+}
+
+// crdValidator returns a validator of the CRDs of testdata/crds, as the
+// projects publish them, converted to JSON schemas under a temporary
+// directory.
+func crdValidator(t *testing.T) *crdschema.Validator {
 	t.Helper()
-	all := crdschema.Schemas{}
-	paths, _ := filepath.Glob("testdata/crds/*.yaml")
+	paths, _ := filepath.Glob("testdata/crds/*.y*ml")
+	var files []io.Reader
 	for _, p := range paths {
-		f, err := os.Open(p)
+		b, err := os.ReadFile(p)
 		if err != nil {
 			t.Fatal(err)
 		}
-		s, err := crdschema.Load(f)
-		f.Close()
-		if err != nil {
-			t.Fatalf("%s: %v", p, err)
-		}
-		maps.Copy(all, s)
+		files = append(files, bytes.NewReader(b))
 	}
-	for _, k := range []crdschema.Key{"keda.sh/v1alpha1 ScaledObject", "jetstream.nats.io/v1beta2 Stream", "jetstream.nats.io/v1beta2 Consumer", "jetstream.nats.io/v1beta2 KeyValue"} {
-		if all[k] == nil {
-			t.Fatalf("no schema for %s in testdata/crds", k)
+	v, err := crdschema.New(t.TempDir(), files...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range crdKinds {
+		if !v.Has(k) {
+			t.Fatalf("no CRD for %s in testdata/crds", k)
 		}
 	}
-	return all
+	return v
 }
 
 // kustomizeMu serializes krusty runs: kyaml initializes its global OpenAPI
@@ -128,7 +143,7 @@ func render(t *testing.T, dir string) manifests {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, errs := decodeAll(out, crdSchemas(t))
+	m, errs := decodeAll(out, crdValidator(t))
 	for _, err := range errs {
 		t.Error(err)
 	}
@@ -137,7 +152,7 @@ func render(t *testing.T, dir string) manifests {
 
 // decodeAll decodes a multi-document YAML stream of resources, reporting
 // every resource that does not decode strictly or fails its schema.
-func decodeAll(stream []byte, schemas crdschema.Schemas) (manifests, []error) {
+func decodeAll(stream []byte, crds *crdschema.Validator) (manifests, []error) {
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 	m := manifests{
@@ -191,8 +206,7 @@ func decodeAll(stream []byte, schemas crdschema.Schemas) (manifests, []error) {
 			}
 			continue
 		}
-		schema := schemas[crdschema.Key(key)]
-		if schema == nil {
+		if !crds.Has(crdschema.Key(key)) {
 			bad("%s: no strict check for this kind; add it to coreKinds or testdata/crds", what)
 			continue
 		}
@@ -213,7 +227,7 @@ func decodeAll(stream []byte, schemas crdschema.Schemas) (manifests, []error) {
 			bad("%s: %v", what, err)
 			continue
 		}
-		for _, err := range schema.Validate(obj) {
+		for _, err := range crds.Validate(doc) {
 			bad("%s: %v", what, err)
 		}
 		m.custom[key] = append(m.custom[key], obj)
@@ -592,26 +606,32 @@ func checkConfigs(t *testing.T, m manifests, secrets map[string]*corev1.Secret) 
 }
 
 // TestStrictDecoding shows that decodeAll refuses what the API server (with
-// strict field validation), KEDA's or NACK's CRD would refuse.
+// strict field validation), KEDA's or NACK's CRD as published, or
+// prometheus-operator's types would refuse.
 func TestStrictDecoding(t *testing.T) {
 	t.Parallel()
-	schemas := crdSchemas(t)
+	crds := crdValidator(t)
 	cases := []struct{ name, doc, want string }{
 		{"deployment field typo", "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\nspec: {replica: 2}\n", `unknown field "replica"`},
 		{"container field typo", "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\nspec: {template: {spec: {containers: [{name: c, imag: x}]}}}\n", "imag"},
 		{"metadata typo", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c, label: {}}\n", "label"},
 		{"unknown kind", "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\n", "no strict check"},
-		{"NACK unknown field", "apiVersion: jetstream.nats.io/v1beta2\nkind: Stream\nmetadata: {name: s}\nspec: {name: S, storagee: file}\n", `unknown field "storagee"`},
-		{"NACK enum", "apiVersion: jetstream.nats.io/v1beta2\nkind: Consumer\nmetadata: {name: c}\nspec: {durableName: c, ackPolicy: explicitly}\n", "not one of"},
-		{"NACK type", "apiVersion: jetstream.nats.io/v1beta2\nkind: KeyValue\nmetadata: {name: k}\nspec: {bucket: K, replicas: 7}\n", "above the maximum"},
+		{"NACK root field", "apiVersion: jetstream.nats.io/v1beta2\nkind: Stream\nmetadata: {name: s}\nspec: {name: S}\nspce: {}\n", `additional properties 'spce' not allowed`},
+		{"NACK pattern", "apiVersion: jetstream.nats.io/v1beta2\nkind: Stream\nmetadata: {name: s}\nspec: {name: S.>}\n", "spec.name: 'S.>' does not match pattern"},
+		{"NACK v1beta1 not served", "apiVersion: jetstream.nats.io/v1beta1\nkind: Stream\nmetadata: {name: s}\nspec: {name: S}\n", "no strict check"},
+		{"NetworkPolicy typo", "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: np}\nspec: {podSelector: {}, policyType: [Ingress]}\n", `unknown field "policyType"`},
+		{"ServiceMonitor typo", "apiVersion: monitoring.coreos.com/v1\nkind: ServiceMonitor\nmetadata: {name: m}\nspec: {selector: {}, endpoints: [{port: http, pth: /metrics}]}\n", `unknown field "pth"`},
+		{"NACK unknown field", "apiVersion: jetstream.nats.io/v1beta2\nkind: Stream\nmetadata: {name: s}\nspec: {name: S, storagee: file}\n", `additional properties 'storagee' not allowed`},
+		{"NACK enum", "apiVersion: jetstream.nats.io/v1beta2\nkind: Consumer\nmetadata: {name: c}\nspec: {durableName: c, ackPolicy: explicitly}\n", "spec.ackPolicy: value must be one of"},
+		{"NACK type", "apiVersion: jetstream.nats.io/v1beta2\nkind: KeyValue\nmetadata: {name: k}\nspec: {bucket: K, replicas: 7}\n", "spec.replicas: maximum: got 7, want 5"},
 		{"NACK metadata typo", "apiVersion: jetstream.nats.io/v1beta2\nkind: Stream\nmetadata: {name: s, annotation: {}}\nspec: {name: S}\n", "annotation"},
-		{"KEDA unknown field", "apiVersion: keda.sh/v1alpha1\nkind: ScaledObject\nmetadata: {name: so}\nspec: {scaleTargetRef: {name: d}, triggers: [{type: cpu, metadata: {}}], minReplicas: 1}\n", `unknown field "minReplicas"`},
-		{"KEDA required", "apiVersion: keda.sh/v1alpha1\nkind: ScaledObject\nmetadata: {name: so}\nspec: {scaleTargetRef: {name: d}}\n", `required field "triggers"`},
+		{"KEDA unknown field", "apiVersion: keda.sh/v1alpha1\nkind: ScaledObject\nmetadata: {name: so}\nspec: {scaleTargetRef: {name: d}, triggers: [{type: cpu, metadata: {}}], minReplicas: 1}\n", `additional properties 'minReplicas' not allowed`},
+		{"KEDA required", "apiVersion: keda.sh/v1alpha1\nkind: ScaledObject\nmetadata: {name: so}\nspec: {scaleTargetRef: {name: d}}\n", `missing property 'triggers'`},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
-			_, errs := decodeAll([]byte(c.doc), schemas)
+			_, errs := decodeAll([]byte(c.doc), crds)
 			if !strings.Contains(fmt.Sprint(errs), c.want) {
 				t.Errorf("errors %v, want one containing %q", errs, c.want)
 			}
@@ -692,4 +712,33 @@ func mergeKeys(a, b map[string]string) map[string]bool {
 		out[k] = true
 	}
 	return out
+}
+
+// TestVendoredCRDsUnchanged checks that each file of testdata/crds is, below
+// its comment, the upstream file it names (its SHA-256 when it was copied):
+// the CRDs are validated as the projects publish them, never edited.
+func TestVendoredCRDsUnchanged(t *testing.T) {
+	t.Parallel()
+	want := map[string]string{
+		"keda-v2.21.0-scaledobjects.yaml": "af35555862a83933b074af14ad439c4b4ceabaf4daa3e9338e9b23e36d308d80",
+		"nack-crds.yml":                   "7d2aec40bf365bc0b39f6762b0e0e90ff830f32e1f5fb371f52a7a7f8d288d2a",
+	}
+	paths, _ := filepath.Glob("testdata/crds/*")
+	if len(paths) != len(want) {
+		t.Errorf("testdata/crds holds %v, want %v", paths, slices.Sorted(maps.Keys(want)))
+	}
+	for name, sum := range want {
+		b, err := os.ReadFile(filepath.Join("testdata", "crds", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines := strings.SplitAfter(string(b), "\n")
+		i := 0
+		for i < len(lines) && strings.HasPrefix(lines[i], "#") {
+			i++
+		}
+		if got := fmt.Sprintf("%x", sha256.Sum256([]byte(strings.Join(lines[i:], "")))); got != sum {
+			t.Errorf("%s: the upstream part has SHA-256 %s, want %s", name, got, sum)
+		}
+	}
 }

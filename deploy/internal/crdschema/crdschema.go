@@ -1,13 +1,20 @@
-// Package crdschema checks custom resources against the OpenAPI v3 schemas of
-// their CustomResourceDefinitions, the way the Kubernetes API server does with
-// strict field validation: an unknown field, a wrong type, a value outside an
-// enum, a minimum or a maximum, or a missing required field is an error.
+// Package crdschema validates custom resources against the schemas of their
+// CustomResourceDefinitions as the projects publish them, with kubeconform's
+// validator (github.com/yannh/kubeconform/pkg/validator).
 //
-// It covers the structural-schema keywords that CRDs use (type, properties,
-// additionalProperties, items, required, enum, minimum, maximum, pattern,
-// x-kubernetes-preserve-unknown-fields, x-kubernetes-int-or-string). CEL rules
-// (x-kubernetes-validations) are not evaluated. metadata is left to the caller,
-// which decodes it into a metav1.ObjectMeta.
+// kubeconform validates JSON schemas, and CRDs carry OpenAPI v3 schemas: New
+// converts the openAPIV3Schema of every served version the way kubeconform's
+// scripts/openapi2jsonschema.py does, strictly (DENY_ROOT_ADDITIONAL_PROPERTIES):
+// an object schema with properties and no additionalProperties admits no
+// other field, and format int-or-string becomes a string or an integer. Two
+// differences from the script keep it faithful to the API server: an object
+// marked x-kubernetes-preserve-unknown-fields keeps its unknown fields, and
+// the root always admits apiVersion, kind and metadata (some CRDs, NACK's
+// among them, declare only spec and status). So an unknown field, a wrong
+// type, a value outside an enum or a bound, a pattern mismatch or a missing
+// required field is an error, as with the API server's strict field
+// validation. CEL rules (x-kubernetes-validations) are not evaluated, and
+// metadata is left to the caller, which decodes it into a metav1.ObjectMeta.
 package crdschema
 
 import (
@@ -17,50 +24,24 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"regexp"
-	"slices"
-	"sort"
+	"os"
+	"path/filepath"
 	"strings"
 
+	"github.com/yannh/kubeconform/pkg/resource"
+	"github.com/yannh/kubeconform/pkg/validator"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
 )
 
-// Schema is one node of a CRD's openAPIV3Schema.
-type Schema struct {
-	Type                 string             `json:"type"`
-	Properties           map[string]*Schema `json:"properties"`
-	AdditionalProperties *Additional        `json:"additionalProperties"`
-	Items                *Schema            `json:"items"`
-	Required             []string           `json:"required"`
-	Enum                 []any              `json:"enum"`
-	Minimum              *float64           `json:"minimum"`
-	Maximum              *float64           `json:"maximum"`
-	Pattern              string             `json:"pattern"`
-	PreserveUnknown      bool               `json:"x-kubernetes-preserve-unknown-fields"`
-	IntOrString          bool               `json:"x-kubernetes-int-or-string"`
-}
-
-// Additional is additionalProperties: a boolean or a schema.
-type Additional struct {
-	Allowed bool
-	Schema  *Schema
-}
-
-// UnmarshalJSON reads a boolean or a schema.
-func (a *Additional) UnmarshalJSON(b []byte) error {
-	if err := json.Unmarshal(b, &a.Allowed); err == nil {
-		return nil
-	}
-	a.Allowed = true
-	return json.Unmarshal(b, &a.Schema)
-}
-
 // Key names a served resource: "group/version Kind".
 type Key string
 
-// Schemas maps each served version of each kind to its schema.
-type Schemas map[Key]*Schema
+// Validator checks custom resources of the kinds its CRDs define.
+type Validator struct {
+	v     validator.Validator
+	kinds map[Key]bool
+}
 
 type crd struct {
 	Kind string `json:"kind"`
@@ -73,158 +54,145 @@ type crd struct {
 			Name   string `json:"name"`
 			Served bool   `json:"served"`
 			Schema struct {
-				OpenAPIV3Schema *Schema `json:"openAPIV3Schema"`
+				OpenAPIV3Schema map[string]any `json:"openAPIV3Schema"`
 			} `json:"schema"`
 		} `json:"versions"`
 	} `json:"spec"`
 }
 
-// Load reads the CustomResourceDefinitions of a multi-document YAML stream and
-// returns the schema of every served version.
-func Load(r io.Reader) (Schemas, error) {
-	out := Schemas{}
-	docs := utilyaml.NewYAMLReader(bufio.NewReader(r))
-	for {
-		doc, err := docs.Read()
-		if errors.Is(err, io.EOF) {
-			return out, nil
-		}
-		if err != nil {
-			return nil, err
-		}
-		if len(bytes.TrimSpace(doc)) == 0 {
-			continue
-		}
-		var c crd
-		if err := yaml.Unmarshal(doc, &c); err != nil {
-			return nil, err
-		}
-		if c.Kind != "CustomResourceDefinition" {
-			continue
-		}
-		for _, v := range c.Spec.Versions {
-			if v.Served && v.Schema.OpenAPIV3Schema != nil {
-				out[Key(c.Spec.Group+"/"+v.Name+" "+c.Spec.Names.Kind)] = v.Schema.OpenAPIV3Schema
+// New reads the CustomResourceDefinitions of the multi-document YAML streams
+// crds, writes the JSON schema of every served version under dir (which the
+// caller owns, typically t.TempDir()) and returns a validator that reads
+// them from there, never from the network.
+func New(dir string, crds ...io.Reader) (*Validator, error) {
+	kinds := map[Key]bool{}
+	for _, r := range crds {
+		docs := utilyaml.NewYAMLReader(bufio.NewReader(r))
+		for {
+			doc, err := docs.Read()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				return nil, fmt.Errorf("crdschema: %w", err)
+			}
+			if len(bytes.TrimSpace(doc)) == 0 {
+				continue
+			}
+			var c crd
+			if err := yaml.Unmarshal(doc, &c); err != nil {
+				return nil, fmt.Errorf("crdschema: %w", err)
+			}
+			if c.Kind != "CustomResourceDefinition" {
+				continue
+			}
+			for _, v := range c.Spec.Versions {
+				if !v.Served || v.Schema.OpenAPIV3Schema == nil {
+					continue
+				}
+				key := Key(c.Spec.Group + "/" + v.Name + " " + c.Spec.Names.Kind)
+				if kinds[key] {
+					return nil, fmt.Errorf("crdschema: %s is defined twice", key)
+				}
+				kinds[key] = true
+				j, err := json.MarshalIndent(JSONSchema(v.Schema.OpenAPIV3Schema), "", "  ")
+				if err != nil {
+					return nil, fmt.Errorf("crdschema: %s: %w", key, err)
+				}
+				p := filepath.Join(dir, c.Spec.Group, strings.ToLower(c.Spec.Names.Kind)+"_"+v.Name+".json")
+				if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+					return nil, fmt.Errorf("crdschema: %w", err)
+				}
+				if err := os.WriteFile(p, j, 0o644); err != nil {
+					return nil, fmt.Errorf("crdschema: %w", err)
+				}
 			}
 		}
 	}
+	loc := filepath.Join(dir, "{{ .Group }}", "{{ .ResourceKind }}_{{ .ResourceAPIVersion }}.json")
+	v, err := validator.New([]string{loc}, validator.Opts{Strict: true})
+	if err != nil {
+		return nil, fmt.Errorf("crdschema: %w", err)
+	}
+	return &Validator{v: v, kinds: kinds}, nil
 }
 
-// Validate checks obj (decoded from JSON with UseNumber) against s and returns
-// every problem, each naming its field path. The top-level apiVersion and
-// kind are always allowed, as by the API server, and metadata is skipped.
-func (s *Schema) Validate(obj map[string]any) []error {
-	var errs []error
-	s.validate("", obj, &errs, true)
-	return errs
+// Has reports whether a CRD defines key.
+func (v *Validator) Has(key Key) bool { return v.kinds[key] }
+
+// Validate checks one YAML or JSON document and returns every problem, each
+// naming its field path. A kind no CRD defines is an error.
+func (v *Validator) Validate(doc []byte) []error {
+	res := v.v.ValidateResource(resource.Resource{Path: "manifest", Bytes: doc})
+	switch res.Status {
+	case validator.Valid:
+		return nil
+	case validator.Invalid:
+		var errs []error
+		for _, e := range res.ValidationErrors {
+			errs = append(errs, fmt.Errorf("%s: %s", orRoot(e.Path), e.Msg))
+		}
+		if len(errs) == 0 {
+			errs = append(errs, res.Err)
+		}
+		return errs
+	case validator.Empty:
+		return []error{errors.New("empty document")}
+	}
+	return []error{res.Err}
 }
 
-func (s *Schema) validate(path string, v any, errs *[]error, root bool) {
-	bad := func(format string, args ...any) {
-		*errs = append(*errs, fmt.Errorf("%s: "+format, append([]any{orRoot(path)}, args...)...))
+// JSONSchema returns the JSON schema of a CRD's openAPIV3Schema, converted as
+// the package comment says. It does not modify s.
+func JSONSchema(s map[string]any) map[string]any {
+	out := convert(s).(map[string]any)
+	props, _ := out["properties"].(map[string]any)
+	if props == nil {
+		props = map[string]any{}
+		out["properties"] = props
 	}
-	if s.IntOrString {
-		switch v.(type) {
-		case json.Number, string:
-		default:
-			bad("want an integer or a string, got %T", v)
+	for k, t := range map[string]string{"apiVersion": "string", "kind": "string", "metadata": "object"} {
+		if _, ok := props[k]; !ok {
+			props[k] = map[string]any{"type": t}
 		}
-		return
 	}
-	switch s.Type {
-	case "object":
-		m, ok := v.(map[string]any)
-		if !ok {
-			bad("want an object, got %T", v)
-			return
-		}
-		for _, r := range s.Required {
-			if _, ok := m[r]; !ok {
-				bad("required field %q is missing", r)
-			}
-		}
-		keys := make([]string, 0, len(m))
-		for k := range m {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
-		for _, k := range keys {
-			if root && (k == "apiVersion" || k == "kind" || k == "metadata") {
-				continue // always allowed; metadata is the caller's
-			}
-			switch p, ok := s.Properties[k]; {
-			case ok:
-				p.validate(path+"."+k, m[k], errs, false)
-			case s.AdditionalProperties != nil && s.AdditionalProperties.Schema != nil:
-				s.AdditionalProperties.Schema.validate(path+"."+k, m[k], errs, false)
-			case s.PreserveUnknown || (s.AdditionalProperties != nil && s.AdditionalProperties.Allowed):
-			default:
-				bad("unknown field %q", k)
-			}
-		}
-	case "array":
-		a, ok := v.([]any)
-		if !ok {
-			bad("want an array, got %T", v)
-			return
-		}
-		if s.Items != nil {
-			for i, e := range a {
-				s.Items.validate(fmt.Sprintf("%s[%d]", path, i), e, errs, false)
-			}
-		}
-	case "string":
-		str, ok := v.(string)
-		if !ok {
-			bad("want a string, got %T", v)
-			return
-		}
-		if s.Pattern != "" {
-			if re, err := regexp.Compile(s.Pattern); err == nil && !re.MatchString(str) {
-				bad("%q does not match %s", str, s.Pattern)
-			}
-		}
-		s.checkEnum(str, bad)
-	case "integer", "number":
-		n, ok := v.(json.Number)
-		if !ok {
-			bad("want a number, got %T", v)
-			return
-		}
-		f, err := n.Float64()
-		if err != nil || (s.Type == "integer" && strings.ContainsAny(n.String(), ".eE")) {
-			bad("want an integer, got %s", n)
-			return
-		}
-		if s.Minimum != nil && f < *s.Minimum {
-			bad("%s is below the minimum %v", n, *s.Minimum)
-		}
-		if s.Maximum != nil && f > *s.Maximum {
-			bad("%s is above the maximum %v", n, *s.Maximum)
-		}
-	case "boolean":
-		if _, ok := v.(bool); !ok {
-			bad("want a boolean, got %T", v)
-		}
-	case "":
-		// No type: anything (for example a schema that is only anyOf).
-	default:
-		bad("schema type %q is not supported", s.Type)
+	if _, ok := out["additionalProperties"]; !ok && out["x-kubernetes-preserve-unknown-fields"] != true {
+		out["additionalProperties"] = false
 	}
+	return out
 }
 
-func (s *Schema) checkEnum(v string, bad func(string, ...any)) {
-	if len(s.Enum) == 0 {
-		return
+// convert copies v, closing every object schema with properties and
+// replacing format int-or-string.
+func convert(v any) any {
+	switch v := v.(type) {
+	case map[string]any:
+		if v["format"] == "int-or-string" {
+			return map[string]any{"oneOf": []any{map[string]any{"type": "string"}, map[string]any{"type": "integer"}}}
+		}
+		out := make(map[string]any, len(v)+1)
+		for k, e := range v {
+			out[k] = convert(e)
+		}
+		if _, ok := v["properties"].(map[string]any); ok {
+			if _, ok := v["additionalProperties"]; !ok && v["x-kubernetes-preserve-unknown-fields"] != true {
+				out["additionalProperties"] = false
+			}
+		}
+		return out
+	case []any:
+		out := make([]any, len(v))
+		for i, e := range v {
+			out[i] = convert(e)
+		}
+		return out
 	}
-	if !slices.ContainsFunc(s.Enum, func(e any) bool { return e == v }) {
-		bad("%q is not one of %v", v, s.Enum)
-	}
+	return v
 }
 
 func orRoot(path string) string {
 	if path == "" {
 		return "."
 	}
-	return strings.TrimPrefix(path, ".")
+	return strings.ReplaceAll(strings.TrimPrefix(path, "/"), "/", ".")
 }

@@ -1,8 +1,6 @@
 package crdschema
 
 import (
-	"bytes"
-	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
@@ -31,8 +29,8 @@ spec:
               count: {type: integer, minimum: 1, maximum: 5}
               tags: {type: array, items: {type: string}}
               labels: {type: object, additionalProperties: {type: string}}
-              free: {type: object, x-kubernetes-preserve-unknown-fields: true}
-              size: {x-kubernetes-int-or-string: true}
+              free: {type: object, x-kubernetes-preserve-unknown-fields: true, properties: {known: {type: string}}}
+              size: {format: int-or-string}
               enabled: {type: boolean}
   - name: v0
     served: false
@@ -42,39 +40,35 @@ spec:
 
 func TestValidate(t *testing.T) {
 	t.Parallel()
-	schemas, err := Load(strings.NewReader(testCRD))
+	v, err := New(t.TempDir(), strings.NewReader(testCRD))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(schemas) != 1 || schemas["example.com/v1 Thing"] == nil {
-		t.Fatalf("schemas %v: want the served v1 only", schemas)
+	if !v.Has("example.com/v1 Thing") || v.Has("example.com/v0 Thing") {
+		t.Fatalf("kinds %v: want the served v1 only", v.kinds)
 	}
-	s := schemas["example.com/v1 Thing"]
-	cases := []struct{ name, spec, wantErr string }{
-		{"valid", `{"name":"a","mode":"fast","count":2,"tags":["x"],"labels":{"k":"v"},"free":{"any":[1]},"size":"1Gi","enabled":true}`, ""},
-		{"int or string", `{"name":"a","size":3}`, ""},
-		{"unknown field", `{"name":"a","nmae":"b"}`, `spec: unknown field "nmae"`},
-		{"required", `{}`, `required field "name"`},
-		{"pattern", `{"name":"A"}`, "does not match"},
-		{"enum", `{"name":"a","mode":"medium"}`, "not one of"},
-		{"integer", `{"name":"a","count":1.5}`, "want an integer"},
-		{"minimum", `{"name":"a","count":0}`, "below the minimum"},
-		{"maximum", `{"name":"a","count":6}`, "above the maximum"},
-		{"array item", `{"name":"a","tags":[1]}`, "spec.tags[0]: want a string"},
-		{"map value", `{"name":"a","labels":{"k":1}}`, "spec.labels.k: want a string"},
-		{"boolean", `{"name":"a","enabled":"yes"}`, "want a boolean"},
-		{"int or string type", `{"name":"a","size":true}`, "want an integer or a string"},
+	cases := []struct{ name, doc, wantErr string }{
+		{"valid", `spec: {name: a, mode: fast, count: 2, tags: [x], labels: {k: v}, free: {any: [1], known: k}, size: 1Gi, enabled: true}`, ""},
+		{"int or string", `spec: {name: a, size: 3}`, ""},
+		{"unknown field", `spec: {name: a, nmae: b}`, "nmae"},
+		{"unknown root field", `spec: {name: a}
+sepc: {}`, "sepc"},
+		{"required", `spec: {}`, "name"},
+		{"pattern", `spec: {name: A}`, "does not match pattern"},
+		{"enum", `spec: {name: a, mode: medium}`, "must be one of"},
+		{"integer", `spec: {name: a, count: 1.5}`, "integer"},
+		{"minimum", `spec: {name: a, count: 0}`, "minimum"},
+		{"maximum", `spec: {name: a, count: 6}`, "maximum"},
+		{"array item", `spec: {name: a, tags: [1]}`, "spec.tags.0"},
+		{"map value", `spec: {name: a, labels: {k: 1}}`, "spec.labels.k"},
+		{"boolean", `spec: {name: a, enabled: "yes"}`, "boolean"},
+		{"int or string type", `spec: {name: a, size: true}`, "spec.size"},
+		{"duplicate key", `spec: {name: a, name: b}`, "already"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
-			var obj map[string]any
-			dec := json.NewDecoder(bytes.NewReader([]byte(`{"apiVersion":"example.com/v1","kind":"Thing","metadata":{"name":"x"},"spec":` + c.spec + `}`)))
-			dec.UseNumber()
-			if err := dec.Decode(&obj); err != nil {
-				t.Fatal(err)
-			}
-			errs := s.Validate(obj)
+			errs := v.Validate([]byte("apiVersion: example.com/v1\nkind: Thing\nmetadata: {name: x}\n" + c.doc + "\n"))
 			if c.wantErr == "" {
 				if len(errs) > 0 {
 					t.Errorf("errors %v, want none", errs)
@@ -85,5 +79,8 @@ func TestValidate(t *testing.T) {
 				t.Errorf("errors %v, want one containing %q", errs, c.wantErr)
 			}
 		})
+	}
+	if errs := v.Validate([]byte("apiVersion: example.com/v2\nkind: Thing\nmetadata: {name: x}\n")); len(errs) == 0 {
+		t.Error("a version no CRD defines was accepted")
 	}
 }
