@@ -80,6 +80,10 @@ type manifests struct {
 	secrets     map[string]*corev1.Secret
 	pdbs        map[string]*policyv1.PodDisruptionBudget
 	hpas        map[string]*autoscalingv2.HorizontalPodAutoscaler
+	sas         map[string]*corev1.ServiceAccount
+	nss         map[string]*corev1.Namespace
+	netpols     map[string]*networkingv1.NetworkPolicy
+	monitors    map[string]*monitoringv1.ServiceMonitor
 	custom      map[string][]map[string]any // by "apiVersion Kind"
 	namespaces  []string                    // of every namespaced object
 }
@@ -159,6 +163,8 @@ func decodeAll(stream []byte, crds *crdschema.Validator) (manifests, []error) {
 		deployments: map[string]*appsv1.Deployment{}, services: map[string]*corev1.Service{},
 		configMaps: map[string]*corev1.ConfigMap{}, secrets: map[string]*corev1.Secret{},
 		pdbs: map[string]*policyv1.PodDisruptionBudget{}, hpas: map[string]*autoscalingv2.HorizontalPodAutoscaler{},
+		sas: map[string]*corev1.ServiceAccount{}, nss: map[string]*corev1.Namespace{},
+		netpols: map[string]*networkingv1.NetworkPolicy{}, monitors: map[string]*monitoringv1.ServiceMonitor{},
 		custom: map[string][]map[string]any{},
 	}
 	docs := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(stream)))
@@ -203,6 +209,14 @@ func decodeAll(stream []byte, crds *crdschema.Validator) (manifests, []error) {
 				m.pdbs[o.Name] = o
 			case *autoscalingv2.HorizontalPodAutoscaler:
 				m.hpas[o.Name] = o
+			case *corev1.ServiceAccount:
+				m.sas[o.Name] = o
+			case *corev1.Namespace:
+				m.nss[o.Name] = o
+			case *networkingv1.NetworkPolicy:
+				m.netpols[o.Name] = o
+			case *monitoringv1.ServiceMonitor:
+				m.monitors[o.Name] = o
 			}
 			continue
 		}
@@ -238,6 +252,14 @@ func decodeAll(stream []byte, crds *crdschema.Validator) (manifests, []error) {
 var targets = map[string]string{
 	"ingress": "sdevents-ingress", "quota": "sdevents-quota",
 	"archiver": "sdevents-archiver", "aggregator": "sdevents-aggregator",
+	"console": "sdevents-console",
+}
+
+// serviceAccounts are the ServiceAccount of each target: a cloud role
+// (components/aws-irsa) reaches only the archiver and the console.
+var serviceAccounts = map[string]string{
+	"ingress": "sdevents", "quota": "sdevents", "aggregator": "sdevents",
+	"archiver": "sdevents-archiver", "console": "sdevents-console",
 }
 
 // TestKustomize renders the base and each overlay, decodes every resource
@@ -245,13 +267,20 @@ var targets = map[string]string{
 func TestKustomize(t *testing.T) {
 	t.Parallel()
 	examples := exampleSecrets(t)
-	for _, dir := range []string{"base", "overlays/dev", "overlays/prod"} {
+	for _, dir := range []string{"base", "overlays/dev", "overlays/prod", irsaDir} {
 		t.Run(dir, func(t *testing.T) {
 			t.Parallel()
 			m := render(t, dir)
 			checkWorkloads(t, m)
 			checkScaling(t, m, dir)
 			checkNACK(t, m)
+			checkPodSecurity(t, m, dir)
+			checkNetworkPolicies(t, m)
+			checkServiceAccounts(t, m, dir == irsaDir)
+			checkMonitoring(t, m, dir == "overlays/prod" || dir == irsaDir)
+			if dir == "overlays/prod" || dir == irsaDir {
+				checkSpread(t, m)
+			}
 
 			// The Secrets: generated in dev (names with a hash suffix),
 			// created out of band elsewhere, with the keys of
@@ -273,7 +302,7 @@ func TestKustomize(t *testing.T) {
 					t.Errorf("Secret %s keys %v, want those of secret.example.yaml %v", name, got, want)
 				}
 			}
-			checkConfigs(t, m, secrets)
+			checkConfigs(t, m, secrets, dir == irsaDir)
 
 			if dir != "base" {
 				ns := m.namespaces[0]
@@ -284,6 +313,9 @@ func TestKustomize(t *testing.T) {
 		})
 	}
 }
+
+// irsaDir is the prod overlay with components/aws-irsa.
+const irsaDir = "testdata/kustomize/prod-aws-irsa"
 
 // exampleSecrets decodes base/secret.example.yaml strictly, by name, with
 // stringData copied into data.
@@ -370,8 +402,8 @@ func checkWorkloads(t *testing.T, m manifests) {
 		if !slices.ContainsFunc(c.VolumeMounts, func(v corev1.VolumeMount) bool { return v.MountPath == "/tmp" }) {
 			t.Errorf("%s: no writable /tmp beside the read-only root", name)
 		}
-		if target != "quota" && d.Spec.Replicas != nil {
-			t.Errorf("%s: replicas is set, but an autoscaler owns it", name)
+		if fixed := target == "quota" || target == "console"; fixed != (d.Spec.Replicas != nil) {
+			t.Errorf("%s: replicas %v: want a count for quota and console, none where an autoscaler owns it", name, d.Spec.Replicas)
 		}
 
 		var pdbs []string
@@ -386,18 +418,28 @@ func checkWorkloads(t *testing.T, m manifests) {
 		}
 	}
 
-	svc, ok := m.services["sdevents-ingress"]
-	if !ok || len(m.services) != 1 {
-		t.Fatalf("services %v: want sdevents-ingress", slices.Collect(maps.Keys(m.services)))
-	}
-	for name, d := range m.deployments {
-		selected := labels.SelectorFromSet(svc.Spec.Selector).Matches(labels.Set(d.Spec.Template.Labels))
-		if selected != (name == "sdevents-ingress") {
-			t.Errorf("the ingress Service selects %s: %v", name, selected)
+	// The ingress and the console have a Service each, selecting only their
+	// pods; the monitoring component adds a headless one for every pod.
+	for name, svc := range m.services {
+		want := map[string]string{"sdevents-ingress": "sdevents-ingress", "sdevents-console": "sdevents-console", "sdevents-metrics": "*"}[name]
+		if want == "" {
+			t.Errorf("Service %s: want only sdevents-ingress, sdevents-console and sdevents-metrics", name)
+			continue
+		}
+		for dname, d := range m.deployments {
+			selected := labels.SelectorFromSet(svc.Spec.Selector).Matches(labels.Set(d.Spec.Template.Labels))
+			if selected != (want == "*" || dname == want) {
+				t.Errorf("Service %s selects %s: %v", name, dname, selected)
+			}
+		}
+		if len(svc.Spec.Ports) != 1 || svc.Spec.Ports[0].TargetPort.String() != "http" {
+			t.Errorf("Service %s ports %v: want one to the port named http", name, svc.Spec.Ports)
 		}
 	}
-	if len(svc.Spec.Ports) != 1 || svc.Spec.Ports[0].TargetPort.String() != "http" {
-		t.Errorf("ingress Service ports %v: want one to the port named http", svc.Spec.Ports)
+	for _, name := range []string{"sdevents-ingress", "sdevents-console"} {
+		if _, ok := m.services[name]; !ok {
+			t.Errorf("no Service %s", name)
+		}
 	}
 }
 
@@ -519,7 +561,7 @@ func checkNACK(t *testing.T, m manifests) {
 // checkConfigs loads each Deployment's configuration as its container sees
 // it — the ConfigMap and Secret keys at their mount paths, its environment
 // with secretKeyRefs resolved from secrets (by name) — with pkg/config.
-func checkConfigs(t *testing.T, m manifests, secrets map[string]*corev1.Secret) {
+func checkConfigs(t *testing.T, m manifests, secrets map[string]*corev1.Secret, irsa bool) {
 	t.Helper()
 	for target, name := range targets {
 		spec := m.deployments[name].Spec.Template.Spec
@@ -597,9 +639,14 @@ func checkConfigs(t *testing.T, m manifests, secrets map[string]*corev1.Secret) 
 			if cfg.Admin.Token.Reveal() == "" {
 				t.Errorf("%s: no admin token", name)
 			}
-		case "archiver":
-			if cfg.Archive.S3.Endpoint == "" || cfg.Archive.S3.AccessKey == "" || cfg.Archive.S3.SecretKey.Reveal() == "" {
-				t.Errorf("%s: archive.s3 %+v: want an endpoint and credentials", name, cfg.Archive.S3)
+		}
+		if target == "console" && cfg.Admin.Token.Reveal() == "" {
+			t.Errorf("%s: no admin token: the console refuses to start", name)
+		}
+		if target == "archiver" || target == "console" { // the console reads thumbnails from the bucket
+			keys := cfg.Archive.S3.AccessKey != "" && cfg.Archive.S3.SecretKey.Reveal() != ""
+			if cfg.Archive.S3.Endpoint == "" || keys == irsa {
+				t.Errorf("%s: archive.s3 endpoint %q, static keys %t: want an endpoint, and static keys unless the IAM role provides them", name, cfg.Archive.S3.Endpoint, keys)
 			}
 		}
 	}
