@@ -207,9 +207,18 @@ func TestKeysFromWebIdentity(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Setenv("AWS_WEB_IDENTITY_TOKEN_FILE", tokenFile)
-	creds := credentials.NewChainCredentials(chain("", "http://"+srv.Endpoint))
-	if !works(t, srv, bucket, creds) {
-		t.Fatal("the web identity's keys were refused")
+	// MinIO answers STS only once its IAM subsystem has loaded, after the
+	// server is live: poll.
+	var creds *credentials.Credentials
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		creds = credentials.NewChainCredentials(chain("", "http://"+srv.Endpoint))
+		if works(t, srv, bucket, creds) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the web identity's keys were refused for 30 s")
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 	v, err := creds.GetWithContext(nil)
 	if err != nil {
@@ -263,7 +272,8 @@ func newIssuer(t *testing.T) *issuer {
 			"n": b64(key.N.Bytes()), "e": b64(big.NewInt(int64(key.E)).Bytes()),
 		}}})
 	})
-	is.Server = httptest.NewServer(mux)
+	is.Server = httptest.NewUnstartedServer(mux) // is.URL set before any handler runs
+	is.Start()
 	t.Cleanup(is.Close)
 	return is
 }
