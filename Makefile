@@ -12,7 +12,7 @@ REVISION ?= $(shell git rev-parse HEAD 2>/dev/null)
 BUILD_DATE ?= $(shell date -u +%Y-%m-%dT%H:%M:%SZ)
 LDFLAGS := -X main.version=$(VERSION) -X main.revision=$(REVISION) -X main.buildDate=$(BUILD_DATE)
 
-.PHONY: build run demo soak test test-short lint tidy-check tidy bench tools clean
+.PHONY: build run demo soak test test-short test-stack lint tidy-check tidy bench tools clean
 
 build: ## bin/sdevents
 	cd cmd/sdevents && $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(CURDIR)/bin/sdevents .
@@ -35,6 +35,9 @@ test: tools ## every test of every module, with the race detector
 		echo "=== $$m"; \
 		(cd $$m && SDTEST_MINIO_BIN=$(TOOLS)/minio $(GO) test -race -shuffle=on -timeout 20m ./...); \
 	done
+
+test-stack: ## compose.yaml started for real (Podman, offline images), the simulator while containers are killed (docs/operations.md)
+	bash scripts/test-stack.sh
 
 test-short: ## quick tests without the race detector
 	@set -e; for m in $(MODULES); do (cd $$m && $(GO) test -short ./...); done
