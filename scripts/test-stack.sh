@@ -96,13 +96,13 @@ done
 log "building the static binaries of the images"
 rm -rf "$RUN" && mkdir -p "$RUN" "$IMAGES"/{sdevents,nats,minio}
 (
-	export CGO_ENABLED=0 GOFLAGS=-trimpath
+	export CGO_ENABLED=0
 	cd cmd/sdevents
-	nice $GO build -ldflags='-s -w' -o "$repo/$IMAGES/sdevents/sdevents" .
+	nice $GO build -trimpath -ldflags='-s -w' -o "$repo/$IMAGES/sdevents/sdevents" .
 	# The nats-server of cmd/sdevents/go.mod (the embedded server's version).
-	nice $GO build -ldflags='-s -w' -o "$repo/$IMAGES/nats/nats-server" github.com/nats-io/nats-server/v2
+	nice $GO build -trimpath -ldflags='-s -w' -o "$repo/$IMAGES/nats/nats-server" github.com/nats-io/nats-server/v2
 	cd "$repo/deploy"
-	nice $GO build -ldflags='-s -w' -o "$repo/$IMAGES/sdevents/healthcheck" ./cmd/healthcheck
+	nice $GO build -trimpath -ldflags='-s -w' -o "$repo/$IMAGES/sdevents/healthcheck" ./cmd/healthcheck
 )
 for d in nats minio; do ln -f "$IMAGES/sdevents/healthcheck" "$IMAGES/$d/healthcheck"; done
 ln -f .tools/bin/minio "$IMAGES/minio/minio" 2>/dev/null || cp -f .tools/bin/minio "$IMAGES/minio/minio"
