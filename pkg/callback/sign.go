@@ -1,9 +1,12 @@
 package callback
 
 import (
+	"bytes"
+	"crypto/aes"
 	"crypto/cipher"
 	"crypto/hmac"
 	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/base64"
 	"errors"
 	"hash"
@@ -37,9 +40,10 @@ func isPySpace(r rune) bool {
 }
 
 // writeSignString feeds the seed's sign string into h, in one write:
-// ak + nonce + body + timestamp [+ token + bizType + apiId + invokeId].
-func writeSignString(h hash.Hash, ak string, p Params, body []byte, token string) {
-	n := len(ak) + len(p.Nonce) + len(body) + len(p.Timestamp) + len(token) + len(p.BizType) + len(p.APIID) + len(p.InvokeID)
+// ak + nonce + body + timestamp [+ token + bizType + apiId + invokeId]. The
+// string is built in a buffer of capacity n (at least its length), so that
+// its allocation does not depend on the token's length.
+func writeSignString(h hash.Hash, ak string, p Params, body, token []byte, n int) {
 	b := append(append(append(append(make([]byte, 0, n), ak...), p.Nonce...), body...), p.Timestamp...)
 	if signsContext(p.BizType) {
 		b = append(append(append(append(b, token...), p.BizType...), p.APIID...), p.InvokeID...)
@@ -47,12 +51,29 @@ func writeSignString(h hash.Hash, ak string, p Params, body []byte, token string
 	h.Write(b)
 }
 
+// signStringLen is the length of the sign string with a token of tokenLen
+// bytes.
+func signStringLen(ak string, p Params, bodyLen, tokenLen int) int {
+	n := len(ak) + len(p.Nonce) + bodyLen + len(p.Timestamp)
+	if signsContext(p.BizType) {
+		n += tokenLen + len(p.BizType) + len(p.APIID) + len(p.InvokeID)
+	}
+	return n
+}
+
+// macBlocks is the number of SHA-256 blocks the inner hash of an
+// HMAC-SHA256 over n bytes compresses: the key block, the message, and the
+// padding with its 8-byte length.
+func macBlocks(n int) int {
+	return (sha256.BlockSize + n + 1 + 8 + sha256.BlockSize - 1) / sha256.BlockSize
+}
+
 // Sign returns the sign the platform sends for p and body, given the decrypted
 // token: base64(HMAC-SHA256(sk, sign string)). It agrees byte for byte with the
 // seed's check_sign_equal; p.Sign is ignored.
 func Sign(k Key, p Params, body []byte, token string) string {
 	h := hmac.New(sha256.New, []byte(k.SK))
-	writeSignString(h, k.AK, p, body, token)
+	writeSignString(h, k.AK, p, body, []byte(token), signStringLen(k.AK, p, len(body), len(token)))
 	return base64.StdEncoding.EncodeToString(h.Sum(nil))
 }
 
@@ -74,9 +95,13 @@ func (v Verified) Account() string {
 	return account.FromToken(v.Token)
 }
 
-// Verify checks p and body against every key pair in keys and returns the first
-// that reproduces p.Sign, comparing in constant time. It returns ErrToken when
-// apiToken is present but no key decrypts it, and ErrSignature otherwise.
+// Verify checks p and body against every key pair in keys and returns the
+// first that reproduces p.Sign, comparing in constant time. It returns
+// ErrToken (wrapped, with its cause) when apiToken is present but no key
+// decrypts it, and ErrSignature otherwise.
+//
+// A failure takes the same work whatever its cause (Verifier.Verify): the
+// error is for the log; what a client is told must not depend on it.
 func Verify(keys []Key, p Params, body []byte) (Verified, error) {
 	return NewVerifier(keys).Verify(p, body)
 }
@@ -110,32 +135,90 @@ func NewVerifier(keys []Key) *Verifier {
 	return v
 }
 
+// zeroBlock feeds the dummy compressions of Verifier.Verify.
+var zeroBlock [sha256.BlockSize]byte
+
 // Verify is the package's Verify over v's key pairs.
+//
+// It does the same work for every request of a given shape (the lengths of
+// its fields), whether the token decrypts or not and whether its padding
+// holds: every key pair is tried, with no early exit; the token is opened in
+// constant time (openToken); when it does not open, the HMAC is computed
+// over a placeholder token instead of being skipped; and the HMAC is topped
+// up with dummy SHA-256 blocks to the number that the longest token the
+// ciphertext could hold would need, so that its time does not tell the
+// token's length either. Only a success, which the caller reveals anyway,
+// ends differently.
 func (v *Verifier) Verify(p Params, body []byte) (Verified, error) {
-	given, err := base64.StdEncoding.Strict().DecodeString(p.Sign)
-	if err != nil || len(given) != sha256.Size {
-		return Verified{}, ErrSignature
+	var given [sha256.Size]byte
+	signOK := 0
+	if len(p.Sign) == base64.StdEncoding.EncodedLen(sha256.Size) {
+		var dec [sha256.Size + 1]byte // DecodedLen of 44 characters
+		if n, err := base64.StdEncoding.Strict().Decode(dec[:], []byte(p.Sign)); err == nil && n == sha256.Size {
+			copy(given[:], dec[:n])
+			signOK = 1
+		}
 	}
-	decrypted := false
+	// The token's base64 and length depend on the request alone: a token
+	// that fails them fails under every key, early.
+	var raw, buf []byte
+	var cause error
+	if p.APIToken != "" {
+		if raw, cause = tokenBytes(p.APIToken); cause == nil {
+			buf = make([]byte, len(raw)-aes.BlockSize)
+		}
+	}
+	longest := max(len(buf)-1, 0) // the longest token buf can hold
+	dummy := sha256.New()
+	var sum [sha256.Size]byte
+	winner, opens := -1, 0
+	var token []byte
 	for i, k := range v.keys {
-		token := ""
-		if p.APIToken != "" {
-			t, err := k.decrypt(p.APIToken)
-			if err != nil {
-				continue
-			}
-			token, decrypted = t, true
+		var tok []byte
+		ok := opened{padding: 1, utf8: 1} // no token: nothing to open
+		switch {
+		case buf != nil:
+			tok, ok = k.open(raw, buf)
+		case p.APIToken != "":
+			ok = opened{}
 		}
+		most := signStringLen(k.AK, p, len(body), longest)
 		h := k.newMAC()
-		writeSignString(h, k.AK, p, body, token)
-		if hmac.Equal(h.Sum(nil), given) {
-			return Verified{KeyIndex: i, Token: token}, nil
+		writeSignString(h, k.AK, p, body, tok, most)
+		for range macBlocks(most) - macBlocks(signStringLen(k.AK, p, len(body), len(tok))) {
+			dummy.Write(zeroBlock[:])
+		}
+		match := subtle.ConstantTimeCompare(h.Sum(sum[:0]), given[:]) & signOK & ok.valid()
+		opens |= ok.valid()
+		if match == 1 && winner < 0 {
+			winner, token = i, bytes.Clone(tok)
+		}
+		if i == 0 && cause == nil && p.APIToken != "" {
+			cause = ok.err()
 		}
 	}
-	if p.APIToken != "" && !decrypted {
-		return Verified{}, ErrToken
+	switch {
+	case winner >= 0:
+		return Verified{KeyIndex: winner, Token: string(token)}, nil
+	case p.APIToken != "" && opens == 0:
+		if cause == nil {
+			cause = ErrToken
+		}
+		return Verified{}, cause
 	}
 	return Verified{}, ErrSignature
+}
+
+// open decrypts raw (checked by tokenBytes) with k's token key into buf.
+func (k preparedKey) open(raw, buf []byte) ([]byte, opened) {
+	block := k.token
+	if block == nil {
+		var err error
+		if block, err = tokenCipher(k.SK); err != nil {
+			return buf[:0], opened{}
+		}
+	}
+	return openToken(block, raw, buf)
 }
 
 // newMAC returns a fresh HMAC-SHA256 keyed with k.SK.
@@ -146,12 +229,4 @@ func (k preparedKey) newMAC() hash.Hash {
 		}
 	}
 	return hmac.New(sha256.New, []byte(k.SK))
-}
-
-// decrypt is DecryptToken with k.SK.
-func (k preparedKey) decrypt(apiToken string) (string, error) {
-	if k.token == nil {
-		return DecryptToken(apiToken, k.SK)
-	}
-	return decryptToken(apiToken, k.token)
 }

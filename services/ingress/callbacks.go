@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"hash"
 	"io"
@@ -38,13 +39,16 @@ func (s *Service) handleCallback(c echo.Context) error {
 		return err
 	}
 	p, err := callback.ParseParams(c.Request().URL.RawQuery)
+	if errors.Is(err, callback.ErrUnsigned) {
+		return unverified(info, err)
+	}
 	if err != nil {
 		return err
 	}
 	info.Kind, info.InvokeID = p.BizType, p.InvokeID
 	v, err := verifier.Verify(p, body)
 	if err != nil {
-		return err
+		return unverified(info, err)
 	}
 	acct := v.Account()
 	info.Account = acct
@@ -56,7 +60,7 @@ func (s *Service) handleCallback(c echo.Context) error {
 	}
 	now := s.now()
 	if err := win.Check(ts, now); err != nil {
-		return err
+		return unverified(info, err)
 	}
 
 	key := dedupKey(name, p.BizType, p.InvokeID, body)
@@ -103,6 +107,22 @@ func (s *Service) handleCallback(c echo.Context) error {
 		info.Outcome = "refused"
 	}
 	return c.JSON(http.StatusOK, ans)
+}
+
+// errUnverified is the answer to every callback that fails verification,
+// whatever the cause (a missing or wrong sign, an undecryptable token, a key
+// pair of another source, a stale timestamp): 401 with one body. An answer
+// that told the causes apart would be an oracle: a token whose padding holds
+// answered otherwise than one whose padding does not lets an attacker decrypt
+// any captured token byte by byte (pkg/callback's Verifier also takes the same
+// time for both).
+var errUnverified = fmt.Errorf("%w: callback not verified", httpserver.ErrUnauthorized)
+
+// unverified records cause for the request's log line, which may tell it
+// (it never holds a token), and returns errUnverified for the client.
+func unverified(info *httpserver.RequestInfo, cause error) error {
+	info.Err = cause
+	return errUnverified
 }
 
 // callbackMessage builds the INGRESS message of a verified callback: the

@@ -39,6 +39,13 @@ func (s *syncBuffer) Write(p []byte) (int, error) {
 	return s.b.Write(p)
 }
 
+// Reset forgets what was written.
+func (s *syncBuffer) Reset() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.b.Reset()
+}
+
 func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -47,14 +54,16 @@ func (s *syncBuffer) String() string {
 
 // harness is an ingress on real HTTP over an embedded JetStream node.
 type harness struct {
-	t    *testing.T
+	t    testing.TB
 	node *natstest.Node
 	nc   *nats.Conn
 	js   jetstream.JetStream
 	base string
-	logs *syncBuffer
-	now  time.Time
-	mu   sync.Mutex
+	// handler serves requests in-process, without the network.
+	handler http.Handler
+	logs    *syncBuffer
+	now     time.Time
+	mu      sync.Mutex
 }
 
 func (h *harness) clock() time.Time {
@@ -87,7 +96,7 @@ func baseConfig(keys ...callback.Key) config.Config {
 	return cfg
 }
 
-func startHarness(t *testing.T, cfg config.Config, opts ...ingress.Option) *harness {
+func startHarness(t testing.TB, cfg config.Config, opts ...ingress.Option) *harness {
 	t.Helper()
 	node := natstest.Start(t)
 	nc, js := natstest.Connect(t, node.URL())
@@ -116,6 +125,7 @@ func startHarness(t *testing.T, cfg config.Config, opts ...ingress.Option) *harn
 	})
 	natstest.Eventually(t, 10*time.Second, "ingress ready", func() bool { return in.Ready(ctx) == nil })
 	h.base = "http://" + srv.Addr()
+	h.handler = srv.Echo()
 	return h
 }
 
@@ -132,7 +142,7 @@ type call struct {
 }
 
 // query signs c the way the platform does.
-func (c call) query(t *testing.T) url.Values {
+func (c call) query(t testing.TB) url.Values {
 	t.Helper()
 	enc := ""
 	if c.token != "" {

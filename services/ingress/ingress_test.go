@@ -245,7 +245,7 @@ func TestRequestErrors(t *testing.T) {
 	}
 }
 
-func (c call) withTS(t *testing.T, ts time.Time) url.Values {
+func (c call) withTS(t testing.TB, ts time.Time) url.Values {
 	c.ts = ts
 	if c.key == (callback.Key{}) {
 		c.key = testKey

@@ -1,0 +1,159 @@
+package ingress_test
+
+import (
+	"bytes"
+	"encoding/base64"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sdevents/sdevents/pkg/callback"
+)
+
+// rawAnswer is an HTTP answer as the client sees it, minus Date.
+type rawAnswer struct {
+	Status      int
+	ContentType string
+	Length      string
+	Body        string
+}
+
+// postRaw POSTs body to path with rawQuery as given and returns the answer.
+func (h *harness) postRaw(path, rawQuery string, body []byte) rawAnswer {
+	h.t.Helper()
+	resp, err := http.Post(h.base+path+"?"+rawQuery, "application/json", bytes.NewReader(body))
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return rawAnswer{resp.StatusCode, resp.Header.Get("Content-Type"), resp.Header.Get("Content-Length"), string(raw)}
+}
+
+// randomToken returns a token of 1 to 40 printable characters.
+func randomToken(r *rand.Rand) string {
+	b := make([]byte, 1+r.IntN(40))
+	for i := range b {
+		b[i] = byte(' ' + r.IntN(95))
+	}
+	return string(b)
+}
+
+// encrypt is callback.EncryptToken with its IV from r.
+func encrypt(t testing.TB, r *rand.Rand, token, sk string) string {
+	t.Helper()
+	iv := make([]byte, 16)
+	for i := range iv {
+		iv[i] = byte(r.Uint32())
+	}
+	enc, err := callback.EncryptToken(token, sk, bytes.NewReader(iv))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return enc
+}
+
+// badPadding returns apiToken with the last byte of its next-to-last block
+// (the IV for a one-block token) changed so that the plaintext's padding no
+// longer holds: what a padding-oracle attacker sends.
+func badPadding(t testing.TB, r *rand.Rand, apiToken, sk string) string {
+	t.Helper()
+	raw, err := base64.StdEncoding.DecodeString(apiToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		b := bytes.Clone(raw)
+		b[len(b)-17] ^= byte(1 + r.IntN(255))
+		enc := base64.StdEncoding.EncodeToString(b)
+		if _, err := callback.DecryptToken(enc, sk); errors.Is(err, callback.ErrToken) && strings.Contains(err.Error(), "padding") {
+			return enc
+		}
+	}
+}
+
+// junkSign is a well-formed sign (base64 of 32 bytes) that verifies nothing.
+func junkSign(r *rand.Rand) string {
+	b := make([]byte, 32)
+	for i := range b {
+		b[i] = byte(r.Uint32())
+	}
+	return base64.StdEncoding.EncodeToString(b)
+}
+
+// TestVerificationFailuresAnswerAlike: every callback that fails verification
+// — a token whose padding is good or bad under a junk sign, a wrong key pair,
+// a stale timestamp, a tampered body, a missing or malformed sign — gets the
+// same answer, byte for byte, so that the answer is no padding oracle.
+func TestVerificationFailuresAnswerAlike(t *testing.T) {
+	t.Parallel()
+	h := startHarness(t, baseConfig())
+	r := rand.New(rand.NewPCG(1, 2))
+	body := []byte(`{"success":true}`)
+	query := func(apiToken, sign string, ts time.Time) string {
+		return url.Values{"apiId": {"api-1"}, "bizType": {callback.BizTaskFinished}, "invokeId": {"i-oracle"},
+			"apiToken": {apiToken}, "sign": {sign}, "nonce": {"n"},
+			"timestamp": {strconv.FormatInt(ts.UnixMilli(), 10)}}.Encode()
+	}
+	type attempt struct {
+		name, path, query string
+		body              []byte
+	}
+	var attempts []attempt
+	for range 24 {
+		good := encrypt(t, r, randomToken(r), testKey.SK)
+		attempts = append(attempts,
+			attempt{"good padding, junk sign", "", query(good, junkSign(r), h.clock()), body},
+			attempt{"bad padding, junk sign", "", query(badPadding(t, r, good, testKey.SK), junkSign(r), h.clock()), body})
+	}
+	signed := call{bizType: callback.BizTaskFinished, invokeID: "i-oracle", token: "user-oracle", body: body}
+	stale := signed
+	stale.ts = h.clock().Add(-7 * time.Hour)
+	missing := signed.withTS(t, h.clock())
+	missing.Del("sign")
+	malformed := signed.withTS(t, h.clock())
+	malformed.Set("sign", "not base64")
+	notBase64 := signed.withTS(t, h.clock())
+	notBase64.Set("apiToken", "%%%")
+	attempts = append(attempts,
+		attempt{"other source's key pair", "/v1/callbacks/other", signed.withTS(t, h.clock()).Encode(), body},
+		attempt{"stale timestamp", "", stale.withTS(t, stale.ts).Encode(), body},
+		attempt{"tampered body", "", signed.withTS(t, h.clock()).Encode(), []byte(`{"success":false}`)},
+		attempt{"missing sign", "", missing.Encode(), body},
+		attempt{"sign not base64", "", malformed.Encode(), body},
+		attempt{"token not base64", "", notBase64.Encode(), body},
+	)
+	var first rawAnswer
+	for i, a := range attempts {
+		path := a.path
+		if path == "" {
+			path = "/v1/callbacks/default"
+		}
+		got := h.postRaw(path, a.query, a.body)
+		if i == 0 {
+			first = got
+			if got.Status != http.StatusUnauthorized {
+				t.Fatalf("%s: status %d, want 401", a.name, got.Status)
+			}
+			continue
+		}
+		if got != first {
+			t.Errorf("%s: answer %+v differs from %+v", a.name, got, first)
+		}
+	}
+	if n := h.count(">"); n != 0 {
+		t.Fatalf("refused callbacks stored %d messages", n)
+	}
+	if logs := h.logs.String(); !strings.Contains(logs, "padding") || !strings.Contains(logs, "signature mismatch") {
+		t.Fatal("the log does not tell the causes apart")
+	}
+}
