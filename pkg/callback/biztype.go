@@ -25,6 +25,12 @@ const (
 	Unknown
 )
 
+// MaxBizTypeLen bounds bizType: it becomes a subject token
+// (sd.callback.<source>.<bizType>), and a subject longer than the NATS
+// control line makes the server close the connection. ParseParams refuses a
+// longer one as ErrMalformed.
+const MaxBizTypeLen = 128
+
 // KindOf classifies a bizType.
 func KindOf(bizType string) Kind {
 	switch bizType {
@@ -37,7 +43,8 @@ func KindOf(bizType string) Kind {
 }
 
 // SubjectToken returns bizType as a NATS subject token: characters outside
-// [A-Za-z0-9_-] become '_', and an empty bizType is "_".
+// [A-Za-z0-9_-] become '_', and an empty bizType is "_". The token is no
+// longer than bizType, which ParseParams bounds (MaxBizTypeLen).
 func SubjectToken(s string) string {
 	if s == "" {
 		return "_"

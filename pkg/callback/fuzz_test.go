@@ -20,6 +20,7 @@ func FuzzParseParams(f *testing.F) {
 	f.Add("sign=a+b&nonce=%ZZ&timestamp=1")
 	f.Add("sign=s&nonce=n&timestamp=-1&timestamp=2")
 	f.Add(";;&&==%00")
+	f.Add("bizType=" + strings.Repeat("b", callback.MaxBizTypeLen+1) + "&sign=s&nonce=n&timestamp=1")
 	f.Fuzz(func(t *testing.T, raw string) {
 		p, err := callback.ParseParams(raw)
 		if err != nil {
@@ -35,6 +36,9 @@ func FuzzParseParams(f *testing.F) {
 			if len(v) > callback.MaxParamLen {
 				t.Fatalf("over-long value accepted")
 			}
+		}
+		if len(p.BizType) > callback.MaxBizTypeLen {
+			t.Fatalf("over-long bizType accepted")
 		}
 		if _, err := callback.ParseTimestamp(p.Timestamp); err != nil {
 			t.Fatalf("accepted timestamp %q does not parse", p.Timestamp)
@@ -152,6 +156,7 @@ func FuzzParseParamsReference(f *testing.F) {
 	f.Add("sign=s;x&nonce=%zz&timestamp=1")
 	f.Add(";;&&==%00")
 	f.Add(strings.Repeat("a=b&", 40) + "sign=s&nonce=n&timestamp=1")
+	f.Add("bizType=" + strings.Repeat("b", callback.MaxParamLen+1) + "&sign=s&nonce=n&timestamp=1")
 	f.Fuzz(func(t *testing.T, raw string) {
 		got, gotErr := callback.ParseParams(raw)
 		want, wantErr := referenceParseParams(raw)
@@ -183,8 +188,12 @@ func referenceParseParams(rawQuery string) (callback.Params, error) {
 			return callback.Params{}, fmt.Errorf("%w: %s given %d times", callback.ErrMalformed, pn.name, len(vs))
 		}
 		v := vs[0]
-		if len(v) > callback.MaxParamLen {
-			return callback.Params{}, fmt.Errorf("%w: %s longer than %d bytes", callback.ErrMalformed, pn.name, callback.MaxParamLen)
+		limit := callback.MaxParamLen
+		if pn.name == "bizType" {
+			limit = callback.MaxBizTypeLen
+		}
+		if len(v) > limit {
+			return callback.Params{}, fmt.Errorf("%w: %s longer than %d bytes", callback.ErrMalformed, pn.name, limit)
 		}
 		if strings.ContainsFunc(v, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
 			return callback.Params{}, fmt.Errorf("%w: %s holds a control character", callback.ErrMalformed, pn.name)

@@ -8,8 +8,8 @@ import (
 )
 
 // ErrMalformed is returned (wrapped) for a query that cannot be read: bad
-// escapes, a repeated parameter, control characters, or a timestamp that is not
-// a number. Callers answer 400.
+// escapes, a repeated parameter, control characters, a value over its bound,
+// or a timestamp that is not a number. Callers answer 400.
 var ErrMalformed = errors.New("malformed callback request")
 
 // ErrUnsigned is returned when sign, nonce or timestamp is missing: the request
@@ -27,21 +27,23 @@ type Params struct {
 	Timestamp string
 }
 
-// paramNames maps each query name to its field.
+// paramNames maps each query name to its field and its bound.
 var paramNames = [...]struct {
 	name  string
 	field func(*Params) *string
+	max   int
 }{
-	{"apiId", func(p *Params) *string { return &p.APIID }},
-	{"bizType", func(p *Params) *string { return &p.BizType }},
-	{"invokeId", func(p *Params) *string { return &p.InvokeID }},
-	{"apiToken", func(p *Params) *string { return &p.APIToken }},
-	{"sign", func(p *Params) *string { return &p.Sign }},
-	{"nonce", func(p *Params) *string { return &p.Nonce }},
-	{"timestamp", func(p *Params) *string { return &p.Timestamp }},
+	{"apiId", func(p *Params) *string { return &p.APIID }, MaxParamLen},
+	{"bizType", func(p *Params) *string { return &p.BizType }, MaxBizTypeLen},
+	{"invokeId", func(p *Params) *string { return &p.InvokeID }, MaxParamLen},
+	{"apiToken", func(p *Params) *string { return &p.APIToken }, MaxParamLen},
+	{"sign", func(p *Params) *string { return &p.Sign }, MaxParamLen},
+	{"nonce", func(p *Params) *string { return &p.Nonce }, MaxParamLen},
+	{"timestamp", func(p *Params) *string { return &p.Timestamp }, MaxParamLen},
 }
 
-// MaxParamLen bounds every query value.
+// MaxParamLen bounds every query value; bizType has a tighter bound,
+// MaxBizTypeLen.
 const MaxParamLen = 4096
 
 // ParseParams reads the callback parameters from a raw query string. Unknown
@@ -66,8 +68,8 @@ func ParseParams(rawQuery string) (Params, error) {
 		case n > 1:
 			return Params{}, fmt.Errorf("%w: %s given %d times", ErrMalformed, pn.name, n)
 		}
-		if len(v) > MaxParamLen {
-			return Params{}, fmt.Errorf("%w: %s longer than %d bytes", ErrMalformed, pn.name, MaxParamLen)
+		if len(v) > pn.max {
+			return Params{}, fmt.Errorf("%w: %s longer than %d bytes", ErrMalformed, pn.name, pn.max)
 		}
 		if i := strings.IndexFunc(v, isControl); i >= 0 {
 			return Params{}, fmt.Errorf("%w: %s holds a control character", ErrMalformed, pn.name)

@@ -101,6 +101,9 @@ aggregator: {key: job}
 			wantErr: []string{"quota.decided_retention", "quota.snapshot_every", "quota.max_accounts", "quota.account_idle"}},
 		{name: "retention shorter than three sync skews", yaml: base + "ingress: {sync_skew: 11m}\n",
 			wantErr: []string{"quota.decided_retention: must be at least 10m and 3 × ingress.sync_skew (33m0s)"}},
+		{name: "source name over 64 characters", yaml: strings.Replace(base, "name: default", "name: "+strings.Repeat("s", 65), 1) +
+			"sns:\n  - name: " + strings.Repeat("e", 65) + "\n    topic_arns: [\"arn:aws:sns:us-east-1:123456789012:t\"]\n",
+			wantErr: []string{"callbacks[0].name", "sns[0].name"}},
 		{name: "duplicate source", yaml: base + "  - name: default\n    keys: [{ak: b, sk: c}]\n", wantErr: []string{`"default" is used twice`}},
 		{name: "bad topic arn", yaml: "sns:\n  - name: eks\n    topic_arns: [nope]\n", wantErr: []string{"sns[0].topic_arns[0]"}},
 		{name: "sns max age beyond the horizon", yaml: base + "ingress: {dedup_horizon: 7h, sns_max_age: 6h56m}\n", wantErr: []string{"ingress.sns_max_age", "want at most 6h55m0s"}},

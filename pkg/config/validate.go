@@ -14,7 +14,9 @@ import (
 )
 
 var (
-	sourceName = regexp.MustCompile(`^[a-z0-9-]+$`)
+	// sourceName bounds a source's name: it is a subject token
+	// (sd.callback.<name>.<bizType>, sd.sns.<name>.<Type>).
+	sourceName = regexp.MustCompile(`^[a-z0-9-]{1,64}$`)
 	topicARN   = regexp.MustCompile(`^arn:aws(-cn|-us-gov)?:sns:[a-z0-9-]+:[0-9]{12}:[A-Za-z0-9_-]{1,256}(\.fifo)?$`)
 )
 
@@ -101,7 +103,7 @@ func (c Config) Validate() error {
 	for i, cb := range c.Callbacks {
 		key := fmt.Sprintf("callbacks[%d]", i)
 		if !sourceName.MatchString(cb.Name) {
-			bad(key+".name", "want [a-z0-9-]+, got %q", cb.Name)
+			bad(key+".name", "want [a-z0-9-]{1,64}, got %q", cb.Name)
 		}
 		if names[cb.Name] {
 			bad(key+".name", "%q is used twice", cb.Name)
@@ -123,7 +125,7 @@ func (c Config) Validate() error {
 	for i, s := range c.SNS {
 		key := fmt.Sprintf("sns[%d]", i)
 		if !sourceName.MatchString(s.Name) {
-			bad(key+".name", "want [a-z0-9-]+, got %q", s.Name)
+			bad(key+".name", "want [a-z0-9-]{1,64}, got %q", s.Name)
 		}
 		if names[s.Name] {
 			bad(key+".name", "%q is used twice", s.Name)

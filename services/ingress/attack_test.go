@@ -157,3 +157,32 @@ func TestVerificationFailuresAnswerAlike(t *testing.T) {
 		t.Fatal("the log does not tell the causes apart")
 	}
 }
+
+// TestOversizedBizTypeRefused: a signed callback whose bizType would make a
+// subject longer than the NATS control line (which makes the server close the
+// connection for good) is refused 400 before anything is published; the
+// connection stays open and the next callback is stored.
+func TestOversizedBizTypeRefused(t *testing.T) {
+	t.Parallel()
+	h := startHarness(t, baseConfig())
+	for _, n := range []int{callback.MaxBizTypeLen + 1, 4080} {
+		c := call{bizType: strings.Repeat("b", n), invokeID: "i-long", token: "user-long", body: []byte(`{}`)}
+		if code, ans := h.send(c); code != http.StatusBadRequest {
+			t.Fatalf("bizType of %d bytes: %d %v, want 400", n, code, ans)
+		}
+	}
+	c := call{bizType: strings.Repeat("b", callback.MaxBizTypeLen), invokeID: "i-long", token: "user-long", body: []byte(`{}`)}
+	if code, ans := h.send(c); code != http.StatusOK {
+		t.Fatalf("bizType of %d bytes: %d %v, want 200", callback.MaxBizTypeLen, code, ans)
+	}
+	c = call{bizType: callback.BizTaskFinished, invokeID: "i-after", token: "user-long", body: []byte(`{}`)}
+	if code, ans := h.send(c); code != http.StatusOK {
+		t.Fatalf("the next callback: %d %v, want 200", code, ans)
+	}
+	if n := h.count(">"); n != 2 {
+		t.Fatalf("stored %d messages, want 2", n)
+	}
+	if h.nc.IsClosed() || !h.nc.IsConnected() {
+		t.Fatal("the NATS connection did not survive")
+	}
+}
