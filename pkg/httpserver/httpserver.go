@@ -41,13 +41,13 @@ type Server struct {
 	limits   Limits
 	budget   *budget
 	checks   []namedCheck
-	srv      *http.Server
+	srv      *http.Server // set by Run; guarded by mu: Shutdown may come while Run starts
 	ln       *connLimiter
 	requests *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
 
-	mu     sync.Mutex
-	broken error // set by Fail
+	mu     sync.Mutex // guards srv and broken
+	broken error      // set by Fail
 }
 
 // Option configures a Server.
@@ -167,7 +167,7 @@ func (s *Server) Run(ctx context.Context) error {
 		return errors.New("httpserver: Run before Listen")
 	}
 	l := s.limits
-	s.srv = &http.Server{
+	srv := &http.Server{
 		Handler:           s.e,
 		MaxHeaderBytes:    l.MaxHeaderBytes,
 		ReadHeaderTimeout: l.ReadHeaderTimeout,
@@ -178,7 +178,10 @@ func (s *Server) Run(ctx context.Context) error {
 		ErrorLog:          stdlog.New(warnWriter{s.log}, "", 0),
 		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 	}
-	err := s.srv.Serve(s.ln)
+	s.mu.Lock()
+	s.srv = srv
+	s.mu.Unlock()
+	err := srv.Serve(s.ln)
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
 	}
@@ -188,13 +191,16 @@ func (s *Server) Run(ctx context.Context) error {
 // Shutdown stops accepting requests and waits for in-flight ones until ctx
 // ends; this is the first phase of a process shutdown.
 func (s *Server) Shutdown(ctx context.Context) error {
-	if s.srv == nil {
+	s.mu.Lock()
+	srv := s.srv
+	s.mu.Unlock()
+	if srv == nil {
 		if s.ln != nil {
 			return s.ln.Close()
 		}
 		return nil
 	}
-	if err := s.srv.Shutdown(ctx); err != nil {
+	if err := srv.Shutdown(ctx); err != nil {
 		return fmt.Errorf("http shutdown: %w", err)
 	}
 	return nil
