@@ -2,6 +2,7 @@ package callback_test
 
 import (
 	"bytes"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"net/url"
@@ -207,4 +208,25 @@ func referenceParseParams(rawQuery string) (callback.Params, error) {
 		return callback.Params{}, err
 	}
 	return p, nil
+}
+
+// FuzzSignShaped: every string that decodes to 32 bytes is shaped like a sign
+// (refusing it before the body is read loses no genuine request), and every
+// sign Sign produces is too. The decoder skips CR and LF, which ParseParams
+// never lets through (control characters).
+func FuzzSignShaped(f *testing.F) {
+	f.Add("ZGVhZGJlZWZkZWFkYmVlZmRlYWRiZWVmZGVhZGJlZWY=", []byte("body"))
+	f.Add("c2lnbg==", []byte(""))
+	f.Add("ZGVhZGJlZWZkZWFkYmVlZmRlYWRiZWVmZGVhZGJlZWZ=", []byte("x"))
+	f.Add("00000000000000000000000\r00000000000000000000=", []byte("0"))
+	f.Fuzz(func(t *testing.T, s string, body []byte) {
+		b, err := base64.StdEncoding.Strict().DecodeString(s)
+		if err == nil && !strings.ContainsAny(s, "\r\n") && len(b) == 32 && !callback.SignShaped(s) {
+			t.Fatalf("SignShaped(%q) = false for a 32-byte sign", s)
+		}
+		sign := callback.Sign(callback.Key{AK: "ak", SK: s}, callback.Params{Nonce: s, Timestamp: "1"}, body, "")
+		if !callback.SignShaped(sign) {
+			t.Fatalf("SignShaped(%q) = false for Sign's output", sign)
+		}
+	})
 }

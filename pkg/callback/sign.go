@@ -68,6 +68,25 @@ func macBlocks(n int) int {
 	return (sha256.BlockSize + n + 1 + 8 + sha256.BlockSize - 1) / sha256.BlockSize
 }
 
+// signLen is the length of a sign: base64 of an HMAC-SHA256.
+var signLen = base64.StdEncoding.EncodedLen(sha256.Size)
+
+// SignShaped reports whether sign could be one at all: 44 characters of
+// base64. A sign of any other shape fails Verify whatever the body, so a
+// caller may refuse it before reading the body.
+func SignShaped(sign string) bool {
+	if len(sign) != signLen {
+		return false
+	}
+	for i := 0; i < len(sign); i++ {
+		c := sign[i]
+		if !(c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '+' || c == '/' || c == '=' && i == len(sign)-1) {
+			return false
+		}
+	}
+	return true
+}
+
 // Sign returns the sign the platform sends for p and body, given the decrypted
 // token: base64(HMAC-SHA256(sk, sign string)). It agrees byte for byte with the
 // seed's check_sign_equal; p.Sign is ignored.
@@ -152,7 +171,7 @@ var zeroBlock [sha256.BlockSize]byte
 func (v *Verifier) Verify(p Params, body []byte) (Verified, error) {
 	var given [sha256.Size]byte
 	signOK := 0
-	if len(p.Sign) == base64.StdEncoding.EncodedLen(sha256.Size) {
+	if len(p.Sign) == signLen {
 		var dec [sha256.Size + 1]byte // DecodedLen of 44 characters
 		if n, err := base64.StdEncoding.Strict().Decode(dec[:], []byte(p.Sign)); err == nil && n == sha256.Size {
 			copy(given[:], dec[:n])

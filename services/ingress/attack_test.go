@@ -7,6 +7,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strconv"
 	"strings"
@@ -184,5 +185,58 @@ func TestOversizedBizTypeRefused(t *testing.T) {
 	}
 	if h.nc.IsClosed() || !h.nc.IsConnected() {
 		t.Fatal("the NATS connection did not survive")
+	}
+}
+
+// countingBody is an endless request body that counts the bytes read.
+type countingBody struct{ n int }
+
+func (b *countingBody) Read(p []byte) (int, error) {
+	for i := range p {
+		p[i] = 'a'
+	}
+	b.n += len(p)
+	return len(p), nil
+}
+
+// TestQueryCheckedBeforeBody: a callback whose query already decides its
+// refusal — malformed, unsigned, a sign that cannot be one, stale, an
+// oversized bizType — is answered without reading a byte of its body.
+func TestQueryCheckedBeforeBody(t *testing.T) {
+	t.Parallel()
+	h := startHarness(t, baseConfig())
+	c := call{bizType: callback.BizTaskFinished, invokeID: "i-body", token: "user-body", body: []byte(`{}`)}
+	fresh := func() url.Values { return c.withTS(t, h.clock()) }
+	tests := []struct {
+		name  string
+		query func() url.Values
+		want  int
+	}{
+		{"repeated parameter", func() url.Values { q := fresh(); q.Add("nonce", "again"); return q }, http.StatusBadRequest},
+		{"bizType over its bound", func() url.Values {
+			q := fresh()
+			q.Set("bizType", strings.Repeat("b", callback.MaxBizTypeLen+1))
+			return q
+		}, http.StatusBadRequest},
+		{"missing sign", func() url.Values { q := fresh(); q.Del("sign"); return q }, http.StatusUnauthorized},
+		{"sign of the wrong length", func() url.Values { q := fresh(); q.Set("sign", "c2lnbg=="); return q }, http.StatusUnauthorized},
+		{"stale timestamp", func() url.Values { return c.withTS(t, h.clock().Add(-7*time.Hour)) }, http.StatusUnauthorized},
+		{"timestamp ahead", func() url.Values { return c.withTS(t, h.clock().Add(time.Hour)) }, http.StatusUnauthorized},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			body := &countingBody{}
+			w := httptest.NewRecorder()
+			h.handler.ServeHTTP(w, httptest.NewRequest(http.MethodPost, "/v1/callbacks/default?"+tc.query().Encode(), body))
+			if w.Code != tc.want {
+				t.Fatalf("status %d (%s), want %d", w.Code, w.Body, tc.want)
+			}
+			if body.n != 0 {
+				t.Fatalf("read %d bytes of the body", body.n)
+			}
+		})
+	}
+	if n := h.count(">"); n != 0 {
+		t.Fatalf("stored %d messages", n)
 	}
 }

@@ -23,6 +23,11 @@ import (
 )
 
 // handleCallback serves POST /v1/callbacks[/:source].
+//
+// Everything the query alone decides is checked before the body is read:
+// source (404), syntax and bounds (400), the signature's inputs (401), and
+// freshness (401). Only then is the body read, within its limit (413), and
+// the signature verified (401).
 func (s *Service) handleCallback(c echo.Context) error {
 	info := httpserver.Info(c)
 	name := c.Param("source")
@@ -34,10 +39,6 @@ func (s *Service) handleCallback(c echo.Context) error {
 		return fmt.Errorf("%w: unknown callback source %q", httpserver.ErrNotFound, name)
 	}
 	info.Source = name
-	body, err := readBody(c.Request(), s.cfg.HTTP.MaxBody)
-	if err != nil {
-		return err
-	}
 	p, err := callback.ParseParams(c.Request().URL.RawQuery)
 	if errors.Is(err, callback.ErrUnsigned) {
 		return unverified(info, err)
@@ -46,12 +47,9 @@ func (s *Service) handleCallback(c echo.Context) error {
 		return err
 	}
 	info.Kind, info.InvokeID = p.BizType, p.InvokeID
-	v, err := verifier.Verify(p, body)
-	if err != nil {
-		return unverified(info, err)
+	if !callback.SignShaped(p.Sign) {
+		return unverified(info, callback.ErrSignature)
 	}
-	acct := v.Account()
-	info.Account = acct
 	ts, _ := callback.ParseTimestamp(p.Timestamp) // checked by ParseParams
 	kind := callback.KindOf(p.BizType)
 	win := callback.Window{MaxAge: s.cfg.Ingress.SyncSkew.D(), MaxFuture: s.cfg.Ingress.SyncSkew.D()}
@@ -62,6 +60,16 @@ func (s *Service) handleCallback(c echo.Context) error {
 	if err := win.Check(ts, now); err != nil {
 		return unverified(info, err)
 	}
+	body, err := readBody(c.Request(), s.cfg.HTTP.MaxBody)
+	if err != nil {
+		return err
+	}
+	v, err := verifier.Verify(p, body)
+	if err != nil {
+		return unverified(info, err)
+	}
+	acct := v.Account()
+	info.Account = acct
 
 	key := dedupKey(name, p.BizType, p.InvokeID, body)
 	msg := callbackMessage(name, p, event.Meta{
@@ -211,13 +219,22 @@ func (s *Service) unavailableAnswer(bizType string) quotarpc.Answer {
 	return ans
 }
 
-// readBody reads at most limit bytes; a larger body is ErrTooLarge.
+// readBody reads at most limit bytes from r.Body; a larger body is
+// ErrTooLarge. An error of the body that already maps to an answer (a
+// middleware's limit wrapping the body) keeps it; any other is ErrBadRequest.
 func readBody(r *http.Request, limit int64) ([]byte, error) {
 	if r.ContentLength > limit {
 		return nil, fmt.Errorf("%w: %d bytes, limit %d", httpserver.ErrTooLarge, r.ContentLength, limit)
 	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
 	if err != nil {
+		var tooLarge *http.MaxBytesError
+		switch {
+		case errors.As(err, &tooLarge):
+			return nil, fmt.Errorf("%w: %w", httpserver.ErrTooLarge, err)
+		case httpserver.StatusOf(err) != http.StatusInternalServerError:
+			return nil, fmt.Errorf("reading body: %w", err)
+		}
 		return nil, fmt.Errorf("%w: reading body: %v", httpserver.ErrBadRequest, err)
 	}
 	if int64(len(body)) > limit {
