@@ -102,10 +102,25 @@ func startHarness(t testing.TB, cfg config.Config, opts ...ingress.Option) *harn
 	nc, js := natstest.Connect(t, node.URL())
 	natstest.ApplyStreams(t, js, 1)
 	h := &harness{t: t, node: node, nc: nc, js: js, logs: &syncBuffer{}, now: time.Now()}
-	log := zerolog.New(h.logs)
+	r := serveIngress(t, cfg, nc, h.logs, append([]ingress.Option{ingress.WithClock(h.clock)}, opts...)...)
+	h.base, h.handler = r.base, r.handler
+	return h
+}
+
+// replica is one ingress serving real HTTP on loopback.
+type replica struct {
+	base string
+	// handler serves requests in-process, without the network.
+	handler http.Handler
+}
+
+// serveIngress runs an ingress over nc on a loopback port until the test
+// ends, logging to logs, and waits until it is ready.
+func serveIngress(t testing.TB, cfg config.Config, nc *nats.Conn, logs io.Writer, opts ...ingress.Option) replica {
+	t.Helper()
 	reg := prometheus.NewRegistry()
-	srv := httpserver.New(log, reg)
-	in, err := ingress.New(context.Background(), cfg, nc, reg, append([]ingress.Option{ingress.WithClock(h.clock)}, opts...)...)
+	srv := httpserver.New(zerolog.New(logs), reg)
+	in, err := ingress.New(context.Background(), cfg, nc, reg, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,10 +138,8 @@ func startHarness(t testing.TB, cfg config.Config, opts ...ingress.Option) *harn
 		<-done
 		<-done
 	})
-	natstest.Eventually(t, 10*time.Second, "ingress ready", func() bool { return in.Ready(ctx) == nil })
-	h.base = "http://" + srv.Addr()
-	h.handler = srv.Echo()
-	return h
+	natstest.Eventually(t, 20*time.Second, "ingress ready", func() bool { return in.Ready(ctx) == nil })
+	return replica{base: "http://" + srv.Addr(), handler: srv.Echo()}
 }
 
 // call is one signed callback.

@@ -73,26 +73,35 @@ func (s *Store) Put(ctx context.Context, msg *nats.Msg, key string, horizon bool
 	return Stored{Seq: ack.Sequence, Duplicate: ack.Duplicate}, nil
 }
 
-// jsErrDuplicateInProcess is nats-server's answer, on a replicated stream, to
-// a publish whose Nats-Msg-Id belongs to a message proposed but not stored
-// yet (409, err_code 10158): a twin of this request is being stored.
-const jsErrDuplicateInProcess jetstream.ErrorCode = 10158
-
-// publish publishes msg; while its id is being stored by a twin, it
-// publishes again after a short pause, until the server acknowledges it as
-// a duplicate of the stored message (or stores it, if the twin's store
-// failed) or ctx ends.
+// publish stores msg and returns its ack; a duplicate ack (Duplicate set)
+// carries the sequence of the event stored first.
+//
+// A replicated stream answers a publish whose Nats-Msg-Id another publish is
+// still storing (a twin racing on another connection or replica) with
+// "duplicate message id is in process" rather than wait. That is no failure:
+// publish waits a little and publishes again, until the first is stored (the
+// answer is then its duplicate ack) or has failed (this one then stores the
+// event), or ctx ends.
 func (s *Store) publish(ctx context.Context, msg *nats.Msg) (*jetstream.PubAck, error) {
-	for pause := time.Millisecond; ; pause = min(2*pause, 32*time.Millisecond) {
+	for pause := time.Millisecond; ; pause = min(2*pause, 50*time.Millisecond) {
 		ack, err := s.js.PublishMsg(ctx, msg)
-		var apiErr *jetstream.APIError
-		if err == nil || !errors.As(err, &apiErr) || apiErr.ErrorCode != jsErrDuplicateInProcess {
+		if !inProcess(err) {
 			return ack, err
 		}
 		select {
-		case <-time.After(pause):
 		case <-ctx.Done():
-			return nil, err
+			return nil, fmt.Errorf("%w (%w)", err, ctx.Err())
+		case <-time.After(pause):
 		}
 	}
+}
+
+// errCodeInProcess is JetStream's "duplicate message id is in process".
+const errCodeInProcess jetstream.ErrorCode = 10158
+
+// inProcess reports whether err says that another publish of the same
+// Nats-Msg-Id is being stored.
+func inProcess(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == errCodeInProcess
 }
