@@ -31,11 +31,12 @@ func Files() fs.FS { return files }
 
 // Names of the streams and buckets the services depend on.
 const (
-	Ingress     = "INGRESS"
-	Quota       = "QUOTA"
-	QuotaTimers = "QUOTA_TIMERS"
-	Archive     = "ARCHIVE"
-	Jobs        = "JOBS"
+	Ingress       = "INGRESS"
+	IngressClaims = "INGRESS_CLAIMS"
+	Quota         = "QUOTA"
+	QuotaTimers   = "QUOTA_TIMERS"
+	Archive       = "ARCHIVE"
+	Jobs          = "JOBS"
 )
 
 // File is one definition file: a stream with its consumers, or a KV bucket.

@@ -20,7 +20,7 @@ func TestEmbeddedFilesLoad(t *testing.T) {
 	}
 	// The contract's streams and the services' own state must all be defined;
 	// every definition stores on file.
-	want := map[string]bool{"stream INGRESS": false, "stream QUOTA": false, "stream ARCHIVE": false, "stream JOBS": false, "stream QUOTA_TIMERS": false}
+	want := map[string]bool{"stream INGRESS": false, "stream QUOTA": false, "stream ARCHIVE": false, "stream JOBS": false, "stream QUOTA_TIMERS": false, "stream INGRESS_CLAIMS": false}
 	for _, f := range files {
 		id := "stream "
 		if f.KV != nil {

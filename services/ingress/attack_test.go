@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/sdevents/sdevents/pkg/callback"
+	"github.com/sdevents/sdevents/pkg/natstest"
+	"github.com/sdevents/sdevents/services/ingress"
 )
 
 // rawAnswer is an HTTP answer as the client sees it, minus Date.
@@ -28,14 +30,21 @@ type rawAnswer struct {
 // postRaw POSTs body to path with rawQuery as given and returns the answer.
 func (h *harness) postRaw(path, rawQuery string, body []byte) rawAnswer {
 	h.t.Helper()
-	resp, err := http.Post(h.base+path+"?"+rawQuery, "application/json", bytes.NewReader(body))
+	return postRawAt(h.t, h.base, path, rawQuery, body)
+}
+
+// postRawAt POSTs body to base + path with rawQuery as given and returns the
+// answer.
+func postRawAt(t testing.TB, base, path, rawQuery string, body []byte) rawAnswer {
+	t.Helper()
+	resp, err := http.Post(base+path+"?"+rawQuery, "application/json", bytes.NewReader(body))
 	if err != nil {
-		h.t.Fatal(err)
+		t.Fatal(err)
 	}
 	defer resp.Body.Close()
 	raw, err := io.ReadAll(resp.Body)
 	if err != nil {
-		h.t.Fatal(err)
+		t.Fatal(err)
 	}
 	return rawAnswer{resp.StatusCode, resp.Header.Get("Content-Type"), resp.Header.Get("Content-Length"), string(raw)}
 }
@@ -238,5 +247,81 @@ func TestQueryCheckedBeforeBody(t *testing.T) {
 	}
 	if n := h.count(">"); n != 0 {
 		t.Fatalf("stored %d messages", n)
+	}
+}
+
+// shifted returns the variants of a captured query that keep its sign valid:
+// characters moved across each boundary of the unseparated signed string
+// between bizType, apiId and invokeId.
+func shifted(q url.Values) []url.Values {
+	fields := []string{"bizType", "apiId", "invokeId"}
+	var out []url.Values
+	for i := 0; i+1 < len(fields); i++ {
+		a, b := q.Get(fields[i]), q.Get(fields[i+1])
+		joined := a + b
+		for cut := 1; cut < len(joined); cut++ {
+			if cut == len(a) {
+				continue
+			}
+			v := url.Values{}
+			for k, vs := range q {
+				v[k] = append([]string(nil), vs...)
+			}
+			v.Set(fields[i], joined[:cut])
+			v.Set(fields[i+1], joined[cut:])
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// TestShiftedReplayRefused: a captured callback replayed with characters
+// moved between bizType, apiId and invokeId (the sign stays valid: the signed
+// string has no separators) is refused with the answer of any verification
+// failure and stores nothing, at the replica that first accepted it, at
+// another replica, and at a replica started afterwards; a byte-identical
+// repeat is answered as the first and stores nothing more.
+func TestShiftedReplayRefused(t *testing.T) {
+	t.Parallel()
+	for _, replicas := range []int{1, 2} {
+		t.Run(strconv.Itoa(replicas)+" replicas", func(t *testing.T) {
+			t.Parallel()
+			h := startHarness(t, baseConfig())
+			fronts := []string{h.base}
+			if replicas == 2 {
+				nc, _ := natstest.Connect(t, h.node.URL())
+				fronts = append(fronts, serveIngress(t, baseConfig(), nc, io.Discard, ingress.WithClock(h.clock)).base)
+			}
+			refusal := h.postRaw("/v1/callbacks/default", "sign=x&nonce=n&timestamp=1", nil)
+			var last url.Values
+			body := []byte(`{"batch_size":2,"n_iter":1}`)
+			for _, biz := range []string{callback.BizTaskFinished, callback.BizAPIPreInvoke} {
+				c := call{bizType: biz, invokeID: "inv-123456", token: "user-replay", key: testKey, ts: h.clock(), body: body}
+				captured := c.query(t)
+				last = captured
+				first := postRawAt(t, fronts[0], "/v1/callbacks/default", captured.Encode(), c.body)
+				if first.Status != http.StatusOK {
+					t.Fatalf("%s: the original: %+v", biz, first)
+				}
+				variants := shifted(captured)
+				for i, v := range variants {
+					if got := postRawAt(t, fronts[i%len(fronts)], "/v1/callbacks/default", v.Encode(), c.body); got != refusal {
+						t.Fatalf("%s: variant apiId=%q invokeId=%q bizType=%q: %+v, want %+v", biz, v.Get("apiId"), v.Get("invokeId"), v.Get("bizType"), got, refusal)
+					}
+				}
+				if got := postRawAt(t, fronts[len(fronts)-1], "/v1/callbacks/default", captured.Encode(), c.body); got != first {
+					t.Fatalf("%s: the byte-identical repeat: %+v, want %+v", biz, got, first)
+				}
+				t.Logf("%s: %d shifted variants refused", biz, len(variants))
+			}
+			nc, _ := natstest.Connect(t, h.node.URL())
+			restarted := serveIngress(t, baseConfig(), nc, io.Discard, ingress.WithClock(h.clock))
+			if got := postRawAt(t, restarted.base, "/v1/callbacks/default", shifted(last)[0].Encode(), body); got != refusal {
+				t.Fatalf("a replica started afterwards: %+v, want %+v", got, refusal)
+			}
+			if n := h.count(">"); n != 2 {
+				t.Fatalf("stored %d events, want 2:\n%s", n, h.allMessages())
+			}
+		})
 	}
 }

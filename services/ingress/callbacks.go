@@ -26,8 +26,9 @@ import (
 //
 // Everything the query alone decides is checked before the body is read:
 // source (404), syntax and bounds (400), the signature's inputs (401), and
-// freshness (401). Only then is the body read, within its limit (413), and
-// the signature verified (401).
+// freshness (401). Only then is the body read, within its limit (413), the
+// signature verified (401) and the sign claimed (401 when another request
+// used it), before the event is stored and answered.
 func (s *Service) handleCallback(c echo.Context) error {
 	info := httpserver.Info(c)
 	name := c.Param("source")
@@ -70,7 +71,20 @@ func (s *Service) handleCallback(c echo.Context) error {
 	}
 	acct := v.Account()
 	info.Account = acct
-
+	ctx := c.Request().Context()
+	if kind == callback.Sync {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, s.cfg.Ingress.SyncDeadline.D())
+		defer cancel()
+	}
+	ttl := claimTTL(ts, now, max(s.cfg.Ingress.AsyncMaxAge.D(), s.cfg.Ingress.SyncSkew.D()))
+	if err := s.claims.claim(ctx, claimKey(name, p.Sign), claimValue(p), ttl); err != nil {
+		if errors.Is(err, errReplayed) {
+			info.Outcome = "replayed"
+			return unverified(info, err)
+		}
+		return err
+	}
 	key := dedupKey(name, p.BizType, p.InvokeID, body)
 	msg := callbackMessage(name, p, event.Meta{
 		ID:          key,
@@ -81,12 +95,6 @@ func (s *Service) handleCallback(c echo.Context) error {
 		ContentType: contentType(c.Request()),
 	}, body)
 
-	ctx := c.Request().Context()
-	if kind == callback.Sync {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, s.cfg.Ingress.SyncDeadline.D())
-		defer cancel()
-	}
 	stored, err := s.store.Put(ctx, msg, key, kind != callback.Sync)
 	if err != nil {
 		return err

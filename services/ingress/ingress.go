@@ -30,6 +30,8 @@ type Service struct {
 	cfg   config.Config
 	nc    *nats.Conn
 	store *Store
+	// claims makes each callback sign acceptable once.
+	claims *claims
 	// sources verify the callbacks of each source, by name.
 	sources map[string]*callback.Verifier
 	first   string
@@ -73,6 +75,10 @@ func New(ctx context.Context, cfg config.Config, nc *nats.Conn, reg prometheus.R
 	if err != nil {
 		return nil, fmt.Errorf("ingress: %w", err)
 	}
+	claimStream, err := js.Stream(ctx, streams.IngressClaims)
+	if err != nil {
+		return nil, fmt.Errorf("ingress: %w", err)
+	}
 	m := newMetrics(reg)
 	bg, stopBG := context.WithCancel(context.WithoutCancel(ctx))
 	s := &Service{
@@ -82,6 +88,7 @@ func New(ctx context.Context, cfg config.Config, nc *nats.Conn, reg prometheus.R
 		nc:     nc,
 		store: &Store{js: js, stream: stream, seen: newSeenIndex(cfg.Ingress.DedupHorizon.D()),
 			timeout: cfg.Ingress.PublishTimeout.D(), observe: m.publish.Observe},
+		claims:  &claims{js: js, stream: claimStream, timeout: cfg.Ingress.PublishTimeout.D()},
 		sources: map[string]*callback.Verifier{},
 		now:     time.Now,
 		metrics: m,
