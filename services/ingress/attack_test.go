@@ -174,7 +174,7 @@ func TestVerificationFailuresAnswerAlike(t *testing.T) {
 // connection stays open and the next callback is stored.
 func TestOversizedBizTypeRefused(t *testing.T) {
 	t.Parallel()
-	h := startHarness(t, baseConfig())
+	h := startHarness(t, roomyConfig())
 	for _, n := range []int{callback.MaxBizTypeLen + 1, 4080} {
 		c := call{bizType: strings.Repeat("b", n), invokeID: "i-long", token: "user-long", body: []byte(`{}`)}
 		if code, ans := h.send(c); code != http.StatusBadRequest {
@@ -286,11 +286,11 @@ func TestShiftedReplayRefused(t *testing.T) {
 	for _, replicas := range []int{1, 2} {
 		t.Run(strconv.Itoa(replicas)+" replicas", func(t *testing.T) {
 			t.Parallel()
-			h := startHarness(t, baseConfig())
+			h := startHarness(t, roomyConfig())
 			fronts := []string{h.base}
 			if replicas == 2 {
 				nc, _ := natstest.Connect(t, h.node.URL())
-				fronts = append(fronts, serveIngress(t, baseConfig(), nc, io.Discard, ingress.WithClock(h.clock)).base)
+				fronts = append(fronts, serveIngress(t, roomyConfig(), nc, io.Discard, ingress.WithClock(h.clock)).base)
 			}
 			refusal := h.postRaw("/v1/callbacks/default", "sign=x&nonce=n&timestamp=1", nil)
 			var last url.Values
@@ -315,7 +315,7 @@ func TestShiftedReplayRefused(t *testing.T) {
 				t.Logf("%s: %d shifted variants refused", biz, len(variants))
 			}
 			nc, _ := natstest.Connect(t, h.node.URL())
-			restarted := serveIngress(t, baseConfig(), nc, io.Discard, ingress.WithClock(h.clock))
+			restarted := serveIngress(t, roomyConfig(), nc, io.Discard, ingress.WithClock(h.clock))
 			if got := postRawAt(t, restarted.base, "/v1/callbacks/default", shifted(last)[0].Encode(), body); got != refusal {
 				t.Fatalf("a replica started afterwards: %+v, want %+v", got, refusal)
 			}

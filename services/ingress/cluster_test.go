@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/sdevents/sdevents/pkg/callback"
-	"github.com/sdevents/sdevents/pkg/config"
 	"github.com/sdevents/sdevents/pkg/natstest"
 	"github.com/sdevents/sdevents/streams"
 )
@@ -26,8 +25,7 @@ func TestTwinsOnReplicatedStream(t *testing.T) {
 	cluster := natstest.StartCluster(t)
 	_, js := natstest.Connect(t, cluster.URLs())
 	natstest.ApplyStreams(t, js, 3)
-	cfg := baseConfig()
-	cfg.Ingress.PublishTimeout = config.Duration(10 * time.Second) // only the twins are under test
+	cfg := roomyConfig() // only the twins are under test
 	var replicas []replica
 	for range 2 {
 		nc, _ := natstest.Connect(t, cluster.URLs())

@@ -91,8 +91,19 @@ func baseConfig(keys ...callback.Key) config.Config {
 	}
 	cfg.Callbacks = []config.Callback{cb, {Name: "other", Keys: []config.Key{{AK: "AK-o", SK: "SK-o"}}}}
 	cfg.HTTP.Addr = "127.0.0.1:0"
-	cfg.Ingress.SyncDeadline = config.Duration(500 * time.Millisecond)
-	cfg.Ingress.PublishTimeout = config.Duration(300 * time.Millisecond)
+	// Deadlines a loaded machine meets: a 1 MiB publish, a claim and a store
+	// in a synchronous callback's time.
+	cfg.Ingress.SyncDeadline = config.Duration(2 * time.Second)
+	cfg.Ingress.PublishTimeout = config.Duration(2 * time.Second)
+	return cfg
+}
+
+// roomyConfig is baseConfig with a publish deadline no loaded machine
+// reaches, for tests in which a timeout is no outcome under test.
+func roomyConfig() config.Config {
+	cfg := baseConfig()
+	cfg.Ingress.PublishTimeout = config.Duration(10 * time.Second)
+	cfg.Ingress.SyncDeadline = config.Duration(10 * time.Second)
 	return cfg
 }
 
@@ -208,15 +219,21 @@ func (h *harness) send(c call) (int, map[string]any) {
 
 func (h *harness) count(subject string) uint64 {
 	h.t.Helper()
+	return countMessages(h.t, h.js, subject)
+}
+
+// countMessages counts the INGRESS messages on subject ("" or ">" = all).
+func countMessages(t testing.TB, js jetstream.JetStream, subject string) uint64 {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	s, err := h.js.Stream(ctx, streams.Ingress)
+	s, err := js.Stream(ctx, streams.Ingress)
 	if err != nil {
-		h.t.Fatal(err)
+		t.Fatal(err)
 	}
 	info, err := s.Info(ctx, jetstream.WithSubjectFilter(subject))
 	if err != nil {
-		h.t.Fatal(err)
+		t.Fatal(err)
 	}
 	var n uint64
 	for _, c := range info.State.Subjects {
