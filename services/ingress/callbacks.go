@@ -37,7 +37,7 @@ func (s *Service) handleCallback(c echo.Context) error {
 	}
 	verifier, ok := s.sources[name]
 	if !ok {
-		return fmt.Errorf("%w: unknown callback source %q", httpserver.ErrNotFound, name)
+		return fmt.Errorf("%w: unknown callback source %.64q", httpserver.ErrNotFound, name) // any length may arrive
 	}
 	info.Source = name
 	p, err := callback.ParseParams(c.Request().URL.RawQuery)
