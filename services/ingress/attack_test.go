@@ -163,7 +163,8 @@ func TestVerificationFailuresAnswerAlike(t *testing.T) {
 	if n := h.count(">"); n != 0 {
 		t.Fatalf("refused callbacks stored %d messages", n)
 	}
-	if logs := h.logs.String(); !strings.Contains(logs, "padding") || !strings.Contains(logs, "signature mismatch") {
+	logs := h.logs.String()
+	if !strings.Contains(logs, "padding") || !strings.Contains(logs, "signature mismatch") || !strings.Contains(logs, `"outcome":"unverified"`) {
 		t.Fatal("the log does not tell the causes apart")
 	}
 }
@@ -318,6 +319,9 @@ func TestShiftedReplayRefused(t *testing.T) {
 			restarted := serveIngress(t, roomyConfig(), nc, io.Discard, ingress.WithClock(h.clock))
 			if got := postRawAt(t, restarted.base, "/v1/callbacks/default", shifted(last)[0].Encode(), body); got != refusal {
 				t.Fatalf("a replica started afterwards: %+v, want %+v", got, refusal)
+			}
+			if !strings.Contains(h.logs.String(), `"outcome":"replayed"`) {
+				t.Fatal("no replay in the log")
 			}
 			if n := h.count(">"); n != 2 {
 				t.Fatalf("stored %d events, want 2:\n%s", n, h.allMessages())

@@ -134,10 +134,14 @@ func (s *Service) handleCallback(c echo.Context) error {
 // time for both).
 var errUnverified = fmt.Errorf("%w: callback not verified", httpserver.ErrUnauthorized)
 
-// unverified records cause for the request's log line, which may tell it
-// (it never holds a token), and returns errUnverified for the client.
+// unverified records cause for the request's log line and metrics, which
+// may tell it (it never holds a token), and returns errUnverified for the
+// client.
 func unverified(info *httpserver.RequestInfo, cause error) error {
 	info.Err = cause
+	if info.Outcome == "" {
+		info.Outcome = "unverified"
+	}
 	return errUnverified
 }
 
