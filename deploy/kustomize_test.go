@@ -302,7 +302,12 @@ func TestKustomize(t *testing.T) {
 					t.Errorf("Secret %s keys %v, want those of secret.example.yaml %v", name, got, want)
 				}
 			}
-			checkConfigs(t, m, secrets, dir == irsaDir)
+			// The overlays leave the streams to NACK.
+			apply := config.StreamsOff
+			if dir == "base" {
+				apply = ""
+			}
+			checkConfigs(t, m, secrets, dir == irsaDir, apply)
 
 			if dir != "base" {
 				ns := m.namespaces[0]
@@ -560,8 +565,9 @@ func checkNACK(t *testing.T, m manifests) {
 
 // checkConfigs loads each Deployment's configuration as its container sees
 // it — the ConfigMap and Secret keys at their mount paths, its environment
-// with secretKeyRefs resolved from secrets (by name) — with pkg/config.
-func checkConfigs(t *testing.T, m manifests, secrets map[string]*corev1.Secret, irsa bool) {
+// with secretKeyRefs resolved from secrets (by name) — with pkg/config, and
+// checks its streams.apply.
+func checkConfigs(t *testing.T, m manifests, secrets map[string]*corev1.Secret, irsa bool, apply string) {
 	t.Helper()
 	for target, name := range targets {
 		spec := m.deployments[name].Spec.Template.Spec
@@ -630,6 +636,9 @@ func checkConfigs(t *testing.T, m manifests, secrets map[string]*corev1.Secret, 
 		if cfg.NATS.URL != fmt.Sprintf("nats://%s.%s.svc.cluster.local:%d", natsRelease, natsNamespace, natsValues(t).port("nats")) ||
 			cfg.NATS.Replicas != nack.Replicas {
 			t.Errorf("%s: nats.url %s replicas %d: want the Helm release's client service and %d replicas", name, cfg.NATS.URL, cfg.NATS.Replicas, nack.Replicas)
+		}
+		if cfg.Streams.Apply != apply {
+			t.Errorf("%s: streams.apply %q, want %q", name, cfg.Streams.Apply, apply)
 		}
 		if _, port, _ := strings.Cut(cfg.HTTP.Addr, ":"); port != fmt.Sprint(c.Ports[0].ContainerPort) {
 			t.Errorf("%s: http.addr %s is not the container port %d", name, cfg.HTTP.Addr, c.Ports[0].ContainerPort)

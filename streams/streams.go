@@ -3,13 +3,16 @@
 // deployment manifests.
 //
 // Load parses them strictly, the pure functions StreamConfig, ConsumerConfig and
-// KeyValueConfig map them to nats.go types, and Apply creates or updates them,
-// so that a changed file updates the running stream at the next start.
+// KeyValueConfig map them to nats.go types, WithLimits applies the retention
+// limits the configuration sets, and Apply brings them to the server under
+// an ownership Mode: update (create or update, so that a changed file
+// updates the running stream at the next start), create (create what is
+// missing, report what differs) or off (verify only). Verify reports what is
+// missing or differs without changing anything.
 package streams
 
 import (
 	"bytes"
-	"context"
 	"embed"
 	"errors"
 	"fmt"
@@ -17,6 +20,7 @@ import (
 	"io/fs"
 	"path"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -63,6 +67,13 @@ type Stream struct {
 	AllowDirect       bool     `yaml:"allow_direct"`
 	AllowMsgSchedules bool     `yaml:"allow_msg_schedules"`
 	AllowMsgTTL       bool     `yaml:"allow_msg_ttl"`
+	// Lossless marks a stream that must never lose a message (the QUOTA
+	// ledger): no limit may remove one — no max_age, no per-subject or
+	// message-count limit, no per-message TTL, limits retention, and a
+	// max_bytes only with discard new, which refuses writes when full
+	// instead of removing old messages. Load, WithLimits and Apply (on the
+	// live stream) enforce it. It is not a JetStream setting.
+	Lossless bool `yaml:"lossless"`
 }
 
 // Consumer is a durable pull consumer of the file's stream.
@@ -169,8 +180,17 @@ func (f File) validate() error {
 	if f.Stream.Name == "" || len(f.Stream.Subjects) == 0 {
 		return errors.New("stream.name and stream.subjects must be set")
 	}
-	if _, err := StreamConfig(*f.Stream, 1); err != nil {
+	cfg, err := StreamConfig(*f.Stream, 1)
+	if err != nil {
 		return err
+	}
+	if f.Stream.Lossless {
+		if lost := Lossy(cfg); len(lost) > 0 {
+			return fmt.Errorf("stream %s is lossless, but %s", cfg.Name, strings.Join(lost, ", "))
+		}
+	}
+	if cfg.MaxAge > 0 && cfg.Duplicates > cfg.MaxAge {
+		return fmt.Errorf("stream %s: duplicate_window %s exceeds max_age %s", cfg.Name, cfg.Duplicates, cfg.MaxAge)
 	}
 	for _, c := range f.Consumers {
 		if _, err := ConsumerConfig(c); err != nil {
@@ -294,82 +314,4 @@ func KeyValueConfig(kv KeyValue, replicas int) (jetstream.KeyValueConfig, error)
 		MaxBytes:    orUnlimited(kv.MaxBytes),
 		Replicas:    replicas,
 	}, nil
-}
-
-// Apply creates or updates every stream, consumer and bucket of files with the
-// given replica count. It is idempotent; an existing stream whose file changed
-// is updated in place (changes JetStream cannot apply, such as storage, fail).
-// It creates first and updates on "already exists", so that several processes
-// starting together on a fresh cluster do not race through update-then-create.
-func Apply(ctx context.Context, js jetstream.JetStream, files []File, replicas int) error {
-	for _, f := range files {
-		if f.KV != nil {
-			cfg, err := KeyValueConfig(*f.KV, replicas)
-			if err != nil {
-				return err
-			}
-			_, err = js.CreateKeyValue(ctx, cfg)
-			if errors.Is(err, jetstream.ErrBucketExists) {
-				_, err = js.UpdateKeyValue(ctx, cfg)
-			}
-			if err != nil {
-				return fmt.Errorf("apply kv %s: %w", cfg.Bucket, err)
-			}
-			continue
-		}
-		cfg, err := StreamConfig(*f.Stream, replicas)
-		if err != nil {
-			return err
-		}
-		_, err = js.CreateStream(ctx, cfg)
-		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-			_, err = js.UpdateStream(ctx, cfg)
-		}
-		if err != nil {
-			return fmt.Errorf("apply stream %s: %w", cfg.Name, err)
-		}
-		for _, c := range f.Consumers {
-			cc, err := ConsumerConfig(c)
-			if err != nil {
-				return err
-			}
-			_, err = js.CreateConsumer(ctx, cfg.Name, cc)
-			if errors.Is(err, jetstream.ErrConsumerExists) {
-				_, err = js.UpdateConsumer(ctx, cfg.Name, cc)
-			}
-			if err != nil {
-				return fmt.Errorf("apply consumer %s/%s: %w", cfg.Name, cc.Durable, err)
-			}
-		}
-	}
-	return nil
-}
-
-// ApplyEmbedded loads the embedded files and applies them.
-func ApplyEmbedded(ctx context.Context, js jetstream.JetStream, replicas int) error {
-	files, err := Load(Files())
-	if err != nil {
-		return err
-	}
-	return Apply(ctx, js, files, replicas)
-}
-
-// Check reports whether every embedded stream and bucket exists; /readyz uses it.
-func Check(ctx context.Context, js jetstream.JetStream) error {
-	files, err := Load(Files())
-	if err != nil {
-		return err
-	}
-	for _, f := range files {
-		name := ""
-		if f.KV != nil {
-			name = "KV_" + f.KV.Bucket
-		} else {
-			name = f.Stream.Name
-		}
-		if _, err := js.Stream(ctx, name); err != nil {
-			return fmt.Errorf("stream %s: %w", name, err)
-		}
-	}
-	return nil
 }

@@ -2,12 +2,14 @@ package streams_test
 
 import (
 	"context"
+	"slices"
 	"testing"
 	"testing/fstest"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/sdevents/sdevents/pkg/config"
 	"github.com/sdevents/sdevents/pkg/natstest"
 	"github.com/sdevents/sdevents/streams"
 )
@@ -47,6 +49,8 @@ func TestLoadRejects(t *testing.T) {
 		{"unknown key", "stream: {name: A, subjects: [a], storage: file, retention: limits, discard: old, colour: red}\n"},
 		{"storage missing", "stream: {name: A, subjects: [a], retention: limits, discard: old}\n"},
 		{"both kinds", "stream: {name: A, subjects: [a], storage: file, retention: limits, discard: old}\nkv: {bucket: B, storage: file}\n"},
+		{"lossless with max_age", "stream: {name: A, subjects: [a], storage: file, retention: limits, discard: new, lossless: true, max_age: 1h}\n"},
+		{"lossless discarding old", "stream: {name: A, subjects: [a], storage: file, retention: limits, discard: old, lossless: true, max_bytes: 1024}\n"},
 		{"bad ack policy", "stream: {name: A, subjects: [a], storage: file, retention: limits, discard: old}\nconsumers: [{name: c, deliver_policy: all, ack_policy: none}]\n"},
 	}
 	for _, tc := range tests {
@@ -70,16 +74,20 @@ func TestApplyIsIdempotentAndUpdates(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := streams.Check(ctx, js); err != nil {
-		t.Fatal(err)
-	}
-	// A changed definition updates the running stream.
-	changed := fstest.MapFS{"x.yaml": {Data: []byte("stream: {name: INGRESS, subjects: ['sd.callback.>', 'sd.sns.>'], storage: file, retention: limits, discard: old, max_age: 1h, duplicate_window: 1m}\n")}}
-	files, err := streams.Load(changed)
+	files, err := streams.Load(streams.Files())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := streams.Apply(ctx, js, files, 1); err != nil {
+	if r, err := streams.Verify(ctx, js, files, 1); err != nil || len(r.Drift) > 0 {
+		t.Fatalf("verify after apply: %v, drift %v", err, r.Drift)
+	}
+	// A changed definition updates the running stream.
+	changed := fstest.MapFS{"x.yaml": {Data: []byte("stream: {name: INGRESS, subjects: ['sd.callback.>', 'sd.sns.>'], storage: file, retention: limits, discard: old, max_age: 1h, duplicate_window: 1m}\n")}}
+	files, err = streams.Load(changed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := streams.Apply(ctx, js, files, streams.ModeUpdate, 1); err != nil {
 		t.Fatal(err)
 	}
 	s, err := js.Stream(ctx, streams.Ingress)
@@ -115,5 +123,33 @@ func TestConcurrentApplyOnFreshServer(t *testing.T) {
 		if err := <-errs; err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// TestDefinitionsHoldTheConfiguredDefaults: the limits the definition files
+// give JOBS, ARCHIVE and QUOTA are the defaults of streams.jobs,
+// streams.archive and streams.quota, so that the NACK resources generated
+// from the files (deploy/base/nack) are what a process applies with the
+// default configuration.
+func TestDefinitionsHoldTheConfiguredDefaults(t *testing.T) {
+	t.Parallel()
+	d := config.Default().Streams
+	files, err := streams.Load(streams.Files())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, l := range map[string]config.StreamLimits{streams.Jobs: d.Jobs, streams.Archive: d.Archive, streams.Quota: d.Quota} {
+		i := slices.IndexFunc(files, func(f streams.File) bool { return f.Stream != nil && f.Stream.Name == name })
+		if i < 0 {
+			t.Fatalf("no definition of %s", name)
+		}
+		s := files[i].Stream
+		if time.Duration(s.MaxAge) != l.MaxAge.D() || s.MaxBytes != l.MaxBytes {
+			t.Errorf("%s: the definition has max_age %s, max_bytes %d; the configuration's default is %s, %d",
+				name, time.Duration(s.MaxAge), s.MaxBytes, l.MaxAge.D(), l.MaxBytes)
+		}
+	}
+	if i := slices.IndexFunc(files, func(f streams.File) bool { return f.Stream != nil && f.Stream.Name == streams.Quota }); !files[i].Stream.Lossless {
+		t.Error("QUOTA is not lossless")
 	}
 }

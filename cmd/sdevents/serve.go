@@ -22,7 +22,6 @@ import (
 	"github.com/sdevents/sdevents/pkg/httpserver"
 	"github.com/sdevents/sdevents/pkg/natsrv"
 	"github.com/sdevents/sdevents/services/ingress"
-	"github.com/sdevents/sdevents/streams"
 )
 
 // target wires one service into a process: it constructs the service from
@@ -226,9 +225,7 @@ func build(ctx context.Context, cfg config.Config, services []string) (*process,
 	if p.js, err = jetstream.New(nc); err != nil {
 		return fail(err)
 	}
-	applyCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	if err := streams.ApplyEmbedded(applyCtx, p.js, cfg.NATS.Replicas); err != nil {
+	if err := p.applyStreams(ctx, services); err != nil {
 		return fail(err)
 	}
 
@@ -238,7 +235,6 @@ func build(ctx context.Context, cfg config.Config, services []string) (*process,
 		}
 		return nil
 	})
-	p.http.AddReadyCheck("streams", func(ctx context.Context) error { return streams.Check(ctx, p.js) })
 	if guard != nil {
 		p.http.AddReadyCheck("store", guard.Ready)
 		p.add("store guard", guard.Run)

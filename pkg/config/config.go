@@ -25,6 +25,7 @@ type Config struct {
 	Console    Console    `yaml:"console"`
 	Archive    Archive    `yaml:"archive"`
 	Aggregator Aggregator `yaml:"aggregator"`
+	Streams    Streams    `yaml:"streams"`
 	Log        Log        `yaml:"log"`
 	Shutdown   Duration   `yaml:"shutdown_timeout"`
 }
@@ -220,6 +221,42 @@ type Aggregator struct {
 	IdleTimeout Duration `yaml:"idle_timeout"`
 }
 
+// Streams says who owns the JetStream streams, consumers and buckets, and
+// the retention of the streams downstream teams read (docs/operations.md,
+// "Stream ownership" and "Retention").
+type Streams struct {
+	// Apply is what a process does with the definitions at start:
+	// "update" (create or update: an operator's edit is undone), "create"
+	// (create what is missing, never change what exists, report drift) or
+	// "off" (change nothing; everything must exist). Empty takes the
+	// command's default: update for `sdevents run`, create for the
+	// single-service commands.
+	Apply string `yaml:"apply"`
+	// Jobs and Archive are the limits of JOBS and ARCHIVE; zero is
+	// unlimited.
+	Jobs    StreamLimits `yaml:"jobs"`
+	Archive StreamLimits `yaml:"archive"`
+	// Quota is the size cap of the QUOTA ledger, which keeps every event:
+	// max_age must stay 0, and a max_bytes refuses new events when reached
+	// (discard new) instead of removing old ones.
+	Quota StreamLimits `yaml:"quota"`
+}
+
+// StreamLimits are the retention limits of one stream; zero is unlimited.
+type StreamLimits struct {
+	// MaxAge removes messages older than this.
+	MaxAge Duration `yaml:"max_age"`
+	// MaxBytes bounds the stream's size in bytes.
+	MaxBytes int64 `yaml:"max_bytes"`
+}
+
+// Stream ownership modes (Streams.Apply).
+const (
+	StreamsUpdate = "update"
+	StreamsCreate = "create"
+	StreamsOff    = "off"
+)
+
 // Log configures the process log.
 type Log struct {
 	// Level is a zerolog level name.
@@ -282,7 +319,11 @@ func Default() Config {
 			MaxImagesPerTask: 64,
 		},
 		Aggregator: Aggregator{Key: "account", IdleTimeout: Duration(10 * time.Minute)},
-		Log:        Log{Level: "info", Format: "json"},
-		Shutdown:   Duration(20 * time.Second),
+		Streams: Streams{
+			Jobs:    StreamLimits{MaxAge: Duration(30 * 24 * time.Hour)},
+			Archive: StreamLimits{MaxAge: Duration(30 * 24 * time.Hour)},
+		},
+		Log:      Log{Level: "info", Format: "json"},
+		Shutdown: Duration(20 * time.Second),
 	}
 }

@@ -139,6 +139,33 @@ aggregator: {key: job}
 		{name: "bad limits", yaml: base + "http: {max_connections: -1, max_header_bytes: 100, idle_timeout: 0s, body_budget: 1024}\nnats: {embedded: {max_store: -1, max_connections: -2, max_memory: 10}}\n",
 			wantErr: []string{"http.max_connections", "http.max_header_bytes", "http.idle_timeout", "http.body_budget:",
 				"nats.embedded.max_store", "nats.embedded.max_connections", "nats.embedded.max_memory"}},
+		{name: "streams defaults", yaml: base, check: func(t *testing.T, c config.Config) {
+			s := c.Streams
+			if s.Apply != "" || s.Jobs.MaxAge.D() != 720*time.Hour || s.Archive.MaxAge.D() != 720*time.Hour ||
+				s.Jobs.MaxBytes != 0 || s.Archive.MaxBytes != 0 || s.Quota != (config.StreamLimits{}) {
+				t.Fatalf("streams: %+v", s)
+			}
+		}},
+		{name: "streams set", yaml: base + "streams: {apply: off, jobs: {max_age: 168h, max_bytes: 1073741824}, archive: {max_age: 0s}, quota: {max_bytes: 10737418240}}\n",
+			check: func(t *testing.T, c config.Config) {
+				s := c.Streams
+				if s.Apply != "off" || s.Jobs.MaxAge.D() != 168*time.Hour || s.Jobs.MaxBytes != 1<<30 || s.Archive.MaxAge != 0 || s.Quota.MaxBytes != 10<<30 {
+					t.Fatalf("streams: %+v", s)
+				}
+			}},
+		{name: "streams from env", yaml: base, env: map[string]string{"SDEVENTS_STREAMS_APPLY": "create", "SDEVENTS_STREAMS_ARCHIVE_MAX_AGE": "2160h"},
+			check: func(t *testing.T, c config.Config) {
+				if c.Streams.Apply != "create" || c.Streams.Archive.MaxAge.D() != 2160*time.Hour {
+					t.Fatalf("streams: %+v", c.Streams)
+				}
+			}},
+		// The ledger keeps every event: no age limit can be set on it.
+		{name: "quota ledger cannot lose events", yaml: base + "streams: {quota: {max_age: 8760h}}\n",
+			wantErr: []string{"streams.quota.max_age: the QUOTA ledger keeps every event"}},
+		{name: "bad streams", yaml: base + "streams: {apply: sometimes, jobs: {max_age: 1h}, archive: {max_bytes: 1000}, quota: {max_bytes: -1}}\n",
+			wantErr: []string{`streams.apply: want update, create or off, got "sometimes"`, "streams.jobs.max_age: want 0 (unlimited) or at least 24h0m0s",
+				"streams.archive.max_bytes", "streams.quota.max_bytes"}},
+		{name: "unknown streams key", yaml: base + "streams: {quota: {max_msgs: 5}}\n", wantErr: []string{"max_msgs"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -207,6 +207,17 @@ func (c Config) Validate() error {
 		bad("aggregator.key", "want account or invoke_id, got %q", c.Aggregator.Key)
 	}
 	positive("aggregator.idle_timeout", c.Aggregator.IdleTimeout)
+	switch c.Streams.Apply {
+	case "", StreamsUpdate, StreamsCreate, StreamsOff:
+	default:
+		bad("streams.apply", "want update, create or off, got %q", c.Streams.Apply)
+	}
+	c.Streams.Jobs.validate("streams.jobs", minJobsAge, bad)
+	c.Streams.Archive.validate("streams.archive", minArchiveAge, bad)
+	if c.Streams.Quota.MaxAge != 0 {
+		bad("streams.quota.max_age", "the QUOTA ledger keeps every event: must be 0 (unlimited), got %s", c.Streams.Quota.MaxAge.D())
+	}
+	StreamLimits{MaxBytes: c.Streams.Quota.MaxBytes}.validate("streams.quota", 0, bad)
 	if _, err := zerolog.ParseLevel(c.Log.Level); err != nil || c.Log.Level == "" {
 		bad("log.level", "unknown level %q", c.Log.Level)
 	}
@@ -215,6 +226,31 @@ func (c Config) Validate() error {
 	}
 	positive("shutdown_timeout", c.Shutdown)
 	return errors.Join(errs...)
+}
+
+// Lower bounds of the stream ages (0, unlimited, is always allowed).
+const (
+	// minJobsAge is JOBS's duplicate window (streams/jobs.yaml): JetStream
+	// refuses a max_age shorter than it, and a repeated record must still
+	// be recognised.
+	minJobsAge = 24 * time.Hour
+	// minArchiveAge covers the lookups in ARCHIVE: the archiver's search for
+	// an outcome while an image is retried (archive.url_lifetime, 5 h by
+	// default) and the aggregator's for the URIs of a job's images.
+	minArchiveAge = 24 * time.Hour
+	// minStreamBytes is the smallest size cap: room for a few messages.
+	minStreamBytes = 1 << 20
+)
+
+// validate reports limits that JetStream would refuse or that would leave
+// no room for what reads the stream.
+func (l StreamLimits) validate(key string, minAge time.Duration, bad func(key, format string, args ...any)) {
+	if l.MaxAge < 0 || l.MaxAge > 0 && l.MaxAge.D() < minAge {
+		bad(key+".max_age", "want 0 (unlimited) or at least %s, got %s", minAge, l.MaxAge.D())
+	}
+	if l.MaxBytes < 0 || l.MaxBytes > 0 && l.MaxBytes < minStreamBytes {
+		bad(key+".max_bytes", "want 0 (unlimited) or at least %d, got %d", minStreamBytes, l.MaxBytes)
+	}
 }
 
 // CallbackSource returns the callback source called name.
