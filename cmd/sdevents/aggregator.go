@@ -23,7 +23,7 @@ func init() {
 
 // aggregatorTarget wires the aggregator into a process; it serves no HTTP.
 func aggregatorTarget(ctx context.Context, p *process) error {
-	a, err := aggregator.New(ctx, p.cfg, p.nc, p.reg, aggregator.WithLogger(p.log))
+	a, err := aggregator.New(ctx, p.cfg, p.nc, p.reg, aggregator.WithLogger(serviceLogger(p.cfg.Log, "aggregator")))
 	if err != nil {
 		return err
 	}

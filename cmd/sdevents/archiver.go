@@ -20,7 +20,7 @@ func init() {
 
 func archiverTarget(ctx context.Context, p *process) error {
 	a, err := archiver.New(ctx, p.cfg, p.nc, p.reg,
-		archiver.WithLogger(p.log.With().Str("service", "archiver").Logger()),
+		archiver.WithLogger(serviceLogger(p.cfg.Log, "archiver")),
 		archiver.WithDrainTimeout(p.cfg.Shutdown.D()/2))
 	if err != nil {
 		return err

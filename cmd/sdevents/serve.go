@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -156,7 +157,7 @@ func newLogger(cfg config.Log) zerolog.Logger {
 // stream definitions and constructs the services. cleanup closes what build
 // opened, in reverse order.
 func build(ctx context.Context, cfg config.Config, services []string) (*process, func(), error) {
-	p := &process{cfg: cfg, log: newLogger(cfg.Log), reg: prometheus.NewRegistry(), brake: admintoken.NewBrake(nil), broken: make(chan error, 1)}
+	p := &process{cfg: cfg, log: serviceLogger(cfg.Log, strings.Join(services, ",")), reg: prometheus.NewRegistry(), brake: admintoken.NewBrake(nil), broken: make(chan error, 1)}
 	announce(p.log, p.reg)
 	var closers []func()
 	cleanup := func() {

@@ -2,6 +2,7 @@ package httpserver_test
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -90,4 +91,85 @@ func requestCounts(t *testing.T, reg *prometheus.Registry) []string {
 		}
 	}
 	return out
+}
+
+// TestRequestID: a valid incoming X-Request-Id is kept, anything else
+// (absent, too long, with a space or a control character) is replaced by a
+// new id; either way the answer carries it and so does the request's log
+// line, with the time taken in milliseconds and the stored event's ce-id
+// and sequence when the handler set them.
+func TestRequestID(t *testing.T) {
+	t.Parallel()
+	var logs bytes.Buffer
+	s := httpserver.New(zerolog.New(&logs), prometheus.NewRegistry())
+	s.Echo().POST("/store", func(c echo.Context) error {
+		info := httpserver.Info(c)
+		info.EventID, info.Seq, info.Outcome = "cb-0123", 42, "stored"
+		return c.NoContent(http.StatusOK)
+	})
+	s.Echo().POST("/fail", func(echo.Context) error { return httpserver.ErrBadRequest })
+	max := strings.Repeat("x", httpserver.MaxRequestIDLen)
+	for _, tc := range []struct {
+		name, path, incoming string
+		keep                 bool
+	}{
+		{"kept", "/store", "req-1:a/b=c", true},
+		{"kept at the limit", "/store", max, true},
+		{"kept on an error answer", "/fail", "req-2", true},
+		{"absent", "/store", "", false},
+		{"too long", "/store", max + "x", false},
+		{"space", "/store", "req 3", false},
+		{"control character", "/store", "req\x7f4", false},
+		{"non-ASCII", "/store", "req-é", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var line bytes.Buffer
+			srv := httpserver.New(zerolog.New(&line), prometheus.NewRegistry())
+			srv.Echo().POST("/store", func(c echo.Context) error {
+				info := httpserver.Info(c)
+				info.EventID, info.Seq, info.Outcome = "cb-0123", 42, "stored"
+				return c.NoContent(http.StatusOK)
+			})
+			srv.Echo().POST("/fail", func(echo.Context) error { return httpserver.ErrBadRequest })
+			req := httptest.NewRequest(http.MethodPost, tc.path, nil)
+			if tc.incoming != "" {
+				req.Header.Set(httpserver.HeaderRequestID, tc.incoming)
+			}
+			w := httptest.NewRecorder()
+			srv.Echo().ServeHTTP(w, req)
+			got := w.Header().Get(httpserver.HeaderRequestID)
+			if tc.keep && got != tc.incoming {
+				t.Fatalf("answer's id %q, want the incoming %q", got, tc.incoming)
+			}
+			if !tc.keep && (got == tc.incoming || !httpserver.ValidRequestID(got) || len(got) != 26) {
+				t.Fatalf("answer's id %q: want a new one for %q", got, tc.incoming)
+			}
+			var entry map[string]any
+			if err := json.Unmarshal(line.Bytes(), &entry); err != nil {
+				t.Fatalf("log line %q: %v", line.String(), err)
+			}
+			if entry["request_id"] != got {
+				t.Errorf("log request_id %v, want %q", entry["request_id"], got)
+			}
+			if _, ok := entry["took_ms"].(float64); !ok || entry["took"] != nil {
+				t.Errorf("log line %s: want took_ms (a number) and no took", line.String())
+			}
+			if tc.path == "/store" && (entry["ce_id"] != "cb-0123" || entry["seq"] != float64(42)) {
+				t.Errorf("log line %s: want ce_id cb-0123 and seq 42", line.String())
+			}
+			if tc.path == "/fail" && (entry["ce_id"] != nil || entry["seq"] != nil) {
+				t.Errorf("log line %s: ce_id or seq without a stored event", line.String())
+			}
+		})
+	}
+	// Two requests without an id get different ones.
+	ids := map[string]bool{}
+	for range 2 {
+		w := httptest.NewRecorder()
+		s.Echo().ServeHTTP(w, httptest.NewRequest(http.MethodPost, "/store", nil))
+		ids[w.Header().Get(httpserver.HeaderRequestID)] = true
+	}
+	if len(ids) != 2 {
+		t.Errorf("ids %v: want two different ones", ids)
+	}
 }

@@ -375,7 +375,7 @@ func (s *Service) settle(it work, out outcome, err error) {
 		lvl = zerolog.WarnLevel
 	}
 	if ev := s.log.WithLevel(lvl); ev.Enabled() {
-		ev.Str("subject", it.msg.Subject()).Str("key", it.token).Int("outcome", int(out)).
+		ev.Str("subject", it.msg.Subject()).Str("key", it.token).Str("outcome", outcomeNames[out]).
 			AnErr("error", err).AnErr("ack_error", ackErr).Msg("aggregator message")
 	}
 }

@@ -219,7 +219,7 @@ func (s *Service) settle(h *held) {
 	if len(t.problems) > 0 {
 		ev = ev.Strs("problems", t.problems)
 	}
-	ev = ev.Dur("took", time.Since(h.start))
+	ev = ev.Dur("took_ms", time.Since(h.start))
 	switch {
 	case again == nil:
 		// Confirmed, so that a replica whose Run returned has nothing left
@@ -245,7 +245,7 @@ func (s *Service) settle(h *held) {
 	default:
 		delay := s.backoff.delay(attempts, s.now(), s.now().Add(s.backoff.max))
 		_ = h.msg.NakWithDelay(delay)
-		ev.Err(again).Dur("retry_in", delay).Msg("archiver message delayed")
+		ev.Err(again).Dur("retry_in_ms", delay).Msg("archiver message delayed")
 	}
 }
 

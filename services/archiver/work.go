@@ -113,7 +113,7 @@ func (s *Service) runImage(ctx context.Context, t task, img image, seq uint64, a
 		s.metrics.retries.Inc()
 		h.add(func(tl *tally) { tl.retrying++ })
 		s.log.Debug().Err(later.err).Str("account", t.Account).Str("task_id", t.TaskID).Str("key", img.Key).
-			Int("attempt", attempts).Dur("retry_in", delay).Msg("archive retry scheduled")
+			Int("attempt", attempts).Dur("retry_in_ms", delay).Msg("archive retry scheduled")
 		return nil
 	}
 	if err != nil {
@@ -142,7 +142,7 @@ func (s *Service) runRequest(ctx context.Context, req archiveretry.Request, atte
 		}
 		s.metrics.retries.Inc()
 		s.log.Debug().Err(later.err).Str("account", req.Account).Str("task_id", req.TaskID).Str("key", req.Key).
-			Int("attempt", attempts).Dur("retry_in", delay).Msg("archive retry scheduled")
+			Int("attempt", attempts).Dur("retry_in_ms", delay).Msg("archive retry scheduled")
 		result, err = retryScheduled, nil
 	}
 	if err != nil {

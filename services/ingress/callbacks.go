@@ -99,7 +99,7 @@ func (s *Service) handleCallback(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	info.Outcome = "stored"
+	info.Outcome, info.EventID, info.Seq = "stored", key, stored.Seq
 	if stored.Duplicate {
 		info.Outcome = "duplicate"
 	}

@@ -152,7 +152,7 @@ func (s *Service) serveSNS(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	info.Outcome = "stored"
+	info.Outcome, info.EventID, info.Seq = "stored", key, stored.Seq
 	if stored.Duplicate {
 		info.Outcome = "duplicate"
 	}

@@ -54,7 +54,7 @@ func (s *Service) onDue(m jetstream.Msg) {
 			_ = m.NakWithDelay(expiryRetry)
 		case errors.Is(d.Answer.Err, ledger.ErrNotDue):
 			wait := min(max(time.Until(due), 0)+expirySlack, expiryMaxWait)
-			log.Debug().Dur("wait", wait).Msg("quota: expiry timer early")
+			log.Debug().Dur("wait_ms", wait).Msg("quota: expiry timer early")
 			_ = m.NakWithDelay(wait)
 		default:
 			if len(d.Events) > 0 {

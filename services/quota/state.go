@@ -286,7 +286,7 @@ func (s *Service) sync(ctx context.Context, e *entry) (moved bool, err error) {
 	case last == e.acct.Seq:
 		return false, nil
 	case last < e.acct.Seq:
-		s.log.Warn().Str("account", id).Uint64("stream", last).Uint64("state", e.acct.Seq).Msg("quota: stream behind the state; reloading")
+		s.log.Warn().Str("account", id).Uint64("stream_seq", last).Uint64("state_seq", e.acct.Seq).Msg("quota: stream behind the state; reloading")
 		return true, s.load(ctx, e, id)
 	}
 	for e.acct.Seq < last {
