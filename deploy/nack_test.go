@@ -6,8 +6,10 @@ import (
 	"path/filepath"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/sdevents/sdevents/deploy/nack"
+	"github.com/sdevents/sdevents/pkg/config"
 	"github.com/sdevents/sdevents/streams"
 )
 
@@ -47,5 +49,33 @@ func TestNACKManifestsMatchStreams(t *testing.T) {
 	}
 	if !slices.Contains(names, nack.Kustomization) {
 		t.Errorf("%s has no %s", dir, nack.Kustomization)
+	}
+}
+
+// TestDefinitionsHoldTheConfiguredDefaults: the limits the definition files
+// give JOBS, ARCHIVE and QUOTA are the defaults of streams.jobs,
+// streams.archive and streams.quota, so that the NACK resources generated
+// from the files (base/nack) are what a process applies with the default
+// configuration.
+func TestDefinitionsHoldTheConfiguredDefaults(t *testing.T) {
+	t.Parallel()
+	d := config.Default().Streams
+	files, err := streams.Load(streams.Files())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, l := range map[string]config.StreamLimits{streams.Jobs: d.Jobs, streams.Archive: d.Archive, streams.Quota: d.Quota} {
+		i := slices.IndexFunc(files, func(f streams.File) bool { return f.Stream != nil && f.Stream.Name == name })
+		if i < 0 {
+			t.Fatalf("no definition of %s", name)
+		}
+		s := files[i].Stream
+		if time.Duration(s.MaxAge) != l.MaxAge.D() || s.MaxBytes != l.MaxBytes {
+			t.Errorf("%s: the definition has max_age %s, max_bytes %d; the configuration's default is %s, %d",
+				name, time.Duration(s.MaxAge), s.MaxBytes, l.MaxAge.D(), l.MaxBytes)
+		}
+	}
+	if i := slices.IndexFunc(files, func(f streams.File) bool { return f.Stream != nil && f.Stream.Name == streams.Quota }); !files[i].Stream.Lossless {
+		t.Error("QUOTA is not lossless")
 	}
 }
