@@ -7,7 +7,9 @@ import (
 
 // CallbackImage is one generated image of an sdTaskFinished or sdJobFinished
 // body. Text fields hold strings as sent, numbers as NumberText and objects
-// or arrays as compact JSON (with a problem noted); "" when absent.
+// or arrays as compact JSON (with a problem noted); "" when absent, and when
+// longer than MaxTextLen (a string) or MaxNumberLen (a number), with a
+// problem noted.
 type CallbackImage struct {
 	GeneratedImageID    string // generatedImageId
 	URL                 string // url (valid for 5 hours)
@@ -100,7 +102,7 @@ func ParseCallbackResult(body []byte) CallbackResult {
 			v, ok := text(obj[f.key])
 			*f.get(&img) = v
 			if !ok {
-				note("data[%d].%s is a %s", i, f.key, kind(obj[f.key]))
+				note("data[%d].%s %s", i, f.key, describe(obj[f.key]))
 			}
 		}
 		var okW, okH bool

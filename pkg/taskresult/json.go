@@ -3,6 +3,7 @@ package taskresult
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"math"
 	"math/big"
 	"regexp"
@@ -47,17 +48,48 @@ func kind(raw json.RawMessage) string {
 	}
 }
 
-// str returns raw as a string when it is a JSON string.
+// MaxTextLen is the longest string, in bytes once decoded, that the parsers
+// read from a field; a longer one is left empty, with a problem noted.
+const MaxTextLen = 8192
+
+// MaxNumberLen is the longest number literal, in characters, that the
+// parsers read (NumberText); a longer one is not a number they read, with a
+// problem noted. It keeps the cost of a literal proportional to its length:
+// exact decimal arithmetic on a literal of n digits costs about n².
+const MaxNumberLen = 32
+
+// str returns raw as a string when it is a JSON string of at most
+// MaxTextLen bytes.
 func str(raw json.RawMessage) (string, bool) {
 	if kind(raw) != "string" {
 		return "", false
 	}
 	var s string
-	if err := json.Unmarshal(raw, &s); err != nil {
+	if err := json.Unmarshal(raw, &s); err != nil || len(s) > MaxTextLen {
 		return "", false
 	}
 	return s, true
 }
+
+// describe says why raw could not be read as text or a number, for a
+// problem line: "is a <kind>", or what bound it exceeds. It never quotes
+// the value.
+func describe(raw json.RawMessage) string {
+	switch k := kind(raw); k {
+	case "string":
+		return fmt.Sprintf("is longer than %d bytes", MaxTextLen)
+	case "number":
+		if len(bytes.TrimSpace(raw)) > MaxNumberLen {
+			return fmt.Sprintf("is a number longer than %d characters", MaxNumberLen)
+		}
+		return "is not a number"
+	default:
+		return "is a " + k
+	}
+}
+
+// parseRat reads an exact decimal; tests replace it to see what it is given.
+var parseRat = func(s string) (*big.Rat, bool) { return new(big.Rat).SetString(s) }
 
 // intLiteral matches a JSON integer without fraction or exponent.
 var intLiteral = regexp.MustCompile(`^-?(0|[1-9][0-9]*)$`)
@@ -70,9 +102,14 @@ const maxExpandedExponent = 30
 // formatting: integers are kept digit for digit (12345678901234567890 stays
 // exact), an integral value written with a fraction or an exponent is
 // expanded (1e6 and 1000000.0 become "1000000"), and anything else (1.5,
-// 1e-3, 1e100) is returned as written. ok is false for a non-number.
+// 1e-3, 1e100) is returned as written. ok is false for a non-number and for
+// a literal longer than MaxNumberLen characters, which is refused before it
+// is read.
 func NumberText(literal string) (string, bool) {
 	literal = strings.TrimSpace(literal)
+	if len(literal) > MaxNumberLen {
+		return "", false
+	}
 	if intLiteral.MatchString(literal) {
 		return literal, true
 	}
@@ -85,7 +122,7 @@ func NumberText(literal string) (string, bool) {
 			return literal, true
 		}
 	}
-	r, ok := new(big.Rat).SetString(literal)
+	r, ok := parseRat(literal)
 	if !ok || !r.IsInt() {
 		return literal, true
 	}
@@ -94,7 +131,9 @@ func NumberText(literal string) (string, bool) {
 
 // text returns raw as text for an identifier-like field: a string as is, a
 // number as NumberText, a bool as "true"/"false", null or nothing as "".
-// Objects and arrays come back as compact JSON with ok false.
+// Objects and arrays come back as compact JSON with ok false; a string
+// longer than MaxTextLen, or a number longer than MaxNumberLen, as "" with
+// ok false (describe says why).
 func text(raw json.RawMessage) (string, bool) {
 	switch kind(raw) {
 	case "", "null":
@@ -107,7 +146,7 @@ func text(raw json.RawMessage) (string, bool) {
 		return strings.TrimSpace(string(raw)), true
 	default:
 		var b bytes.Buffer
-		if err := json.Compact(&b, raw); err != nil {
+		if err := json.Compact(&b, raw); err != nil || b.Len() > MaxTextLen {
 			return "", false
 		}
 		return b.String(), false

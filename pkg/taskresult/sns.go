@@ -69,7 +69,9 @@ func ParseSNSMessage(message string) SNSResult {
 		note("id is missing")
 	} else if k := kind(raw); k != "string" && k != "number" {
 		note("id is a %s", k)
-	} else if r.ID, _ = text(raw); r.ID == "" {
+	} else if id, ok := text(raw); !ok {
+		note("id %s", describe(raw))
+	} else if r.ID = id; r.ID == "" {
 		note("id is empty")
 	}
 
@@ -77,7 +79,7 @@ func ParseSNSMessage(message string) SNSResult {
 		if s, ok := str(raw); ok {
 			r.Runtime = s
 		} else if kind(raw) != "null" {
-			note("runtime is a %s", kind(raw))
+			note("runtime %s", describe(raw))
 		}
 	}
 
@@ -123,7 +125,7 @@ func ParseSNSMessage(message string) SNSResult {
 			for i, e := range list {
 				s, ok := str(e)
 				if !ok {
-					note("image_url[%d] is a %s", i, kind(e))
+					note("image_url[%d] %s", i, describe(e))
 					continue
 				}
 				r.ImageURLs = append(r.ImageURLs, s)
@@ -135,7 +137,11 @@ func ParseSNSMessage(message string) SNSResult {
 				r.Images = append(r.Images, u)
 			}
 		case "string": // a single URL instead of a list
-			s, _ := str(raw)
+			s, ok := str(raw)
+			if !ok {
+				note("image_url %s", describe(raw))
+				break
+			}
 			r.ImageURLs = []string{s}
 			if u, err := ParseS3URI(s); err == nil {
 				r.Images = []S3URI{u}
@@ -156,7 +162,7 @@ func ParseSNSMessage(message string) SNSResult {
 		if s, ok := str(raw); ok {
 			r.OutputURL = s
 		} else {
-			note("output_url is a %s", kind(raw))
+			note("output_url %s", describe(raw))
 		}
 	}
 
@@ -167,14 +173,16 @@ func ParseSNSMessage(message string) SNSResult {
 				if s, ok := str(a); ok {
 					r.Account = s
 				} else {
-					note("context.account is a %s", kind(a))
+					note("context.account %s", describe(a))
 				}
 			}
 			if j, ok := ctx["job_id"]; ok && kind(j) != "null" {
-				if k := kind(j); k == "string" || k == "number" {
-					r.JobID, _ = text(j)
-				} else {
+				if k := kind(j); k != "string" && k != "number" {
 					note("context.job_id is a %s", k)
+				} else if id, ok := text(j); ok {
+					r.JobID = id
+				} else {
+					note("context.job_id %s", describe(j))
 				}
 			}
 		}

@@ -183,6 +183,10 @@ func TestNumberText(t *testing.T) {
 		{"1e-3", "1e-3", true},
 		{"1e100", "1e100", true},
 		{"1e999999999", "1e999999999", true},
+		{"1." + strings.Repeat("0", 30), "1", true},                          // 32 characters
+		{"1." + strings.Repeat("0", 31), "", false},                          // 33: refused by length
+		{"123456789012345678901234567890123", "", false},                     // 33 digits
+		{" " + strings.Repeat("9", 32) + " ", strings.Repeat("9", 32), true}, // space is not counted
 		{"abc", "", false},
 		{"01", "", false},
 		{`"1"`, "", false},
@@ -232,6 +236,14 @@ func TestParseCallbackResult(t *testing.T) {
 		{"data a string", `{"success":true,"data":"img"}`, taskresult.CallbackResult{Success: true}, 1},
 		{"empty body", ``, taskresult.CallbackResult{}, 1},
 		{"not JSON", `success=true`, taskresult.CallbackResult{}, 1},
+		{"text at the bound", `{"success":true,"data":{"url":"` + strings.Repeat("u", taskresult.MaxTextLen) + `"}}`,
+			taskresult.CallbackResult{Success: true, Images: []taskresult.CallbackImage{{URL: strings.Repeat("u", taskresult.MaxTextLen)}}}, 0},
+		{"text beyond the bound", `{"success":true,"data":{"url":"` + strings.Repeat("u", taskresult.MaxTextLen+1) + `","type":"png"}}`,
+			taskresult.CallbackResult{Success: true, Images: []taskresult.CallbackImage{{Type: "png"}}}, 1},
+		{"escaped text beyond the bound", `{"success":true,"data":{"infotexts":"` + strings.Repeat(`\u00e9`, taskresult.MaxTextLen/2+1) + `"}}`,
+			taskresult.CallbackResult{Success: true, Images: []taskresult.CallbackImage{{}}}, 1},
+		{"long number", `{"success":true,"data":{"sdCheckpointVersionId":` + strings.Repeat("7", 40) + `,"width":1.` + strings.Repeat("0", 40) + `}}`,
+			taskresult.CallbackResult{Success: true, Images: []taskresult.CallbackImage{{}}}, 2},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

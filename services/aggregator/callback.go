@@ -139,13 +139,15 @@ func (s *scanner) literal(lit string) bool {
 }
 
 // plainString consumes a string without escapes whose bytes are valid
-// UTF-8, and returns its contents: those decode to themselves.
+// UTF-8, at most taskresult.MaxTextLen of them, and returns its contents:
+// those decode to themselves. A longer string is not plain: the reference
+// parser leaves it out.
 func (s *scanner) plainString() ([]byte, bool) {
 	if !s.next('"') {
 		return nil, false
 	}
 	end := bytes.IndexByte(s.b[s.i:], '"')
-	if end < 0 {
+	if end < 0 || end > taskresult.MaxTextLen {
 		return nil, false
 	}
 	v := s.b[s.i : s.i+end]
@@ -224,11 +226,12 @@ func (s *scanner) image() (jobs.Image, bool) {
 }
 
 // size reads an integer literal of at most nine digits without a leading
-// zero, fraction or exponent.
+// zero, fraction or exponent; it stops reading at the tenth digit (a longer
+// literal is not plain, whatever its length).
 func (s *scanner) size() (int, bool) {
 	s.space()
 	start, n := s.i, 0
-	for s.i < len(s.b) && s.b[s.i] >= '0' && s.b[s.i] <= '9' {
+	for s.i < len(s.b) && s.b[s.i] >= '0' && s.b[s.i] <= '9' && s.i-start < 10 {
 		n = n*10 + int(s.b[s.i]-'0')
 		s.i++
 	}

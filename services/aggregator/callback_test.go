@@ -2,6 +2,7 @@ package aggregator
 
 import (
 	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/sdevents/sdevents/pkg/taskresult"
@@ -52,6 +53,11 @@ var callbackBodies = []struct {
 	{"trailing", `{"success":true} x`, false},
 	{"array body", `[{"success":true}]`, false},
 	{"empty", ``, false},
+	{"long number", `{"success":true,"data":{"width":1.` + strings.Repeat("0", 200) + `,"url":"u"}}`, false},
+	{"long integer", `{"success":true,"data":{"width":` + strings.Repeat("9", 200) + `}}`, false},
+	{"long number elsewhere", `{"success":true,"seq":` + strings.Repeat("9", 200) + `,"data":{"url":"u"}}`, true},
+	{"text at the bound", `{"success":true,"data":{"url":"` + strings.Repeat("u", taskresult.MaxTextLen) + `"}}`, true},
+	{"text beyond the bound", `{"success":true,"data":{"url":"` + strings.Repeat("u", taskresult.MaxTextLen+1) + `","type":"png"}}`, false},
 }
 
 func TestCallbackResultMatchesReference(t *testing.T) {
