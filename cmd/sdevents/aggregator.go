@@ -9,7 +9,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/sdevents/sdevents/services/aggregator"
-	"github.com/sdevents/sdevents/services/aggregator/jobs"
 )
 
 func init() {
@@ -43,7 +42,7 @@ func newReplayJobsCmd(g *globals) *cobra.Command {
 		Use:   "jobs",
 		Short: "Rebuild every job record from INGRESS and compare them with JOBS (missing, extra, different)",
 		Long: `Rebuild every job record from the beginning of INGRESS with the aggregator's
-rules and configuration (aggregator.key, aggregator.idle_timeout), then compare
+rules and configuration (aggregator.key, idle_timeout and the job limits), then compare
 them with the records in JOBS by job id. Credits and archive URIs are not
 compared: they depend on when each job closed. Jobs whose idle timeout passed
 in the last few seconds may show as missing until the aggregator closes them.`,
@@ -58,7 +57,7 @@ in the last few seconds may show as missing until the aggregator closes them.`,
 				return err
 			}
 			defer nc.Close()
-			jcfg := jobs.Config{Key: cfg.Aggregator.Key, IdleTimeout: cfg.Aggregator.IdleTimeout.D()}
+			jcfg := aggregator.JobsConfig(cfg)
 			bar := replayBar(cmd, "replaying INGRESS")
 			res, err := aggregator.Replay(cmd.Context(), js, jcfg, time.Now().Add(-replayMargin), bar)
 			if err != nil {

@@ -219,6 +219,17 @@ type Aggregator struct {
 	// Key is "account" (default) or "invoke_id".
 	Key         string   `yaml:"key"`
 	IdleTimeout Duration `yaml:"idle_timeout"`
+	// MaxTasks closes a job when it holds this many tasks.
+	MaxTasks int `yaml:"max_tasks"`
+	// MaxDuration closes a job this long after it opened.
+	MaxDuration Duration `yaml:"max_duration"`
+	// MaxImagesPerTask keeps the first this many images of a task in its
+	// job's record; the others are counted, not listed. The archiver's
+	// archive.max_images_per_task, where set, should be the same.
+	MaxImagesPerTask int `yaml:"max_images_per_task"`
+	// MaxRecordBytes bounds a job record's size (without archive URIs): a
+	// task that would not fit closes the job first.
+	MaxRecordBytes int `yaml:"max_record_bytes"`
 }
 
 // Streams says who owns the JetStream streams, consumers and buckets, and
@@ -318,7 +329,10 @@ func Default() Config {
 			MinRateWindow:    Duration(10 * time.Second),
 			MaxImagesPerTask: 64,
 		},
-		Aggregator: Aggregator{Key: "account", IdleTimeout: Duration(10 * time.Minute)},
+		Aggregator: Aggregator{
+			Key: "account", IdleTimeout: Duration(10 * time.Minute),
+			MaxTasks: 256, MaxDuration: Duration(time.Hour), MaxImagesPerTask: 64, MaxRecordBytes: 1 << 20,
+		},
 		Streams: Streams{
 			Jobs:    StreamLimits{MaxAge: Duration(30 * 24 * time.Hour)},
 			Archive: StreamLimits{MaxAge: Duration(30 * 24 * time.Hour)},

@@ -166,6 +166,16 @@ aggregator: {key: job}
 			wantErr: []string{`streams.apply: want update, create or off, got "sometimes"`, "streams.jobs.max_age: want 0 (unlimited) or at least 24h0m0s",
 				"streams.archive.max_bytes", "streams.quota.max_bytes"}},
 		{name: "unknown streams key", yaml: base + "streams: {quota: {max_msgs: 5}}\n", wantErr: []string{"max_msgs"}},
+		{name: "aggregator limits", yaml: base + "aggregator: {max_tasks: 0, max_duration: 0s, max_images_per_task: 0, max_record_bytes: 1000}\n",
+			wantErr: []string{"aggregator.max_tasks", "aggregator.max_duration", "aggregator.max_images_per_task", "aggregator.max_record_bytes"}},
+		{name: "aggregator record beyond the payload", yaml: base + "aggregator: {max_record_bytes: 8388608}\n", wantErr: []string{"aggregator.max_record_bytes"}},
+		{name: "aggregator limits from the environment", yaml: base, env: map[string]string{
+			"SDEVENTS_AGGREGATOR_MAX_TASKS": "1000", "SDEVENTS_AGGREGATOR_MAX_DURATION": "2h",
+		}, check: func(t *testing.T, c config.Config) {
+			if c.Aggregator.MaxTasks != 1000 || c.Aggregator.MaxDuration.D() != 2*time.Hour || c.Aggregator.MaxImagesPerTask != 64 {
+				t.Fatalf("aggregator %+v", c.Aggregator)
+			}
+		}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -13,6 +13,9 @@ import (
 	"github.com/sdevents/sdevents/pkg/sns"
 )
 
+// minRecordBytes is the aggregator's smallest record bound (jobs.MinRecordBytes).
+const minRecordBytes = 64 << 10
+
 var (
 	// sourceName bounds a source's name: it is a subject token
 	// (sd.callback.<name>.<bizType>, sd.sns.<name>.<Type>).
@@ -218,6 +221,19 @@ func (c Config) Validate() error {
 		bad("streams.quota.max_age", "the QUOTA ledger keeps every event: must be 0 (unlimited), got %s", c.Streams.Quota.MaxAge.D())
 	}
 	StreamLimits{MaxBytes: c.Streams.Quota.MaxBytes}.validate("streams.quota", 0, bad)
+	positive("aggregator.max_duration", c.Aggregator.MaxDuration)
+	if c.Aggregator.MaxTasks < 1 {
+		bad("aggregator.max_tasks", "must be at least 1")
+	}
+	if c.Aggregator.MaxImagesPerTask < 1 {
+		bad("aggregator.max_images_per_task", "must be at least 1")
+	}
+	if r := c.Aggregator.MaxRecordBytes; r < minRecordBytes {
+		bad("aggregator.max_record_bytes", "must be at least %d, got %d", minRecordBytes, r)
+	} else if c.NATS.URL == "" && int64(r) > int64(c.NATS.Embedded.MaxPayload)-64<<10 {
+		bad("aggregator.max_record_bytes", "%d does not fit in nats.embedded.max_payload %d with headers (want at most %d)",
+			r, c.NATS.Embedded.MaxPayload, int64(c.NATS.Embedded.MaxPayload)-64<<10)
+	}
 	if _, err := zerolog.ParseLevel(c.Log.Level); err != nil || c.Log.Level == "" {
 		bad("log.level", "unknown level %q", c.Log.Level)
 	}

@@ -2,7 +2,9 @@ package aggregator_test
 
 import (
 	"context"
+	"encoding/json"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -120,6 +122,16 @@ func TestJobsOnceAcrossReplicasKillsAndRedeliveries(t *testing.T) {
 		t.Fatalf("JOBS holds %d records, want %d", len(stored), len(want.Records))
 	}
 	if d := aggregator.Compare(want.Records, stored); !d.Clean() {
+		for _, r := range want.Records {
+			if slices.Contains(d.Missing, r.JobID) || slices.Contains(d.Different, r.JobID) {
+				t.Logf("rebuilt: %s", recordJSON(r))
+			}
+		}
+		for _, r := range stored {
+			if slices.Contains(d.Extra, r.JobID) || slices.Contains(d.Different, r.JobID) {
+				t.Logf("in JOBS: %s", recordJSON(r))
+			}
+		}
 		t.Fatalf("JOBS differs from the rebuild: missing %v, extra %v, different %v", d.Missing, d.Extra, d.Different)
 	}
 	seen := map[string]int{}
@@ -213,4 +225,13 @@ func TestBacklogOfOneKeyInGroups(t *testing.T) {
 	if applied != float64(n) || writes == 0 || writes >= applied {
 		t.Fatalf("%v messages applied in %v state writes, want %d in fewer", applied, writes, n)
 	}
+}
+
+// recordJSON shows a record, with the invokeIds the event leaves out.
+func recordJSON(r jobs.Record) string {
+	b, _ := json.Marshal(struct {
+		jobs.Record
+		InvokeIDs []string `json:"invoke_ids"`
+	}{r, r.InvokeIDs})
+	return string(b)
 }

@@ -200,7 +200,7 @@ func (e *env) jobCount() uint64 {
 }
 
 func (e *env) jobsConfig() jobs.Config {
-	return jobs.Config{Key: e.cfg.Aggregator.Key, IdleTimeout: e.cfg.Aggregator.IdleTimeout.D()}
+	return aggregator.JobsConfig(e.cfg)
 }
 
 // rebuild is the oracle: the pure jobs package over INGRESS, in order.

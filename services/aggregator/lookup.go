@@ -122,6 +122,12 @@ const scanBatch = 256
 // at or after since, in order, using batched direct gets (no consumer is
 // created). It returns when it has read what the stream held when asked.
 func (l lookup) scan(ctx context.Context, stream, subject string, since time.Time, fn func([]byte)) error {
+	return l.scanFrom(ctx, stream, subject, map[string]any{"start_time": since.UTC()}, fn)
+}
+
+// scanFrom is scan from where the first direct-get request's from says:
+// {"start_time": t} or {"seq": n}.
+func (l lookup) scanFrom(ctx context.Context, stream, subject string, from map[string]any, fn func([]byte)) error {
 	// A request is sent only once the previous batch has been read, so the
 	// channel never holds more than one batch and its end marker. (A
 	// SubscribeSync channel would be allocated for 64k messages, per scan.)
@@ -132,7 +138,10 @@ func (l lookup) scan(ctx context.Context, stream, subject string, since time.Tim
 		return fmt.Errorf("read %s: %w", subject, err)
 	}
 	defer sub.Unsubscribe()
-	req := map[string]any{"next_by_subj": subject, "batch": scanBatch, "start_time": since.UTC()}
+	req := map[string]any{"next_by_subj": subject, "batch": scanBatch}
+	for k, v := range from {
+		req[k] = v
+	}
 	for {
 		payload, err := json.Marshal(req)
 		if err != nil {

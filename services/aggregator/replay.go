@@ -104,7 +104,11 @@ func Replay(ctx context.Context, js jetstream.JetStream, cfg jobs.Config, now ti
 	}
 	for _, sh := range shards {
 		for _, st := range sh.states {
-			res.Records = append(res.Records, jobs.Tick(st, now, cfg)...)
+			recs, err := sh.book.Tick(st, now, cfg)
+			if err != nil {
+				return res, fmt.Errorf("replay jobs: %w", err)
+			}
+			res.Records = append(res.Records, recs...)
 			res.Open += len(st.Open)
 		}
 	}
@@ -130,11 +134,12 @@ type replayRecord struct {
 }
 
 // replayShard applies the messages of the keys it owns, in the order it
-// receives them.
+// receives them, with the facts of their open jobs in memory.
 type replayShard struct {
 	cfg    jobs.Config
 	in     chan []replayMsg
 	states map[jobs.Key]*jobs.State
+	book   jobs.Book
 	closed []replayRecord
 	err    error
 }
@@ -160,7 +165,7 @@ func (sh *replayShard) apply(m replayMsg) error {
 	var recs []jobs.Record
 	var err error
 	if readable {
-		recs, _, err = jobs.Step(st, obs, sh.cfg)
+		recs, _, err = sh.book.Step(st, obs, sh.cfg)
 	}
 	if !readable || err != nil {
 		_, err = jobs.Skip(st, m.key, m.seq)

@@ -13,6 +13,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/sdevents/sdevents/pkg/config"
+	"github.com/sdevents/sdevents/pkg/deadletter"
 	"github.com/sdevents/sdevents/services/aggregator/jobs"
 	"github.com/sdevents/sdevents/streams"
 )
@@ -31,12 +32,17 @@ type Service struct {
 	nc      *nats.Conn
 	js      jetstream.JetStream
 	store   stateStore
+	facts   jetstream.Stream
 	lookup  lookup
 	durable jetstream.Consumer
 	due     jetstream.Consumer
 	log     zerolog.Logger
 	metrics *metrics
 	opts    options
+
+	// ingressBudget and dueBudget are the consumers' delivery budgets
+	// (dead.go).
+	ingressBudget, dueBudget deadletter.Budget
 
 	index *index
 	ioctx context.Context
@@ -57,6 +63,7 @@ type options struct {
 	opTimeout   time.Duration
 	maxWindow   int
 	cacheSize   int
+	gaugesEvery time.Duration
 	log         zerolog.Logger
 	hooks       hooks
 }
@@ -82,6 +89,15 @@ func WithTimerMargin(d time.Duration) Option { return func(o *options) { o.timer
 type hooks struct {
 	onCommit func(seq uint64)
 	onAck    func(m jetstream.Msg) error
+	onApply  func(seq uint64) error
+}
+
+// apply runs before an INGRESS message is applied; an error fails it.
+func (h hooks) apply(seq uint64) error {
+	if h.onApply != nil {
+		return h.onApply(seq)
+	}
+	return nil
 }
 
 func (h hooks) beforeCommit(seq uint64) {
@@ -97,27 +113,48 @@ func (h hooks) ack(m jetstream.Msg) error {
 	return m.Ack()
 }
 
+// JobsConfig returns the grouping policy of cfg: what the service, and a
+// replay that must reproduce JOBS, apply.
+func JobsConfig(cfg config.Config) jobs.Config {
+	a := cfg.Aggregator
+	return jobs.Config{
+		Key: a.Key, IdleTimeout: a.IdleTimeout.D(), MaxTasks: a.MaxTasks, MaxDuration: a.MaxDuration.D(),
+		MaxImagesPerTask: a.MaxImagesPerTask, MaxRecordBytes: a.MaxRecordBytes,
+	}
+}
+
 // New builds the aggregator over an open NATS connection. The streams must
 // have been applied (streams.Apply). reg receives the aggregator's metrics.
 // It fails with jobs.ErrInvalidConfig for an unusable aggregator
-// configuration.
+// configuration, and when a record of aggregator.max_record_bytes would not
+// fit in the server's max_payload.
 func New(ctx context.Context, cfg config.Config, nc *nats.Conn, reg prometheus.Registerer, opts ...Option) (*Service, error) {
-	jcfg := jobs.Config{Key: cfg.Aggregator.Key, IdleTimeout: cfg.Aggregator.IdleTimeout.D()}
+	jcfg := JobsConfig(cfg)
 	if err := jcfg.Validate(); err != nil {
 		return nil, fmt.Errorf("aggregator: %w", err)
 	}
+	if room := nc.MaxPayload() - headerRoom; int64(jcfg.MaxRecordBytes) > room {
+		return nil, fmt.Errorf("aggregator: %w: max_record_bytes %d does not fit in the server's max_payload %d",
+			jobs.ErrInvalidConfig, jcfg.MaxRecordBytes, nc.MaxPayload())
+	}
 	o := options{workers: 256, timerMargin: 2 * time.Second, opTimeout: 10 * time.Second,
-		maxWindow: 1 << 18, cacheSize: 1 << 17, log: zerolog.Nop()}
+		maxWindow: 1 << 18, cacheSize: 1 << 17, gaugesEvery: 10 * time.Second, log: zerolog.Nop()}
 	for _, opt := range opts {
 		opt(&o)
 	}
-	js, err := jetstream.New(nc)
+	// Facts are stored asynchronously, a group's at once: up to 64 per lane.
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(o.workers*maxGroup+1024),
+		jetstream.WithPublishAsyncTimeout(o.opTimeout))
 	if err != nil {
 		return nil, fmt.Errorf("aggregator: %w", err)
 	}
 	kv, err := js.KeyValue(ctx, StateBucket)
 	if err != nil {
 		return nil, fmt.Errorf("aggregator: state bucket: %w", err)
+	}
+	facts, err := js.Stream(ctx, FactStream)
+	if err != nil {
+		return nil, fmt.Errorf("aggregator: fact stream: %w", err)
 	}
 	durable, err := js.Consumer(ctx, streams.Ingress, ConsumerName)
 	if err != nil {
@@ -128,10 +165,12 @@ func New(ctx context.Context, cfg config.Config, nc *nats.Conn, reg prometheus.R
 		return nil, fmt.Errorf("aggregator: consumer %s: %w", dueConsumer, err)
 	}
 	return &Service{
-		cfg: jcfg, nc: nc, js: js, store: stateStore{kv: kv},
+		cfg: jcfg, nc: nc, js: js, store: stateStore{kv: kv, js: js}, facts: facts,
 		lookup:  lookup{nc: nc, quotaLookback: cfg.Quota.ReservationTTL.D() + time.Minute},
 		durable: durable, due: due, log: o.log, metrics: newMetrics(reg), opts: o,
-		cache: stateCache{size: o.cacheSize}, lanes: map[string]*lane{}, slots: make(chan struct{}, o.workers),
+		ingressBudget: deadletter.BudgetOf(durable.CachedInfo().Config),
+		dueBudget:     deadletter.BudgetOf(due.CachedInfo().Config),
+		cache:         stateCache{size: o.cacheSize}, lanes: map[string]*lane{}, slots: make(chan struct{}, o.workers),
 	}, nil
 }
 
@@ -153,6 +192,10 @@ func (s *Service) Run(ctx context.Context) error {
 		idx.run(idxCtx, func(err error) { s.log.Warn().Err(err).Msg("aggregator key index restarts") })
 	})
 	defer func() { stopIndex(); idxDone.Wait() }()
+	gaugesCtx, stopGauges := context.WithCancel(s.ioctx)
+	var gaugesDone sync.WaitGroup
+	gaugesDone.Go(func() { s.watchBacklog(gaugesCtx) })
+	defer func() { stopGauges(); gaugesDone.Wait() }()
 
 	defer s.stopLanes()
 

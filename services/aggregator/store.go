@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sdevents/sdevents/services/aggregator/jobs"
@@ -33,7 +35,17 @@ type entry struct {
 // stateStore reads and writes entries with compare-and-set.
 type stateStore struct {
 	kv jetstream.KeyValue
+	js jetstream.JetStream
 }
+
+// headerOpenJobs is set on every entry written: the number of open jobs the
+// entry holds. The open_jobs gauge sums it over the last entry of every key
+// (countOpenJobs), without reading the entries.
+const headerOpenJobs = "sd-open-jobs"
+
+// stateSubjectPrefix is the subject of a key's entries in the bucket's
+// stream, KV_AGGREGATOR_STATE, before the key.
+const stateSubjectPrefix = "$KV." + StateBucket + "."
 
 // load returns the entry of token and its revision, revision 0 when there is
 // none yet.
@@ -53,25 +65,67 @@ func (s stateStore) load(ctx context.Context, token string) (entry, uint64, erro
 }
 
 // save writes e if token is still at revision rev (0: absent) and returns
-// the new revision. It returns errConflict when it is not.
+// the new revision. It returns errConflict when it is not. It writes as
+// kv.Create and kv.Update do (entries are never deleted, so a new key's
+// subject is empty), with headerOpenJobs.
 func (s stateStore) save(ctx context.Context, token string, e entry, rev uint64) (uint64, error) {
 	raw, err := json.Marshal(e)
 	if err != nil {
 		return 0, fmt.Errorf("save state %s: %w", token, err)
 	}
-	var next uint64
-	if rev == 0 {
-		next, err = s.kv.Create(ctx, token, raw)
-	} else {
-		next, err = s.kv.Update(ctx, token, raw, rev)
-	}
-	if errors.Is(err, jetstream.ErrKeyExists) {
+	msg := &nats.Msg{Subject: stateSubjectPrefix + token, Data: raw,
+		Header: nats.Header{headerOpenJobs: []string{strconv.Itoa(len(e.State.Open))}}}
+	ack, err := s.js.PublishMsg(ctx, msg, jetstream.WithExpectLastSequencePerSubject(rev))
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
 		return 0, fmt.Errorf("save state %s: %w", token, errConflict)
 	}
 	if err != nil {
 		return 0, fmt.Errorf("save state %s: %w", token, err)
 	}
-	return next, nil
+	return ack.Sequence, nil
+}
+
+// countOpenJobs sums headerOpenJobs over the last entry of every key, with
+// a headers-only ordered consumer: one pass over the keys, no entry read.
+func (s stateStore) countOpenJobs(ctx context.Context) (int, error) {
+	stream, err := s.js.Stream(ctx, "KV_"+StateBucket)
+	if err != nil {
+		return 0, fmt.Errorf("count open jobs: %w", err)
+	}
+	if stream.CachedInfo().State.Msgs == 0 {
+		return 0, nil
+	}
+	cons, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{stateSubjectPrefix + ">"}, DeliverPolicy: jetstream.DeliverLastPerSubjectPolicy, HeadersOnly: true,
+	})
+	if err != nil {
+		return 0, fmt.Errorf("count open jobs: %w", err)
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(4096))
+	if err != nil {
+		return 0, fmt.Errorf("count open jobs: %w", err)
+	}
+	defer it.Stop()
+	stop := context.AfterFunc(ctx, it.Stop)
+	defer stop()
+	total := 0
+	for {
+		m, err := it.Next()
+		if err != nil {
+			return 0, fmt.Errorf("count open jobs: %w", err)
+		}
+		n, _ := strconv.Atoi(m.Headers().Get(headerOpenJobs))
+		total += n
+		meta, err := m.Metadata()
+		if err != nil {
+			return 0, fmt.Errorf("count open jobs: %w", err)
+		}
+		if meta.NumPending == 0 {
+			return total, nil
+		}
+	}
 }
 
 // cached is an entry as a worker last loaded or saved it.

@@ -39,7 +39,7 @@ func timerAt(d time.Time, margin time.Duration) time.Time {
 // when it fires, fire re-arms for the deadline then in force. A schedule
 // replaces the previous one of the key. arm records the time in e.TimerAt.
 func (s *Service) arm(ctx context.Context, token string, e *entry) error {
-	d, ok := jobs.Deadline(&e.State)
+	d, ok := jobs.Deadline(&e.State, s.cfg)
 	if !ok {
 		return nil // nothing open; a pending timer will fire harmlessly
 	}

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"time"
 
@@ -92,12 +93,35 @@ func (s *Service) runLane(token string, l *lane) {
 const maxGroup = 64
 
 // handle handles a group of one key: its INGRESS messages together (group
-// commit, applyGroup), then its fired timers one by one.
+// commit, applyGroup), then its fired timers one by one. A message on its
+// last chance (delivered a third of max_deliver times, dead.go) is handled
+// alone, first, so that a failure is its own, and is buried when it fails
+// again.
 func (s *Service) handle(token string, group []work) {
-	msgs := slices.DeleteFunc(slices.Clone(group), func(it work) bool { return it.due })
+	var msgs, last []work
+	for _, it := range group {
+		switch {
+		case it.due:
+		case s.lastChance(it.msg, s.ingressBudget):
+			last = append(last, it)
+		default:
+			msgs = append(msgs, it)
+		}
+	}
+	slices.SortFunc(last, func(a, b work) int { return cmp.Compare(seqOf(a.msg), seqOf(b.msg)) })
+	for _, it := range last {
+		ctx, cancel := context.WithTimeout(s.ioctx, s.opts.opTimeout)
+		res := s.safeApply(ctx, token, []work{it})[0]
+		if res.out == nakError || res.out == nakWait && s.ingressBudget.Last(deliveries(it.msg)) {
+			s.bury(ctx, it, res)
+		} else {
+			s.settle(it, res.out, res.err)
+		}
+		cancel()
+	}
 	if len(msgs) > 0 {
 		ctx, cancel := context.WithTimeout(s.ioctx, s.opts.opTimeout)
-		res := s.applyGroup(ctx, token, msgs)
+		res := s.safeApply(ctx, token, msgs)
 		cancel()
 		for i, it := range msgs {
 			s.settle(it, res[i].out, res[i].err)
@@ -108,10 +132,42 @@ func (s *Service) handle(token string, group []work) {
 			continue
 		}
 		ctx, cancel := context.WithTimeout(s.ioctx, s.opts.opTimeout)
-		out, err := s.fire(ctx, it)
+		out, err := s.safeFire(ctx, it)
+		n := deliveries(it.msg)
+		if s.lastChance(it.msg, s.dueBudget) && out == nakError || out == nakWait && s.dueBudget.Last(n) {
+			s.bury(ctx, it, result{out, err})
+		} else {
+			s.settle(it, out, err)
+		}
 		cancel()
-		s.settle(it, out, err)
 	}
+}
+
+// safeApply is applyGroup, with a panic turned into an error of every
+// message (the key's cached entry, possibly half changed, is dropped).
+func (s *Service) safeApply(ctx context.Context, token string, msgs []work) (res []result) {
+	defer func() {
+		if p := recover(); p != nil {
+			s.cache.forget(token)
+			err := fmt.Errorf("panic: %v", p)
+			res = make([]result, len(msgs))
+			for i := range res {
+				res[i] = result{nakError, err}
+			}
+		}
+	}()
+	return s.applyGroup(ctx, token, msgs)
+}
+
+// safeFire is fire, with a panic turned into an error.
+func (s *Service) safeFire(ctx context.Context, it work) (out outcome, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			s.cache.forget(it.token)
+			out, err = nakError, fmt.Errorf("panic: %v", p)
+		}
+	}()
+	return s.fire(ctx, it)
 }
 
 // maxAttempts bounds the reload-and-retry loop after conflicts; a message
@@ -126,6 +182,7 @@ const (
 	ackDone                   // nothing to do: a redelivery, a stray timer
 	nakWait                   // a predecessor is not applied yet, or the index is behind
 	nakError                  // a failure; retried later
+	termDead                  // given up: recorded on sd.dead.<consumer> and terminated
 )
 
 // result is the outcome of one message of a group.
@@ -204,7 +261,7 @@ func (s *Service) applyInOrder(ctx context.Context, token string, key jobs.Key, 
 			return
 		}
 		st := &c.e.State
-		var recs []jobs.Record
+		var out jobs.Output
 		var applied []*pendingMsg
 		waiting := false
 		for _, p := range todo {
@@ -217,10 +274,14 @@ func (s *Service) applyInOrder(ctx context.Context, token string, key jobs.Key, 
 				waiting = true
 				continue
 			}
-			var closed []jobs.Record
+			if err := s.opts.hooks.apply(p.seq); err != nil {
+				p.res = result{nakError, err} // st is unchanged; the successors wait
+				continue
+			}
+			var o jobs.Output
 			var err error
 			if p.readable {
-				closed, _, err = jobs.Step(st, p.obs, s.cfg)
+				o, _, err = jobs.Step(st, p.obs, s.cfg)
 			}
 			if !p.readable || errors.Is(err, jobs.ErrInvalidObservation) {
 				s.metrics.skipped.Inc()
@@ -232,7 +293,8 @@ func (s *Service) applyInOrder(ctx context.Context, token string, key jobs.Key, 
 				continue
 			}
 			p.res = result{ackApplied, nil}
-			recs = append(recs, closed...)
+			out.Chunks = append(out.Chunks, o.Chunks...)
+			out.Closed = append(out.Closed, o.Closed...)
 			applied = append(applied, p)
 		}
 		if len(applied) == 0 {
@@ -245,7 +307,7 @@ func (s *Service) applyInOrder(ctx context.Context, token string, key jobs.Key, 
 		for _, p := range applied {
 			s.opts.hooks.beforeCommit(p.seq)
 		}
-		err = s.commit(ctx, token, c, recs)
+		err = s.commit(ctx, token, c, out)
 		if errors.Is(err, errConflict) {
 			s.metrics.conflicts.Inc()
 			continue
@@ -298,15 +360,15 @@ func (s *Service) fire(ctx context.Context, it work) (outcome, error) {
 			}
 			return nakWait, nil // messages of the key are still being applied
 		}
-		recs := jobs.Tick(&c.e.State, mark, s.cfg)
+		closed := jobs.Tick(&c.e.State, mark, s.cfg)
 		hadTimer := !c.e.TimerAt.IsZero()
 		c.e.TimerAt = time.Time{}
-		if len(recs) == 0 && !hadTimer {
-			if _, open := jobs.Deadline(&c.e.State); !open {
+		if len(closed) == 0 && !hadTimer {
+			if _, open := jobs.Deadline(&c.e.State, s.cfg); !open {
 				return ackDone, nil
 			}
 		}
-		err = s.commit(ctx, it.token, c, recs)
+		err = s.commit(ctx, it.token, c, jobs.Output{Closed: closed})
 		if errors.Is(err, errConflict) {
 			s.metrics.conflicts.Inc()
 			continue
@@ -336,13 +398,40 @@ func (s *Service) load(ctx context.Context, token string) (*cached, error) {
 	return c, nil
 }
 
-// commit publishes recs, arms the key's timer, and stores c's entry with
-// compare-and-set, in that order, so that a crash at any point leaves
-// nothing to lose: a redelivery republishes the same records (de-duplicated
-// by job id) and re-arms. Any failure drops the cached entry, which the
-// caller has modified.
-func (s *Service) commit(ctx context.Context, token string, c *cached, recs []jobs.Record) error {
-	err := s.publish(ctx, recs)
+// commit stores what a group of messages (or a timer) changed in c's entry,
+// in an order that leaves nothing to lose at a crash: the chunks of facts of
+// the jobs still open (idempotent: a redelivery stores the same ones
+// again), the records of the jobs that closed (de-duplicated by job id), the
+// key's timer, and last the entry, with compare-and-set. Once the entry is
+// stored, the subjects of the closed jobs that handed facts out are purged.
+// Any failure drops the cached entry, which the caller has modified.
+func (s *Service) commit(ctx context.Context, token string, c *cached, out jobs.Output) error {
+	closing := make(map[string][]jobs.Fact, len(out.Closed))
+	var purge []string
+	for _, cl := range out.Closed {
+		closing[cl.Job.ID] = nil
+		if cl.Job.Facts > len(cl.Job.Inline) {
+			// It handed chunks out: stored ones, or this group's, which an
+			// attempt that lost its compare-and-set may have stored.
+			purge = append(purge, cl.Job.ID)
+		}
+	}
+	var chunks []jobs.Chunk
+	for _, ch := range out.Chunks {
+		if fs, ok := closing[ch.JobID]; ok {
+			closing[ch.JobID] = append(fs, ch.Facts...) // closes in this group: not stored
+		} else {
+			chunks = append(chunks, ch)
+		}
+	}
+	err := s.storeChunks(ctx, chunks)
+	var recs []jobs.Record
+	if err == nil {
+		recs, err = s.records(ctx, out.Closed, closing)
+	}
+	if err == nil {
+		err = s.publish(ctx, recs)
+	}
 	if err == nil {
 		err = s.arm(ctx, token, &c.e)
 	}
@@ -354,6 +443,7 @@ func (s *Service) commit(ctx context.Context, token string, c *cached, recs []jo
 		return err
 	}
 	s.cache.put(token, c)
+	s.purgeFacts(ctx, purge)
 	return nil
 }
 
@@ -368,11 +458,16 @@ func (s *Service) settle(it work, out outcome, err error) {
 		ackErr = it.msg.NakWithDelay(s.retryDelay(it.msg))
 	case nakError:
 		ackErr = it.msg.NakWithDelay(s.retryDelay(it.msg))
+	case termDead:
+		ackErr = it.msg.Term()
 	}
 	s.metrics.handled(it.due, out)
 	lvl := zerolog.DebugLevel
-	if out == nakError {
+	switch out {
+	case nakError:
 		lvl = zerolog.WarnLevel
+	case termDead:
+		lvl = zerolog.ErrorLevel
 	}
 	if ev := s.log.WithLevel(lvl); ev.Enabled() {
 		ev.Str("subject", it.msg.Subject()).Str("key", it.token).Str("outcome", outcomeNames[out]).
@@ -381,12 +476,30 @@ func (s *Service) settle(it work, out outcome, err error) {
 }
 
 // retryDelay grows with the number of deliveries: 25 ms, doubling, at most
-// 2 s.
+// 2 s, and 10 s from the 60th delivery on. With max_deliver 200, a message
+// that keeps failing is buried after about 3 minutes (a third of the
+// budget), one that waits for its predecessor after about 25.
 func (s *Service) retryDelay(m jetstream.Msg) time.Duration {
-	n := uint64(1)
-	if meta, err := m.Metadata(); err == nil {
-		n = meta.NumDelivered
+	n := max(deliveries(m), 1)
+	if n >= 60 {
+		return 10 * time.Second
 	}
 	d := 25 * time.Millisecond << min(n-1, 7)
 	return min(d, 2*time.Second)
+}
+
+// deliveries is how often m has been delivered, 0 when unknown.
+func deliveries(m jetstream.Msg) uint64 {
+	if meta, err := m.Metadata(); err == nil {
+		return meta.NumDelivered
+	}
+	return 0
+}
+
+// seqOf is m's stream sequence, 0 when unknown.
+func seqOf(m jetstream.Msg) uint64 {
+	if meta, err := m.Metadata(); err == nil {
+		return meta.Sequence.Stream
+	}
+	return 0
 }

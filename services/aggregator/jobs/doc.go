@@ -4,11 +4,25 @@
 //
 // It is pure: no I/O, no clock, no logging. The adapter turns each INGRESS
 // message into an Observation, loads the State of the observation's Key,
-// calls Step, publishes the returned records and stores the State back
-// (compare-and-set). For keys that receive no further observations it calls
-// Tick when Deadline has passed. Every function is deterministic: the same
-// observations in the same order give the same records, byte for byte, on
-// every replica and on every replay.
+// calls Step, stores the Facts it returns, builds the Record of every job it
+// closed (Build, from the job's facts), publishes them and stores the State
+// back (compare-and-set). For keys that receive no further observations it
+// calls Tick when Deadline has passed. Every function is deterministic: the
+// same observations in the same order give the same facts and records, byte
+// for byte, on every replica and on every replay (a replay keeps the facts
+// in a Book).
+//
+// # Facts
+//
+// What an observation adds to a job (a task, or a pre-invoke's invokeId) is a
+// Fact. A job keeps its latest facts in its State, at most InlineBytes of
+// them; beyond that Step hands them out as one Chunk, which the adapter
+// stores outside the State. So a State never holds more than its counters
+// and InlineBytes of facts whatever its jobs hold, and Build puts a job's
+// record together when it closes, from the facts it still held and those of
+// its chunks. The adapter must store a chunk before the State that no longer
+// holds it, may store one twice (Build counts each sequence once), and may
+// drop a job's chunks once the State that closed the job is stored.
 //
 // # What a job is
 //
@@ -26,6 +40,14 @@
 //     record does not depend on when the timeout was noticed.
 //   - An sdTaskFinished after its job closed (the job event overtook it, or the
 //     job timed out) opens a new job, as the contract's keying implies.
+//
+// Every job is bounded (Config): it closes when it holds MaxTasks tasks
+// (ClosedByTaskLimit; pre-invokes count half), MaxDuration after it opened
+// (ClosedByMaxDuration, at that instant, like an idle timeout), or when its
+// next task would take its record beyond MaxRecordBytes (ClosedBySizeLimit,
+// the task opening the next job). A task keeps its first MaxImagesPerTask
+// images, and a task or job event that alone would not fit keeps those that
+// do; the others are counted in ImagesDropped.
 //
 // SNS sources (seeds 000/001) are keyed by (source, account); the State of
 // that key holds every open SNS job of the account:

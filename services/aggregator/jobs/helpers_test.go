@@ -69,13 +69,15 @@ func obs(os ...jobs.Observation) []event {
 	return out
 }
 
-// harness plays the adapter: one State per Key, records in emission order.
+// harness plays the adapter: one State per Key, facts in a Book, records in
+// emission order.
 type harness struct {
 	t         *testing.T
 	cfg       jobs.Config
 	states    map[jobs.Key]*jobs.State
+	book      jobs.Book
 	out       []jobs.Record
-	roundTrip bool // store every state as JSON between calls
+	roundTrip bool // store every state and fact as JSON between calls
 }
 
 func newHarness(t *testing.T, cfg jobs.Config) *harness {
@@ -111,13 +113,36 @@ func (h *harness) step(o jobs.Observation) (changed bool) {
 	h.t.Helper()
 	k := jobs.KeyOf(o, h.cfg)
 	st := h.state(k)
-	recs, changed, err := jobs.Step(st, o, h.cfg)
+	out, changed, err := jobs.Step(st, o, h.cfg)
 	if err != nil {
 		h.t.Fatalf("step %d: %v", o.Seq, err)
 	}
-	h.out = append(h.out, recs...)
+	for _, c := range out.Chunks {
+		if h.roundTrip {
+			var back jobs.Chunk
+			if err := json.Unmarshal([]byte(mustJSON(h.t, c)), &back); err != nil {
+				h.t.Fatal(err)
+			}
+			c = back
+		}
+		h.book.Keep(c)
+	}
+	h.close(out.Closed)
 	h.store(k, st)
 	return changed
+}
+
+// close builds the records of closed and forgets their facts.
+func (h *harness) close(closed []jobs.Closing) {
+	h.t.Helper()
+	for _, c := range closed {
+		r, err := jobs.Build(c, h.book.Facts(c.Job.ID))
+		if err != nil {
+			h.t.Fatalf("build %s: %v", c.Job.ID, err)
+		}
+		h.book.Forget(c.Job.ID)
+		h.out = append(h.out, r)
+	}
 }
 
 // tickAll ticks every state, in Token order for a deterministic output.
@@ -129,17 +154,17 @@ func (h *harness) tickAll(now time.Time) {
 	slices.SortFunc(keys, func(a, b jobs.Key) int { return strings.Compare(a.Token(), b.Token()) })
 	for _, k := range keys {
 		st := h.states[k]
-		if d, ok := jobs.Deadline(st); !ok || now.Before(d) {
-			if recs := jobs.Tick(st, now, h.cfg); len(recs) != 0 {
-				h.t.Fatalf("tick of %s before its deadline closed %d jobs", k, len(recs))
+		if d, ok := jobs.Deadline(st, h.cfg); !ok || now.Before(d) {
+			if closed := jobs.Tick(st, now, h.cfg); len(closed) != 0 {
+				h.t.Fatalf("tick of %s before its deadline closed %d jobs", k, len(closed))
 			}
 			continue
 		}
-		recs := jobs.Tick(st, now, h.cfg)
-		if len(recs) == 0 {
+		closed := jobs.Tick(st, now, h.cfg)
+		if len(closed) == 0 {
 			h.t.Fatalf("tick of %s at its deadline closed nothing", k)
 		}
-		h.out = append(h.out, recs...)
+		h.close(closed)
 		h.store(k, st)
 	}
 }

@@ -622,10 +622,10 @@ func TestImageFromURI(t *testing.T) {
 func TestDeadline(t *testing.T) {
 	t.Parallel()
 	var st jobs.State
-	if _, ok := jobs.Deadline(&st); ok {
+	cfg := jobs.Config{}
+	if _, ok := jobs.Deadline(&st, cfg); ok {
 		t.Fatal("a zero state has a deadline")
 	}
-	cfg := jobs.Config{}
 	for _, o := range []jobs.Observation{
 		sns(1, 0, "_", "a", jobs.TaskRunning, false, "J1"),
 		sns(2, 3*m, "_", "b", jobs.TaskRunning, false, "J2"),
@@ -635,20 +635,20 @@ func TestDeadline(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	d, ok := jobs.Deadline(&st)
+	d, ok := jobs.Deadline(&st, cfg)
 	if !ok || !d.Equal(t0.Add(10*m)) {
 		t.Fatalf("deadline %v %v, want t0+10m", d, ok)
 	}
 	if recs := jobs.Tick(&st, t0.Add(10*m), cfg); len(recs) != 1 {
 		t.Fatalf("tick closed %d", len(recs))
 	}
-	if d, ok = jobs.Deadline(&st); !ok || !d.Equal(t0.Add(13*m)) {
+	if d, ok = jobs.Deadline(&st, cfg); !ok || !d.Equal(t0.Add(13*m)) {
 		t.Fatalf("deadline %v %v, want t0+13m", d, ok)
 	}
 	if recs := jobs.Tick(&st, t0.Add(13*m), cfg); len(recs) != 1 {
 		t.Fatalf("tick closed %d", len(recs))
 	}
-	if _, ok = jobs.Deadline(&st); ok {
+	if _, ok = jobs.Deadline(&st, cfg); ok {
 		t.Fatal("deadline after every job closed")
 	}
 }
@@ -684,11 +684,11 @@ func TestStepErrors(t *testing.T) {
 			t.Parallel()
 			st := tc.state
 			before := mustJSON(t, st)
-			recs, changed, err := jobs.Step(&st, tc.obs(good), tc.cfg)
+			out, changed, err := jobs.Step(&st, tc.obs(good), tc.cfg)
 			if !errors.Is(err, tc.wantErr) {
 				t.Fatalf("error %v, want %v", err, tc.wantErr)
 			}
-			if err != nil && (changed || recs != nil || mustJSON(t, st) != before) {
+			if err != nil && (changed || out.Chunks != nil || out.Closed != nil || mustJSON(t, st) != before) {
 				t.Fatal("a failed step changed the state")
 			}
 		})
@@ -741,8 +741,8 @@ func TestSkip(t *testing.T) {
 	if _, changed, _ := jobs.Step(&st, task(2, time.Second, "a_1", "i1", true), cfg); changed {
 		t.Fatal("an observation at a skipped sequence was applied")
 	}
-	if recs, _, _ := jobs.Step(&st, jobEv(3, 2*time.Second, "a_1", "i1", true), cfg); len(recs) != 1 || len(recs[0].Tasks) != 1 {
-		t.Fatalf("job after skip: %v", summaries(recs))
+	if out, _, _ := jobs.Step(&st, jobEv(3, 2*time.Second, "a_1", "i1", true), cfg); len(out.Closed) != 1 || out.Closed[0].Job.TaskCount != 1 {
+		t.Fatalf("job after skip: %+v", out)
 	}
 	other := jobs.KeyOf(task(4, 0, "a_2", "", true), cfg)
 	if _, err := jobs.Skip(&st, other, 4); !errors.Is(err, jobs.ErrKeyMismatch) {

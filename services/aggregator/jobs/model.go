@@ -103,6 +103,9 @@ type Task struct {
 	InvokeID string  `json:"invoke_id"`
 	Success  bool    `json:"success"`
 	Images   []Image `json:"images"`
+	// ImagesDropped is the number of the task's images left out of Images
+	// (Config.MaxImagesPerTask, Config.MaxRecordBytes).
+	ImagesDropped int `json:"images_dropped,omitempty"`
 }
 
 // Status is a job's outcome.
@@ -123,6 +126,13 @@ const (
 	ClosedByJobEvent       ClosedBy = "job_event"
 	ClosedByIdleTimeout    ClosedBy = "idle_timeout"
 	ClosedByTerminalResult ClosedBy = "terminal_result"
+	// ClosedByTaskLimit: the job reached Config.MaxTasks tasks.
+	ClosedByTaskLimit ClosedBy = "task_limit"
+	// ClosedByMaxDuration: Config.MaxDuration passed since the job opened.
+	ClosedByMaxDuration ClosedBy = "max_duration"
+	// ClosedBySizeLimit: the next task would have taken the record beyond
+	// Config.MaxRecordBytes, or the key's State beyond its bound.
+	ClosedBySizeLimit ClosedBy = "size_limit"
 )
 
 // Credits are the quota ledger's amounts for a job's invokeIds. This package
@@ -136,16 +146,19 @@ type Credits struct {
 // Record is one finished job: the data of an sd.job.finished.<account> event,
 // field for field as CONTRACT §6 defines it. Tasks and Images are never nil.
 type Record struct {
-	JobID      string    `json:"job_id"`
-	Account    string    `json:"account"`
-	Source     string    `json:"source"`
-	Status     Status    `json:"status"`
-	ClosedBy   ClosedBy  `json:"closed_by"`
-	Tasks      []Task    `json:"tasks"`
-	Images     []Image   `json:"images"`
-	Credits    Credits   `json:"credits"`
-	StartedAt  time.Time `json:"started_at"`
-	FinishedAt time.Time `json:"finished_at"`
+	JobID    string   `json:"job_id"`
+	Account  string   `json:"account"`
+	Source   string   `json:"source"`
+	Status   Status   `json:"status"`
+	ClosedBy ClosedBy `json:"closed_by"`
+	Tasks    []Task   `json:"tasks"`
+	Images   []Image  `json:"images"`
+	// ImagesDropped is the number of the closing job event's images left
+	// out of Images (Config.MaxImagesPerTask, Config.MaxRecordBytes).
+	ImagesDropped int       `json:"images_dropped,omitempty"`
+	Credits       Credits   `json:"credits"`
+	StartedAt     time.Time `json:"started_at"`
+	FinishedAt    time.Time `json:"finished_at"`
 
 	// InvokeIDs are the distinct non-empty invokeIds of every observation of
 	// the job (pre-invokes, tasks, job event), in first-seen order: where the

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -80,14 +81,16 @@ type replica struct {
 	kv    map[jobs.Key][]byte
 	noise *rand.Rand // nil: no noise
 
-	published map[string]string     // job id -> record JSON (Nats-Msg-Id dedup)
+	facts     map[string]map[string]string // job id -> chunk id -> chunk JSON (Nats-Msg-Id dedup)
+	published map[string]string            // job id -> record JSON (Nats-Msg-Id dedup)
+	chunks    int
 	order     map[jobs.Key][]string // job ids per key, in first publication order
 	dups      int
 }
 
 func newReplica(t *testing.T, cfg jobs.Config, noise *rand.Rand) *replica {
 	return &replica{t: t, cfg: cfg, kv: map[jobs.Key][]byte{}, noise: noise,
-		published: map[string]string{}, order: map[jobs.Key][]string{}}
+		facts: map[string]map[string]string{}, published: map[string]string{}, order: map[jobs.Key][]string{}}
 }
 
 func (p *replica) load(k jobs.Key) *jobs.State {
@@ -106,6 +109,52 @@ func (p *replica) save(k jobs.Key, st *jobs.State) {
 		p.t.Fatal(err)
 	}
 	p.kv[k] = raw
+}
+
+// keep stores chunks as JSON, once per chunk id, as the fact stream's
+// de-duplication does; a stored chunk never changes.
+func (p *replica) keep(chunks []jobs.Chunk) {
+	p.chunks += len(chunks)
+	for _, c := range chunks {
+		js := mustJSON(p.t, c)
+		m := p.facts[c.JobID]
+		if m == nil {
+			m = map[string]string{}
+			p.facts[c.JobID] = m
+		}
+		if prev, ok := m[c.ID()]; ok && prev != js {
+			p.t.Fatalf("chunk %s stored twice with different data:\n%s\n%s", c.ID(), prev, js)
+		}
+		m[c.ID()] = js
+	}
+}
+
+// records builds the records of closed from the stored chunks.
+func (p *replica) records(closed []jobs.Closing) []jobs.Record {
+	var recs []jobs.Record
+	for _, c := range closed {
+		var facts []jobs.Fact
+		for _, js := range p.facts[c.Job.ID] {
+			var ch jobs.Chunk
+			if err := json.Unmarshal([]byte(js), &ch); err != nil {
+				p.t.Fatal(err)
+			}
+			facts = append(facts, ch.Facts...)
+		}
+		r, err := jobs.Build(c, facts)
+		if err != nil {
+			p.t.Fatal(err)
+		}
+		recs = append(recs, r)
+	}
+	return recs
+}
+
+// forget purges the facts of closed jobs, once their state is stored.
+func (p *replica) forget(closed []jobs.Closing) {
+	for _, c := range closed {
+		delete(p.facts, c.Job.ID)
+	}
 }
 
 func (p *replica) publish(k jobs.Key, recs []jobs.Record) {
@@ -128,23 +177,26 @@ func (p *replica) chance(n int) bool { return p.noise != nil && p.noise.IntN(n) 
 func (p *replica) step(o jobs.Observation, store bool) {
 	k := jobs.KeyOf(o, p.cfg)
 	st := p.load(k)
-	recs, changed, err := jobs.Step(st, o, p.cfg)
+	out, changed, err := jobs.Step(st, o, p.cfg)
 	if err != nil {
 		p.t.Fatal(err)
 	}
-	p.publish(k, recs)
+	p.keep(out.Chunks)
+	p.publish(k, p.records(out.Closed))
 	if changed && store {
 		p.save(k, st)
+		p.forget(out.Closed)
 	}
 }
 
 func (p *replica) tickAll(now time.Time, mayLose bool) {
 	for k := range p.kv {
 		st := p.load(k)
-		if recs := jobs.Tick(st, now, p.cfg); len(recs) > 0 {
-			p.publish(k, recs)
+		if closed := jobs.Tick(st, now, p.cfg); len(closed) > 0 {
+			p.publish(k, p.records(closed))
 			if !mayLose || !p.chance(4) {
 				p.save(k, st)
+				p.forget(closed)
 			}
 		}
 	}
@@ -161,9 +213,9 @@ func (p *replica) run(list []jobs.Observation) {
 			k := jobs.KeyOf(old, p.cfg)
 			before := string(p.kv[k])
 			st := p.load(k)
-			recs, changed, err := jobs.Step(st, old, p.cfg)
-			if err != nil || changed || len(recs) != 0 || string(p.kv[k]) != before {
-				p.t.Fatalf("redelivery of %d: changed %v, %d records, error %v", old.Seq, changed, len(recs), err)
+			out, changed, err := jobs.Step(st, old, p.cfg)
+			if err != nil || changed || len(out.Chunks)+len(out.Closed) != 0 || string(p.kv[k]) != before {
+				p.t.Fatalf("redelivery of %d: changed %v, %d chunks, %d closed, error %v", old.Seq, changed, len(out.Chunks), len(out.Closed), err)
 			}
 		}
 		if p.chance(3) {
@@ -175,20 +227,33 @@ func (p *replica) run(list []jobs.Observation) {
 
 func TestRandomReplayWithRedeliveries(t *testing.T) {
 	t.Parallel()
-	for _, cfg := range []jobs.Config{{}, {Key: jobs.KeyInvokeID}, {ClosedTaskMemory: 4}} {
+	limits := jobs.Config{MaxTasks: 4, MaxDuration: 20 * time.Minute, MaxRecordBytes: jobs.MinRecordBytes, MaxImagesPerTask: 1}
+	// Large images make jobs hand their facts out in chunks every few tasks.
+	bigImages := jobs.Config{MaxRecordBytes: 2 * jobs.MinRecordBytes}
+	for _, cfg := range []jobs.Config{{}, {Key: jobs.KeyInvokeID}, {ClosedTaskMemory: 4}, limits, bigImages} {
 		for seed := uint64(1); seed <= 3; seed++ {
-			t.Run(fmt.Sprintf("key=%s memory=%d seed=%d", cfg.Key, cfg.ClosedTaskMemory, seed), func(t *testing.T) {
+			t.Run(fmt.Sprintf("key=%s memory=%d tasks=%d bytes=%d seed=%d", cfg.Key, cfg.ClosedTaskMemory, cfg.MaxTasks, cfg.MaxRecordBytes, seed), func(t *testing.T) {
 				t.Parallel()
 				n := 1500
 				if testing.Short() {
 					n = 300
 				}
 				list := genObservations(rand.New(rand.NewPCG(seed, 0)), n)
+				if cfg == bigImages {
+					for i := range list {
+						for j := range list[i].Images {
+							list[i].Images[j].URL += "?" + strings.Repeat("q", 1500)
+						}
+					}
+				}
 
 				clean := newReplica(t, cfg, nil)
 				clean.run(list)
 				if clean.dups != 0 {
 					t.Fatalf("a clean run published %d duplicates", clean.dups)
+				}
+				if cfg == bigImages && clean.chunks < 20 {
+					t.Fatalf("only %d chunks of facts stored", clean.chunks)
 				}
 				byClose := map[string]int{}
 				for _, js := range clean.published {
@@ -198,7 +263,11 @@ func TestRandomReplayWithRedeliveries(t *testing.T) {
 					}
 					byClose[string(r.ClosedBy)]++
 				}
-				for _, c := range []jobs.ClosedBy{jobs.ClosedByJobEvent, jobs.ClosedByIdleTimeout, jobs.ClosedByTerminalResult} {
+				want := []jobs.ClosedBy{jobs.ClosedByJobEvent, jobs.ClosedByIdleTimeout, jobs.ClosedByTerminalResult}
+				if cfg.MaxTasks != 0 {
+					want = append(want, jobs.ClosedByTaskLimit, jobs.ClosedByMaxDuration)
+				}
+				for _, c := range want {
 					if byClose[string(c)] == 0 {
 						t.Fatalf("the stream closed no job by %s: %v", c, byClose)
 					}
@@ -249,7 +318,7 @@ func BenchmarkStep(b *testing.B) {
 		if (i/len(states))%5 == 4 {
 			o.Kind = jobs.KindJobFinished
 		}
-		if _, _, err := jobs.Step(&states[acct], o, jobs.Config{}); err != nil {
+		if _, _, err := jobs.Step(&states[acct], o, jobs.Config{MaxTasks: 1 << 30}); err != nil {
 			b.Fatal(err)
 		}
 	}
