@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -114,6 +115,103 @@ func BenchmarkAggregatorLive(b *testing.B) {
 		nc.Close()
 		b.ReportMetric(float64(n)/elapsed.Seconds(), "events/s")
 		b.ReportMetric(float64(cpu.Microseconds())/float64(n), "cpu-µs/event")
+	}
+}
+
+// fillTasks stores n sdTaskFinished callbacks of one account in INGRESS and
+// no sdJobFinished: the account never pauses, so its job only closes at the
+// aggregator's limits.
+func fillTasks(b *testing.B, js jetstream.JetStream, n int, acct string) {
+	b.Helper()
+	body := []byte(`{"success":true,"data":[{"generatedImageId":"g1","url":"https://img.example/g1.png?Expires=1764720000&Signature=abc","type":"png","width":512,"height":512},` +
+		`{"generatedImageId":"g2","url":"https://img.example/g2.png?Expires=1764720000&Signature=abc","type":"png","width":512,"height":512}]}`)
+	for i := range n {
+		msg := event.Message("sd.callback.default.sdTaskFinished", event.Meta{
+			ID: acct + "-" + strconv.Itoa(i), Source: "/sdevents/callbacks/default", Type: "sd.callback.sdTaskFinished",
+			Time: time.Now(), Subject: acct, ContentType: "application/json",
+		}, body)
+		for k, v := range map[string]string{event.HeaderSDSource: "default", event.HeaderSDAccount: acct,
+			event.HeaderBizType: "sdTaskFinished", event.HeaderInvokeID: "inv-" + strconv.Itoa(i)} {
+			event.Set(msg, k, v)
+		}
+		if _, err := js.PublishMsgAsync(msg); err != nil {
+			b.Fatal(err)
+		}
+		if i%1024 == 1023 {
+			<-js.PublishAsyncComplete()
+		}
+	}
+	select {
+	case <-js.PublishAsyncComplete():
+	case <-time.After(time.Minute):
+		b.Fatal("publish did not complete")
+	}
+}
+
+// BenchmarkAggregatorJobSize: the aggregator's CPU time per event when one
+// account sends 1,000, 10,000 and 100,000 sdTaskFinished callbacks and never
+// an sdJobFinished (BENCH_JOB_SIZES, comma-separated, overrides the sizes).
+// One replica drains the backlog until the consumer's ack floor reaches the
+// last event, or gives up after BENCH_JOB_TIMEOUT seconds (default 600) and
+// reports how far it got. Flat CPU-µs/event across the sizes means the cost
+// of a message does not depend on how many tasks its job already holds.
+func BenchmarkAggregatorJobSize(b *testing.B) {
+	sizes := []int{1_000, 10_000, 100_000}
+	if v := os.Getenv("BENCH_JOB_SIZES"); v != "" {
+		sizes = nil
+		for _, f := range strings.Split(v, ",") {
+			if n, err := strconv.Atoi(f); err == nil && n > 0 {
+				sizes = append(sizes, n)
+			}
+		}
+	}
+	timeout := time.Duration(aggEnvInt("BENCH_JOB_TIMEOUT", 600)) * time.Second
+	for _, n := range sizes {
+		b.Run(fmt.Sprintf("tasks=%d", n), func(b *testing.B) {
+			for range b.N {
+				srv, js := aggServer(b)
+				fillTasks(b, js, n, "a_busy")
+				nc, err := nats.Connect(srv.URL())
+				if err != nil {
+					b.Fatal(err)
+				}
+				svc, err := aggregator.New(context.Background(), config.Default(), nc, prometheus.NewRegistry())
+				if err != nil {
+					b.Fatal(err)
+				}
+				cons, err := js.Consumer(context.Background(), streams.Ingress, aggregator.ConsumerName)
+				if err != nil {
+					b.Fatal(err)
+				}
+				ctx, cancel := context.WithCancel(context.Background())
+				done := make(chan error, 1)
+				b.ResetTimer()
+				start, cpu0 := time.Now(), cpuTime()
+				go func() { done <- svc.Run(ctx) }()
+				var floor uint64
+				for time.Since(start) < timeout {
+					if info, err := cons.Info(context.Background()); err == nil {
+						floor = info.AckFloor.Stream
+					}
+					if floor >= uint64(n) {
+						break
+					}
+					time.Sleep(10 * time.Millisecond)
+				}
+				elapsed, cpu := time.Since(start), cpuTime()-cpu0
+				b.StopTimer()
+				cancel()
+				<-done
+				nc.Close()
+				if floor < uint64(n) {
+					b.Logf("gave up after %s: %d of %d events acknowledged", elapsed.Round(time.Second), floor, n)
+				}
+				handled := max(floor, 1)
+				b.ReportMetric(float64(handled)/elapsed.Seconds(), "events/s")
+				b.ReportMetric(float64(cpu.Microseconds())/float64(handled), "cpu-µs/event")
+				b.ReportMetric(float64(floor)/float64(n), "done")
+			}
+		})
 	}
 }
 
