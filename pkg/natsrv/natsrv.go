@@ -1,6 +1,7 @@
 // Package natsrv runs the embedded nats-server of `sdevents run`: JetStream with
 // file storage, its client listener on a configurable address so that the nats
-// CLI and downstream teams can subscribe from outside the process, and a Guard
+// CLI and downstream teams can subscribe from outside the process, the users
+// it accepts with their permissions (pkg/natsauth), and a Guard
 // that brings the store back after a write error (a full disk, no descriptors
 // left) once it accepts writes again, by restarting the server in the process.
 package natsrv
@@ -14,6 +15,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/sdevents/sdevents/pkg/natsauth"
 )
 
 // Options configure the embedded server.
@@ -43,6 +46,10 @@ type Options struct {
 	// Logger receives the server's notices, warnings and errors; nil
 	// discards them.
 	Logger server.Logger
+	// Users, when set, are the only clients the server accepts, each with
+	// its password and permissions (natsauth.Users); without them any
+	// client may connect and do anything.
+	Users []natsauth.User
 }
 
 // maxConnsCeiling bounds the derived connection cap.
@@ -95,6 +102,7 @@ func Start(o Options) (*server.Server, error) {
 		// line of its own.
 		DisableJetStreamBanner: true,
 	}
+	opts.Users = serverUsers(o.Users)
 	if opts.MaxConn <= 0 {
 		opts.MaxConn = DefaultMaxConns()
 	}
@@ -125,6 +133,28 @@ func Start(o Options) (*server.Server, error) {
 		return nil, ErrNotReady
 	}
 	return s, nil
+}
+
+// serverUsers maps users to the server's; a user without permissions may
+// do everything.
+func serverUsers(users []natsauth.User) []*server.User {
+	var out []*server.User
+	for _, u := range users {
+		su := &server.User{Username: u.Name, Password: u.Password}
+		if p := u.Permissions; p != nil {
+			su.Permissions = &server.Permissions{
+				Publish:   &server.SubjectPermission{Allow: p.Publish.Allow, Deny: p.Publish.Deny},
+				Subscribe: &server.SubjectPermission{Allow: p.Subscribe.Allow, Deny: p.Subscribe.Deny},
+			}
+			if p.AllowResponses {
+				su.Permissions.Response = &server.ResponsePermission{
+					MaxMsgs: server.DEFAULT_ALLOW_RESPONSE_MAX_MSGS, Expires: server.DEFAULT_ALLOW_RESPONSE_EXPIRATION,
+				}
+			}
+		}
+		out = append(out, su)
+	}
+	return out
 }
 
 // Embedded is the embedded server of a process, which Restart replaces by a

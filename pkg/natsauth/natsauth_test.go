@@ -1,0 +1,206 @@
+package natsauth_test
+
+import (
+	"errors"
+	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/sdevents/sdevents/pkg/natsauth"
+)
+
+func users(t *testing.T) map[string]natsauth.User {
+	t.Helper()
+	list, err := natsauth.Users()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]natsauth.User{}
+	for _, u := range list {
+		out[u.Name] = u
+	}
+	if got, want := len(out), len(natsauth.Names()); got != want || len(list) != want {
+		t.Fatalf("%d users (%d distinct), want %d", len(list), got, want)
+	}
+	return out
+}
+
+// TestUsersPublishOnlyTheirOwnEvents: of the event subjects (sd.>), each
+// service may publish only on its own streams' subjects, the downstream user
+// on none; only the admin is unrestricted.
+func TestUsersPublishOnlyTheirOwnEvents(t *testing.T) {
+	t.Parallel()
+	want := map[string][]string{
+		natsauth.Ingress:    {"sd.callback.>", "sd.sns.>"},
+		natsauth.Quota:      {"sd.quota.>"},
+		natsauth.Archiver:   {"sd.archive.>"},
+		natsauth.Aggregator: {"sd.job.finished.>"},
+		natsauth.Console:    {"sd.quota.>"}, // grants, through its quota replica
+		natsauth.Downstream: nil,
+	}
+	for name, u := range users(t) {
+		if name == natsauth.Admin {
+			if u.Permissions != nil {
+				t.Errorf("admin has permissions %+v, want none (everything)", u.Permissions)
+			}
+			continue
+		}
+		if u.Permissions == nil {
+			t.Fatalf("%s may do everything", name)
+		}
+		var events []string
+		for _, s := range u.Permissions.Publish.Allow {
+			if strings.HasPrefix(s, "sd.") || s == ">" || s == "sd.>" {
+				events = append(events, s)
+			}
+		}
+		if !slices.Equal(events, want[name]) {
+			t.Errorf("%s publishes on %v, want %v", name, events, want[name])
+		}
+		for _, s := range u.Permissions.Subscribe.Allow {
+			if strings.HasPrefix(s, "_INBOX") && s != natsauth.InboxPrefix(name)+".>" {
+				t.Errorf("%s subscribes to %s, want only its own inbox %s.>", name, s, natsauth.InboxPrefix(name))
+			}
+		}
+		if u.Permissions.AllowResponses != (name == natsauth.Quota) {
+			t.Errorf("%s: allow_responses %v", name, u.Permissions.AllowResponses)
+		}
+	}
+}
+
+// TestUsersKeepOffOthersConsumers: a user that may create consumers on a
+// stream is denied every durable consumer of it that another user owns.
+func TestUsersKeepOffOthersConsumers(t *testing.T) {
+	t.Parallel()
+	u := users(t)
+	for _, tc := range []struct {
+		user, subject string
+		denied        bool
+	}{
+		{natsauth.Ingress, "$JS.API.CONSUMER.CREATE.INGRESS.archiver.>", true},
+		{natsauth.Ingress, "$JS.API.CONSUMER.DELETE.INGRESS.aggregator", true},
+		{natsauth.Aggregator, "$JS.API.CONSUMER.MSG.NEXT.INGRESS.archiver", true},
+		{natsauth.Aggregator, "$JS.ACK.INGRESS.archiver.>", true},
+		{natsauth.Downstream, "$JS.API.CONSUMER.DURABLE.CREATE.INGRESS.archiver", true},
+		{natsauth.Downstream, "$JS.ACK.INGRESS.aggregator.>", true},
+		{natsauth.Archiver, "$JS.API.CONSUMER.MSG.NEXT.INGRESS.archiver", false},
+	} {
+		deny := u[tc.user].Permissions.Publish.Deny
+		if slices.Contains(deny, tc.subject) != tc.denied {
+			t.Errorf("%s: %s denied = %v, want %v", tc.user, tc.subject, !tc.denied, tc.denied)
+		}
+	}
+	// The downstream user reads the four event streams only.
+	var streams []string
+	for _, s := range u[natsauth.Downstream].Permissions.Publish.Allow {
+		if name, ok := strings.CutPrefix(s, "$JS.API.STREAM.MSG.GET."); ok {
+			streams = append(streams, name)
+		}
+	}
+	slices.Sort(streams)
+	if want := []string{"ARCHIVE", "INGRESS", "JOBS", "QUOTA"}; !slices.Equal(streams, want) {
+		t.Errorf("downstream reads %v, want %v", streams, want)
+	}
+}
+
+func TestInboxPrefix(t *testing.T) {
+	t.Parallel()
+	if got := natsauth.InboxPrefix(natsauth.Archiver); got != "_INBOX_archiver" {
+		t.Errorf("archiver: %q", got)
+	}
+	for _, user := range []string{natsauth.Downstream, "someone-else"} {
+		if got := natsauth.InboxPrefix(user); got != "_INBOX" {
+			t.Errorf("%s: %q", user, got)
+		}
+	}
+}
+
+// TestLoadOrCreatePasswords: passwords are made once, private, and found
+// again; one the operator wrote is kept; an empty file is an error.
+func TestLoadOrCreatePasswords(t *testing.T) {
+	t.Parallel()
+	dir := filepath.Join(t.TempDir(), "credentials")
+	first, err := natsauth.LoadOrCreatePasswords(dir, natsauth.Names())
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for _, name := range natsauth.Names() {
+		pw := first[name]
+		if len(pw) < 43 || seen[pw] {
+			t.Fatalf("%s: password %d bytes long, repeated %v", name, len(pw), seen[pw])
+		}
+		seen[pw] = true
+		fi, err := os.Stat(filepath.Join(dir, name))
+		if err != nil || fi.Mode().Perm() != 0o600 {
+			t.Fatalf("%s: mode %v (%v), want 0600", name, fi.Mode(), err)
+		}
+	}
+	if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Fatalf("directory mode %v (%v), want 0700", fi.Mode(), err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, natsauth.Downstream), []byte("chosen-by-the-operator\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	again, err := natsauth.LoadOrCreatePasswords(dir, natsauth.Names())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range natsauth.Names() {
+		want := first[name]
+		if name == natsauth.Downstream {
+			want = "chosen-by-the-operator"
+		}
+		if again[name] != want {
+			t.Errorf("%s: password changed on restart", name)
+		}
+	}
+	if fi, _ := os.Stat(filepath.Join(dir, natsauth.Downstream)); fi.Mode().Perm() != 0o600 {
+		t.Errorf("operator's file left at mode %v", fi.Mode())
+	}
+	if pw, err := natsauth.ReadPassword(dir, natsauth.Admin); err != nil || pw != first[natsauth.Admin] {
+		t.Errorf("ReadPassword: %v", err)
+	}
+	if _, err := natsauth.ReadPassword(t.TempDir(), natsauth.Admin); !errors.Is(err, natsauth.ErrNoPassword) {
+		t.Errorf("ReadPassword of a missing file: %v, want ErrNoPassword", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, natsauth.Admin), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := natsauth.LoadOrCreatePasswords(dir, natsauth.Names()); err == nil || !strings.Contains(err.Error(), "empty password") {
+		t.Errorf("empty password file: %v", err)
+	}
+}
+
+func TestURL(t *testing.T) {
+	t.Parallel()
+	got := natsauth.URL("downstream", "p@ss:w/rd", "127.0.0.1:4222")
+	u, err := url.Parse(got)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pw, _ := u.User.Password(); u.User.Username() != "downstream" || pw != "p@ss:w/rd" || u.Host != "127.0.0.1:4222" || u.Scheme != "nats" {
+		t.Errorf("URL %q", got)
+	}
+}
+
+func TestWriteFile(t *testing.T) {
+	t.Parallel()
+	p := filepath.Join(t.TempDir(), "downstream.url")
+	for _, data := range []string{"one", "two"} {
+		if err := natsauth.WriteFile(p, []byte(data)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	raw, err := os.ReadFile(p)
+	fi, _ := os.Stat(p)
+	if err != nil || string(raw) != "two" || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("%q %v %v", raw, fi.Mode(), err)
+	}
+	if entries, _ := os.ReadDir(filepath.Dir(p)); len(entries) != 1 {
+		t.Fatalf("left behind: %v", entries)
+	}
+}
