@@ -80,7 +80,7 @@ The demo left its results behind:
 
 Look at them with the deployment running again (events are kept across restarts):
   ./bin/sdevents run --config $CONFIG &
-  nats stream view QUOTA --server nats://$NATS        # or: nats sub 'sd.>' --server nats://$NATS
+  nats stream view QUOTA --server "\$(cat data/nats/downstream.url)"   # or: nats sub 'sd.>' --server ...
   ./bin/sdevents quota balance --config $CONFIG token:sim-$RUN_ID-user-000
   ./bin/sdevents quota ledger  --config $CONFIG token:sim-$RUN_ID-user-000
   ./bin/sdevents replay jobs   --config $CONFIG

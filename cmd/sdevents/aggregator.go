@@ -22,7 +22,7 @@ func init() {
 
 // aggregatorTarget wires the aggregator into a process; it serves no HTTP.
 func aggregatorTarget(ctx context.Context, p *process) error {
-	a, err := aggregator.New(ctx, p.cfg, p.nc, p.reg, aggregator.WithLogger(serviceLogger(p.cfg.Log, "aggregator")))
+	a, err := aggregator.New(ctx, p.cfg, p.conn("aggregator"), p.reg, aggregator.WithLogger(serviceLogger(p.cfg.Log, "aggregator")))
 	if err != nil {
 		return err
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sdevents/sdevents/pkg/event"
+	"github.com/sdevents/sdevents/pkg/natsauth"
 	"github.com/sdevents/sdevents/pkg/natstest"
 	"github.com/sdevents/sdevents/streams"
 )
@@ -24,8 +25,7 @@ func TestAggregatorTargetAndReplayJobs(t *testing.T) {
 	}
 	cfg := exampleConfig(t, t.TempDir())
 	r := startRun(t, cfg)
-	url := r.p.srv.ClientURL()
-	_, js := natstest.Connect(t, url)
+	_, js := r.connect(t, natsauth.Admin)
 	ctx := context.Background()
 	for i, biz := range []string{"sdPreInvoke", "sdTaskFinished", "sdJobFinished"} {
 		body := []byte(`{"success":true,"data":{"generatedImageId":"g-1","url":"http://127.0.0.1:9/a.png"}}`)
@@ -49,7 +49,7 @@ func TestAggregatorTargetAndReplayJobs(t *testing.T) {
 		return err == nil && info.State.Msgs == 1
 	})
 
-	env := []string{"SDEVENTS_NATS_URL=" + url}
+	env := r.natsEnv(natsauth.Admin)
 	out, _, err := sdevents(t, env, "replay", "jobs")
 	if err != nil || !strings.Contains(out, "1 agree, 0 missing from JOBS, 0 extra in JOBS, 0 different") {
 		t.Fatalf("replay jobs (%v):\n%s", err, out)

@@ -19,7 +19,7 @@ func init() {
 }
 
 func archiverTarget(ctx context.Context, p *process) error {
-	a, err := archiver.New(ctx, p.cfg, p.nc, p.reg,
+	a, err := archiver.New(ctx, p.cfg, p.conn("archiver"), p.reg,
 		archiver.WithLogger(serviceLogger(p.cfg.Log, "archiver")),
 		archiver.WithDrainTimeout(p.cfg.Shutdown.D()/2))
 	if err != nil {

@@ -20,7 +20,7 @@ func init() {
 // /console on the shared HTTP server and its live view. Without admin.token
 // the console is off: `sdevents run` goes on without it.
 func consoleTarget(ctx context.Context, p *process) error {
-	c, err := console.New(ctx, p.cfg, p.nc, console.WithLogger(serviceLogger(p.cfg.Log, "console")), console.WithAdminBrake(p.brake))
+	c, err := console.New(ctx, p.cfg, p.conn("console"), console.WithLogger(serviceLogger(p.cfg.Log, "console")), console.WithAdminBrake(p.brake))
 	if errors.Is(err, console.ErrDisabled) {
 		p.log.Info().Msg("console off: admin.token is empty")
 		return nil

@@ -14,7 +14,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/sdevents/sdevents/pkg/config"
+	"github.com/sdevents/sdevents/pkg/natsauth"
 	"github.com/sdevents/sdevents/pkg/natstest"
 	"github.com/sdevents/sdevents/pkg/proctest"
 	"github.com/sdevents/sdevents/streams"
@@ -119,7 +122,11 @@ shutdown_timeout: 5s
 		t.Fatalf("/readyz after the flood: %d %s", code, body)
 	}
 	t.Logf("after the flood: %v", processFigures(t, httpAddr))
-	_, js := natstest.Connect(t, "nats://"+natsAddr)
+	pw, err := natsauth.ReadPassword(credentialsDir(cfg.NATS.Embedded.StoreDir), natsauth.Admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, js := natstest.Connect(t, "nats://"+natsAddr, nats.UserInfo(natsauth.Admin, pw))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	s, err := js.Stream(ctx, streams.Ingress)

@@ -29,7 +29,7 @@ func init() {
 // quotaTarget wires the quota service into a process: its operator API on the
 // shared HTTP server and its Run (decision RPC and expiry timers).
 func quotaTarget(ctx context.Context, p *process) error {
-	q, err := quota.New(ctx, p.cfg, p.nc, p.reg, quota.WithLogger(serviceLogger(p.cfg.Log, "quota")), quota.WithAdminBrake(p.brake))
+	q, err := quota.New(ctx, p.cfg, p.conn("quota"), p.reg, quota.WithLogger(serviceLogger(p.cfg.Log, "quota")), quota.WithAdminBrake(p.brake))
 	if err != nil {
 		return err
 	}

@@ -11,7 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sdevents/sdevents/pkg/account"
-	"github.com/sdevents/sdevents/pkg/natstest"
+	"github.com/sdevents/sdevents/pkg/natsauth"
 	"github.com/sdevents/sdevents/services/quota/ledger"
 )
 
@@ -36,7 +36,7 @@ func TestQuotaCLI(t *testing.T) {
 	cfg.Admin.Token = "cli-admin-token"
 	r := startRun(t, cfg)
 	base := "http://" + r.p.http.Addr()
-	env := []string{"SDEVENTS_ADMIN_TOKEN=cli-admin-token", "SDEVENTS_NATS_URL=" + r.p.srv.ClientURL()}
+	env := append([]string{"SDEVENTS_ADMIN_TOKEN=cli-admin-token"}, r.natsEnv(natsauth.Admin)...)
 	admin := func(args ...string) string {
 		t.Helper()
 		// Flags first: a negative amount follows "--".
@@ -86,7 +86,7 @@ func TestQuotaCLI(t *testing.T) {
 		t.Fatalf("replay (%v):\n%s", err, stdout)
 	}
 	// ...and names an account whose stored balance does not.
-	_, js := natstest.Connect(t, r.p.srv.ClientURL())
+	_, js := r.connect(t, natsauth.Admin)
 	bad := account.FromToken("tampered")
 	data, _ := json.Marshal(ledger.Event{Type: ledger.TypeGranted, Account: bad, Credits: 1, Balance: 1000, At: time.Now()})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

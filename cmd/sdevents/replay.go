@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/sdevents/sdevents/pkg/config"
+	"github.com/sdevents/sdevents/pkg/natsauth"
 )
 
 // replayCommands are the subcommands of `sdevents replay`, one per consumer
@@ -46,15 +47,30 @@ func connectJetStream(cfg config.Config) (*nats.Conn, jetstream.JetStream, error
 }
 
 // connectNATS connects a command-line tool to the deployment's NATS:
-// nats.url (with nats.creds_file), or, when it is empty, the embedded server
-// of a running `sdevents run` at nats.embedded.addr.
+// nats.url with the nats.* client keys, or, when it is empty, the embedded
+// server of a running `sdevents run` at nats.embedded.addr as its admin
+// user (the password in <store_dir>/credentials).
 func connectNATS(cfg config.Config) (*nats.Conn, error) {
 	url := cfg.NATS.URL
 	opts := []nats.Option{nats.Name("sdevents-cli")}
 	if url == "" {
 		url = "nats://" + cfg.NATS.Embedded.Addr
-	} else if cfg.NATS.CredsFile != "" {
-		opts = append(opts, nats.UserCredentials(cfg.NATS.CredsFile))
+		dir := credentialsDir(cfg.NATS.Embedded.StoreDir)
+		pw, err := natsauth.ReadPassword(dir, natsauth.Admin)
+		if err != nil {
+			return nil, fmt.Errorf("the embedded server's credentials (has `sdevents run` started with this nats.embedded.store_dir?): %w", err)
+		}
+		opts = append(opts, nats.UserInfo(natsauth.Admin, pw), nats.CustomInboxPrefix(natsauth.InboxPrefix(natsauth.Admin)))
+	} else {
+		auth, err := clientOptions(cfg.NATS)
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, auth...)
+		if cfg.NATS.User != "" {
+			// A sdevents user receives replies under its own prefix only.
+			opts = append(opts, nats.CustomInboxPrefix(natsauth.InboxPrefix(cfg.NATS.User)))
+		}
 	}
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {

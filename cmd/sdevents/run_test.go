@@ -10,8 +10,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/sdevents/sdevents/pkg/callback"
 	"github.com/sdevents/sdevents/pkg/config"
+	"github.com/sdevents/sdevents/pkg/natsauth"
 	"github.com/sdevents/sdevents/pkg/natstest"
 	"github.com/sdevents/sdevents/streams"
 )
@@ -33,10 +37,14 @@ func exampleConfig(t *testing.T, storeDir string) config.Config {
 	return cfg
 }
 
-// running is a process of `sdevents run` started in the test.
+// running is a process of `sdevents run` started in the test. Unless
+// forging is set, stopping it fails the test when the embedded server
+// refused anything a service did: every test of `sdevents run` also proves
+// that the services' NATS users may do what the test made them do.
 type running struct {
-	p    *process
-	stop func()
+	p       *process
+	stop    func()
+	forging bool
 }
 
 func startRun(t *testing.T, cfg config.Config) *running {
@@ -56,6 +64,9 @@ func startRun(t *testing.T, cfg config.Config) *running {
 			return
 		}
 		stopped = true
+		if n := violations(t, p); n > 0 && !r.forging {
+			t.Errorf("the embedded server refused %v publications or subscriptions of the services (see the nats-server errors in the log)", n)
+		}
 		cancel()
 		if err := <-done; err != nil {
 			t.Errorf("run: %v", err)
@@ -72,6 +83,42 @@ func startRun(t *testing.T, cfg config.Config) *running {
 		return resp.StatusCode == http.StatusOK
 	})
 	return r
+}
+
+// violations is what the process's embedded server counted as permission
+// violations.
+func violations(t *testing.T, p *process) float64 {
+	t.Helper()
+	mfs, err := p.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "sdevents_nats_permission_violations_total" {
+			return mf.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	t.Fatal("no sdevents_nats_permission_violations_total")
+	return 0
+}
+
+// connect connects to the process's embedded server as user, with the
+// password the process made for it; the connection is closed at cleanup.
+func (r *running) connect(t *testing.T, user string, opts ...nats.Option) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	pw, err := natsauth.ReadPassword(credentialsDir(r.p.cfg.NATS.Embedded.StoreDir), user)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts = append([]nats.Option{nats.UserInfo(user, pw), nats.CustomInboxPrefix(natsauth.InboxPrefix(user))}, opts...)
+	return natstest.Connect(t, r.p.srv.ClientURL(), opts...)
+}
+
+// natsEnv is the environment of a command run against the process's
+// embedded server as user (an external NATS to that command).
+func (r *running) natsEnv(user string) []string {
+	return []string{"SDEVENTS_NATS_URL=" + r.p.srv.ClientURL(), "SDEVENTS_NATS_USER=" + user,
+		"SDEVENTS_NATS_PASSWORD_FILE=" + filepath.Join(credentialsDir(r.p.cfg.NATS.Embedded.StoreDir), user)}
 }
 
 func (r *running) sendTaskFinished(t *testing.T, cfg config.Config, nonce string) int {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -38,7 +39,7 @@ var (
 )
 
 func ingressTarget(ctx context.Context, p *process) error {
-	in, err := ingress.New(ctx, p.cfg, p.nc, p.reg)
+	in, err := ingress.New(ctx, p.cfg, p.conn("ingress"), p.reg)
 	if err != nil {
 		return err
 	}
@@ -74,6 +75,8 @@ type process struct {
 	// admin token (operator API, console): one count per client.
 	brake      *admintoken.Brake
 	components []component
+	// natsConns are the services' own connections (natsopts.go).
+	natsConns natsConns
 
 	// broken receives the error that ends the process for good (the NATS
 	// connection closed); closing is set when the process closes the
@@ -197,11 +200,15 @@ func build(ctx context.Context, cfg config.Config, services []string) (*process,
 	var guard *natsrv.Guard
 	if url == "" {
 		e := cfg.NATS.Embedded
+		users, err := p.embeddedUsers(e.StoreDir)
+		if err != nil {
+			return fail(err)
+		}
 		o := natsrv.Options{
 			Addr: e.Addr, StoreDir: e.StoreDir, SyncAlways: e.Sync == "always", SyncInterval: e.SyncInterval.D(),
 			MaxPayload: e.MaxPayload, MonitorAddr: e.MonitorAddr,
 			MaxConns: e.MaxConnections, MaxStore: e.MaxStore, MaxMemory: e.MaxMemory,
-			Logger: newNATSLogger(p.log),
+			Logger: newNATSLogger(p.log, p.reg), Users: users,
 		}
 		srv, err := natsrv.StartEmbedded(o)
 		if err != nil {
@@ -214,10 +221,15 @@ func build(ctx context.Context, cfg config.Config, services []string) (*process,
 		maxConns := cmp.Or(o.MaxConns, natsrv.DefaultMaxConns())
 		p.log.Info().Str("addr", srv.ClientURL()).Str("store_dir", e.StoreDir).Str("sync", e.Sync).
 			Int("max_connections", maxConns).Msg("embedded nats-server started")
-	} else if cfg.NATS.CredsFile != "" {
-		natsOpts = append(natsOpts, nats.UserCredentials(cfg.NATS.CredsFile))
+		if err := p.announceDownstream(e.StoreDir, srv); err != nil {
+			return fail(err)
+		}
 	}
-	nc, err := nats.Connect(url, natsOpts...)
+	auth, err := p.mainConnOptions(services)
+	if err != nil {
+		return fail(err)
+	}
+	nc, err := nats.Connect(url, append(slices.Clone(natsOpts), auth...)...)
 	if err != nil {
 		return fail(fmt.Errorf("connect nats %s: %w", url, err))
 	}
@@ -241,6 +253,9 @@ func build(ctx context.Context, cfg config.Config, services []string) (*process,
 		p.add("store guard", guard.Run)
 	}
 
+	if err := p.connectServices(url, natsOpts, services, &closers); err != nil {
+		return fail(err)
+	}
 	for _, name := range services {
 		t, ok := targets[name]
 		if !ok {

@@ -13,13 +13,23 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
+	"github.com/spf13/cobra"
 
 	"github.com/sdevents/sdevents/pkg/config"
 	"github.com/sdevents/sdevents/streams"
 )
 
-// applyTimeout bounds the apply of the definitions at start.
+func init() {
+	commands = append(commands, newStreamsCmd)
+}
+
+// applyTimeout bounds the apply of the definitions, at start and by
+// `sdevents streams apply`.
 const applyTimeout = 30 * time.Second
+
+// errRestrictedUser: the NATS user may not manage streams (a service's
+// own user); apply the definitions as the admin user.
+var errRestrictedUser = errors.New("this NATS user may not manage streams: connect as the admin user")
 
 // streamsMode is the ownership mode of a process running services:
 // streams.apply when set, else update for `sdevents run` (it owns its
@@ -44,7 +54,9 @@ func streamLimits(cfg config.Streams) map[string]streams.Limits {
 }
 
 // applyStreams brings the stream definitions, with the configured limits,
-// to JetStream under the process's ownership mode, logs what it created,
+// to JetStream under the process's ownership mode — unless the process's
+// NATS user may not manage streams (a service's own user), which only uses
+// them — logs what it created,
 // reset or found different, and adds the "streams" readiness check, which
 // verifies them from then on. It fails when something the services need
 // is missing under streams.apply: off, or when the QUOTA ledger could lose
@@ -53,6 +65,17 @@ func (p *process) applyStreams(ctx context.Context, services []string) error {
 	mode, err := streamsMode(p.cfg.Streams, services)
 	if err != nil {
 		return err
+	}
+	if restricted, err := restrictedUser(ctx, p.nc); err != nil {
+		p.log.Warn().Err(err).Msg("NATS did not say what this user may do: the definitions are handled as streams.apply says")
+	} else if restricted {
+		// A service's own user may neither manage nor inspect every
+		// stream: the definitions belong to an operator (`sdevents
+		// streams apply`, NACK), and a missing stream stops the service
+		// that needs it when it starts.
+		p.log.Info().Str("streams_apply", string(mode)).
+			Msg("stream definitions neither applied nor verified: this NATS user may not manage streams")
+		return nil
 	}
 	files, err := streams.Definitions(streamLimits(p.cfg.Streams))
 	if err != nil {
@@ -152,4 +175,53 @@ func byStream(ds []streams.Diff) map[string][]string {
 		out[d.Stream] = append(out[d.Stream], fmt.Sprintf("%s %s: %s, defined %s", d.Object, d.Field, d.Got, d.Want))
 	}
 	return out
+}
+
+// newStreamsCmd is `sdevents streams apply`: the stream definitions, with
+// the configured limits, created or updated by an operator (streams.apply
+// update), for deployments whose services connect as their own restricted
+// users and only use them (compose.yaml runs it once before the services
+// start).
+func newStreamsCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "streams",
+		Short: "The JetStream streams, consumers and buckets of sdevents",
+		Args:  cobra.NoArgs,
+	}
+	cmd.AddCommand(&cobra.Command{
+		Use:   "apply",
+		Short: "Create or update every stream, consumer and bucket (nats.replicas replicas), as a NATS user that may manage streams",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := g.load()
+			if err != nil {
+				return err
+			}
+			nc, js, err := connectJetStream(cfg)
+			if err != nil {
+				return err
+			}
+			defer nc.Close()
+			ctx, cancel := context.WithTimeout(cmd.Context(), applyTimeout)
+			defer cancel()
+			if restricted, err := restrictedUser(ctx, nc); err == nil && restricted {
+				return errRestrictedUser
+			}
+			files, err := streams.Definitions(streamLimits(cfg.Streams))
+			if err != nil {
+				return err
+			}
+			r, err := streams.Apply(ctx, js, files, streams.ModeUpdate, cfg.NATS.Replicas)
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			for _, d := range r.Reset {
+				fmt.Fprintf(out, "reset %s %s: %s, defined %s\n", d.Object, d.Field, d.Got, d.Want)
+			}
+			fmt.Fprintf(out, "stream definitions applied with %d replicas (%d created)\n", cfg.NATS.Replicas, len(r.Created))
+			return nil
+		},
+	})
+	return cmd
 }

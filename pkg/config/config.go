@@ -52,15 +52,36 @@ type HTTP struct {
 	BodyBudgetWait Duration `yaml:"body_budget_wait"`
 }
 
-// NATS says where JetStream is.
+// NATS says where JetStream is and how the process authenticates to it.
+// The client keys (user and password, creds_file, nkey_file, tls) apply to
+// an external NATS (URL); the embedded server of `sdevents run` makes its
+// own users and credentials (docs/operations.md, "NATS users and TLS").
 type NATS struct {
 	// URL of an external NATS; empty starts the embedded server.
 	URL string `yaml:"url"`
-	// CredsFile is an optional NATS credentials file for URL.
-	CredsFile string   `yaml:"creds_file"`
-	Embedded  Embedded `yaml:"embedded"`
+	// User and Password (or PasswordFile) authenticate to URL with a name
+	// and a password.
+	User         string `yaml:"user"`
+	Password     Secret `yaml:"password"`
+	PasswordFile string `yaml:"password_file"`
+	// CredsFile is a NATS credentials file (user JWT and nkey seed) for URL.
+	CredsFile string `yaml:"creds_file"`
+	// NkeyFile holds a user nkey seed ("SU..."): the process signs the
+	// server's challenge with it.
+	NkeyFile string   `yaml:"nkey_file"`
+	TLS      NATSTLS  `yaml:"tls"`
+	Embedded Embedded `yaml:"embedded"`
 	// Replicas of every stream (1 on a single node, 3 on a cluster).
 	Replicas int `yaml:"replicas"`
+}
+
+// NATSTLS is the TLS of the connection to an external NATS: the CA that
+// signs the server's certificate (the system roots when empty), and a client
+// certificate and key when the server asks for one.
+type NATSTLS struct {
+	CAFile   string `yaml:"ca_file"`
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
 }
 
 // Embedded configures the in-process nats-server of `sdevents run`.

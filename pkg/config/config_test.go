@@ -47,6 +47,7 @@ callbacks:
         sk: s
 `
 	skFile := writeFile(t, "sk", "from-file\n")
+	natsPassword := writeFile(t, "nats-password", "pw-from-file\n")
 	tests := []struct {
 		name    string
 		yaml    string
@@ -128,6 +129,31 @@ aggregator: {key: job}
 				t.Fatalf("keys %+v", c.Archive)
 			}
 		}},
+		{name: "nats user and TLS from env", yaml: base, env: map[string]string{
+			"SDEVENTS_NATS_URL": "tls://nats.example:4222", "SDEVENTS_NATS_USER": "ingress", "SDEVENTS_NATS_PASSWORD_FILE": natsPassword,
+			"SDEVENTS_NATS_TLS_CA_FILE": "/ca.pem", "SDEVENTS_NATS_TLS_CERT_FILE": "/c.pem", "SDEVENTS_NATS_TLS_KEY_FILE": "/k.pem",
+		}, check: func(t *testing.T, c config.Config) {
+			if c.NATS.User != "ingress" || c.NATS.Password.Reveal() != "pw-from-file" ||
+				c.NATS.TLS != (config.NATSTLS{CAFile: "/ca.pem", CertFile: "/c.pem", KeyFile: "/k.pem"}) {
+				t.Fatalf("nats client keys: %+v", c.NATS)
+			}
+		}},
+		{name: "nats nkey", yaml: base + "nats: {url: 'nats://n:4222', nkey_file: /seed.nk}\n", check: func(t *testing.T, c config.Config) {
+			if c.NATS.NkeyFile != "/seed.nk" {
+				t.Fatalf("nkey_file %q", c.NATS.NkeyFile)
+			}
+		}},
+		{name: "nats password without user, two ways, half a certificate", yaml: base +
+			"nats: {url: 'nats://n:4222', password: p, creds_file: /c.creds, tls: {cert_file: /c.pem}}\n",
+			wantErr: []string{"nats.user: must be set with nats.password", "nats.creds_file: set one of nats.user, nats.creds_file and nats.nkey_file",
+				"nats.tls: set both cert_file and key_file"}},
+		{name: "nats user without password", yaml: base + "nats: {url: 'nats://n:4222', user: u}\n",
+			wantErr: []string{"nats.password: must be set with nats.user"}},
+		{name: "nats password twice", yaml: base + "nats: {url: 'nats://n:4222', user: u, password: p, password_file: " + natsPassword + "}\n",
+			wantErr: []string{"nats.password: both the value and nats.password_file are set"}},
+		{name: "nats client keys without url", yaml: base + "nats: {user: u, password: p, nkey_file: /n, tls: {ca_file: /ca.pem}}\n",
+			wantErr: []string{"nats.user: applies to nats.url only", "nats.password: applies to nats.url only",
+				"nats.nkey_file: applies to nats.url only", "nats.tls: applies to nats.url only"}},
 		{name: "payload too small for body", yaml: base + "http: {max_body: 10485760}\n", wantErr: []string{"nats.embedded.max_payload"}},
 		{name: "limits", yaml: base + "http: {max_connections: 16, max_header_bytes: 8192, idle_timeout: 20s}\nnats: {embedded: {max_store: 1073741824, max_connections: 8}}\n", check: func(t *testing.T, c config.Config) {
 			if c.HTTP.MaxConnections != 16 || c.HTTP.MaxHeaderBytes != 8192 || c.HTTP.IdleTimeout.D() != 20*time.Second ||
@@ -210,6 +236,7 @@ func TestSecretNeverPrints(t *testing.T) {
 	}
 	c := config.Default()
 	c.Admin.Token = "hunter2"
+	c.NATS.Password = "hunter2"
 	if strings.Contains(fmt.Sprintf("%+v", c), "hunter2") {
 		t.Fatal("secret printed through config")
 	}

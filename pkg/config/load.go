@@ -162,6 +162,7 @@ func (c *Config) readSecretFiles() []error {
 			read(fmt.Sprintf("callbacks[%d].keys[%d].sk", i, j), k.SKFile, &k.SK)
 		}
 	}
+	read("nats.password", c.NATS.PasswordFile, &c.NATS.Password)
 	read("admin.token", c.Admin.TokenFile, &c.Admin.Token)
 	read("archive.s3.secret_key", c.Archive.S3.SecretKeyFile, &c.Archive.S3.SecretKey)
 	read("archive.source_s3.secret_key", c.Archive.SourceS3.SecretKeyFile, &c.Archive.SourceS3.SecretKey)

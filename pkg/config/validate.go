@@ -88,6 +88,7 @@ func (c Config) Validate() error {
 			bad("nats.embedded.max_memory", "want at least 1048576, got %d", e.MaxMemory)
 		}
 	}
+	c.NATS.validateClient(bad)
 	if c.NATS.Replicas < 1 || c.NATS.Replicas > 5 {
 		bad("nats.replicas", "want 1 to 5, got %d", c.NATS.Replicas)
 	}
@@ -266,6 +267,47 @@ func (l StreamLimits) validate(key string, minAge time.Duration, bad func(key, f
 	}
 	if l.MaxBytes < 0 || l.MaxBytes > 0 && l.MaxBytes < minStreamBytes {
 		bad(key+".max_bytes", "want 0 (unlimited) or at least %d, got %d", minStreamBytes, l.MaxBytes)
+	}
+}
+
+// validateClient checks the client keys of nats: one way to authenticate at
+// most, a password with its user, a client certificate with its key, and
+// none of them without nats.url (the embedded server makes its own).
+func (n NATS) validateClient(bad func(key, format string, args ...any)) {
+	var ways []string
+	if n.User != "" || n.Password != "" {
+		ways = append(ways, "nats.user")
+		if n.User == "" {
+			bad("nats.user", "must be set with nats.password")
+		}
+		if n.Password == "" {
+			bad("nats.password", "must be set with nats.user (or nats.password_file)")
+		}
+	}
+	if n.CredsFile != "" {
+		ways = append(ways, "nats.creds_file")
+	}
+	if n.NkeyFile != "" {
+		ways = append(ways, "nats.nkey_file")
+	}
+	if len(ways) > 1 {
+		bad(ways[1], "set one of nats.user, nats.creds_file and nats.nkey_file, not %s", strings.Join(ways, " and "))
+	}
+	if (n.TLS.CertFile == "") != (n.TLS.KeyFile == "") {
+		bad("nats.tls", "set both cert_file and key_file, or neither")
+	}
+	if n.URL == "" {
+		for _, k := range []struct {
+			key string
+			set bool
+		}{
+			{"nats.user", n.User != ""}, {"nats.password", n.Password != ""}, {"nats.creds_file", n.CredsFile != ""},
+			{"nats.nkey_file", n.NkeyFile != ""}, {"nats.tls", n.TLS != (NATSTLS{})},
+		} {
+			if k.set {
+				bad(k.key, "applies to nats.url only: the embedded server makes its own users (<store_dir>/credentials)")
+			}
+		}
 	}
 }
 
