@@ -2,7 +2,6 @@ package deploy
 
 import (
 	"context"
-	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -13,13 +12,16 @@ import (
 
 	"github.com/compose-spec/compose-go/v2/cli"
 	"github.com/compose-spec/compose-go/v2/types"
+	"golang.org/x/crypto/bcrypt"
 
+	"github.com/sdevents/sdevents/deploy/natsusers"
+	"github.com/sdevents/sdevents/pkg/config"
 	"github.com/sdevents/sdevents/streams"
 )
 
-// sdeventsServices are the compose services that run the sdevents image, by
-// their target (the command).
-var sdeventsServices = []string{"ingress", "quota", "archiver", "aggregator"}
+// sdeventsServices are the compose services that run an sdevents service, by
+// their target (the command); the one-shot "streams" runs the image too.
+var sdeventsServices = []string{"ingress", "quota", "archiver", "aggregator", "console"}
 
 // loadCompose loads compose.yaml with the Compose specification's loader
 // (schema validation, interpolation, merge keys, path resolution), with an
@@ -72,7 +74,7 @@ func TestComposeLoads(t *testing.T) {
 			}
 		}
 	}
-	for _, want := range append([]string{"nats-1", "nats-2", "nats-3", "minio", "minio-init"}, sdeventsServices...) {
+	for _, want := range append([]string{"nats-1", "nats-2", "nats-3", "minio", "minio-init", "streams"}, sdeventsServices...) {
 		if _, ok := p.Services[want]; !ok {
 			t.Errorf("service %s is missing", want)
 		}
@@ -123,14 +125,10 @@ func TestComposeServices(t *testing.T) {
 			if hc := s.HealthCheck; hc == nil || len(hc.Test) < 2 || hc.Test[0] != "CMD" || hc.Test[1] != "/healthcheck" {
 				t.Errorf("healthcheck %v: want [CMD /healthcheck <url>] (no shell in the image)", hc)
 			}
-			// The first apply of the stream definitions is the ingress's alone
-			// (concurrent creation of a new R3 stream can hang).
-			if name != "ingress" {
-				if dep, ok := s.DependsOn["ingress"]; !ok || dep.Condition != types.ServiceConditionHealthy {
-					t.Error("does not wait for the ingress to be healthy")
-				}
-			} else if len(s.DependsOn) != 3 {
-				t.Errorf("ingress depends on %v, want the three NATS nodes", slices.Collect(maps.Keys(s.DependsOn)))
+			// The services' users may not manage streams: the one-shot
+			// "streams" applies the definitions first.
+			if dep, ok := s.DependsOn["streams"]; !ok || dep.Condition != types.ServiceConditionCompletedSuccessfully {
+				t.Error("does not wait for the stream definitions (streams) to be applied")
 			}
 			if !s.ReadOnly || !slices.Contains(s.CapDrop, "ALL") {
 				t.Errorf("read_only %v, cap_drop %v: want a read-only root and no capabilities", s.ReadOnly, s.CapDrop)
@@ -172,10 +170,18 @@ func TestComposeServices(t *testing.T) {
 			if _, port, _ := strings.Cut(cfg.HTTP.Addr, ":"); !strings.HasPrefix(cfg.HTTP.Addr, "0.0.0.0:") || !strings.Contains(strings.Join(s.HealthCheck.Test, " "), ":"+port+"/") {
 				t.Errorf("http.addr %s: want 0.0.0.0 and the health check on its port", cfg.HTTP.Addr)
 			}
+			checkNATSUser(t, p, s, cfg, name)
 			switch name {
 			case "quota":
 				if cfg.Admin.Token.Reveal() == "" {
 					t.Error("quota has no admin token: the admin API is off")
+				}
+			case "console":
+				if cfg.Admin.Token.Reveal() == "" {
+					t.Error("the console has no admin token: it refuses to start")
+				}
+				if s3 := cfg.Archive.S3; s3.Endpoint != "minio:9000" || s3.SecretKey.Reveal() == "" {
+					t.Errorf("archive.s3 %+v: the console reads thumbnails from MinIO", s3)
 				}
 			case "archiver":
 				if s.Deploy == nil || s.Deploy.Replicas == nil || *s.Deploy.Replicas != 2 {
@@ -192,6 +198,60 @@ func TestComposeServices(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestComposeStreamsApply checks the one-shot that applies the stream
+// definitions: `sdevents streams apply` from the services' image, as the
+// NATS admin, with R3, once the three nodes are healthy, never restarted.
+func TestComposeStreamsApply(t *testing.T) {
+	t.Parallel()
+	root := repoRoot(t)
+	p, err := loadCompose(t, filepath.Join(root, "compose.yaml"), root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := p.Services["streams"]
+	if s.Image != p.Services["ingress"].Image || !slices.Equal(s.Command, []string{"streams", "apply"}) {
+		t.Errorf("streams runs %s %v, want the sdevents image with [streams apply]", s.Image, s.Command)
+	}
+	if s.Restart != "no" || s.HealthCheck == nil || !s.HealthCheck.Disable {
+		t.Errorf("restart %q, health check %+v: want a one-shot (restart no, no health check)", s.Restart, s.HealthCheck)
+	}
+	for _, n := range []string{"nats-1", "nats-2", "nats-3"} {
+		if dep, ok := s.DependsOn[n]; !ok || dep.Condition != types.ServiceConditionHealthy {
+			t.Errorf("streams does not wait for %s to be healthy", n)
+		}
+	}
+	cfg, err := serviceConfig(t, p, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.NATS.Replicas != 3 {
+		t.Errorf("nats.replicas %d, want 3", cfg.NATS.Replicas)
+	}
+	checkNATSUser(t, p, s, cfg, "admin")
+}
+
+// checkNATSUser checks that a service connects to NATS as user, with the
+// password of deploy/compose/nats-users.conf, and mounts no other user's
+// password.
+func checkNATSUser(t *testing.T, p *types.Project, s types.ServiceConfig, cfg config.Config, user string) {
+	t.Helper()
+	if cfg.NATS.User != user {
+		t.Errorf("nats.user %q, want %q", cfg.NATS.User, user)
+	}
+	hashes, err := natsusers.Passwords(readAbs(t, p.Configs["nats-users"].File))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bcrypt.CompareHashAndPassword([]byte(hashes[user]), []byte(cfg.NATS.Password.Reveal())) != nil {
+		t.Errorf("the password of nats.password_file is not %s's in nats-users.conf", user)
+	}
+	for _, sec := range s.Secrets {
+		if strings.HasPrefix(sec.Source, "nats-") && sec.Source != "nats-"+user {
+			t.Errorf("mounts the secret %s of another NATS user", sec.Source)
+		}
 	}
 }
 
@@ -232,6 +292,9 @@ func TestComposeNATS(t *testing.T) {
 		t.Fatal(err)
 	}
 	conf := string(readAbs(t, p.Configs["nats"].File))
+	if !regexp.MustCompile(`(?m)^include "nats-users.conf"$`).MatchString(conf) {
+		t.Error(`nats.conf does not include "nats-users.conf": the servers would take any client`)
+	}
 	nodes := []string{"nats-1", "nats-2", "nats-3"}
 	for _, n := range nodes {
 		s := p.Services[n]
@@ -249,6 +312,13 @@ func TestComposeNATS(t *testing.T) {
 		}
 		if len(s.Volumes) == 0 || s.Volumes[0].Target != "/data" || s.Volumes[0].Type != types.VolumeTypeVolume {
 			t.Errorf("%s volumes %v: want a named volume at /data (jetstream.store_dir)", n, s.Volumes)
+		}
+		mounted := map[string]string{}
+		for _, c := range s.Configs {
+			mounted[c.Source] = c.Target
+		}
+		if mounted["nats"] != "/etc/nats/nats.conf" || mounted["nats-users"] != "/etc/nats/nats-users.conf" {
+			t.Errorf("%s mounts %v: want nats.conf and nats-users.conf side by side in /etc/nats", n, mounted)
 		}
 	}
 	m := regexp.MustCompile(`(?m)^max_payload:\s*(\d+)`).FindStringSubmatch(conf)

@@ -83,6 +83,33 @@ func TestNATSHelmValues(t *testing.T) {
 	}
 }
 
+// TestNATSHelmInstallHasUsers checks that every install command of the NATS
+// chart adds the users (users.values.yaml): without them the servers take
+// any client.
+func TestNATSHelmInstallHasUsers(t *testing.T) {
+	t.Parallel()
+	n := 0
+	for _, f := range []string{"deploy/nats/values.yaml", "docs/operations.md"} {
+		lines := strings.Split(string(readFile(t, f)), "\n")
+		for i, line := range lines {
+			if !strings.Contains(line, "install nats nats/nats") {
+				continue
+			}
+			n++
+			cmd := line
+			for j := i; strings.HasSuffix(strings.TrimSpace(lines[j]), "\\") && j+1 < len(lines); j++ {
+				cmd += lines[j+1]
+			}
+			if !strings.Contains(cmd, "-f deploy/nats/users.values.yaml") {
+				t.Errorf("%s:%d: %q does not add deploy/nats/users.values.yaml", f, i+1, strings.TrimSpace(cmd))
+			}
+		}
+	}
+	if n == 0 {
+		t.Error("no install command of the nats chart found")
+	}
+}
+
 // nackChart is the pinned version of the nats/nack chart (NACK 0.24.0),
 // whose CRDs and controller know allowMsgSchedules.
 const nackChart = "0.36.0"

@@ -649,6 +649,22 @@ func checkConfigs(t *testing.T, m manifests, secrets map[string]*corev1.Secret, 
 				t.Errorf("%s: no admin token", name)
 			}
 		}
+		// Its own NATS user, with the password of its key alone.
+		var natsUsers *corev1.Secret
+		for _, v := range spec.Volumes {
+			if v.Secret == nil || !strings.HasPrefix(v.Secret.SecretName, "sdevents-nats-users") {
+				continue
+			}
+			natsUsers = secrets[v.Secret.SecretName]
+			if len(v.Secret.Items) != 1 || v.Secret.Items[0].Key != target {
+				t.Errorf("%s: mounts %v of sdevents-nats-users, want its own key %s only", name, v.Secret.Items, target)
+			}
+		}
+		if cfg.NATS.User != target || natsUsers == nil || cfg.NATS.Password.Reveal() == "" ||
+			cfg.NATS.Password.Reveal() != string(natsUsers.Data[target]) {
+			t.Errorf("%s: nats.user %q with a password %v: want %s with its key of sdevents-nats-users", name, cfg.NATS.User,
+				cfg.NATS.Password.Reveal() != "", target)
+		}
 		if target == "console" && cfg.Admin.Token.Reveal() == "" {
 			t.Errorf("%s: no admin token: the console refuses to start", name)
 		}
