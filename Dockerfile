@@ -35,8 +35,15 @@ COPY streams/go.mod streams/go.sum streams/
 RUN go mod download
 
 COPY . .
+# The build's identity, stamped as `make build` stamps it (sdevents version,
+# the first log line, sdevents_build_info); the context has no .git:
+#   docker build --build-arg VERSION=$(git describe --tags --always --dirty) \
+#     --build-arg REVISION=$(git rev-parse HEAD) --build-arg BUILD_DATE=$(date -u +%Y-%m-%dT%H:%M:%SZ) .
+ARG VERSION=""
+ARG REVISION=""
+ARG BUILD_DATE=""
 RUN --mount=type=cache,target=/root/.cache/go-build \
-    go build -trimpath -ldflags='-s -w' -o /sdevents ./cmd/sdevents && \
+    go build -trimpath -ldflags="-s -w -X main.version=${VERSION} -X main.revision=${REVISION} -X main.buildDate=${BUILD_DATE}" -o /sdevents ./cmd/sdevents && \
     go build -trimpath -ldflags='-s -w' -o /healthcheck ./deploy/cmd/healthcheck
 
 # distroless/static: CA certificates, tzdata and /etc/passwd, no shell, no libc.

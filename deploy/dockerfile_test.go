@@ -102,7 +102,9 @@ func copies(in instruction, workdir string) map[string]string {
 //     module has one) are copied to their own paths before `go mod download`,
 //     and nothing else is copied before it (the download layer's cache key);
 //   - the binary is built static (CGO_ENABLED=0, -trimpath, -ldflags '-s -w')
-//     from ./cmd/sdevents after the sources are copied;
+//     from ./cmd/sdevents after the sources are copied, stamped with the
+//     build arguments VERSION, REVISION and BUILD_DATE (-X main.version=…),
+//     declared in the build stage;
 //   - the final stage is distroless/static or scratch, runs as a numeric
 //     non-root user, exposes 8080 and has ENTRYPOINT ["/sdevents"].
 //
@@ -131,8 +133,13 @@ func checkDockerfile(df dockerfile, modules []string, goVersion string, hasSum f
 		}
 	}
 	workdir, downloaded, sourced, built, cgoOff := "/", false, false, false, false
+	args := map[string]bool{} // the build stage's ARGs so far
 	for _, in := range build.body {
 		switch in.cmd {
+		case "arg":
+			for _, a := range in.args {
+				args[strings.SplitN(a, "=", 2)[0]] = true
+			}
 		case "workdir":
 			workdir = path.Join(workdir, in.args[0])
 		case "env":
@@ -168,9 +175,21 @@ func checkDockerfile(df dockerfile, modules []string, goVersion string, hasSum f
 				if strings.Contains(cmd, "CGO_ENABLED=0") {
 					cgoOff = true
 				}
-				for _, flag := range []string{"-trimpath", "-ldflags='-s -w'"} {
-					if !strings.Contains(cmd, flag) {
-						bad("line %d: go build of ./cmd/sdevents without %s", in.line, flag)
+				// The command of ./cmd/sdevents alone, of a RUN that may build more.
+				i := slices.IndexFunc(strings.Split(cmd, "&&"), func(c string) bool { return strings.Contains(c, "./cmd/sdevents") })
+				sd := strings.Split(cmd, "&&")[i]
+				ldflags := regexp.MustCompile(`-ldflags=(?:'([^']*)'|"([^"]*)")`).FindStringSubmatch(sd)
+				if !strings.Contains(sd, "-trimpath") {
+					bad("line %d: go build of ./cmd/sdevents without -trimpath", in.line)
+				}
+				if ldflags == nil || !strings.HasPrefix(ldflags[1]+ldflags[2], "-s -w") {
+					bad("line %d: go build of ./cmd/sdevents without -ldflags '-s -w'", in.line)
+				}
+				for v, arg := range map[string]string{"version": "VERSION", "revision": "REVISION", "buildDate": "BUILD_DATE"} {
+					if ldflags == nil || !strings.Contains(ldflags[2], "-X main."+v+"=${"+arg+"}") {
+						bad("line %d: go build of ./cmd/sdevents does not stamp main.%s with the build argument %s", in.line, v, arg)
+					} else if !args[arg] {
+						bad("line %d: the build argument %s is not declared (ARG) in the build stage before it is used", in.line, arg)
 					}
 				}
 			}
@@ -266,6 +285,9 @@ func TestDockerfileRules(t *testing.T) {
 		{"shell image", "FROM gcr.io/distroless/static-debian12:nonroot", "FROM alpine:3.22", "static"},
 		{"old Go", "ARG GO_VERSION=1.26.8", "ARG GO_VERSION=1.25", "or newer"},
 		{"cgo", "CGO_ENABLED=0 ", "", "CGO_ENABLED=0"},
+		{"unstamped", " -X main.revision=${REVISION}", "", "does not stamp main.revision"},
+		{"argument not declared", "ARG BUILD_DATE=\"\"\n", "", "BUILD_DATE is not declared"},
+		{"not stripped", `-ldflags="-s -w -X`, `-ldflags="-X`, "without -ldflags '-s -w'"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

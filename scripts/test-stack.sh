@@ -98,7 +98,11 @@ rm -rf "$RUN" && mkdir -p "$RUN" "$IMAGES"/{sdevents,nats,minio}
 (
 	export CGO_ENABLED=0
 	cd cmd/sdevents
-	nice $GO build -trimpath -ldflags='-s -w' -o "$repo/$IMAGES/sdevents/sdevents" .
+	# Stamped as `make build` and the Dockerfile stamp it (sdevents version).
+	version=$(git describe --tags --always --dirty 2>/dev/null || true)
+	revision=$(git rev-parse HEAD 2>/dev/null || true)
+	nice $GO build -trimpath -ldflags="-s -w -X main.version=$version -X main.revision=$revision -X main.buildDate=$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
+		-o "$repo/$IMAGES/sdevents/sdevents" .
 	# The nats-server of cmd/sdevents/go.mod (the embedded server's version).
 	nice $GO build -trimpath -ldflags='-s -w' -o "$repo/$IMAGES/nats/nats-server" github.com/nats-io/nats-server/v2
 	cd "$repo/deploy"
