@@ -28,9 +28,23 @@ func newNATSLogger(log zerolog.Logger, reg prometheus.Registerer) natsLogger {
 }
 
 func (l natsLogger) Noticef(format string, v ...any) { l.log.Debug().Msgf(format, v...) }
-func (l natsLogger) Warnf(format string, v ...any)   { l.log.Warn().Msgf(format, v...) }
 func (l natsLogger) Debugf(format string, v ...any)  { l.log.Debug().Msgf(format, v...) }
 func (l natsLogger) Tracef(format string, v ...any)  { l.log.Trace().Msgf(format, v...) }
+
+// plaintextPasswords is the server's warning about passwords in its
+// configuration: meant for a configuration file, it is no news for the
+// embedded server, whose users' passwords the process made and keeps in
+// files of mode 0600 (a bcrypt hash would only cost every connection).
+const plaintextPasswords = "Plaintext passwords detected"
+
+// Warnf logs at warn level, but the plaintext-passwords notice at debug.
+func (l natsLogger) Warnf(format string, v ...any) {
+	if strings.HasPrefix(format, plaintextPasswords) {
+		l.log.Debug().Msgf(format, v...)
+		return
+	}
+	l.log.Warn().Msgf(format, v...)
+}
 
 // Errorf logs at error level; a permission violation ("Publish Violation",
 // "Subscription Violation") is counted too.
