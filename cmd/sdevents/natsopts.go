@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -77,7 +78,7 @@ func (p *process) embeddedUsers(storeDir string) ([]natsauth.User, error) {
 // server (mode 0600) and logs where it is; the password is never logged.
 func (p *process) announceDownstream(storeDir string, srv *natsrv.Embedded) error {
 	path := downstreamURLFile(storeDir)
-	hostPort := srv.ClientURL()[len("nats://"):]
+	hostPort := strings.TrimPrefix(srv.ClientURL(), "nats://")
 	url := natsauth.URL(natsauth.Downstream, p.natsConns.passwords[natsauth.Downstream], hostPort)
 	if err := natsauth.WriteFile(path, []byte(url+"\n")); err != nil {
 		return fmt.Errorf("downstream url: %w", err)

@@ -158,6 +158,11 @@ shutdown_timeout: 5s
 			t.Errorf("sim %s: %v\n--- sdevents run log (tail) ---\n%s", r.name, r.err, server.Tail(40))
 		}
 	}
+	// Every service of the process connects as its own NATS user: the
+	// embedded server refused nothing they did since the last restart.
+	if _, body := get(t, httpAddr, "/metrics"); !strings.Contains(body, "\nsdevents_nats_permission_violations_total 0\n") {
+		t.Errorf("the embedded server refused what a service did (sdevents_nats_permission_violations_total):\n%s", server.Tail(40))
+	}
 	for _, f := range []string{cbJSON, snsJSON} {
 		raw, err := os.ReadFile(f)
 		if err != nil {

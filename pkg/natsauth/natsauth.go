@@ -88,7 +88,9 @@ func InboxPrefix(user string) string {
 }
 
 // RPC subjects of the quota service (pkg/quotarpc), and the subjects each
-// service publishes on (the constants of services/*). The tests of
+// service publishes on (the constants of services/*). A service publishes
+// its timers as message schedules on <prefix>.timer.>; the server fires
+// them onto <prefix>.due.>, which no user publishes to. The tests of
 // cmd/sdevents run the services against these permissions.
 const (
 	rpcDecide  = "sdevents.quota.rpc.decide"
@@ -147,13 +149,13 @@ func Users() ([]User, error) {
 			p.kv("SNS_CONFIRMATIONS")
 		}),
 		b.service(Quota, func(p *perm) {
-			p.pub("sd.quota.>", "sdevents.quota.timer.>", "sdevents.quota.due.>")
+			p.pub("sd.quota.>", "sdevents.quota.timer.>")
 			p.sub(rpcDecide, rpcAbandon)
 			p.AllowResponses = true
 			p.read(streams.Quota, streams.QuotaTimers)
 		}),
 		b.service(Archiver, func(p *perm) {
-			p.pub("sd.archive.>", "sdevents.archiver.timer.>", "sdevents.archiver.due.>")
+			p.pub("sd.archive.>", "sdevents.archiver.timer.>")
 			p.read(streams.Ingress, streams.Archive, "ARCHIVER_TIMERS", "ARCHIVER_RETRY")
 			p.kv("ARCHIVE_KEYS")
 			for _, d := range owned[Archiver] {
@@ -161,7 +163,7 @@ func Users() ([]User, error) {
 			}
 		}),
 		b.service(Aggregator, func(p *perm) {
-			p.pub("sd.job.finished.>", "sdevents.aggregator.timer.>", "sdevents.aggregator.due.>")
+			p.pub("sd.job.finished.>", "sdevents.aggregator.timer.>")
 			p.read(streams.Ingress, streams.Quota, streams.Archive, streams.Jobs, "AGGREGATOR_TIMERS")
 			p.kv("AGGREGATOR_STATE")
 		}),
@@ -169,7 +171,7 @@ func Users() ([]User, error) {
 			// The live view; archive retry requests (pkg/archiveretry);
 			// grants, through the quota replica inside the console.
 			p.sub("sd.>")
-			p.pub("sdevents.archiver.retry.>", "sd.quota.>", "sdevents.quota.timer.>")
+			p.pub("sdevents.archiver.retry.>", "sd.quota.>")
 			p.read(streams.Ingress, streams.Quota, streams.Archive, streams.Jobs, streams.QuotaTimers)
 			p.kv("CONSOLE_SESSIONS")
 		}),
