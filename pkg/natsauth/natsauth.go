@@ -163,8 +163,11 @@ func Users() ([]User, error) {
 			}
 		}),
 		b.service(Aggregator, func(p *perm) {
-			p.pub("sd.job.finished.>", "sdevents.aggregator.timer.>")
-			p.read(streams.Ingress, streams.Quota, streams.Archive, streams.Jobs, "AGGREGATOR_TIMERS")
+			// Job records; idle timers; the facts of large jobs, purged
+			// once a job is published; messages given up (pkg/deadletter).
+			p.pub("sd.job.finished.>", "sdevents.aggregator.timer.>", "sdevents.aggregator.fact.>",
+				"$JS.API.STREAM.PURGE.AGGREGATOR_FACTS", "sd.dead.aggregator")
+			p.read(streams.Ingress, streams.Quota, streams.Archive, streams.Jobs, "AGGREGATOR_TIMERS", "AGGREGATOR_FACTS")
 			p.kv("AGGREGATOR_STATE")
 		}),
 		b.service(Console, func(p *perm) {
