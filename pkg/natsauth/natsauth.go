@@ -144,8 +144,10 @@ func Users() ([]User, error) {
 	}
 	users := []User{
 		b.service(Ingress, func(p *perm) {
-			p.pub("sd.callback.>", "sd.sns.>", rpcDecide, rpcAbandon)
-			p.read(streams.Ingress)
+			// Events; the claim of each callback sign (INGRESS_CLAIMS);
+			// the quota RPC.
+			p.pub("sd.callback.>", "sd.sns.>", "sdevents.ingress.claim.>", rpcDecide, rpcAbandon)
+			p.read(streams.Ingress, "INGRESS_CLAIMS")
 			p.kv("SNS_CONFIRMATIONS")
 		}),
 		b.service(Quota, func(p *perm) {

@@ -37,7 +37,7 @@ func TestUsersPublishOnlyTheirOwnEvents(t *testing.T) {
 		natsauth.Ingress:    {"sd.callback.>", "sd.sns.>"},
 		natsauth.Quota:      {"sd.quota.>"},
 		natsauth.Archiver:   {"sd.archive.>"},
-		natsauth.Aggregator: {"sd.job.finished.>"},
+		natsauth.Aggregator: {"sd.job.finished.>", "sd.dead.aggregator"},
 		natsauth.Console:    {"sd.quota.>"}, // grants, through its quota replica
 		natsauth.Downstream: nil,
 	}
@@ -93,7 +93,8 @@ func TestUsersKeepOffOthersConsumers(t *testing.T) {
 			t.Errorf("%s: %s denied = %v, want %v", tc.user, tc.subject, !tc.denied, tc.denied)
 		}
 	}
-	// The downstream user reads the four event streams only.
+	// The downstream user reads the event streams of sd.> only: the four
+	// of the services' events and DEAD, the messages consumers gave up on.
 	var streams []string
 	for _, s := range u[natsauth.Downstream].Permissions.Publish.Allow {
 		if name, ok := strings.CutPrefix(s, "$JS.API.STREAM.MSG.GET."); ok {
@@ -101,7 +102,7 @@ func TestUsersKeepOffOthersConsumers(t *testing.T) {
 		}
 	}
 	slices.Sort(streams)
-	if want := []string{"ARCHIVE", "INGRESS", "JOBS", "QUOTA"}; !slices.Equal(streams, want) {
+	if want := []string{"ARCHIVE", "DEAD", "INGRESS", "JOBS", "QUOTA"}; !slices.Equal(streams, want) {
 		t.Errorf("downstream reads %v, want %v", streams, want)
 	}
 }
