@@ -20,10 +20,10 @@ type Request struct {
 
 // Result summarises one load run.
 type Result struct {
-	Requests int
-	Errors   int
-	Elapsed  time.Duration
-	P50, P99 time.Duration
+	Requests       int
+	Errors         int
+	Elapsed        time.Duration
+	P50, P99, P999 time.Duration
 }
 
 // PerSecond is the throughput of successful requests.
@@ -32,13 +32,14 @@ func (r Result) PerSecond() float64 {
 }
 
 func (r Result) String() string {
-	return fmt.Sprintf("%d req in %s: %.0f/s, p50 %s, p99 %s, %d errors",
-		r.Requests, r.Elapsed.Round(time.Millisecond), r.PerSecond(), r.P50.Round(time.Microsecond), r.P99.Round(time.Microsecond), r.Errors)
+	return fmt.Sprintf("%d req in %s: %.0f/s, p50 %s, p99 %s, p99.9 %s, %d errors",
+		r.Requests, r.Elapsed.Round(time.Millisecond), r.PerSecond(), r.P50.Round(time.Microsecond), r.P99.Round(time.Microsecond),
+		r.P999.Round(time.Microsecond), r.Errors)
 }
 
 // Run POSTs every request once over conns keep-alive connections, as fast as
-// the server answers, and measures the latency of each. A non-2xx answer is
-// an error.
+// the server answers, and measures the latency of each. An answer that is not
+// a 2xx with "success":true is an error.
 func Run(ctx context.Context, reqs []Request, conns int) Result {
 	tr := &http.Transport{MaxIdleConns: conns, MaxIdleConnsPerHost: conns, MaxConnsPerHost: conns, IdleConnTimeout: time.Minute}
 	defer tr.CloseIdleConnections()
@@ -61,11 +62,7 @@ func Run(ctx context.Context, reqs []Request, conns int) Result {
 				req.Header.Set("Content-Type", "application/json")
 				resp, err := client.Do(req)
 				if err == nil {
-					_, _ = io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-					if resp.StatusCode >= 300 {
-						err = fmt.Errorf("status %d", resp.StatusCode)
-					}
+					err = answered(resp)
 				}
 				lat[i] = time.Since(t0)
 				if err != nil {
@@ -75,10 +72,31 @@ func Run(ctx context.Context, reqs []Request, conns int) Result {
 		}()
 	}
 	wg.Wait()
-	elapsed := time.Since(start)
+	return summarise(lat, int(errs.Load()), time.Since(start))
+}
+
+// answered reads resp's body and returns an error unless the status is 2xx
+// and the body says "success":true (a refusal in 200, such as a quota answer
+// "busy", is no success either).
+func answered(resp *http.Response) error {
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	switch {
+	case err != nil:
+		return err
+	case resp.StatusCode >= 300:
+		return fmt.Errorf("status %d", resp.StatusCode)
+	case !bytes.Contains(body, []byte(`"success":true`)):
+		return fmt.Errorf("refused: %.200s", body)
+	}
+	return nil
+}
+
+// summarise sorts the latencies lat and returns the result of a run.
+func summarise(lat []time.Duration, errs int, elapsed time.Duration) Result {
 	slices.Sort(lat)
-	return Result{Requests: len(reqs), Errors: int(errs.Load()), Elapsed: elapsed,
-		P50: lat[len(lat)*50/100], P99: lat[len(lat)*99/100]}
+	return Result{Requests: len(lat), Errors: errs, Elapsed: elapsed,
+		P50: lat[len(lat)*50/100], P99: lat[len(lat)*99/100], P999: lat[len(lat)*999/1000]}
 }
 
 // median returns the result with the median throughput.
@@ -97,9 +115,12 @@ func median(rs []Result) Result {
 }
 
 // RunRate POSTs every request once at a fixed rate (open loop) over at most
-// conns connections. Latency is measured from the moment a request was due,
-// so a server that falls behind is charged for the queueing it causes.
-func RunRate(ctx context.Context, reqs []Request, rate, conns int) Result {
+// conns connections: each is sent at its due time whether or not earlier ones
+// were answered, and its latency is measured from that due time, so a server
+// that falls behind is charged for the queueing it causes (no coordinated
+// omission). The first warm requests are sent the same way but not counted:
+// they open the connections and warm the server.
+func RunRate(ctx context.Context, reqs []Request, rate, conns, warm int) Result {
 	tr := &http.Transport{MaxIdleConns: conns, MaxIdleConnsPerHost: conns, MaxConnsPerHost: conns, IdleConnTimeout: time.Minute}
 	defer tr.CloseIdleConnections()
 	client := &http.Client{Transport: tr, Timeout: 30 * time.Second}
@@ -120,14 +141,10 @@ func RunRate(ctx context.Context, reqs []Request, rate, conns int) Result {
 				req.Header.Set("Content-Type", "application/json")
 				resp, err := client.Do(req)
 				if err == nil {
-					_, _ = io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-					if resp.StatusCode >= 300 {
-						err = fmt.Errorf("status %d", resp.StatusCode)
-					}
+					err = answered(resp)
 				}
 				lat[j.i] = time.Since(j.due)
-				if err != nil {
+				if err != nil && j.i >= warm {
 					errs.Add(1)
 				}
 			}
@@ -144,8 +161,6 @@ func RunRate(ctx context.Context, reqs []Request, rate, conns int) Result {
 	}
 	close(jobs)
 	wg.Wait()
-	elapsed := time.Since(start)
-	slices.Sort(lat)
-	return Result{Requests: len(reqs), Errors: int(errs.Load()), Elapsed: elapsed,
-		P50: lat[len(lat)*50/100], P99: lat[len(lat)*99/100]}
+	measured := time.Since(start) - time.Duration(warm)*interval
+	return summarise(lat[warm:], int(errs.Load()), measured)
 }

@@ -2,16 +2,22 @@ package bench
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
+	"os"
+	"runtime"
+	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
@@ -58,15 +64,72 @@ func serveQuota(tb testing.TB, nc *nats.Conn) string {
 	return "http://" + srv.Addr()
 }
 
-// reservations prepares n signed apiAccessPreInvoke callbacks over accounts
-// users, after granting each user enough credits.
-func reservations(tb testing.TB, base string, n, accounts int) []Request {
+// syncFloorSubject is the request subject of the synchronous floor.
+const syncFloorSubject = "bench.floor.decide"
+
+// serveSyncFloor runs the least a synchronous answer takes: an HTTP handler
+// that reads the body and asks over NATS request/reply, and a responder that
+// publishes the body to JetStream, waits for the ack and replies, each
+// request in its own goroutine (as the quota service does). One
+// request/reply and one acknowledged publish on the service's connection; no
+// checks, no state. It returns the floor's URL.
+func serveSyncFloor(tb testing.TB, nc *nats.Conn, js jetstream.JetStream) string {
 	tb.Helper()
-	tokens := make([]string, accounts)
-	encs := make([]string, accounts)
-	for i := range tokens {
-		tokens[i] = fmt.Sprintf("bench-user-%d-%d", i, time.Now().UnixNano())
-		req, _ := http.NewRequest(http.MethodPost, base+"/v1/admin/accounts/token:"+tokens[i]+"/credits",
+	sub, err := nc.Subscribe(syncFloorSubject, func(m *nats.Msg) {
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+			defer cancel()
+			if _, err := js.Publish(ctx, "sd.callback.floor.apiAccessPreInvoke", m.Data); err != nil {
+				_ = m.Respond([]byte(`{"success":false}`))
+				return
+			}
+			_ = m.Respond([]byte(`{"success":true}`))
+		}()
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = sub.Unsubscribe() })
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /floor", func(w http.ResponseWriter, r *http.Request) {
+		body, err := io.ReadAll(r.Body)
+		var resp *nats.Msg
+		if err == nil {
+			resp, err = nc.RequestWithContext(r.Context(), syncFloorSubject, body)
+		}
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write(resp.Data)
+	})
+	srv := &http.Server{Addr: "127.0.0.1:0", Handler: mux}
+	ln, err := netListen()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	go func() { _ = srv.Serve(ln) }()
+	tb.Cleanup(func() { _ = srv.Close() })
+	return "http://" + ln.Addr().String() + "/floor"
+}
+
+// quotaLoad makes signed apiAccessPreInvoke callbacks for a set of accounts
+// granted enough credits.
+type quotaLoad struct {
+	base   string
+	tokens []string // the users' tokens
+	encs   []string // each encrypted as the platform sends it
+	next   int      // requests made so far: each gets its own invokeId
+}
+
+// grantAccounts grants each of accounts new users enough credits for any
+// run.
+func grantAccounts(tb testing.TB, base string, accounts int) *quotaLoad {
+	tb.Helper()
+	l := &quotaLoad{base: base, tokens: make([]string, accounts), encs: make([]string, accounts)}
+	for i := range l.tokens {
+		l.tokens[i] = fmt.Sprintf("bench-user-%d-%d", i, time.Now().UnixNano())
+		req, _ := http.NewRequest(http.MethodPost, base+"/v1/admin/accounts/token:"+l.tokens[i]+"/credits",
 			bytes.NewReader([]byte(`{"credits": 1000000000}`)))
 		req.Header.Set("Authorization", "Bearer "+benchAdminToken)
 		req.Header.Set("Content-Type", "application/json")
@@ -78,35 +141,68 @@ func reservations(tb testing.TB, base string, n, accounts int) []Request {
 		if resp.StatusCode != http.StatusOK {
 			tb.Fatalf("grant: %d", resp.StatusCode)
 		}
-		var err2 error
-		if encs[i], err2 = callback.EncryptToken(tokens[i], benchKey.SK, nil); err2 != nil {
-			tb.Fatal(err2)
+		if l.encs[i], err = callback.EncryptToken(l.tokens[i], benchKey.SK, nil); err != nil {
+			tb.Fatal(err)
 		}
 	}
+	return l
+}
+
+// reservations prepares n signed apiAccessPreInvoke callbacks of one credit,
+// spread over the accounts in turn, each with an invokeId of its own.
+func (l *quotaLoad) reservations(n int) []Request {
 	body := []byte(`{"batch_size":1,"n_iter":1}`)
 	reqs := make([]Request, n)
 	now := time.Now()
 	for i := range reqs {
-		u := i % accounts
-		p := callback.Params{APIID: "api-txt2img", BizType: callback.BizAPIPreInvoke, InvokeID: fmt.Sprintf("r-%d-%d", now.UnixNano(), i),
-			APIToken: encs[u], Nonce: strconv.Itoa(i), Timestamp: strconv.FormatInt(now.UnixMilli(), 10)}
-		p.Sign = callback.Sign(benchKey, p, body, tokens[u])
+		k := l.next + i
+		u := k % len(l.tokens)
+		p := callback.Params{APIID: "api-txt2img", BizType: callback.BizAPIPreInvoke, InvokeID: fmt.Sprintf("r-%d-%d", now.UnixNano(), k),
+			APIToken: l.encs[u], Nonce: strconv.Itoa(k), Timestamp: strconv.FormatInt(now.UnixMilli(), 10)}
+		p.Sign = callback.Sign(benchKey, p, body, l.tokens[u])
 		q := url.Values{"apiId": {p.APIID}, "bizType": {p.BizType}, "invokeId": {p.InvokeID}, "apiToken": {p.APIToken},
 			"sign": {p.Sign}, "nonce": {p.Nonce}, "timestamp": {p.Timestamp}}
-		reqs[i] = Request{URL: base + "/v1/callbacks/default?" + q.Encode(), Body: body}
+		reqs[i] = Request{URL: l.base + "/v1/callbacks/default?" + q.Encode(), Body: body}
+	}
+	l.next += n
+	return reqs
+}
+
+// floorRequests prepares n requests to the synchronous floor with the body of
+// a reservation.
+func floorRequests(url string, n int) []Request {
+	reqs := make([]Request, n)
+	for i := range reqs {
+		reqs[i] = Request{URL: url, Body: []byte(`{"batch_size":1,"n_iter":1}`)}
 	}
 	return reqs
 }
 
+// loadAverage is the machine's 1-minute load average, for the log.
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	return strings.Fields(string(b))[0]
+}
+
 // BenchmarkQuota measures signed apiAccessPreInvoke callbacks end to end
-// (ingress store, quota RPC, ledger append with its expiry timer): closed loop
-// at 64 connections for the throughput, and open loop at a fixed rate for the
-// latency, over one account (every reservation contends on one subject) and
-// over 1,000 accounts. The floor is the ingress benchmark's, in the same run.
+// (sign claim, ingress store, quota RPC, ledger append with its expiry timer),
+// one quota replica, over one account (every reservation contends on one
+// subject) at 2,000/s and over 1,000 accounts at 5,000/s.
+//
+// The floor is serveSyncFloor: HTTP, one NATS request/reply and one
+// acknowledged JetStream publish. Latency is measured open loop — each
+// request sent at its due time whether or not earlier ones were answered,
+// timed from that due time — in alternating rounds of the floor and the
+// service at the same rate; the round with the median p99 is reported, with
+// its ratio to the floor's median p99, and the process's CPU time per
+// request. A closed loop at 64 connections gives the throughput of both.
 func BenchmarkQuota(b *testing.B) {
-	n := 10000
+	n, seconds, rounds := 10000, 5, 3
 	if testing.Short() {
-		n = 2000
+		n, seconds, rounds = 2000, 1, 1
 	}
 	for _, tc := range []struct {
 		accounts, rate int
@@ -115,25 +211,57 @@ func BenchmarkQuota(b *testing.B) {
 			for range b.N {
 				nc, js := jetStream(b, false)
 				base := serveQuota(b, nc)
-				floorURL := serveFloor(b, js)
-				floorReqs := make([]Request, n)
-				for i := range floorReqs {
-					floorReqs[i] = Request{URL: floorURL, Body: []byte(`{"batch_size":1,"n_iter":1}`)}
+				floorURL := serveSyncFloor(b, nc, js)
+				load := grantAccounts(b, base, tc.accounts)
+				b.Logf("load average %s", loadAverage())
+
+				floorClosed := Run(context.Background(), floorRequests(floorURL, n), conns)
+				closed := Run(context.Background(), load.reservations(n), conns)
+				b.Logf("closed loop (64), floor: %v", floorClosed)
+				b.Logf("closed loop (64), quota: %v", closed)
+
+				warm, per := tc.rate/2, tc.rate*seconds
+				var floors, quotas []Result
+				var floorCPU, quotaCPU []float64
+				for r := range rounds {
+					runtime.GC()
+					c0 := cpuTime()
+					floors = append(floors, RunRate(context.Background(), floorRequests(floorURL, warm+per), tc.rate, 256, warm))
+					floorCPU = append(floorCPU, float64((cpuTime()-c0).Microseconds())/float64(warm+per))
+					reqs := load.reservations(warm + per)
+					runtime.GC()
+					c0 = cpuTime()
+					quotas = append(quotas, RunRate(context.Background(), reqs, tc.rate, 256, warm))
+					quotaCPU = append(quotaCPU, float64((cpuTime()-c0).Microseconds())/float64(warm+per))
+					b.Logf("round %d at %d/s: floor %v, %.0f CPU-µs/req", r+1, tc.rate, floors[r], floorCPU[r])
+					b.Logf("round %d at %d/s: quota %v, %.0f CPU-µs/req", r+1, tc.rate, quotas[r], quotaCPU[r])
 				}
-				floor := Run(context.Background(), floorReqs, conns)
-				closed := Run(context.Background(), reservations(b, base, n, tc.accounts), conns)
-				open := RunRate(context.Background(), reservations(b, base, n, tc.accounts), tc.rate, 256)
-				if closed.Errors+open.Errors+floor.Errors > 0 {
-					b.Fatalf("errors: closed %v, open %v, floor %v", closed, open, floor)
+				for _, res := range append([]Result{floorClosed, closed}, append(floors, quotas...)...) {
+					if res.Errors > 0 {
+						b.Fatalf("errors: %v", res)
+					}
 				}
-				b.Logf("floor:             %v", floor)
-				b.Logf("closed loop (64):  %v", closed)
-				b.Logf("open loop %d/s: %v", tc.rate, open)
+				b.Logf("load average %s", loadAverage())
+				floor, got := medianP99(floors), medianP99(quotas)
+				slices.Sort(floorCPU)
+				slices.Sort(quotaCPU)
 				b.ReportMetric(closed.PerSecond(), "reservations/s")
-				b.ReportMetric(closed.PerSecond()/floor.PerSecond(), "ratio")
-				b.ReportMetric(float64(open.P50.Microseconds()), "p50-µs@rate")
-				b.ReportMetric(float64(open.P99.Microseconds()), "p99-µs@rate")
+				b.ReportMetric(closed.PerSecond()/floorClosed.PerSecond(), "ratio")
+				b.ReportMetric(float64(got.P50.Microseconds()), "p50-µs@rate")
+				b.ReportMetric(float64(got.P99.Microseconds()), "p99-µs@rate")
+				b.ReportMetric(float64(got.P999.Microseconds()), "p99.9-µs@rate")
+				b.ReportMetric(float64(floor.P99.Microseconds()), "floor-p99-µs@rate")
+				b.ReportMetric(float64(got.P99)/float64(floor.P99), "p99/floor")
+				b.ReportMetric(quotaCPU[len(quotaCPU)/2], "cpu-µs/req")
+				b.ReportMetric(floorCPU[len(floorCPU)/2], "floor-cpu-µs/req")
 			}
 		})
 	}
+}
+
+// medianP99 returns the result with the median p99.
+func medianP99(rs []Result) Result {
+	s := slices.Clone(rs)
+	slices.SortFunc(s, func(a, b Result) int { return cmp.Compare(a.P99, b.P99) })
+	return s[len(s)/2]
 }
