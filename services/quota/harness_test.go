@@ -70,6 +70,7 @@ type deployment struct {
 	base string
 	logs *syncBuffer
 
+	opts     []quota.Option // given to every replica
 	mu       sync.Mutex
 	replicas []*replica
 	// valve holds every replica's RPC requests back while paused.
@@ -134,14 +135,14 @@ func (r *replica) stop(t testing.TB) {
 	r.done = nil
 }
 
-// start runs a deployment with n quota replicas; the admin API is that of the
-// first one.
-func start(t testing.TB, cfg config.Config, n int) *deployment {
+// start runs a deployment with n quota replicas, built with opts; the admin
+// API is that of the first one.
+func start(t testing.TB, cfg config.Config, n int, opts ...quota.Option) *deployment {
 	t.Helper()
 	node := natstest.Start(t)
 	_, js := natstest.Connect(t, node.URL())
 	natstest.ApplyStreams(t, js, 1)
-	d := &deployment{t: t, cfg: cfg, node: node, js: js, logs: &syncBuffer{}}
+	d := &deployment{t: t, cfg: cfg, node: node, js: js, logs: &syncBuffer{}, opts: opts}
 	t.Cleanup(d.valve.resume) // a held replica cannot stop
 	for range n {
 		d.addReplica()
@@ -155,7 +156,8 @@ func (d *deployment) addReplica() *replica {
 	d.t.Helper()
 	nc, _ := natstest.Connect(d.t, d.node.URL())
 	reg := prometheus.NewRegistry()
-	svc, err := quota.New(context.Background(), d.cfg, nc, reg, quota.WithLogger(zerolog.New(d.logs)), quota.WithGate(d.valve.gate))
+	opts := append([]quota.Option{quota.WithLogger(zerolog.New(d.logs)), quota.WithGate(d.valve.gate)}, d.opts...)
+	svc, err := quota.New(context.Background(), d.cfg, nc, reg, opts...)
 	if err != nil {
 		d.t.Fatal(err)
 	}

@@ -7,8 +7,11 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sdevents/sdevents/pkg/admintoken"
 	"github.com/sdevents/sdevents/pkg/callback"
@@ -553,6 +556,77 @@ func TestOverdueWithoutTimerExpiredOnLoad(t *testing.T) {
 	evs := d.events(acct)
 	if last := evs[len(evs)-1]; last.Type != ledger.TypeExpired || last.InvokeID != "old" || last.Balance != 4 {
 		t.Fatalf("last event %+v", last)
+	}
+	d.replay()
+}
+
+// TestOverdueWithoutTimerExpiredWhileHeld: a reservation whose timer was
+// lost (here: purged from QUOTA_TIMERS; in life, a crash between the event
+// and its timer, or a timer refused until its retries gave up) is expired by
+// the replica that holds its account in memory, once it is overdue by more
+// than the grace left to timers, without the account being used or loaded
+// again.
+func TestOverdueWithoutTimerExpiredWhileHeld(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig()
+	cfg.Quota.AccountIdle = config.Duration(time.Hour) // held: never evicted and loaded again
+	var skew atomic.Int64                              // the replica's clock runs ahead by this much
+	d := start(t, cfg, 1, quota.WithClock(func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }))
+	const token = "user-lost-timer"
+	acct := acctOf(token)
+	d.grant(token, 3, "")
+	if a := d.reserve(token, "lost-timer"); !a.success() {
+		t.Fatalf("reserve: %s", a.Raw)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	timers, err := d.js.Stream(ctx, streams.QuotaTimers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := timers.Purge(ctx, jetstream.WithPurgeSubject("sdevents.quota.timer."+acct+".>")); err != nil {
+		t.Fatal(err)
+	}
+	// The reservation (quota.reservation_ttl, an hour) is overdue for the
+	// replica; no timer will fire for it.
+	skew.Store(int64(cfg.Quota.ReservationTTL.D() + time.Minute))
+	natstest.Eventually(t, 30*time.Second, "the overdue reservation expired", func() bool {
+		evs := d.events(acct)
+		last := evs[len(evs)-1]
+		return last.Type == ledger.TypeExpired && last.InvokeID == "lost-timer" && last.Balance == 3 && last.Reserved == 0
+	})
+	d.replay()
+}
+
+// TestTimerRefusedIsPublishedAgain: a reservation does not wait for its
+// expiry timer. When QUOTA_TIMERS refuses it (here: the stream is gone for a
+// moment), the reservation still stands and is answered yes, and the timer
+// is published again in the background until the stream takes it.
+func TestTimerRefusedIsPublishedAgain(t *testing.T) {
+	t.Parallel()
+	d := start(t, testConfig(), 1)
+	const token = "user-timer-refused"
+	acct := acctOf(token)
+	d.grant(token, 3, "")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := d.js.DeleteStream(ctx, streams.QuotaTimers); err != nil {
+		t.Fatal(err)
+	}
+	if a := d.reserve(token, "timer-later"); !a.success() {
+		t.Fatalf("reserve without a timer stream: %s", a.Raw)
+	}
+	natstest.ApplyStreams(t, d.js, 1)
+	timers, err := d.js.Stream(ctx, streams.QuotaTimers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	natstest.Eventually(t, 30*time.Second, "the timer stored", func() bool {
+		info, err := timers.Info(ctx, jetstream.WithSubjectFilter("sdevents.quota.timer."+acct+".>"))
+		return err == nil && len(info.State.Subjects) == 1
+	})
+	if v := d.view(acct); v.Balance != 2 || v.Reserved != 1 {
+		t.Fatalf("after the reservation: %+v", v)
 	}
 	d.replay()
 }

@@ -92,7 +92,9 @@ func WithGate(gate func()) Option { return func(s *Service) { s.gate = gate } }
 // shorter than ledger.MinRetention or not longer than QUOTA's duplicate
 // window. reg receives the quota metrics.
 func New(ctx context.Context, cfg config.Config, nc *nats.Conn, reg prometheus.Registerer, opts ...Option) (*Service, error) {
-	js, err := jetstream.New(nc)
+	var s *Service
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(timerAckTimeout),
+		jetstream.WithPublishAsyncErrHandler(func(_ jetstream.JetStream, m *nats.Msg, err error) { s.timerFailed(m, err) }))
 	if err != nil {
 		return nil, fmt.Errorf("quota: %w", err)
 	}
@@ -121,7 +123,7 @@ func New(ctx context.Context, cfg config.Config, nc *nats.Conn, reg prometheus.R
 	}
 	bg, stopBG := context.WithCancel(context.WithoutCancel(ctx))
 	m := newMetrics(reg)
-	s := &Service{
+	s = &Service{
 		bg:     bg,
 		stopBG: stopBG,
 		cfg:    cfg,
@@ -200,16 +202,22 @@ func (s *Service) Run(ctx context.Context) error {
 }
 
 // evictIdle drops the accounts unused for quota.account_idle from memory,
-// checking a few times per idle period, until ctx ends.
+// checking a few times per idle period (at least once a minute), and sweeps
+// the accounts held for overdue reservations every overdueGrace
+// (sweepOverdue), until ctx ends.
 func (s *Service) evictIdle(ctx context.Context) {
 	tick := time.NewTicker(min(max(s.accounts.idle/4, time.Second), time.Minute))
 	defer tick.Stop()
+	sweep := time.NewTicker(overdueGrace)
+	defer sweep.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
 			s.metrics.evictions.Add(float64(s.accounts.evict(s.now())))
+		case <-sweep.C:
+			s.sweepOverdue(s.now())
 		}
 	}
 }

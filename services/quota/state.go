@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -44,6 +45,34 @@ type entry struct {
 
 	snapshotting  atomic.Bool // a snapshot is being written
 	snapshotAfter int         // no snapshot before SinceSnapshot reaches it (guarded by lock)
+
+	// due is the earliest expiry of the account's open reservations, in
+	// Unix nanoseconds (math.MaxInt64: none), or earlier: it is lowered as
+	// reservations are applied and recomputed when loaded and swept, so that
+	// the sweep of overdue reservations (sweepOverdue) finds every account
+	// that has one without taking its lock.
+	due atomic.Int64
+}
+
+// noteExpiry lowers e.due to at.
+func (e *entry) noteExpiry(at time.Time) {
+	if at.IsZero() {
+		return
+	}
+	n := at.UnixNano()
+	for {
+		cur := e.due.Load()
+		if n >= cur || e.due.CompareAndSwap(cur, n) {
+			return
+		}
+	}
+}
+
+// noteExpiries sets e.due to the earliest expiry of the open reservations
+// (math.MaxInt64 when none expires). e is locked and loaded.
+func (e *entry) noteExpiries() {
+	e.due.Store(math.MaxInt64)
+	e.noteExpiry(e.acct.NextExpiry())
 }
 
 // accounts holds the accounts a replica has used recently: at most max, and
@@ -68,6 +97,7 @@ func (a *accounts) get(id string) *entry {
 	e, ok := a.m[id]
 	if !ok {
 		e = &entry{id: id, lock: make(chan struct{}, 1)}
+		e.due.Store(math.MaxInt64)
 		e.elem = a.lru.PushFront(e)
 		a.m[id] = e
 		a.size(len(a.m))
@@ -93,6 +123,21 @@ func (a *accounts) release(e *entry, now time.Time) {
 	e.users--
 	e.used = now
 	a.evictLocked(now, false)
+}
+
+// overdue returns the accounts held whose earliest expiry (entry.due) is
+// before cutoff, each counted as used until its caller calls release.
+func (a *accounts) overdue(cutoff time.Time) []*entry {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var es []*entry
+	for _, e := range a.m {
+		if e.due.Load() < cutoff.UnixNano() {
+			e.users++
+			es = append(es, e)
+		}
+	}
+	return es
 }
 
 // evict drops the accounts not used since now − idle, and the least
@@ -204,6 +249,7 @@ func (s *Service) load(ctx context.Context, e *entry, id string) error {
 	}
 	s.metrics.loads.Inc()
 	s.metrics.loaded.Add(float64(read))
+	e.noteExpiries()
 	s.snapshotDue(e)
 	return nil
 }
@@ -328,6 +374,9 @@ func (s *Service) apply(e *entry, ev ledger.Event, seq uint64) {
 	}
 	if ev.Type == ledger.TypeSnapshot {
 		return
+	}
+	if ev.Type == ledger.TypeReserved {
+		e.noteExpiry(ev.ExpiresAt)
 	}
 	e.recent = append(e.recent, StoredEvent{Seq: seq, Event: ev})
 	if n := len(e.recent) - recentEvents; n > 0 {

@@ -120,43 +120,31 @@ var errTooLarge = errors.New("event larger than the server's max payload")
 // the subject's last message (0: no message yet), and returns e's sequence.
 // With snap > 0, the message carries headerSnapshot = snap, the sequence of
 // the account's latest snapshot.
-// A reserved event gets its expiry timer first (see schedule): the timer is
-// published without waiting and the event right behind it on the same
-// connection, which the server processes in order, so no stored reservation
-// lacks a timer, at the cost of one round trip instead of two. A timer the
-// server refused is published again before append returns. It returns an error
-// wrapping ErrConflict when the subject moved on, ErrDuplicate when a message
-// with the event's id is being or has been stored; any other error means the
-// event may or may not be stored (a lost ack): the next append of the account
-// conflicts and catches up.
+//
+// A reserved event gets its expiry timer (see schedule), published without
+// waiting right before the event on the same connection: the two are stored
+// concurrently, and append waits for the event only. A timer the server
+// refuses, or whose ack does not come, is published again in the background
+// (the JetStream context's asynchronous error handler); a reservation whose
+// timer is lost all the same is expired by the sweep of overdue reservations
+// or when its account is loaded (docs/quota.md, "Expiry"). A timer whose
+// event is not stored fires once and is acknowledged as stray.
+//
+// It returns an error wrapping ErrConflict when the subject moved on,
+// ErrDuplicate when a message with the event's id is being or has been
+// stored; any other error means the event may or may not be stored (a lost
+// ack): the next append of the account conflicts and catches up.
 func (s *store) append(ctx context.Context, e ledger.Event, last, snap uint64) (uint64, error) {
-	var timer jetstream.PubAckFuture
 	if e.Type == ledger.TypeReserved {
 		msg, opts, err := s.timerMsg(e.Account, e.InvokeID, e.ExpiresAt)
 		if err != nil {
 			return 0, err
 		}
-		if timer, err = s.js.PublishMsgAsync(msg, opts...); err != nil {
+		if _, err := s.js.PublishMsgAsync(msg, opts...); err != nil {
 			return 0, fmt.Errorf("expiry timer: %w", err)
 		}
 	}
-	seq, err := s.appendEvent(ctx, e, last, snap)
-	if timer != nil {
-		select {
-		case <-timer.Ok():
-		case terr := <-timer.Err():
-			if err == nil {
-				if err := s.schedule(ctx, e.Account, e.InvokeID, e.ExpiresAt); err != nil {
-					return 0, fmt.Errorf("expiry timer (first attempt: %v): %w", terr, err)
-				}
-			}
-		case <-ctx.Done():
-			if err == nil {
-				return 0, fmt.Errorf("expiry timer: %w", ctx.Err())
-			}
-		}
-	}
-	return seq, err
+	return s.appendEvent(ctx, e, last, snap)
 }
 
 // appendEvent publishes e with the expected last subject sequence.

@@ -169,6 +169,18 @@ func (a *Account) Due(now time.Time) []string {
 	return ids
 }
 
+// NextExpiry returns the earliest expires_at of the open reservations, or
+// the zero time when none expires.
+func (a *Account) NextExpiry() time.Time {
+	var next time.Time
+	for _, r := range a.Open {
+		if !r.ExpiresAt.IsZero() && (next.IsZero() || r.ExpiresAt.Before(next)) {
+			next = r.ExpiresAt
+		}
+	}
+	return next
+}
+
 // Forget drops the outcomes of invokeIds that finished before `before`, and
 // returns how many it dropped. A later command for such an invokeId is
 // decided as for a new one: call it only with a cutoff older than any
