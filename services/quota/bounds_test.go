@@ -171,3 +171,46 @@ func TestLoadFromSnapshot(t *testing.T) {
 		t.Fatalf("the replay checked %d snapshots of %d", rep.Snapshots, snapshots())
 	}
 }
+
+// TestSnapshotsSpacedByOpenReservations: an account whose reservations stay
+// open gets a snapshot every quota.snapshot_every events only while its
+// snapshots hold fewer open reservations than that; after a snapshot of k
+// open reservations the next comes at least k events later, so that copying
+// them (while the account's decisions wait) costs each event at most one.
+func TestSnapshotsSpacedByOpenReservations(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig()
+	cfg.Quota.SnapshotEvery = 10
+	d := start(t, cfg, 1)
+	const token = "user-many-open"
+	acct := acctOf(token)
+	d.grant(token, 1000, "")
+	for i := range 70 {
+		if a := d.reserve(token, fmt.Sprint("open-", i)); !a.success() {
+			t.Fatalf("reserve: %s", a.Raw)
+		}
+	}
+	// The events between two snapshots, and the open reservations each held.
+	var gaps, open []int
+	natstest.Eventually(t, 30*time.Second, "two snapshots", func() bool {
+		gaps, open = gaps[:0], open[:0]
+		n := 0
+		for _, e := range d.events(acct) {
+			if e.Type != ledger.TypeSnapshot {
+				n++
+				continue
+			}
+			if len(open) > 0 {
+				gaps = append(gaps, n)
+			}
+			open, n = append(open, len(e.State.Open)), 0
+		}
+		return len(open) >= 2
+	})
+	for i, n := range gaps {
+		if n < max(cfg.Quota.SnapshotEvery, open[i]) {
+			t.Errorf("a snapshot %d events after one of %d open reservations", n, open[i])
+		}
+	}
+	d.replay()
+}

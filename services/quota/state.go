@@ -44,7 +44,7 @@ type entry struct {
 	elem  *list.Element // in accounts.lru
 
 	snapshotting  atomic.Bool // a snapshot is being written
-	snapshotAfter int         // no snapshot before SinceSnapshot reaches it (guarded by lock)
+	snapshotAfter int         // no snapshot before SinceSnapshot reaches it: the latest snapshot's open reservations, or more (guarded by lock)
 
 	// due is the earliest expiry of the account's open reservations, in
 	// Unix nanoseconds (math.MaxInt64: none), or earlier: it is lowered as
@@ -229,10 +229,12 @@ func (s *Service) load(ctx context.Context, e *entry, id string) error {
 	if err != nil {
 		return fmt.Errorf("load %s: %w", id, err)
 	}
-	e.acct, e.recent = s.latestSnapshot(ctx, id, last), nil
+	e.acct, e.recent, e.snapshotAfter = s.latestSnapshot(ctx, id, last), nil, 0
 	read := 0
 	if e.acct == nil {
 		e.acct = ledger.NewAccount(id)
+	} else {
+		e.snapshotAfter = len(e.acct.Open)
 	}
 	err = readRange(ctx, s.js, streams.Quota, ledgerSubject(id), e.acct.Seq+1, last.Seq, func(m jetstream.Msg) error {
 		md, err := m.Metadata()
@@ -373,6 +375,7 @@ func (s *Service) apply(e *entry, ev ledger.Event, seq uint64) {
 		s.log.Error().Err(err).Str("account", e.acct.ID).Msg("quota: inconsistent ledger event")
 	}
 	if ev.Type == ledger.TypeSnapshot {
+		e.snapshotAfter = len(e.acct.Open)
 		return
 	}
 	if ev.Type == ledger.TypeReserved {
