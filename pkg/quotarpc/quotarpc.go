@@ -1,7 +1,8 @@
 // Package quotarpc is the NATS request/reply protocol between the ingress and
-// the quota service. The ingress stores a synchronous callback in INGRESS, then
-// asks the quota service for the platform's answer on SubjectDecide; any quota
-// replica in QueueGroup answers. When the ingress gives up waiting for an
+// the quota service. The ingress stores a synchronous callback in INGRESS and
+// asks the quota service for the platform's answer on SubjectDecide (once it
+// is stored, or, for the two checks, while it is); any quota replica in
+// QueueGroup answers. When the ingress gives up waiting for an
 // apiAccessPreInvoke, it asks for its abandonment on SubjectAbandon. Operator calls use SubjectGrant and
 // SubjectAccount. All payloads are JSON.
 //
@@ -35,9 +36,11 @@ type DecideRequest struct {
 	Body json.RawMessage `json:"body,omitempty"`
 	// RawBody carries a body that is not JSON, verbatim.
 	RawBody []byte `json:"raw_body,omitempty"`
-	// IngressSeq is the INGRESS sequence of the stored callback. Replays of
-	// one callback share it (INGRESS stores them once), so it does not
-	// name a request: RequestID does.
+	// IngressSeq is the INGRESS sequence of the stored callback, 0 for the
+	// checks (sdImgGenControlConfig, sdPreInvoke), which are asked while
+	// their callback is being stored. Replays of one callback share it
+	// (INGRESS stores them once), so it does not name a request: RequestID
+	// does.
 	IngressSeq uint64    `json:"ingress_seq"`
 	At         time.Time `json:"at"`
 	// RequestID names this request, and no other: the ingress gives each

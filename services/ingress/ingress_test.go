@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -340,6 +341,46 @@ func TestSyncDelegatesToQuota(t *testing.T) {
 	}
 	if n := h.count("sd.callback.default.apiAccessPreInvoke"); n != 1 {
 		t.Fatalf("sync event stored %d times", n)
+	}
+}
+
+// TestChecksAskedWhileStoring: the two checks, which change nothing, are
+// asked of the quota while their event is being stored, so a check whose
+// event cannot be stored (INGRESS gone) is answered 503 with the quota asked
+// all the same; a reservation, commit or rollback is asked only once its
+// event is stored, so one answered 503 never reached the quota.
+func TestChecksAskedWhileStoring(t *testing.T) {
+	t.Parallel()
+	h := startHarness(t, baseConfig())
+	var asked sync.Map // bizType → true
+	sub, err := h.nc.QueueSubscribe(quotarpc.SubjectDecide, quotarpc.QueueGroup, func(m *nats.Msg) {
+		var req quotarpc.DecideRequest
+		_ = json.Unmarshal(m.Data, &req)
+		asked.Store(req.BizType, true)
+		_ = m.Respond([]byte(`{"success":true,"data":{"message":"ok","disabled":false}}`))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := h.js.DeleteStream(ctx, streams.Ingress); err != nil {
+		t.Fatal(err)
+	}
+	for _, biz := range []string{callback.BizSDPreInvoke, callback.BizImgGenControlConfig,
+		callback.BizAPIPreInvoke, callback.BizAPICommit, callback.BizAPIRollback} {
+		if code, ans := h.send(call{bizType: biz, invokeID: "i-" + biz, token: "u", body: []byte(`{}`)}); code != http.StatusServiceUnavailable {
+			t.Fatalf("%s without INGRESS: %d %v", biz, code, ans)
+		}
+	}
+	for _, biz := range []string{callback.BizSDPreInvoke, callback.BizImgGenControlConfig} {
+		natstest.Eventually(t, 10*time.Second, biz+" asked", func() bool { _, ok := asked.Load(biz); return ok })
+	}
+	for _, biz := range []string{callback.BizAPIPreInvoke, callback.BizAPICommit, callback.BizAPIRollback} {
+		if _, ok := asked.Load(biz); ok {
+			t.Errorf("%s answered 503 reached the quota", biz)
+		}
 	}
 }
 
