@@ -56,7 +56,8 @@ func (s *Service) writeSnapshot(ctx context.Context, e *entry) error {
 	if e.acct.SinceSnapshot < max(s.snapshotEvery, e.snapshotAfter) {
 		return nil // written by another replica meanwhile
 	}
-	ev := e.acct.Snapshot(s.now())
+	// Encoded from the account's own maps: it is locked until stored.
+	ev := e.acct.SnapshotInPlace(s.now())
 	seq, err := s.store.append(ctx, ev, e.acct.Seq, e.acct.SnapshotSeq)
 	switch {
 	case errors.Is(err, errTooLarge):
@@ -70,7 +71,10 @@ func (s *Service) writeSnapshot(ctx context.Context, e *entry) error {
 	case err != nil:
 		return err
 	}
-	s.apply(e, ev, seq)
+	if err := e.acct.Snapshotted(ev, seq); err != nil {
+		return err
+	}
+	e.snapshotAfter = len(e.acct.Open)
 	s.metrics.snapshots.Inc()
 	return nil
 }

@@ -149,7 +149,7 @@ func (s *store) append(ctx context.Context, e ledger.Event, last, snap uint64) (
 
 // appendEvent publishes e with the expected last subject sequence.
 func (s *store) appendEvent(ctx context.Context, e ledger.Event, last, snap uint64) (uint64, error) {
-	data, err := json.Marshal(e)
+	data, err := e.AppendJSON(make([]byte, 0, 512))
 	if err != nil {
 		return 0, fmt.Errorf("encode %s event: %w", e.Type, err)
 	}

@@ -357,6 +357,56 @@ func TestSnapshotRoundTrip(t *testing.T) {
 	}
 }
 
+// TestSnapshotInPlace: SnapshotInPlace encodes as Snapshot does, and
+// Snapshotted leaves the account as Apply of that snapshot does; a snapshot
+// of another state, or an old sequence, is refused and changes nothing.
+func TestSnapshotInPlace(t *testing.T) {
+	t.Parallel()
+	a := given(t, grant("g1", 20), reserve("i1", 4), reserve("i2", 3), commit("i2", t0), reserveAs("i1", "twin", 4),
+		abandon("i4", "req-i4"), reserve("i5", 2), rollback("i5", t0))
+	at := t0.Add(time.Second)
+	copied, inPlace := a.Snapshot(at), a.SnapshotInPlace(at)
+	want, err := json.Marshal(copied)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := inPlace.AppendJSON(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var w, g ledger.Event
+	if json.Unmarshal(want, &w) != nil || json.Unmarshal(got, &g) != nil || !reflect.DeepEqual(w, g) {
+		t.Fatalf("in place\n%s\ncopied\n%s", got, want)
+	}
+	seq := a.Seq + 2
+	applied := a.Clone()
+	if err := applied.Apply(copied, seq); err != nil {
+		t.Fatal(err)
+	}
+	stale := a.SnapshotInPlace(at)
+	stale.State = &ledger.State{Seq: a.Seq - 1}
+	other := a.SnapshotInPlace(at)
+	other.Account = "a_other"
+	for _, bad := range []struct {
+		e    ledger.Event
+		seq  uint64
+		want error
+	}{{inPlace, a.Seq, ledger.ErrAlreadyApplied}, {stale, seq, ledger.ErrMismatch}, {other, seq, ledger.ErrMismatch},
+		{a.Snapshot(at), seq, nil}} {
+		before := a.Clone()
+		err := before.Snapshotted(bad.e, bad.seq)
+		if !errors.Is(err, bad.want) || bad.want != nil && !reflect.DeepEqual(before, a.Clone()) {
+			t.Fatalf("Snapshotted(%+v, %d): %v, want %v", bad.e.State, bad.seq, err, bad.want)
+		}
+	}
+	if err := a.Snapshotted(inPlace, seq); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(a, applied) {
+		t.Fatalf("Snapshotted\n%+v\nApply\n%+v", a, applied)
+	}
+}
+
 func TestSnapshotDisagreement(t *testing.T) {
 	t.Parallel()
 	a := given(t, grant("g1", 20), reserve("i1", 4), commit("i1", t0), reserve("i2", 3))
