@@ -190,7 +190,7 @@ func loadAverage() string {
 // BenchmarkQuota measures signed apiAccessPreInvoke callbacks end to end
 // (sign claim, ingress store, quota RPC, ledger append with its expiry timer),
 // one quota replica, over one account (every reservation contends on one
-// subject) at 2,000/s and over 1,000 accounts at 5,000/s.
+// subject) at 2,000/s, and over 1,000 accounts at 5,000/s and at 2,000/s.
 //
 // The floor is serveSyncFloor: HTTP, one NATS request/reply and one
 // acknowledged JetStream publish. Latency is measured open loop — each
@@ -206,8 +206,8 @@ func BenchmarkQuota(b *testing.B) {
 	}
 	for _, tc := range []struct {
 		accounts, rate int
-	}{{1, 2000}, {1000, 5000}} {
-		b.Run(fmt.Sprintf("accounts=%d", tc.accounts), func(b *testing.B) {
+	}{{1, 2000}, {1000, 5000}, {1000, 2000}} {
+		b.Run(fmt.Sprintf("accounts=%d/rate=%d", tc.accounts, tc.rate), func(b *testing.B) {
 			for range b.N {
 				nc, js := jetStream(b, false)
 				base := serveQuota(b, nc)
