@@ -7,6 +7,8 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -137,6 +139,10 @@ func ApplyStreams(t testing.TB, js jetstream.JetStream, replicas int) {
 // Cluster is a three-node JetStream cluster on loopback.
 type Cluster struct {
 	Nodes []*Node
+	// routes are the nodes' route URLs, by index; cut holds the isolated
+	// nodes.
+	routes []string
+	cut    map[*Node]bool
 }
 
 // StartCluster starts three clustered JetStream nodes, each given every route,
@@ -149,14 +155,14 @@ func StartCluster(t testing.TB) *Cluster {
 	for i, p := range ports {
 		routes[i] = fmt.Sprintf("nats-route://127.0.0.1:%d", p)
 	}
-	c := &Cluster{}
+	c := &Cluster{routes: routes, cut: map[*Node]bool{}}
 	for i := range size {
 		o := baseOptions(t, t.TempDir())
 		o.ServerName = fmt.Sprintf("n%d", i+1)
 		o.Cluster.Name = "sdevents-test"
 		o.Cluster.Host = "127.0.0.1"
 		o.Cluster.Port = ports[i]
-		o.Routes = server.RoutesFromStr(strings.Join(routes, ","))
+		o.Routes = sortedRoutes(routes)
 		n := &Node{t: t, opts: o}
 		n.start()
 		t.Cleanup(n.Shutdown)
@@ -164,6 +170,61 @@ func StartCluster(t testing.TB) *Cluster {
 	}
 	c.WaitMetaLeader(t)
 	return c
+}
+
+// Isolate cuts node n off from the other nodes, as a network partition
+// would, while its clients stay connected to it: every node reloads its
+// routes without those between n and the others, so the route connections
+// close and are not dialled again. Rejoin undoes it. Unlike a partition the
+// connections close at once rather than going silent; what the nodes'
+// JetStream sees is the same — no word from the other side.
+func (c *Cluster) Isolate(t testing.TB, n *Node) {
+	t.Helper()
+	c.cut[n] = true
+	c.applyRoutes(t)
+}
+
+// Rejoin gives an isolated node its routes back.
+func (c *Cluster) Rejoin(t testing.TB, n *Node) {
+	t.Helper()
+	delete(c.cut, n)
+	c.applyRoutes(t)
+}
+
+// applyRoutes reloads every running node with the routes the cuts allow: an
+// isolated node has none, the others every route but those to isolated
+// nodes.
+func (c *Cluster) applyRoutes(t testing.TB) {
+	t.Helper()
+	for _, n := range c.Nodes {
+		var keep []string
+		if !c.cut[n] {
+			for j, r := range c.routes {
+				if !c.cut[c.Nodes[j]] {
+					keep = append(keep, r)
+				}
+			}
+		}
+		routes := sortedRoutes(keep)
+		if n.Srv == nil || !n.Srv.Running() {
+			n.opts.Routes = routes
+			continue
+		}
+		n.Reload(func(o *server.Options) { o.Routes = routes })
+	}
+}
+
+// sortedRoutes parses route URLs in the order nats-server sorts them when
+// it compares options on a reload: it sorts the running options' slice in
+// place, which would race with its own route goroutines reading it unless
+// the slice is already in order.
+func sortedRoutes(routes []string) []*url.URL {
+	if len(routes) == 0 {
+		return nil
+	}
+	urls := server.RoutesFromStr(strings.Join(routes, ","))
+	slices.SortFunc(urls, func(a, b *url.URL) int { return strings.Compare(a.String(), b.String()) })
+	return urls
 }
 
 // URLs is every node's client URL, comma-separated, for nats.Connect.

@@ -48,6 +48,8 @@ type Proc struct {
 	bin  string
 	args []string
 	log  string
+	// gid, when set, is the group id the process runs as.
+	gid *uint32
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -64,6 +66,17 @@ func Start(t testing.TB, bin, log string, args ...string) *Proc {
 	return p
 }
 
+// StartAs is Start with the process running as group id gid (the test must
+// run as root), so that a packet filter can tell the process's sockets from
+// every other's (iptables -m owner --gid-owner).
+func StartAs(t testing.TB, gid uint32, bin, log string, args ...string) *Proc {
+	t.Helper()
+	p := &Proc{t: t, bin: bin, args: args, log: log, gid: &gid}
+	p.Restart()
+	t.Cleanup(p.Kill)
+	return p
+}
+
 // Restart starts the process again (after Kill) with the same arguments.
 func (p *Proc) Restart() {
 	p.t.Helper()
@@ -74,6 +87,11 @@ func (p *Proc) Restart() {
 	cmd := exec.Command(p.bin, p.args...)
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if p.gid != nil {
+		// Go sets the death signal after the credentials, which would
+		// otherwise clear it.
+		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: uint32(os.Getuid()), Gid: *p.gid, NoSetGroups: true}
+	}
 	if err := cmd.Start(); err != nil {
 		f.Close()
 		p.t.Fatalf("proctest: start %s: %v", p.bin, err)
