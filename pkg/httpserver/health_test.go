@@ -2,6 +2,7 @@ package httpserver_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
@@ -61,5 +62,42 @@ func TestFailTurnsHealthRed(t *testing.T) {
 		if code != http.StatusServiceUnavailable || !strings.Contains(body, "closed for good") {
 			t.Errorf("%s after Fail: %d %s", path, code, body)
 		}
+	}
+}
+
+// TestReadyChecksDoNotStarveEachOther: a check that waits for the probe's
+// deadline does not spend the deadline of the others; each reports its
+// own reason.
+func TestReadyChecksDoNotStarveEachOther(t *testing.T) {
+	t.Parallel()
+	s := httpserver.New(zerolog.Nop(), prometheus.NewRegistry())
+	s.AddReadyCheck("slow", func(ctx context.Context) error {
+		<-ctx.Done()
+		return errors.New("no answer before the deadline")
+	})
+	s.AddReadyCheck("quorum", func(ctx context.Context) error {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		return errors.New("no quorum")
+	})
+	addr := serve(t, s)
+	resp, err := http.Get("http://" + addr + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Ready    bool              `json:"ready"`
+		Problems map[string]string `json:"problems"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusServiceUnavailable || body.Ready {
+		t.Errorf("/readyz: %d ready=%v", resp.StatusCode, body.Ready)
+	}
+	if body.Problems["quorum"] != "no quorum" || body.Problems["slow"] == "" {
+		t.Errorf("problems: %q", body.Problems)
 	}
 }

@@ -99,7 +99,9 @@ func (s *Server) Limits() Limits { return s.limits }
 // Echo returns the router for services to add routes to.
 func (s *Server) Echo() *echo.Echo { return s.e }
 
-// AddReadyCheck adds a check to /readyz.
+// AddReadyCheck adds a check to /readyz. The checks of a probe run
+// concurrently, under one deadline of 2 s; /readyz is 200 when every one
+// returns nil.
 func (s *Server) AddReadyCheck(name string, c ReadyCheck) {
 	s.checks = append(s.checks, namedCheck{name, c})
 }
@@ -135,9 +137,17 @@ func (s *Server) ready(c echo.Context) error {
 	if err := s.failed(); err != nil {
 		problems["process"] = err.Error()
 	}
-	for _, ch := range s.checks {
-		if err := ch.check(ctx); err != nil {
-			problems[ch.name] = err.Error()
+	// Concurrently, so that a check waiting for its deadline does not
+	// starve the others of theirs.
+	errs := make([]error, len(s.checks))
+	var wg sync.WaitGroup
+	for i, ch := range s.checks {
+		wg.Go(func() { errs[i] = ch.check(ctx) })
+	}
+	wg.Wait()
+	for i, ch := range s.checks {
+		if errs[i] != nil {
+			problems[ch.name] = errs[i].Error()
 		}
 	}
 	if len(problems) > 0 {
