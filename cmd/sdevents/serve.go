@@ -22,6 +22,7 @@ import (
 	"github.com/sdevents/sdevents/pkg/admintoken"
 	"github.com/sdevents/sdevents/pkg/config"
 	"github.com/sdevents/sdevents/pkg/httpserver"
+	"github.com/sdevents/sdevents/pkg/jshealth"
 	"github.com/sdevents/sdevents/pkg/natsrv"
 	"github.com/sdevents/sdevents/services/ingress"
 )
@@ -229,6 +230,13 @@ func build(ctx context.Context, cfg config.Config, services []string) (*process,
 	if err != nil {
 		return fail(err)
 	}
+	var mover *jshealth.Mover
+	if cfg.NATS.URL != "" {
+		if mover, err = p.newMover(); err != nil {
+			return fail(err)
+		}
+		natsOpts = append(natsOpts, mover.Option())
+	}
 	nc, err := nats.Connect(url, append(slices.Clone(natsOpts), auth...)...)
 	if err != nil {
 		return fail(fmt.Errorf("connect nats %s: %w", url, err))
@@ -248,6 +256,9 @@ func build(ctx context.Context, cfg config.Config, services []string) (*process,
 		}
 		return nil
 	})
+	if err := p.watchJetStream(services, mover); err != nil {
+		return fail(err)
+	}
 	if guard != nil {
 		p.http.AddReadyCheck("store", guard.Ready)
 		p.add("store guard", guard.Run)

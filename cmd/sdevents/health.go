@@ -1,0 +1,92 @@
+package main
+
+import (
+	"context"
+	"slices"
+
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/sdevents/sdevents/pkg/deadletter"
+	"github.com/sdevents/sdevents/pkg/jshealth"
+	"github.com/sdevents/sdevents/services/aggregator"
+	"github.com/sdevents/sdevents/services/archiver"
+	"github.com/sdevents/sdevents/services/console"
+	"github.com/sdevents/sdevents/streams"
+)
+
+// writes are the streams each service stores into (a bucket is the stream
+// KV_<bucket>). A process is ready only when every stream its services
+// write has a leader with a quorum (docs/operations.md, "Partitions").
+var writes = map[string][]string{
+	"ingress":    {streams.Ingress, streams.IngressClaims},
+	"quota":      {streams.Quota, streams.QuotaTimers},
+	"archiver":   {streams.Archive, "KV_" + archiver.KeysBucket, archiver.TimerStream},
+	"aggregator": {streams.Jobs, "KV_" + aggregator.StateBucket, aggregator.TimerStream, aggregator.FactStream, deadletter.Stream},
+	"console":    {"KV_" + console.SessionsBucket},
+}
+
+// writtenBy returns the streams the services write, each once, sorted.
+func writtenBy(services []string) []string {
+	var names []string
+	for _, s := range services {
+		names = append(names, writes[s]...)
+	}
+	slices.Sort(names)
+	return slices.Compact(names)
+}
+
+// newMover builds the mover of a connection to an external NATS: it probes
+// other servers as the connection's user (nats.user, creds_file, nkey_file,
+// TLS).
+func (p *process) newMover() (*jshealth.Mover, error) {
+	auth, err := clientOptions(p.cfg.NATS)
+	if err != nil {
+		return nil, err
+	}
+	opts := append([]nats.Option{nats.Name("sdevents-probe")}, auth...)
+	moves := prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: "sdevents", Subsystem: "nats", Name: "moves_total",
+		Help: "Times the NATS connection was moved off a server through which the streams could not be written.",
+	})
+	p.reg.MustRegister(moves)
+	return jshealth.NewMover(jshealth.Dial(opts...), jshealth.MoverOptions{
+		OnMove: func(from, to string) {
+			moves.Inc()
+			p.log.Warn().Str("from", from).Str("to", to).Msg("nats: moved the connection off a server without a writable JetStream")
+		},
+	}), nil
+}
+
+// watchJetStream adds the readiness check "jetstream": every stream the
+// services write has a leader with a quorum, checked through the process's
+// connection (pkg/jshealth). With a mover (external NATS) it also runs the
+// mover, which takes the connection to another server when that one can
+// write them and this one cannot.
+func (p *process) watchJetStream(services []string, mv *jshealth.Mover) error {
+	h, err := jshealth.New(p.nc, jshealth.Options{Streams: writtenBy(services), OnChange: p.writableChanged()})
+	if err != nil {
+		return err
+	}
+	p.http.AddReadyCheck("jetstream", h.Ready)
+	if mv != nil {
+		p.add("nats mover", func(ctx context.Context) error { return mv.Run(ctx, h) })
+	}
+	return nil
+}
+
+// writableChanged returns the OnChange of the process's Health: it logs
+// when the streams stop being writable, and when they are again.
+func (p *process) writableChanged() func(error) {
+	down := false
+	return func(err error) {
+		switch {
+		case err != nil:
+			down = true
+			p.log.Error().Err(err).Msg("JetStream not writable through this connection: not ready until it is")
+		case down:
+			down = false
+			p.log.Warn().Msg("JetStream writable again")
+		}
+	}
+}
