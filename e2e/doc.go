@@ -2,6 +2,8 @@
 // service or more than one JetStream node: a three-node JetStream cluster on
 // loopback with R3 streams, the real ingress, quota and archiver services on
 // real HTTP, and nodes (shut down, or nats-server processes killed with
-// SIGKILL) or service replicas taken down while load runs. The package has no
-// code of its own; everything is in its tests.
+// SIGKILL) or service replicas taken down while load runs — or nodes cut off
+// from each other by packet filters while their clients stay connected
+// (TestPartitions, root only). The package has no code of its own;
+// everything is in its tests.
 package e2e
