@@ -16,7 +16,7 @@ import (
 // TestWrittenBy: `sdevents run` checks every stream a service writes, each
 // once; a single service only its own.
 func TestWrittenBy(t *testing.T) {
-	if got, want := writtenBy([]string{"ingress"}), []string{streams.Ingress}; !slices.Equal(got, want) {
+	if got, want := writtenBy([]string{"ingress"}), []string{streams.Ingress, streams.IngressClaims}; !slices.Equal(got, want) {
 		t.Errorf("ingress: %v, want %v", got, want)
 	}
 	all := writtenBy(runOrder)
