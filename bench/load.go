@@ -164,3 +164,54 @@ func RunRate(ctx context.Context, reqs []Request, rate, conns, warm int) Result 
 	measured := time.Since(start) - time.Duration(warm)*interval
 	return summarise(lat[warm:], int(errs.Load()), measured)
 }
+
+// RunFor POSTs next(0), next(1), … over conns keep-alive connections, as
+// fast as the server answers, until d has passed (closed loop), and measures
+// the latency of each. next is called concurrently and builds each request
+// when it is sent, so that a long run needs no prepared requests. A non-2xx
+// answer is an error. It blocks for d plus the last answers.
+func RunFor(ctx context.Context, next func(i int) Request, conns int, d time.Duration) Result {
+	tr := &http.Transport{MaxIdleConns: conns, MaxIdleConnsPerHost: conns, MaxConnsPerHost: conns, IdleConnTimeout: time.Minute}
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Transport: tr, Timeout: 30 * time.Second}
+	lats := make([][]time.Duration, conns)
+	var seq, errs atomic.Int64
+	var wg sync.WaitGroup
+	start := time.Now()
+	end := start.Add(d)
+	for w := range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			lat := make([]time.Duration, 0, 1024)
+			for time.Now().Before(end) && ctx.Err() == nil {
+				r := next(int(seq.Add(1) - 1))
+				t0 := time.Now()
+				req, _ := http.NewRequestWithContext(ctx, http.MethodPost, r.URL, bytes.NewReader(r.Body))
+				req.Header.Set("Content-Type", "application/json")
+				resp, err := client.Do(req)
+				if err == nil {
+					_, _ = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode >= 300 {
+						err = fmt.Errorf("status %d", resp.StatusCode)
+					}
+				}
+				lat = append(lat, time.Since(t0))
+				if err != nil {
+					errs.Add(1)
+				}
+			}
+			lats[w] = lat
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	lat := slices.Concat(lats...)
+	if len(lat) == 0 {
+		return Result{Elapsed: elapsed}
+	}
+	slices.Sort(lat)
+	return Result{Requests: len(lat), Errors: int(errs.Load()), Elapsed: elapsed,
+		P50: lat[len(lat)*50/100], P99: lat[len(lat)*99/100]}
+}
