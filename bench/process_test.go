@@ -68,7 +68,9 @@ func envDuration(tb testing.TB, name string, def time.Duration) time.Duration {
 // (default 60s). After the load it waits until every durable consumer of
 // the process has caught up (num_pending + num_ack_pending = 0, at most
 // BENCH_PROCESS_CATCHUP_MAX, default 10m) and checks that every accepted
-// callback is in INGRESS and its image archived.
+// callback is in INGRESS and its image archived. SDEVENTS_* variables in
+// the environment change the example's configuration as they would for
+// `make run` (for example SDEVENTS_AGGREGATOR_KEY=invoke_id).
 //
 // The floor, in the same run and before the process: a minimal net/http
 // handler publishing the raw body to an embedded JetStream with no checks,
@@ -94,7 +96,7 @@ func BenchmarkProcess(b *testing.B) {
 	if profilePath == "" {
 		profilePath = filepath.Join(os.TempDir(), "sdevents-process-"+time.Now().Format("20060102-150405")+".cpu.pprof")
 	}
-	cfg, err := config.Load(exampleConfig, nil)
+	cfg, err := config.Load(exampleConfig, config.EnvFrom(os.Environ()))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -305,12 +307,9 @@ func startProcess(b *testing.B, bin, imageHost string) *process {
 		b.Fatal(err)
 	}
 	p.cmd = exec.Command(bin, "run", "--config", exampleConfig)
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, config.EnvPrefix) { // an operator's overrides are not the example's
-			p.cmd.Env = append(p.cmd.Env, kv)
-		}
-	}
-	p.cmd.Env = append(p.cmd.Env,
+	// SDEVENTS_* variables of the environment reach the process as they
+	// would under `make run`; the ones set here come last and win.
+	p.cmd.Env = append(os.Environ(),
 		"SDEVENTS_HTTP_ADDR="+p.httpAddr,
 		"SDEVENTS_NATS_EMBEDDED_ADDR=127.0.0.1:"+strconv.Itoa(ports[1]),
 		"SDEVENTS_NATS_EMBEDDED_STORE_DIR="+filepath.Join(dir, "nats"),
@@ -488,26 +487,27 @@ func (p *process) measure(b *testing.B, l *taskLoad, d, catchUpMax time.Duration
 	go func() { profiled <- p.profile(d, profilePath) }()
 	c0, self0 := procCPU(b, pid), cpuTime()
 	w0, s0 := procIO(pid)
-	// Requests sent per window of the load: the rate falls as long as the
-	// process's cost per request grows with what it has received.
+	// Requests sent and images archived per window of the load: rates that
+	// fall show a cost per request that grows with what the process holds.
 	next := l.against("http://"+p.httpAddr+"/v1/callbacks/"+l.source, "proc")
 	var sent atomic.Int64
 	window := max(time.Second, d/6)
-	windows := make(chan []string, 1)
+	windows := make(chan string, 1)
 	loaded := make(chan struct{})
 	go func() {
-		var rates []string
+		var rates, archived []string
 		t := time.NewTicker(window)
 		defer t.Stop()
-		last := int64(0)
+		var lastSent, lastArchived uint64
+		perSecond := func(n uint64) string { return strconv.FormatFloat(float64(n)/window.Seconds(), 'f', 0, 64) }
 		for {
 			select {
 			case <-t.C:
-				n := sent.Load()
-				rates = append(rates, strconv.FormatFloat(float64(n-last)/window.Seconds(), 'f', 0, 64))
-				last = n
+				n, a := uint64(sent.Load()), max(lastArchived, lastSeq(js, streams.Archive))
+				rates, archived = append(rates, perSecond(n-lastSent)), append(archived, perSecond(a-lastArchived))
+				lastSent, lastArchived = n, a
 			case <-loaded:
-				windows <- rates
+				windows <- fmt.Sprintf("requests/s per %s: %s; images archived/s: %s", window, strings.Join(rates, ", "), strings.Join(archived, ", "))
 				return
 			}
 		}
@@ -516,7 +516,7 @@ func (p *process) measure(b *testing.B, l *taskLoad, d, catchUpMax time.Duration
 	close(loaded)
 	c1, self1 := procCPU(b, pid), cpuTime()
 	w1, s1 := procIO(pid)
-	b.Logf("process: %v; requests/s per %s: %s", res, window, strings.Join(<-windows, ", "))
+	b.Logf("process: %v; %s", res, <-windows)
 	fig := processFigures{Result: res, cpuLoad: c1.sub(c0), catchUpOf: map[string]time.Duration{}}
 	b.Logf("during the load: process CPU %.1f s user + %.1f s system, %.0f MB written (%.0f MB to storage); CPU of the benchmark process (load generator, image source) %.1f s",
 		fig.cpuLoad.user, fig.cpuLoad.sys, float64(w1-w0)/1e6, float64(s1-s0)/1e6, (self1 - self0).Seconds())
@@ -686,6 +686,17 @@ func logStreams(b *testing.B, js jetstream.JetStream) {
 	}
 	slices.Sort(parts)
 	b.Logf("streams: %s", strings.Join(parts, "; "))
+}
+
+// lastSeq returns the last sequence of stream, 0 when it cannot be read.
+func lastSeq(js jetstream.JetStream, stream string) uint64 {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	st, err := js.Stream(ctx, stream)
+	if err != nil {
+		return 0
+	}
+	return st.CachedInfo().State.LastSeq
 }
 
 // subjectCount returns the number of messages of stream on subjects
