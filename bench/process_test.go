@@ -79,7 +79,8 @@ func envDuration(tb testing.TB, name string, def time.Duration) time.Duration {
 // Reported: requests/s and p50/p99 of both, the ratio, the time consumers
 // needed to catch up (all, archiver, aggregator) and their backlog when the
 // load ended, the binary's CPU seconds (user, system; load and catch-up,
-// from /proc/<pid>/stat) and its peak RSS. The binary is built with
+// from /proc/<pid>/stat), CPU per request of both and its ratio, and the
+// binary's peak RSS. The binary is built with
 // `-tags pprof` (cmd/sdevents/pprof.go: a loopback pprof listener that
 // release builds do not have) and a CPU profile of the load is written to
 // BENCH_PROCESS_PROFILE (default: a file in the temporary directory, named
@@ -130,7 +131,16 @@ func BenchmarkProcess(b *testing.B) {
 		b.ReportMetric(got.cpuLoad.user, "load-user-cpu-s")
 		b.ReportMetric(got.cpuLoad.sys, "load-sys-cpu-s")
 		b.ReportMetric(got.cpuCatchUp.user+got.cpuCatchUp.sys, "catchup-cpu-s")
-		b.ReportMetric((got.cpuLoad.user+got.cpuLoad.sys+got.cpuCatchUp.user+got.cpuCatchUp.sys)*1e6/float64(max(1, got.Requests-got.Errors)), "cpu-µs/req")
+		// CPU per request swings less with other work on the machine than
+		// throughput does. The floor's is the benchmark process's (load
+		// generator, handler, JetStream); the process's is its own over
+		// the load and the catch-up plus the benchmark process's during
+		// the load (load generator, image source).
+		floorCPUPerReq := floorCPU.Seconds() * 1e6 / float64(max(1, floor.Requests))
+		procCPUPerReq := (got.cpuLoad.user + got.cpuLoad.sys + got.cpuCatchUp.user + got.cpuCatchUp.sys) * 1e6 / float64(max(1, got.Requests))
+		b.ReportMetric(procCPUPerReq, "cpu-µs/req")
+		b.ReportMetric(floorCPUPerReq, "floor-cpu-µs/req")
+		b.ReportMetric(floorCPUPerReq/(procCPUPerReq+got.benchCPU.Seconds()*1e6/float64(max(1, got.Requests))), "cpu-ratio")
 		b.ReportMetric(float64(got.peakRSS)/(1<<20), "peak-rss-MB")
 	}
 }
@@ -466,6 +476,7 @@ type processFigures struct {
 	catchUpOf  map[string]time.Duration // by consumer name
 	cpuLoad    cpuSeconds
 	cpuCatchUp cpuSeconds
+	benchCPU   time.Duration // of the benchmark process during the load
 	peakRSS    int64
 }
 
@@ -517,9 +528,9 @@ func (p *process) measure(b *testing.B, l *taskLoad, d, catchUpMax time.Duration
 	c1, self1 := procCPU(b, pid), cpuTime()
 	w1, s1 := procIO(pid)
 	b.Logf("process: %v; %s", res, <-windows)
-	fig := processFigures{Result: res, cpuLoad: c1.sub(c0), catchUpOf: map[string]time.Duration{}}
+	fig := processFigures{Result: res, cpuLoad: c1.sub(c0), benchCPU: self1 - self0, catchUpOf: map[string]time.Duration{}}
 	b.Logf("during the load: process CPU %.1f s user + %.1f s system, %.0f MB written (%.0f MB to storage); CPU of the benchmark process (load generator, image source) %.1f s",
-		fig.cpuLoad.user, fig.cpuLoad.sys, float64(w1-w0)/1e6, float64(s1-s0)/1e6, (self1 - self0).Seconds())
+		fig.cpuLoad.user, fig.cpuLoad.sys, float64(w1-w0)/1e6, float64(s1-s0)/1e6, fig.benchCPU.Seconds())
 
 	// Catch-up: from the end of the load until every durable consumer has
 	// nothing pending and nothing unacknowledged.
