@@ -1,10 +1,8 @@
 package bench
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"image"
@@ -81,8 +79,8 @@ func envDuration(tb testing.TB, name string, def time.Duration) time.Duration {
 // load ended, the binary's CPU seconds (user, system; load and catch-up,
 // from /proc/<pid>/stat), CPU per request of both and its ratio, and the
 // binary's peak RSS. The binary is built with
-// `-tags pprof` (cmd/sdevents/pprof.go: a loopback pprof listener that
-// release builds do not have) and a CPU profile of the load is written to
+// `-tags pprof` (cmd/sdevents/pprof.go: a pprof listener on the loopback
+// address in PPROF_ADDR, which release builds do not have) and a CPU profile of the load is written to
 // BENCH_PROCESS_PROFILE (default: a file in the temporary directory, named
 // in the log). BENCH_PROCESS_CATCHUP_PROFILE=<duration> also profiles the
 // first part of the catch-up.
@@ -305,11 +303,12 @@ type process struct {
 func startProcess(b *testing.B, bin, imageHost string) *process {
 	b.Helper()
 	dir := b.TempDir()
-	ports := proctest.FreePorts(b, 2)
+	ports := proctest.FreePorts(b, 3)
 	p := &process{
 		log:      filepath.Join(dir, "sdevents.log"),
 		httpAddr: "127.0.0.1:" + strconv.Itoa(ports[0]),
 		natsURL:  "nats://127.0.0.1:" + strconv.Itoa(ports[1]),
+		pprof:    "http://127.0.0.1:" + strconv.Itoa(ports[2]) + "/debug/pprof/",
 		exited:   make(chan error, 1),
 	}
 	logFile, err := os.Create(p.log)
@@ -325,6 +324,7 @@ func startProcess(b *testing.B, bin, imageHost string) *process {
 		"SDEVENTS_NATS_EMBEDDED_STORE_DIR="+filepath.Join(dir, "nats"),
 		"SDEVENTS_ARCHIVE_DIR="+filepath.Join(dir, "archive"),
 		"SDEVENTS_ARCHIVE_ALLOW_HOSTS="+imageHost,
+		"PPROF_ADDR=127.0.0.1:"+strconv.Itoa(ports[2]), // cmd/sdevents/pprof.go
 	)
 	p.cmd.Stdout, p.cmd.Stderr = logFile, logFile
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -349,10 +349,7 @@ func startProcess(b *testing.B, bin, imageHost string) *process {
 		if time.Now().After(deadline) {
 			b.Fatalf("sdevents run not ready after 2 minutes\n%s", tail(p.log, 20))
 		}
-		if p.pprof == "" {
-			p.pprof = logField(p.log, "pprof")
-		}
-		if p.pprof != "" && ready(p.httpAddr) {
+		if ready(p.httpAddr) {
 			return p
 		}
 		time.Sleep(50 * time.Millisecond)
@@ -366,26 +363,6 @@ func ready(addr string) bool {
 	}
 	resp.Body.Close()
 	return resp.StatusCode == http.StatusOK
-}
-
-// logField returns the string field name of the first JSON log line that
-// has it, or "".
-func logField(path, name string) string {
-	f, err := os.Open(path)
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		var line map[string]any
-		if json.Unmarshal(sc.Bytes(), &line) == nil {
-			if v, ok := line[name].(string); ok {
-				return v
-			}
-		}
-	}
-	return ""
 }
 
 // tail returns the last n lines of the file at path.
