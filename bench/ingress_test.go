@@ -75,10 +75,23 @@ func serveIngress(tb testing.TB, nc *nats.Conn) string {
 	return "http://" + srv.Addr()
 }
 
-// serveFloor runs the least an ingress can do: read the body, publish it to
-// the same JetStream, answer 200 after the ack. No checks, no headers.
+// serveFloor runs the least an ingress can do on a loopback port and returns
+// its URL (see floorHandler).
 func serveFloor(tb testing.TB, js jetstream.JetStream) string {
 	tb.Helper()
+	srv := &http.Server{Addr: "127.0.0.1:0", Handler: floorHandler(js)}
+	ln, err := netListen()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	go func() { _ = srv.Serve(ln) }()
+	tb.Cleanup(func() { _ = srv.Close() })
+	return "http://" + ln.Addr().String() + "/floor"
+}
+
+// floorHandler is the least an ingress can do, at POST /floor: read the
+// body, publish it to js, answer 200 after the ack. No checks, no headers.
+func floorHandler(js jetstream.JetStream) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /floor", func(w http.ResponseWriter, r *http.Request) {
 		body, err := io.ReadAll(r.Body)
@@ -91,14 +104,7 @@ func serveFloor(tb testing.TB, js jetstream.JetStream) string {
 		}
 		_, _ = w.Write([]byte(`{"success":true}`))
 	})
-	srv := &http.Server{Addr: "127.0.0.1:0", Handler: mux}
-	ln, err := netListen()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	go func() { _ = srv.Serve(ln) }()
-	tb.Cleanup(func() { _ = srv.Close() })
-	return "http://" + ln.Addr().String() + "/floor"
+	return mux
 }
 
 // signedTaskFinished prepares n distinct signed sdTaskFinished callbacks.

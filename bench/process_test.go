@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"image"
-	"image/color"
 	"image/png"
 	"io"
 	"math/rand/v2"
@@ -169,7 +168,6 @@ func serveTaskImage(b *testing.B) string {
 	for i := range img.Pix {
 		img.Pix[i] = uint8(r.UintN(256))
 	}
-	img.Set(0, 0, color.Gray{Y: 1})
 	var buf bytes.Buffer
 	if err := png.Encode(&buf, img); err != nil {
 		b.Fatal(err)
@@ -262,19 +260,7 @@ func runProcessFloor(b *testing.B, l *taskLoad, d time.Duration) (Result, time.D
 	if err := streams.ApplyEmbedded(context.Background(), js, 1); err != nil {
 		b.Fatal(err)
 	}
-	mux := http.NewServeMux()
-	mux.HandleFunc("POST /floor", func(w http.ResponseWriter, r *http.Request) {
-		body, err := io.ReadAll(r.Body)
-		if err == nil {
-			_, err = js.Publish(r.Context(), "sd.callback.floor.sdTaskFinished", body)
-		}
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusServiceUnavailable)
-			return
-		}
-		_, _ = w.Write([]byte(`{"success":true}`))
-	})
-	hs := &http.Server{Handler: mux}
+	hs := &http.Server{Handler: floorHandler(js)}
 	ln, err := netListen()
 	if err != nil {
 		b.Fatal(err)
