@@ -29,6 +29,7 @@ import (
 
 	"github.com/sdevents/sdevents/pkg/callback"
 	"github.com/sdevents/sdevents/pkg/config"
+	"github.com/sdevents/sdevents/pkg/natsauth"
 	"github.com/sdevents/sdevents/pkg/natsrv"
 	"github.com/sdevents/sdevents/pkg/proctest"
 	"github.com/sdevents/sdevents/services/archiver"
@@ -279,6 +280,7 @@ type process struct {
 	log      string
 	httpAddr string
 	natsURL  string
+	storeDir string // the embedded server's, where its users' passwords are
 	pprof    string // base URL of the pprof endpoints
 }
 
@@ -294,6 +296,7 @@ func startProcess(b *testing.B, bin, imageHost string) *process {
 		log:      filepath.Join(dir, "sdevents.log"),
 		httpAddr: "127.0.0.1:" + strconv.Itoa(ports[0]),
 		natsURL:  "nats://127.0.0.1:" + strconv.Itoa(ports[1]),
+		storeDir: filepath.Join(dir, "nats"),
 		pprof:    "http://127.0.0.1:" + strconv.Itoa(ports[2]) + "/debug/pprof/",
 		exited:   make(chan error, 1),
 	}
@@ -307,7 +310,7 @@ func startProcess(b *testing.B, bin, imageHost string) *process {
 	p.cmd.Env = append(os.Environ(),
 		"SDEVENTS_HTTP_ADDR="+p.httpAddr,
 		"SDEVENTS_NATS_EMBEDDED_ADDR=127.0.0.1:"+strconv.Itoa(ports[1]),
-		"SDEVENTS_NATS_EMBEDDED_STORE_DIR="+filepath.Join(dir, "nats"),
+		"SDEVENTS_NATS_EMBEDDED_STORE_DIR="+p.storeDir,
 		"SDEVENTS_ARCHIVE_DIR="+filepath.Join(dir, "archive"),
 		"SDEVENTS_ARCHIVE_ALLOW_HOSTS="+imageHost,
 		"PPROF_ADDR=127.0.0.1:"+strconv.Itoa(ports[2]), // cmd/sdevents/pprof.go
@@ -448,7 +451,13 @@ type processFigures struct {
 // every accepted callback was stored and its image archived.
 func (p *process) measure(b *testing.B, l *taskLoad, d, catchUpMax time.Duration, profilePath string, catchUpProfile time.Duration) processFigures {
 	b.Helper()
-	nc, err := nats.Connect(p.natsURL)
+	// The embedded server admits its own users only; reading every
+	// consumer's state takes the admin's.
+	pw, err := natsauth.ReadPassword(filepath.Join(p.storeDir, "credentials"), natsauth.Admin)
+	if err != nil {
+		b.Fatal(err)
+	}
+	nc, err := nats.Connect(p.natsURL, nats.UserInfo(natsauth.Admin, pw), nats.CustomInboxPrefix(natsauth.InboxPrefix(natsauth.Admin)))
 	if err != nil {
 		b.Fatal(err)
 	}
