@@ -32,7 +32,9 @@ type CallbackResult struct {
 	// unreadable, with a problem noted.
 	Success bool
 	// Images are the entries of "data", an object or a list of objects, in
-	// order. Entries that are not objects are skipped.
+	// order, that name an image: a generatedImageId or a url (as read: one
+	// beyond MaxTextLen does not count). Entries that are not objects, and
+	// objects that name no image (data {}), are skipped.
 	Images []CallbackImage
 	// Problems lists what was missing or unexpected.
 	Problems []string
@@ -57,8 +59,9 @@ var callbackTextFields = []struct {
 // ParseCallbackResult reads body, the request body of an sdTaskFinished or
 // sdJobFinished callback: {success, data} with data an object or a list of
 // objects {generatedImageId, url, type, modelId, sdCheckpointVersionId,
-// sdCheckpointName, sdVae, sdLoras, infotexts, width, height}. It never
-// fails: an unreadable body gives a CallbackResult with only Problems set.
+// sdCheckpointName, sdVae, sdLoras, infotexts, width, height}; an entry is
+// an image only when it has a generatedImageId or a url. It never fails: an
+// unreadable body gives a CallbackResult with only Problems set.
 func ParseCallbackResult(body []byte) CallbackResult {
 	var r CallbackResult
 	note := func(format string, args ...any) { r.Problems = append(r.Problems, fmt.Sprintf(format, args...)) }
@@ -113,6 +116,13 @@ func ParseCallbackResult(body []byte) CallbackResult {
 		}
 		if !okH {
 			note("data[%d].height is not a size", i)
+		}
+		if img.GeneratedImageID == "" && img.URL == "" {
+			// An empty object is how a result says it has no image.
+			if len(obj) > 0 {
+				note("data[%d] names no image", i)
+			}
+			continue
 		}
 		r.Images = append(r.Images, img)
 	}

@@ -74,7 +74,7 @@ func scanCallback(body []byte) (success bool, images []jobs.Image, plain bool) {
 				if !ok {
 					return false, nil, false
 				}
-				images = append(images, img)
+				images = appendNamed(images, img)
 			case s.next('['):
 				for !s.next(']') {
 					s.next(',')
@@ -85,7 +85,7 @@ func scanCallback(body []byte) (success bool, images []jobs.Image, plain bool) {
 					if !ok {
 						return false, nil, false
 					}
-					images = append(images, img)
+					images = appendNamed(images, img)
 				}
 			default:
 				return false, nil, false
@@ -99,6 +99,16 @@ func scanCallback(body []byte) (success bool, images []jobs.Image, plain bool) {
 	}
 	s.space()
 	return success, images, s.i == len(s.b)
+}
+
+// appendNamed appends img when it names an image (an id or a url), as
+// taskresult.ParseCallbackResult keeps only those: a data entry such as {}
+// is no image.
+func appendNamed(images []jobs.Image, img jobs.Image) []jobs.Image {
+	if img.ImageID == "" && img.URL == "" {
+		return images
+	}
+	return append(images, img)
 }
 
 // scanner walks a valid JSON document.

@@ -33,6 +33,8 @@ var callbackBodies = []struct {
 	{"empty list", `{"success":true,"data":[]}`, true},
 	{"null fields", `{"success":true,"data":{"generatedImageId":null,"width":null}}`, true},
 	{"unicode", `{"success":true,"data":{"url":"https://img.example/日本.png"}}`, true},
+	{"empty data object", `{"success":true,"data":{}}`, true},
+	{"entries naming no image", `{"success":true,"data":[{},{"type":"png","width":512},{"generatedImageId":null,"url":null},{"generatedImageId":"g"},{"url":"u"}]}`, true},
 	{"string success", `{"success":"TRUE","data":{}}`, false},
 	{"no success", `{"data":{"url":"u"}}`, false},
 	{"escaped url", `{"success":true,"data":{"url":"https:\/\/img.example\/g.png"}}`, false},

@@ -170,3 +170,27 @@ func flaky(n int64, body []byte) http.HandlerFunc {
 		w.Write(body)
 	}
 }
+
+// TestResultsNamingNoImageArchiveNothing: task results whose data names no
+// image (data {}, entries without a url) are acknowledged without a fetch
+// and without an ARCHIVE event, stored or failed; the image named beside
+// them is archived once.
+func TestResultsNamingNoImageArchiveNothing(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	at := time.Now()
+	e.publishCallback("a_blank", "empty-object", at, map[string]any{"success": true, "data": map[string]any{}})
+	e.publishCallback("a_blank", "unnamed", at, map[string]any{"success": true, "data": []any{
+		map[string]any{}, map[string]any{"type": "png", "width": 512}, map[string]any{"generatedImageId": "no-url"},
+		map[string]any{"generatedImageId": "g", "url": e.images.serve("/named.png", pngOf(t, 5, 8, 8)), "type": "png"},
+	}})
+	e.publishCallback("a_blank", "empty-url", at, map[string]any{"success": true, "data": map[string]any{"generatedImageId": "", "url": ""}})
+	e.start()
+	evs := e.waitSettled(1, 30*time.Second)
+	if !evs[0].stored() || evs[0].Stored.ImageID != "g" {
+		t.Errorf("ARCHIVE holds %+v, want the stored image g alone", evs[0])
+	}
+	if n := e.streamMsgs(archiver.TimerStream); n != 0 {
+		t.Errorf("%d images wait for a retry, want none", n)
+	}
+}

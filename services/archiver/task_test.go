@@ -41,6 +41,8 @@ func TestParseCallbackTask(t *testing.T) {
 		{"no account, unknown type", "", `{"success":true,"data":{"generatedImageId":"g/../1","url":"https://h/x","type":"tiff"}}`,
 			[]image{{ID: "g/../1", Source: "https://h/x", Ext: "img", Key: "_/2026/05/06/inv/g_.._1.img"}}},
 		{"failed task", "a_x", `{"success":false,"errMessage":"nsfw"}`, nil},
+		{"data names no image", "a_x", `{"success":true,"data":{}}`, nil},
+		{"entries without a url", "a_x", `{"success":true,"data":[{},{"type":"png"},{"generatedImageId":"g"},{"generatedImageId":"","url":""}]}`, nil},
 		{"not JSON", "a_x", `<html>`, nil},
 	}
 	for _, c := range cases {
