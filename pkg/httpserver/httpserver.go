@@ -21,7 +21,6 @@ import (
 	"net/http"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
@@ -40,13 +39,13 @@ type Server struct {
 	reg      *prometheus.Registry
 	limits   Limits
 	budget   *budget
-	checks   []namedCheck
+	checks   []namedCheck // guarded by mu
 	srv      *http.Server // set by Run; guarded by mu: Shutdown may come while Run starts
 	ln       *connLimiter
 	requests *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
 
-	mu     sync.Mutex // guards srv and broken
+	mu     sync.Mutex // guards srv, checks and broken
 	broken error      // set by Fail
 }
 
@@ -84,7 +83,7 @@ func New(log zerolog.Logger, reg *prometheus.Registry, opts ...Option) *Server {
 		Help:    "HTTP request latency by route and kind.",
 		Buckets: []float64{.0005, .001, .002, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
 	}, []string{"route", "kind"})
-	reg.MustRegister(s.requests, s.latency,
+	reg.MustRegister(s.requests, s.latency, readiness{s},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	s.e.Use(s.observe, s.limitBodies)
 	s.e.GET("/healthz", s.healthz)
@@ -99,10 +98,12 @@ func (s *Server) Limits() Limits { return s.limits }
 // Echo returns the router for services to add routes to.
 func (s *Server) Echo() *echo.Echo { return s.e }
 
-// AddReadyCheck adds a check to /readyz. The checks of a probe run
-// concurrently, under one deadline of 2 s; /readyz is 200 when every one
-// returns nil.
+// AddReadyCheck adds a check to /readyz and to the sdevents_ready gauge.
+// The checks of a probe run concurrently, under one deadline of 2 s;
+// /readyz is 200 when every one returns nil.
 func (s *Server) AddReadyCheck(name string, c ReadyCheck) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	s.checks = append(s.checks, namedCheck{name, c})
 }
 
@@ -131,23 +132,12 @@ func (s *Server) healthz(c echo.Context) error {
 }
 
 func (s *Server) ready(c echo.Context) error {
-	ctx, cancel := context.WithTimeout(c.Request().Context(), 2*time.Second)
+	ctx, cancel := context.WithTimeout(c.Request().Context(), readyTimeout)
 	defer cancel()
 	problems := map[string]string{}
-	if err := s.failed(); err != nil {
-		problems["process"] = err.Error()
-	}
-	// Concurrently, so that a check waiting for its deadline does not
-	// starve the others of theirs.
-	errs := make([]error, len(s.checks))
-	var wg sync.WaitGroup
-	for i, ch := range s.checks {
-		wg.Go(func() { errs[i] = ch.check(ctx) })
-	}
-	wg.Wait()
-	for i, ch := range s.checks {
-		if errs[i] != nil {
-			problems[ch.name] = errs[i].Error()
+	for name, err := range s.evaluate(ctx) {
+		if err != nil {
+			problems[name] = err.Error()
 		}
 	}
 	if len(problems) > 0 {
