@@ -106,7 +106,8 @@ func New(ctx context.Context, cfg config.Config, nc *nats.Conn, reg prometheus.R
 	if err != nil {
 		return nil, fmt.Errorf("quota: stream %s: %w", streams.QuotaTimers, err)
 	}
-	if _, err := timers.Consumer(ctx, expiryDurable); err != nil {
+	expiry, err := timers.Consumer(ctx, expiryDurable)
+	if err != nil {
 		return nil, fmt.Errorf("quota: consumer %s: %w", expiryDurable, err)
 	}
 	ttl := cfg.Quota.ReservationTTL.D()
@@ -123,6 +124,7 @@ func New(ctx context.Context, cfg config.Config, nc *nats.Conn, reg prometheus.R
 	}
 	bg, stopBG := context.WithCancel(context.WithoutCancel(ctx))
 	m := newMetrics(reg)
+	reg.MustRegister(newBacklog(expiry))
 	s = &Service{
 		bg:     bg,
 		stopBG: stopBG,
