@@ -57,11 +57,13 @@ var kedaNATSJetStreamMetadata = []string{
 
 // coreKinds are the kinds the manifests may hold that are decoded strictly
 // into their Go API types: the built-in kinds (k8s.io/api) and the
-// ServiceMonitor of the monitoring component (prometheus-operator's
-// monitoring/v1 types, from which its CRD is generated).
+// ServiceMonitor and PrometheusRule of the monitoring component
+// (prometheus-operator's monitoring/v1 types, from which its CRDs are
+// generated).
 var coreKinds = map[string]func() any{
 	"networking.k8s.io/v1 NetworkPolicy":      func() any { return &networkingv1.NetworkPolicy{} },
 	"monitoring.coreos.com/v1 ServiceMonitor": func() any { return &monitoringv1.ServiceMonitor{} },
+	"monitoring.coreos.com/v1 PrometheusRule": func() any { return &monitoringv1.PrometheusRule{} },
 	"apps/v1 Deployment":                      func() any { return &appsv1.Deployment{} },
 	"v1 Service":                              func() any { return &corev1.Service{} },
 	"v1 ConfigMap":                            func() any { return &corev1.ConfigMap{} },
@@ -84,6 +86,7 @@ type manifests struct {
 	nss         map[string]*corev1.Namespace
 	netpols     map[string]*networkingv1.NetworkPolicy
 	monitors    map[string]*monitoringv1.ServiceMonitor
+	rules       map[string]*monitoringv1.PrometheusRule
 	custom      map[string][]map[string]any // by "apiVersion Kind"
 	namespaces  []string                    // of every namespaced object
 }
@@ -165,6 +168,7 @@ func decodeAll(stream []byte, crds *crdschema.Validator) (manifests, []error) {
 		pdbs: map[string]*policyv1.PodDisruptionBudget{}, hpas: map[string]*autoscalingv2.HorizontalPodAutoscaler{},
 		sas: map[string]*corev1.ServiceAccount{}, nss: map[string]*corev1.Namespace{},
 		netpols: map[string]*networkingv1.NetworkPolicy{}, monitors: map[string]*monitoringv1.ServiceMonitor{},
+		rules:  map[string]*monitoringv1.PrometheusRule{},
 		custom: map[string][]map[string]any{},
 	}
 	docs := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(stream)))
@@ -217,6 +221,8 @@ func decodeAll(stream []byte, crds *crdschema.Validator) (manifests, []error) {
 				m.netpols[o.Name] = o
 			case *monitoringv1.ServiceMonitor:
 				m.monitors[o.Name] = o
+			case *monitoringv1.PrometheusRule:
+				m.rules[o.Name] = o
 			}
 			continue
 		}
@@ -693,6 +699,7 @@ func TestStrictDecoding(t *testing.T) {
 		{"NACK v1beta1 not served", "apiVersion: jetstream.nats.io/v1beta1\nkind: Stream\nmetadata: {name: s}\nspec: {name: S}\n", "no strict check"},
 		{"NetworkPolicy typo", "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: np}\nspec: {podSelector: {}, policyType: [Ingress]}\n", `unknown field "policyType"`},
 		{"ServiceMonitor typo", "apiVersion: monitoring.coreos.com/v1\nkind: ServiceMonitor\nmetadata: {name: m}\nspec: {selector: {}, endpoints: [{port: http, pth: /metrics}]}\n", `unknown field "pth"`},
+		{"PrometheusRule typo", "apiVersion: monitoring.coreos.com/v1\nkind: PrometheusRule\nmetadata: {name: r}\nspec: {groups: [{name: g, rules: [{alert: A, expr: up, fro: 5m}]}]}\n", `unknown field "fro"`},
 		{"NACK unknown field", "apiVersion: jetstream.nats.io/v1beta2\nkind: Stream\nmetadata: {name: s}\nspec: {name: S, storagee: file}\n", `additional properties 'storagee' not allowed`},
 		{"NACK enum", "apiVersion: jetstream.nats.io/v1beta2\nkind: Consumer\nmetadata: {name: c}\nspec: {durableName: c, ackPolicy: explicitly}\n", "spec.ackPolicy: value must be one of"},
 		{"NACK type", "apiVersion: jetstream.nats.io/v1beta2\nkind: KeyValue\nmetadata: {name: k}\nspec: {bucket: K, replicas: 7}\n", "spec.replicas: maximum: got 7, want 5"},

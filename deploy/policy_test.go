@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -173,11 +174,21 @@ func checkServiceAccounts(t *testing.T, m manifests, irsa bool) {
 // and scrapes /metrics on its port.
 func checkMonitoring(t *testing.T, m manifests, want bool) {
 	t.Helper()
+	dashboard, hasDashboard := m.configMaps[dashboardConfigMap]
 	if !want {
-		if len(m.monitors) > 0 || m.services["sdevents-metrics"] != nil {
-			t.Error("a ServiceMonitor outside prod: it needs the prometheus-operator's CRD")
+		if len(m.monitors) > 0 || len(m.rules) > 0 || m.services["sdevents-metrics"] != nil || hasDashboard {
+			t.Error("monitoring outside prod: it needs the prometheus-operator's CRDs")
 		}
 		return
+	}
+	// The alert rules and the dashboard, as in the component's files
+	// (checked by TestAlertRules and TestDashboard).
+	if r, ok := m.rules["sdevents"]; !ok || len(m.rules) != 1 || len(r.Spec.Groups) == 0 {
+		t.Errorf("PrometheusRules %v: want sdevents, with the alert rules", slices.Collect(maps.Keys(m.rules)))
+	}
+	if !hasDashboard || dashboard.Labels["grafana_dashboard"] != "1" ||
+		dashboard.Data[dashboardFile] != string(readFile(t, filepath.Join("deploy", monitoringDir, dashboardFile))) {
+		t.Errorf("ConfigMap %s: want the label grafana_dashboard: \"1\" and %s as it is", dashboardConfigMap, dashboardFile)
 	}
 	sm, ok := m.monitors["sdevents"]
 	svc := m.services["sdevents-metrics"]
