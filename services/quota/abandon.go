@@ -41,7 +41,7 @@ func (s *Service) onAbandon(m *nats.Msg) {
 	if s.gate != nil {
 		s.gate()
 	}
-	s.dispatch(s.slots, func() {
+	s.spawn(s.slots, func() {
 		start := time.Now()
 		var req quotarpc.AbandonRequest
 		if err := json.Unmarshal(m.Data, &req); err != nil || !account.Valid(req.Account) {
@@ -51,7 +51,7 @@ func (s *Service) onAbandon(m *nats.Msg) {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), s.deadline)
 		defer cancel()
-		d, err := s.do(ctx, req.Account, abandon(req.InvokeID, req.RequestID))
+		d, err := s.execute(ctx, req.Account, abandon(req.InvokeID, req.RequestID))
 		s.metrics.observe("abandon", start, d.Answer.Success, err)
 		if err != nil {
 			s.respond(m, quotarpc.Answer{ErrMessage: msgUnavailable})
@@ -76,7 +76,7 @@ func (s *Service) abandonLater(account, invokeID, request string) {
 		defer cancel()
 		for pause := 100 * time.Millisecond; ; pause = min(2*pause, 5*time.Second) {
 			attempt, stop := context.WithTimeout(ctx, abandonAttempt)
-			_, err := s.do(attempt, account, abandon(invokeID, request))
+			_, err := s.execute(attempt, account, abandon(invokeID, request))
 			stop()
 			if err == nil {
 				s.log.Info().Str("account", account).Str("invoke_id", invokeID).Msg("quota: reservation with a lost answer abandoned")

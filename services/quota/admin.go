@@ -163,7 +163,7 @@ func (s *Service) handleGrant(c echo.Context) error {
 	defer cancel()
 	start := time.Now()
 	var balance, reserved int64 // after the grant
-	d, err := s.do(ctx, id, func(a *ledger.Account, now time.Time) ledger.Decision {
+	d, err := s.execute(ctx, id, func(a *ledger.Account, now time.Time) ledger.Decision {
 		d := a.Grant(req.ID, n, now)
 		balance, reserved = a.Balance, a.Reserved
 		if len(d.Events) > 0 {

@@ -40,7 +40,7 @@ const (
 // skew between the server and this replica), and after expiryRetry when the
 // decision could not be stored. A malformed timer is terminated.
 func (s *Service) onDue(m jetstream.Msg) {
-	s.dispatch(s.expirySlots, func() {
+	s.spawn(s.expirySlots, func() {
 		var t timer
 		if err := json.Unmarshal(m.Data(), &t); err != nil || !account.Valid(t.Account) || t.InvokeID == "" {
 			s.log.Error().Str("subject", m.Subject()).Msg("quota: malformed expiry timer terminated")
@@ -51,7 +51,7 @@ func (s *Service) onDue(m jetstream.Msg) {
 		defer cancel()
 		start := time.Now()
 		var due time.Time
-		d, err := s.do(ctx, t.Account, func(a *ledger.Account, now time.Time) ledger.Decision {
+		d, err := s.execute(ctx, t.Account, func(a *ledger.Account, now time.Time) ledger.Decision {
 			d := a.Expire(t.InvokeID, now)
 			due = a.Open[t.InvokeID].ExpiresAt
 			return d
@@ -117,7 +117,7 @@ func (s *Service) timerFailed(m *nats.Msg, err error) {
 // reservations expired when it is loaded (lock).
 func (s *Service) sweepOverdue(now time.Time) {
 	for _, e := range s.accounts.overdue(now.Add(-overdueGrace)) {
-		s.dispatch(s.expirySlots, func() {
+		s.spawn(s.expirySlots, func() {
 			ctx, cancel := context.WithTimeout(s.bg, expiryTimeout)
 			defer cancel()
 			select {

@@ -132,7 +132,7 @@ func TestAccountsAreEvicted(t *testing.T) {
 	defer cancel()
 	for i := range 100 {
 		id := account.FromToken(fmt.Sprint("user-", i))
-		d, err := s.do(ctx, id, grantCmd(int64(i+1)))
+		d, err := s.execute(ctx, id, grantCmd(int64(i+1)))
 		if err != nil || !d.Answer.Success {
 			t.Fatalf("grant %d: %v %+v", i, err, d.Answer)
 		}

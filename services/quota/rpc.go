@@ -27,7 +27,7 @@ func (s *Service) onDecide(m *nats.Msg) {
 	if s.gate != nil {
 		s.gate()
 	}
-	s.dispatch(s.slots, func() {
+	s.spawn(s.slots, func() {
 		var req quotarpc.DecideRequest
 		if err := json.Unmarshal(m.Data, &req); err != nil {
 			s.log.Warn().Err(err).Msg("quota: undecodable decide request")
@@ -117,7 +117,7 @@ func (s *Service) Decide(ctx context.Context, req quotarpc.DecideRequest) quotar
 		s.metrics.observe("other", start, false, nil)
 		return refuse(msgUnsupported)
 	}
-	d, err := s.do(ctx, req.Account, cmd)
+	d, err := s.execute(ctx, req.Account, cmd)
 	s.metrics.observe(req.BizType, start, d.Answer.Success, err)
 	if err != nil {
 		s.log.Warn().Err(err).Str("account", req.Account).Str("invoke_id", req.InvokeID).Str("kind", req.BizType).Msg("quota: no decision")

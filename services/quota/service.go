@@ -239,9 +239,10 @@ func (s *Service) Routes(e *echo.Echo) {
 	g.GET("/accounts/:account", s.handleAccount)
 }
 
-// dispatch runs fn in its own goroutine once one of slots is free; Run waits
-// for it.
-func (s *Service) dispatch(slots chan struct{}, fn func()) {
+// spawn runs fn in a goroutine of its own once one of slots is free,
+// blocking until then (the subscription or consumer that called it waits
+// with it); Run waits for every spawned fn before it returns.
+func (s *Service) spawn(slots chan struct{}, fn func()) {
 	slots <- struct{}{}
 	s.inflight.Add(1)
 	go func() {

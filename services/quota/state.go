@@ -311,7 +311,7 @@ func snapshotPointer(hdrs []byte) (uint64, bool) {
 // Failures are logged: the timers retry.
 func (s *Service) expireDue(ctx context.Context, e *entry) {
 	for _, inv := range e.acct.Due(s.now()) {
-		d, err := s.run(ctx, e, func(a *ledger.Account, now time.Time) ledger.Decision { return a.Expire(inv, now) })
+		d, err := s.appendDecision(ctx, e, func(a *ledger.Account, now time.Time) ledger.Decision { return a.Expire(inv, now) })
 		if err != nil {
 			s.log.Warn().Err(err).Str("account", e.acct.ID).Str("invoke_id", inv).Msg("quota: expire on load")
 			return

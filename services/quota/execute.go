@@ -19,21 +19,24 @@ const maxAttempts = 32
 // effects of its own.
 type command func(a *ledger.Account, now time.Time) ledger.Decision
 
-// do decides cmd on account id and returns the decision once its event is
-// stored. Decisions of one replica on one account are serialized; replicas
-// race through the optimistic append. It returns an error when the account
-// cannot be read or the event cannot be stored before ctx ends; the event may
-// then be stored or not (the next decision on the account finds out).
-func (s *Service) do(ctx context.Context, id string, cmd command) (ledger.Decision, error) {
+// execute decides cmd on account id and returns the decision once its event
+// is stored. It blocks while another decision of this replica holds the
+// account: decisions of one replica on one account are serialized; replicas
+// race through the optimistic append (appendDecision). It returns an error
+// when the account cannot be read or the event cannot be stored before ctx
+// ends; the event may then be stored or not (the next decision on the
+// account finds out).
+func (s *Service) execute(ctx context.Context, id string, cmd command) (ledger.Decision, error) {
 	e, err := s.lock(ctx, id)
 	if err != nil {
 		return ledger.Decision{}, err
 	}
 	defer s.unlock(e)
-	return s.run(ctx, e, cmd)
+	return s.appendDecision(ctx, e, cmd)
 }
 
-// run is do on a locked, loaded entry.
+// appendDecision decides cmd on a locked, loaded entry and appends the
+// decision's event: execute without the lock.
 //
 // A decision with an event is appended expecting the account's last sequence
 // to be the state's: the append itself proves the state current. A decision
@@ -46,7 +49,7 @@ func (s *Service) do(ctx context.Context, id string, cmd command) (ledger.Decisi
 // being or has been stored (ErrDuplicate: a twin request decided the same
 // transition elsewhere) waits until the state holds that message and
 // decides again: the answer comes from the stored outcome, never a failure.
-func (s *Service) run(ctx context.Context, e *entry, cmd command) (ledger.Decision, error) {
+func (s *Service) appendDecision(ctx context.Context, e *entry, cmd command) (ledger.Decision, error) {
 	fresh := false
 	for attempt := 1; ; attempt++ {
 		d := cmd(e.acct, s.now())
