@@ -16,6 +16,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/sdevents/sdevents/pkg/quotarpc"
 	"github.com/sdevents/sdevents/services/quota"
 )
 
@@ -61,7 +62,7 @@ or token:<token>. With --id the grant is idempotent: repeating it changes nothin
 			if err != nil {
 				return fmt.Errorf("credits %q: want an integer", args[1])
 			}
-			var ans quota.GrantAnswer
+			var ans quotarpc.GrantAnswer
 			body := quota.GrantRequest{Credits: &n, ID: id}
 			if err := c.call(cmd.Context(), http.MethodPost, accountPath(args[0])+"/credits", body, &ans); err != nil {
 				return err

@@ -8,6 +8,7 @@ import (
 
 	"github.com/sdevents/sdevents/pkg/account"
 	"github.com/sdevents/sdevents/pkg/callback"
+	"github.com/sdevents/sdevents/pkg/quotarpc"
 	"github.com/sdevents/sdevents/pkg/sns"
 )
 
@@ -62,6 +63,9 @@ var statusTable = []struct {
 	{sns.ErrTooLarge, http.StatusRequestEntityTooLarge},
 	{sns.ErrCertFetch, http.StatusBadGateway},
 	{sns.ErrConfirm, http.StatusBadGateway},
+	{quotarpc.ErrInvalid, http.StatusBadRequest},
+	{quotarpc.ErrInsufficientCredits, http.StatusConflict},
+	{quotarpc.ErrUnavailable, http.StatusServiceUnavailable},
 	{ErrNotFound, http.StatusNotFound},
 	{ErrConflict, http.StatusConflict},
 	{ErrTooLarge, http.StatusRequestEntityTooLarge},

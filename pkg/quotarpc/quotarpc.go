@@ -3,8 +3,10 @@
 // asks the quota service for the platform's answer on SubjectDecide (once it
 // is stored, or, for the two checks, while it is); any quota replica in
 // QueueGroup answers. When the ingress gives up waiting for an
-// apiAccessPreInvoke, it asks for its abandonment on SubjectAbandon. Operator calls use SubjectGrant and
-// SubjectAccount. All payloads are JSON.
+// apiAccessPreInvoke, it asks for its abandonment on SubjectAbandon. The
+// console asks for grants on SubjectGrant and for an account's state on
+// SubjectAccount (operator.go); any quota replica in QueueGroup answers
+// those too. All payloads are JSON.
 //
 // Subjects live outside sd.> so that downstream subscribers of the event
 // subjects never see RPC traffic.
@@ -94,27 +96,4 @@ type Data struct {
 	Message    string `json:"message"`
 	ButtonText string `json:"buttonText,omitempty"`
 	Disabled   bool   `json:"disabled"`
-}
-
-// GrantRequest adds (or with negative Credits removes) credits.
-type GrantRequest struct {
-	Account string `json:"account"`
-	Credits int64  `json:"credits"`
-	// ID makes the grant idempotent: a repeated ID changes nothing.
-	ID string `json:"id,omitempty"`
-}
-
-// AccountRequest asks for an account's state.
-type AccountRequest struct {
-	Account string `json:"account"`
-	// Recent is the number of ledger events to return (default 50).
-	Recent int `json:"recent,omitempty"`
-}
-
-// Reply wraps every operator reply: Error is set on failure with Status the
-// HTTP status the operator API answers.
-type Reply struct {
-	Error  string          `json:"error,omitempty"`
-	Status int             `json:"status,omitempty"`
-	Result json.RawMessage `json:"result,omitempty"`
 }

@@ -1,7 +1,6 @@
 package console
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/json"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/sdevents/sdevents/pkg/account"
 	"github.com/sdevents/sdevents/pkg/httpserver"
+	"github.com/sdevents/sdevents/pkg/quotarpc"
 	"github.com/sdevents/sdevents/services/quota"
 	"github.com/sdevents/sdevents/streams"
 )
@@ -155,7 +155,7 @@ func (s *Service) handleAccount(c echo.Context) error {
 	}
 	v, err := s.quota.View(ctx, id)
 	if err != nil {
-		return fmt.Errorf("%w: %v", httpserver.ErrUnavailable, err)
+		return err
 	}
 	msgs, next, err := backward(ctx, s.reader, streams.Quota, subjectQuota+id, before, ledgerPage, ledgerSpan)
 	if err != nil {
@@ -191,10 +191,11 @@ func (s *Service) handleFind(c echo.Context) error {
 }
 
 // handleGrant serves POST /console/accounts/grant (form fields account,
-// credits, id): it grants through the quota admin API, in-process, so the
-// rules are the API's: an integer number of credits, not zero, negative
-// removes; an optional idempotency id (the form proposes a fresh one, so a
-// form posted twice grants once).
+// credits, id): it grants through the quota service, whose rules are the
+// admin API's: an integer number of credits, not zero, negative removes; an
+// optional idempotency id (the form proposes a fresh one, so a form posted
+// twice grants once). The quota's refusals wrap the quotarpc sentinels,
+// answered 400, 409 and 503.
 func (s *Service) handleGrant(c echo.Context) error {
 	if err := readForm(c); err != nil {
 		return err
@@ -210,7 +211,9 @@ func (s *Service) handleGrant(c echo.Context) error {
 	if err != nil {
 		return fmt.Errorf("%w: credits %q: want an integer", httpserver.ErrBadRequest, credits)
 	}
-	ans, err := s.grant(c.Request().Context(), id, n, strings.TrimSpace(field(c, "id")))
+	ctx, cancel := context.WithTimeout(c.Request().Context(), 10*time.Second)
+	defer cancel()
+	ans, err := s.quota.Grant(ctx, quotarpc.GrantRequest{Account: id, Credits: n, ID: strings.TrimSpace(field(c, "id"))})
 	if err != nil {
 		return err
 	}
@@ -222,65 +225,6 @@ func (s *Service) handleGrant(c echo.Context) error {
 	}
 	return c.Redirect(http.StatusSeeOther, "/console/accounts/"+url.PathEscape(id)+"?"+q.Encode())
 }
-
-// errKey carries, in a request's context, where adminError stores the error
-// of an in-process admin API call.
-type errKey struct{}
-
-// adminError is the error handler of the in-process admin API: it hands the
-// handler's error back to grant, which returns it as is.
-func adminError(err error, c echo.Context) {
-	if p, ok := c.Request().Context().Value(errKey{}).(*error); ok {
-		*p = err
-	}
-	if !c.Response().Committed {
-		_ = c.NoContent(httpserver.StatusOf(err))
-	}
-}
-
-// grant calls POST /v1/admin/accounts/{id}/credits of the quota service
-// in-process. Its errors wrap the httpserver sentinels, as the API answers
-// them.
-func (s *Service) grant(ctx context.Context, id string, n int64, grantID string) (quota.GrantAnswer, error) {
-	body, err := json.Marshal(quota.GrantRequest{Credits: &n, ID: grantID})
-	if err != nil {
-		return quota.GrantAnswer{}, err
-	}
-	var callErr error
-	ctx = context.WithValue(ctx, errKey{}, &callErr)
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "/v1/admin/accounts/"+url.PathEscape(id)+"/credits", bytes.NewReader(body))
-	if err != nil {
-		return quota.GrantAnswer{}, err
-	}
-	req.Header.Set(echo.HeaderContentType, echo.MIMEApplicationJSON)
-	req.Header.Set(echo.HeaderAuthorization, "Bearer "+s.cfg.Admin.Token.Reveal())
-	rec := newMemResponse()
-	s.admin.ServeHTTP(rec, req)
-	if callErr != nil {
-		return quota.GrantAnswer{}, callErr
-	}
-	if rec.status != http.StatusOK {
-		return quota.GrantAnswer{}, fmt.Errorf("%w: grant answered %d", httpserver.ErrUnavailable, rec.status)
-	}
-	var ans quota.GrantAnswer
-	if err := json.Unmarshal(rec.body.Bytes(), &ans); err != nil {
-		return quota.GrantAnswer{}, fmt.Errorf("grant answer: %w", err)
-	}
-	return ans, nil
-}
-
-// memResponse is an http.ResponseWriter in memory.
-type memResponse struct {
-	header http.Header
-	status int
-	body   bytes.Buffer
-}
-
-func newMemResponse() *memResponse { return &memResponse{header: http.Header{}, status: http.StatusOK} }
-
-func (m *memResponse) Header() http.Header         { return m.header }
-func (m *memResponse) Write(p []byte) (int, error) { return m.body.Write(p) }
-func (m *memResponse) WriteHeader(code int)        { m.status = code }
 
 // newGrantID proposes an idempotency id for a grant form.
 func newGrantID() string {

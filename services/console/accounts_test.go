@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/sdevents/sdevents/pkg/account"
+	"github.com/sdevents/sdevents/pkg/quotarpc"
 )
 
 // TestGrantFormFollowsTheAdminAPIRules: the grant form grants through the
@@ -107,11 +108,11 @@ func TestAccountsListAndAccountPage(t *testing.T) {
 	for i, tok := range []string{"u1", "u2", "u3"} {
 		id := account.FromToken(tok)
 		ids = append(ids, id)
-		if _, err := h.svc.grant(ctx, id, int64(10*(i+1)), ""); err != nil {
+		if _, err := h.svc.quota.Grant(ctx, quotarpc.GrantRequest{Account: id, Credits: int64(10 * (i + 1))}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if _, err := h.svc.grant(ctx, ids[0], 1, ""); err != nil { // u1 is the latest now
+	if _, err := h.svc.quota.Grant(ctx, quotarpc.GrantRequest{Account: ids[0], Credits: 1}); err != nil { // u1 is the latest now
 		t.Fatal(err)
 	}
 	list := h.get(c, "/console/accounts")

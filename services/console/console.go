@@ -44,7 +44,6 @@ type Service struct {
 	keys   sinkKeys
 	thumbs *thumbnailer
 	quota  *quota.Service
-	admin  *echo.Echo // the quota admin API, served in-process
 	auth   *auth
 	live   *live
 	views  *views
@@ -78,8 +77,7 @@ func WithClock(now func() time.Time) Option { return func(s *Service) { s.now = 
 // or the bucket SessionsBucket are missing (or the bucket keeps entries no
 // longer than a session lives). It opens the archive sink of cfg.archive for reading (the
 // directory or bucket is not created). Grants go through an in-process quota
-// replica (quota.New), so they follow the admin API's rules exactly; its
-// metrics are not exported.
+// replica (quota.New, quota.Service.Grant); its metrics are not exported.
 func New(ctx context.Context, cfg config.Config, nc *nats.Conn, opts ...Option) (*Service, error) {
 	token := cfg.Admin.Token.Reveal()
 	if token == "" {
@@ -131,9 +129,6 @@ func New(ctx context.Context, cfg config.Config, nc *nats.Conn, opts ...Option) 
 	if s.quota, err = quota.New(ctx, cfg, nc, prometheus.NewRegistry(), quota.WithLogger(s.log)); err != nil {
 		return nil, fmt.Errorf("console: %w", err)
 	}
-	s.admin = echo.New()
-	s.admin.HTTPErrorHandler = adminError
-	s.quota.Routes(s.admin)
 	if s.views, err = loadViews(); err != nil {
 		return nil, fmt.Errorf("console: %w", err)
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/sdevents/sdevents/pkg/account"
 	"github.com/sdevents/sdevents/pkg/admintoken"
 	"github.com/sdevents/sdevents/pkg/httpserver"
+	"github.com/sdevents/sdevents/pkg/quotarpc"
 	"github.com/sdevents/sdevents/services/quota/ledger"
 )
 
@@ -38,35 +39,13 @@ type GrantRequest struct {
 	ID string `json:"id,omitempty"`
 }
 
-// GrantAnswer answers a grant: the account's state after it.
-type GrantAnswer struct {
-	Success  bool   `json:"success"`
-	Account  string `json:"account"`
-	Credits  int64  `json:"credits"`
-	ID       string `json:"id,omitempty"`
-	Balance  int64  `json:"balance"`
-	Reserved int64  `json:"reserved"`
-	// Repeat is true when the grant id had already been applied: nothing
-	// changed.
-	Repeat bool `json:"repeat"`
-}
-
-// AccountView answers GET /v1/admin/accounts/{account} (CONTRACT §7).
+// AccountView answers GET /v1/admin/accounts/{account} (CONTRACT §7): the
+// account's state, as a replica answers quotarpc.SubjectAccount, and its
+// latest ledger events.
 type AccountView struct {
-	Account      string            `json:"account"`
-	Balance      int64             `json:"balance"`
-	Reserved     int64             `json:"reserved"`
-	Granted      int64             `json:"granted"`
-	Committed    int64             `json:"committed"`
-	Reservations []OpenReservation `json:"reservations"`
+	quotarpc.AccountState
 	// Ledger holds the account's latest events (at most 50), oldest first.
 	Ledger []StoredEvent `json:"ledger"`
-}
-
-// OpenReservation is one open reservation of an account.
-type OpenReservation struct {
-	InvokeID string `json:"invoke_id"`
-	ledger.Reservation
 }
 
 // redactPath rewrites the logged request path so that an account addressed as
@@ -139,7 +118,8 @@ func requireToken(token *admintoken.Checker) echo.MiddlewareFunc {
 	}
 }
 
-// handleGrant serves POST /v1/admin/accounts/{account}/credits.
+// handleGrant serves POST /v1/admin/accounts/{account}/credits: the body
+// read strictly (parseGrant), then Grant.
 func (s *Service) handleGrant(c echo.Context) error {
 	info := httpserver.Info(c)
 	id, err := parseAccount(c)
@@ -158,13 +138,40 @@ func (s *Service) handleGrant(c echo.Context) error {
 	if err != nil {
 		return fmt.Errorf("%w: want {\"credits\": N, \"id\": \"optional\"}: %v", httpserver.ErrBadRequest, err)
 	}
-	n := *req.Credits
 	ctx, cancel := context.WithTimeout(c.Request().Context(), adminTimeout)
 	defer cancel()
+	ans, err := s.Grant(ctx, quotarpc.GrantRequest{Account: id, Credits: *req.Credits, ID: req.ID})
+	switch {
+	case errors.Is(err, quotarpc.ErrInvalid), errors.Is(err, quotarpc.ErrInsufficientCredits):
+		info.Outcome = "refused"
+		return err
+	case err != nil:
+		return err
+	case ans.Repeat:
+		info.Outcome = "repeat"
+	default:
+		info.Outcome = "granted"
+	}
+	return c.JSON(http.StatusOK, ans)
+}
+
+// Grant adds req.Credits to the account req.Account (negative credits
+// remove them) and returns the account's state once the grant is stored. A
+// grant with an id is applied once: a repeat with the same id and credits
+// changes nothing and answers Repeat. It blocks while the replica decides
+// on the account, until ctx ends. Its error wraps quotarpc.ErrInvalid (an
+// invalid account, zero or out-of-range credits, an id used for other
+// credits), quotarpc.ErrInsufficientCredits (a removal beyond the balance)
+// or quotarpc.ErrUnavailable (not stored before ctx ended: it may be stored
+// or not).
+func (s *Service) Grant(ctx context.Context, req quotarpc.GrantRequest) (quotarpc.GrantAnswer, error) {
+	if !account.Valid(req.Account) {
+		return quotarpc.GrantAnswer{}, fmt.Errorf("%w: %w", quotarpc.ErrInvalid, account.ErrInvalid)
+	}
 	start := time.Now()
 	var balance, reserved int64 // after the grant
-	d, err := s.execute(ctx, id, func(a *ledger.Account, now time.Time) ledger.Decision {
-		d := a.Grant(req.ID, n, now)
+	d, err := s.execute(ctx, req.Account, func(a *ledger.Account, now time.Time) ledger.Decision {
+		d := a.Grant(req.ID, req.Credits, now)
 		balance, reserved = a.Balance, a.Reserved
 		if len(d.Events) > 0 {
 			balance, reserved = d.Events[0].Balance, d.Events[0].Reserved
@@ -172,23 +179,25 @@ func (s *Service) handleGrant(c echo.Context) error {
 		return d
 	})
 	s.metrics.observe("grant", start, d.Answer.Success, err)
-	if err != nil {
-		return fmt.Errorf("%w: grant not stored: %v", httpserver.ErrUnavailable, err)
+	switch {
+	case err != nil:
+		return quotarpc.GrantAnswer{}, fmt.Errorf("%w: grant not stored: %v", quotarpc.ErrUnavailable, err)
+	case errors.Is(d.Answer.Err, ledger.ErrInsufficientCredits):
+		return quotarpc.GrantAnswer{}, refusal{quotarpc.ErrInsufficientCredits, d.Answer.Err}
+	case !d.Answer.Success:
+		return quotarpc.GrantAnswer{}, refusal{quotarpc.ErrInvalid, d.Answer.Err}
 	}
-	if !d.Answer.Success {
-		info.Outcome = "refused"
-		if errors.Is(d.Answer.Err, ledger.ErrInsufficientCredits) {
-			return fmt.Errorf("%w: %s", httpserver.ErrConflict, d.Answer.ErrMessage)
-		}
-		return fmt.Errorf("%w: %s", httpserver.ErrBadRequest, d.Answer.ErrMessage)
-	}
-	info.Outcome = "granted"
-	if d.Repeat {
-		info.Outcome = "repeat"
-	}
-	return c.JSON(http.StatusOK, GrantAnswer{Success: true, Account: id, Credits: n, ID: req.ID,
-		Balance: balance, Reserved: reserved, Repeat: d.Repeat})
+	return quotarpc.GrantAnswer{Success: true, Account: req.Account, Credits: req.Credits, ID: req.ID,
+		Balance: balance, Reserved: reserved, Repeat: d.Repeat}, nil
 }
+
+// refusal is a ledger refusal as an error of the quota protocol: the
+// ledger's text, wrapping the quotarpc sentinel callers branch on and the
+// ledger's own error.
+type refusal struct{ kind, err error }
+
+func (r refusal) Error() string   { return r.err.Error() }
+func (r refusal) Unwrap() []error { return []error{r.kind, r.err} }
 
 // handleAccount serves GET /v1/admin/accounts/{account}.
 func (s *Service) handleAccount(c echo.Context) error {
@@ -201,28 +210,35 @@ func (s *Service) handleAccount(c echo.Context) error {
 	defer cancel()
 	v, err := s.View(ctx, id)
 	if err != nil {
-		return fmt.Errorf("%w: %v", httpserver.ErrUnavailable, err)
+		return err
 	}
 	return c.JSON(http.StatusOK, v)
 }
 
-// View returns the current state of account id, caught up with the stream.
+// View returns the current state of account id, caught up with the stream,
+// and its latest events. It blocks while the replica decides on the
+// account, until ctx ends. Its error wraps quotarpc.ErrInvalid (id is no
+// account id) or quotarpc.ErrUnavailable (the account could not be read).
 func (s *Service) View(ctx context.Context, id string) (AccountView, error) {
+	if !account.Valid(id) {
+		return AccountView{}, fmt.Errorf("%w: %w", quotarpc.ErrInvalid, account.ErrInvalid)
+	}
 	e, err := s.lock(ctx, id)
 	if err != nil {
-		return AccountView{}, err
+		return AccountView{}, fmt.Errorf("%w: %v", quotarpc.ErrUnavailable, err)
 	}
 	defer s.unlock(e)
 	if _, err := s.sync(ctx, e); err != nil {
-		return AccountView{}, err
+		return AccountView{}, fmt.Errorf("%w: %v", quotarpc.ErrUnavailable, err)
 	}
 	a := e.acct
-	v := AccountView{Account: id, Balance: a.Balance, Reserved: a.Reserved, Granted: a.Granted, Committed: a.Committed,
-		Reservations: []OpenReservation{}, Ledger: slices.Clone(e.recent)}
+	v := AccountView{AccountState: quotarpc.AccountState{Account: id, Balance: a.Balance, Reserved: a.Reserved,
+		Granted: a.Granted, Committed: a.Committed, Reservations: []quotarpc.Reservation{}}, Ledger: slices.Clone(e.recent)}
 	for inv, r := range a.Open {
-		v.Reservations = append(v.Reservations, OpenReservation{InvokeID: inv, Reservation: r})
+		v.Reservations = append(v.Reservations, quotarpc.Reservation{InvokeID: inv, Credits: r.Credits, ReservedAt: r.ReservedAt,
+			ExpiresAt: r.ExpiresAt, Requests: slices.Clone(r.Requests), Withdrawn: slices.Clone(r.Withdrawn), Pinned: r.Pinned})
 	}
-	slices.SortFunc(v.Reservations, func(x, y OpenReservation) int { return x.ExpiresAt.Compare(y.ExpiresAt) })
+	slices.SortFunc(v.Reservations, func(x, y quotarpc.Reservation) int { return x.ExpiresAt.Compare(y.ExpiresAt) })
 	if v.Ledger == nil {
 		v.Ledger = []StoredEvent{}
 	}
