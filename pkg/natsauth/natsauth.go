@@ -95,6 +95,8 @@ func InboxPrefix(user string) string {
 const (
 	rpcDecide  = "sdevents.quota.rpc.decide"
 	rpcAbandon = "sdevents.quota.rpc.abandon"
+	rpcGrant   = "sdevents.quota.rpc.grant"
+	rpcAccount = "sdevents.quota.rpc.account"
 	// maxDeliveries is JetStream's advisory for a message whose last
 	// delivery went unanswered, + <stream>.<consumer>.
 	maxDeliveries = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES."
@@ -152,7 +154,7 @@ func Users() ([]User, error) {
 		}),
 		b.service(Quota, func(p *perm) {
 			p.pub("sd.quota.>", "sdevents.quota.timer.>")
-			p.sub(rpcDecide, rpcAbandon)
+			p.sub(rpcDecide, rpcAbandon, rpcGrant, rpcAccount)
 			p.AllowResponses = true
 			p.read(streams.Quota, streams.QuotaTimers)
 		}),

@@ -7,7 +7,8 @@
 // whichever replica the quota-expiry consumer hands them to. A replica keeps
 // the accounts it uses in a bounded cache and loads them from their latest
 // snapshot event. Operators grant credits and read accounts over the HTTP
-// admin API (Routes).
+// admin API (Routes) or, as the console does, over NATS on the operator
+// subjects of quotarpc (Grant, View).
 //
 // The rules live in the pure package ledger; this package is the adapter:
 // state caching, the append/catch-up loop, timers, RPC and HTTP. See

@@ -3,6 +3,7 @@ package quota_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -17,6 +18,7 @@ import (
 	"github.com/sdevents/sdevents/pkg/callback"
 	"github.com/sdevents/sdevents/pkg/config"
 	"github.com/sdevents/sdevents/pkg/natstest"
+	"github.com/sdevents/sdevents/pkg/quotaclient"
 	"github.com/sdevents/sdevents/pkg/quotarpc"
 	"github.com/sdevents/sdevents/services/quota"
 	"github.com/sdevents/sdevents/services/quota/ledger"
@@ -764,5 +766,85 @@ func TestGrantParsesStrictly(t *testing.T) {
 	// Escapes and white space are JSON, not another key.
 	if a := d.admin(http.MethodPost, path, adminToken, " {\"cr\\u0065dits\" : 2 , \"id\":\"g\"}\n "); a.Code != http.StatusOK || a.Body["balance"] != float64(7) {
 		t.Fatalf("grant with an escaped key: %d %s", a.Code, a.Raw)
+	}
+}
+
+// TestOperatorRequestsOverNATS: grants and account states asked over NATS
+// (quotaclient, as the console asks) are answered by one replica of the
+// queue group each, with the admin API's rules: a repeated grant id
+// changes nothing, a reused one, zero credits or an invalid account are
+// ErrInvalid, a removal beyond the balance ErrInsufficientCredits. A
+// request that is not JSON, has an unknown field or is over the size limit
+// is ErrInvalid and stores nothing.
+func TestOperatorRequestsOverNATS(t *testing.T) {
+	t.Parallel()
+	d := start(t, testConfig(), 2)
+	nc, _ := natstest.Connect(t, d.node.URL())
+	c := quotaclient.New(nc)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	acct := acctOf("user-rpc")
+
+	ans, err := c.Grant(ctx, quotarpc.GrantRequest{Account: acct, Credits: 5, ID: "g-1"})
+	if err != nil || !ans.Success || ans.Balance != 5 || ans.Repeat || ans.Account != acct {
+		t.Fatalf("grant: %+v, %v", ans, err)
+	}
+	if ans, err := c.Grant(ctx, quotarpc.GrantRequest{Account: acct, Credits: 5, ID: "g-1"}); err != nil || !ans.Repeat || ans.Balance != 5 {
+		t.Fatalf("repeated grant: %+v, %v", ans, err)
+	}
+	for _, tc := range []struct {
+		name    string
+		req     quotarpc.GrantRequest
+		wantErr error
+		wantIn  string
+	}{
+		{"id reused for other credits", quotarpc.GrantRequest{Account: acct, Credits: 3, ID: "g-1"}, quotarpc.ErrInvalid, "already used"},
+		{"zero credits", quotarpc.GrantRequest{Account: acct}, quotarpc.ErrInvalid, "zero"},
+		{"removal beyond the balance", quotarpc.GrantRequest{Account: acct, Credits: -6}, quotarpc.ErrInsufficientCredits, "cannot remove"},
+		{"a token for an account", quotarpc.GrantRequest{Account: "token:user-rpc", Credits: 1}, quotarpc.ErrInvalid, "invalid account"},
+		{"no account", quotarpc.GrantRequest{Credits: 1}, quotarpc.ErrInvalid, "invalid account"},
+	} {
+		if _, err := c.Grant(ctx, tc.req); !errors.Is(err, tc.wantErr) || !strings.Contains(err.Error(), tc.wantIn) {
+			t.Errorf("%s: %v, want %v saying %q", tc.name, err, tc.wantErr, tc.wantIn)
+		}
+	}
+	for name, payload := range map[string]string{
+		"not json":      `{"account":`,
+		"unknown field": fmt.Sprintf(`{"account":%q,"credits":1,"extra":1}`, acct),
+		"data after":    fmt.Sprintf(`{"account":%q,"credits":1} {}`, acct),
+		"too large":     fmt.Sprintf(`{"account":%q,"credits":1,"id":%q}`, acct, strings.Repeat("x", quotarpc.MaxOperatorRequest)),
+	} {
+		resp, err := nc.Request(quotarpc.SubjectGrant, []byte(payload), 10*time.Second)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		var r quotarpc.Reply
+		if err := json.Unmarshal(resp.Data, &r); err != nil {
+			t.Fatalf("%s: reply %q: %v", name, resp.Data, err)
+		}
+		if err := r.Decode(&ans); !errors.Is(err, quotarpc.ErrInvalid) {
+			t.Errorf("%s: %v, want %v", name, err, quotarpc.ErrInvalid)
+		}
+	}
+	if n := len(d.events(acct)); n != 1 {
+		t.Fatalf("%d events, want the one grant", n)
+	}
+	// Every grant that reached the ledger was decided once, by one replica.
+	if n := d.decisions("grant"); n != 5 {
+		t.Fatalf("%d grant decisions over both replicas, want 5", n)
+	}
+
+	if a := d.reserve("user-rpc", "held"); !a.success() {
+		t.Fatalf("reserve: %s", a.Raw)
+	}
+	st, err := c.Account(ctx, acct)
+	v := d.view(acct)
+	if err != nil || st.Account != acct || st.Balance != 4 || st.Reserved != 1 || st.Granted != 5 ||
+		len(st.Reservations) != 1 || st.Reservations[0].InvokeID != "held" || st.Reservations[0].ExpiresAt.IsZero() ||
+		st.Balance != v.Balance || !st.Reservations[0].ExpiresAt.Equal(v.Reservations[0].ExpiresAt) {
+		t.Fatalf("account: %+v, %v; the admin API: %+v", st, err, v)
+	}
+	if _, err := c.Account(ctx, "token:user-rpc"); !errors.Is(err, quotarpc.ErrInvalid) {
+		t.Fatalf("account by token: %v, want %v", err, quotarpc.ErrInvalid)
 	}
 }

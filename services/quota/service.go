@@ -20,12 +20,14 @@ import (
 	"github.com/sdevents/sdevents/streams"
 )
 
-// Concurrency bounds of one replica: decision requests, and fired timers
-// (kept apart so that a burst of expiries cannot hold up the platform's
-// answers). Beyond them the subscription, or the consumer, waits.
+// Concurrency bounds of one replica: decision requests, fired timers and
+// operator requests (kept apart so that a burst of expiries or grants cannot
+// hold up the platform's answers). Beyond them the subscription, or the
+// consumer, waits.
 const (
-	maxInflight       = 1024
-	maxInflightExpiry = 32
+	maxInflight         = 1024
+	maxInflightExpiry   = 32
+	maxInflightOperator = 16
 )
 
 // Service is one replica of the quota service. Build it with New, start it
@@ -49,9 +51,10 @@ type Service struct {
 	retention     time.Duration // how long finished invokeIds are remembered
 	snapshotEvery int           // events between two snapshots of an account
 
-	slots       chan struct{} // decision requests in flight
-	expirySlots chan struct{} // fired timers in flight
-	inflight    sync.WaitGroup
+	slots         chan struct{} // decision requests in flight
+	expirySlots   chan struct{} // fired timers in flight
+	operatorSlots chan struct{} // grant and account requests in flight
+	inflight      sync.WaitGroup
 
 	// bg bounds background work (abandonments); Run cancels it on its way
 	// out.
@@ -78,8 +81,9 @@ func WithLogger(l zerolog.Logger) Option { return func(s *Service) { s.log = l }
 // own.
 func WithAdminBrake(b *admintoken.Brake) Option { return func(s *Service) { s.brake = b } }
 
-// WithGate makes the replica call gate before it handles each request on the
-// decide and abandon subjects, in the order they arrive on each. Tests hold a
+// WithGate makes the replica call gate before it handles each request on its
+// RPC subjects (decide, abandon, grant, account), in the order they arrive
+// on each. Tests hold a
 // replica's requests back by blocking in gate, as a stopped process would;
 // what was held is handled, in order, once gate returns.
 func WithGate(gate func()) Option { return func(s *Service) { s.gate = gate } }
@@ -145,6 +149,7 @@ func New(ctx context.Context, cfg config.Config, nc *nats.Conn, reg prometheus.R
 		snapshotEvery: max(cfg.Quota.SnapshotEvery, 1),
 		slots:         make(chan struct{}, maxInflight),
 		expirySlots:   make(chan struct{}, maxInflightExpiry),
+		operatorSlots: make(chan struct{}, maxInflightOperator),
 	}
 	if s.deadline <= 0 {
 		s.deadline = 3 * time.Second
@@ -155,23 +160,37 @@ func New(ctx context.Context, cfg config.Config, nc *nats.Conn, reg prometheus.R
 	return s, nil
 }
 
-// Run serves the decision RPC (queue group quota) and the expiry timers until
-// ctx ends, then drains: it stops reading both, waits for every decision in
-// flight, and returns nil. It returns an error only when it cannot start.
+// Run serves the RPC subjects of package quotarpc in queue group
+// quotarpc.QueueGroup (decisions, abandonments, grants and account views)
+// and the expiry timers until ctx ends, then drains: it stops reading
+// them, waits for every request and timer in flight, and returns nil. It
+// returns an error only when it cannot start.
 func (s *Service) Run(ctx context.Context) error {
-	sub, err := s.nc.QueueSubscribe(quotarpc.SubjectDecide, quotarpc.QueueGroup, s.onDecide)
-	if err != nil {
-		return fmt.Errorf("quota: subscribe %s: %w", quotarpc.SubjectDecide, err)
+	var subs []*nats.Subscription
+	unsubscribe := func() {
+		for _, sb := range subs {
+			_ = sb.Unsubscribe()
+		}
 	}
-	subAbandon, err := s.nc.QueueSubscribe(quotarpc.SubjectAbandon, quotarpc.QueueGroup, s.onAbandon)
-	if err != nil {
-		_ = sub.Unsubscribe()
-		return fmt.Errorf("quota: subscribe %s: %w", quotarpc.SubjectAbandon, err)
+	for _, h := range []struct {
+		subject string
+		handle  nats.MsgHandler
+	}{
+		{quotarpc.SubjectDecide, s.onDecide},
+		{quotarpc.SubjectAbandon, s.onAbandon},
+		{quotarpc.SubjectGrant, s.onGrant},
+		{quotarpc.SubjectAccount, s.onAccount},
+	} {
+		sb, err := s.nc.QueueSubscribe(h.subject, quotarpc.QueueGroup, h.handle)
+		if err != nil {
+			unsubscribe()
+			return fmt.Errorf("quota: subscribe %s: %w", h.subject, err)
+		}
+		subs = append(subs, sb)
 	}
 	cons, err := s.js.Consumer(ctx, streams.QuotaTimers, expiryDurable)
 	if err != nil {
-		_ = sub.Unsubscribe()
-		_ = subAbandon.Unsubscribe()
+		unsubscribe()
 		return fmt.Errorf("quota: consumer %s: %w", expiryDurable, err)
 	}
 	// Short pulls: a pull request a failing consumer leader drops is renewed
@@ -183,13 +202,12 @@ func (s *Service) Run(ctx context.Context) error {
 			}
 		}))
 	if err != nil {
-		_ = sub.Unsubscribe()
-		_ = subAbandon.Unsubscribe()
+		unsubscribe()
 		return fmt.Errorf("quota: consume %s: %w", expiryDurable, err)
 	}
 	s.evictIdle(ctx)
 
-	for _, sb := range []*nats.Subscription{sub, subAbandon} {
+	for _, sb := range subs {
 		closed := sb.StatusChanged(nats.SubscriptionClosed)
 		if err := sb.Drain(); err == nil {
 			for range closed { // closed when the subscription is
