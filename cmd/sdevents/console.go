@@ -7,6 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/sdevents/sdevents/pkg/quotaclient"
 	"github.com/sdevents/sdevents/services/console"
 )
 
@@ -17,10 +18,12 @@ func init() {
 }
 
 // consoleTarget wires the web console into a process: its pages under
-// /console on the shared HTTP server and its live view. Without admin.token
-// the console is off: `sdevents run` goes on without it.
+// /console on the shared HTTP server and its live view. It grants and reads
+// balances through the quota replicas over NATS, wherever they run. Without
+// admin.token the console is off: `sdevents run` goes on without it.
 func consoleTarget(ctx context.Context, p *process) error {
-	c, err := console.New(ctx, p.cfg, p.conn("console"), console.WithLogger(serviceLogger(p.cfg.Log, "console")), console.WithAdminBrake(p.brake))
+	nc := p.conn("console")
+	c, err := console.New(ctx, p.cfg, nc, quotaclient.New(nc), console.WithLogger(serviceLogger(p.cfg.Log, "console")), console.WithAdminBrake(p.brake))
 	if errors.Is(err, console.ErrDisabled) {
 		p.log.Info().Msg("console off: admin.token is empty")
 		return nil

@@ -30,6 +30,7 @@ import (
 	"github.com/sdevents/sdevents/pkg/admintoken"
 	"github.com/sdevents/sdevents/pkg/callback"
 	"github.com/sdevents/sdevents/pkg/config"
+	"github.com/sdevents/sdevents/pkg/natsauth"
 	"github.com/sdevents/sdevents/pkg/natstest"
 	"github.com/sdevents/sdevents/streams"
 )
@@ -460,4 +461,110 @@ func streamMsgs(t *testing.T, r *running, name string) uint64 {
 		return 0
 	}
 	return info.State.Msgs
+}
+
+// TestConsoleGrantsThroughQuotaReplicas: `sdevents console`, a process of its
+// own connected as the console's NATS user, grants through the quota
+// replica of another process (`sdevents run` here) over NATS, with the
+// quota's rules: a repeated id changes nothing, zero credits and a reused
+// id are 400, a removal beyond the balance 409. The account page shows the
+// replica's balance, and the replica decided every grant (its grant
+// decisions count them): the console keeps no ledger of its own.
+func TestConsoleGrantsThroughQuotaReplicas(t *testing.T) {
+	t.Parallel()
+	cfg := exampleConfig(t, t.TempDir())
+	r := startRun(t, cfg)
+	alone, err := config.Load(filepath.Join("..", "..", "sdevents.example.yaml"), config.EnvFrom(append(r.natsEnv(natsauth.Console),
+		"SDEVENTS_HTTP_ADDR=127.0.0.1:0", "SDEVENTS_LOG_LEVEL=warn", "SDEVENTS_ARCHIVE_DIR="+cfg.Archive.Dir)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	p, cleanup, err := build(ctx, alone, []string{"console"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cleanup()
+	done := make(chan error, 1)
+	go func() { done <- p.run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("console: %v", err)
+		}
+	}()
+	base := "http://" + p.http.Addr()
+	waitHTTPReady(t, p.http.Addr())
+
+	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	call := func(method, path string, form url.Values) (int, string, string) {
+		t.Helper()
+		req, err := http.NewRequest(method, base+path, strings.NewReader(form.Encode()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.Header.Set("Authorization", "Bearer "+alone.Admin.Token.Reveal())
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		raw, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, resp.Header.Get("Location"), string(raw)
+	}
+	grant := func(credits, id string) (int, string, string) {
+		return call(http.MethodPost, "/console/accounts/grant", url.Values{"account": {"token:user-split"}, "credits": {credits}, "id": {id}})
+	}
+	acct := account.FromToken("user-split")
+	if code, loc, body := grant("7", "g-split"); code != http.StatusSeeOther || loc != "/console/accounts/"+acct+"?granted=7" {
+		t.Fatalf("grant: %d %q %s", code, loc, body)
+	}
+	if code, loc, _ := grant("7", "g-split"); code != http.StatusSeeOther || !strings.Contains(loc, "repeat=1") {
+		t.Fatalf("repeated grant: %d %q", code, loc)
+	}
+	for _, tc := range []struct {
+		name, credits, id string
+		want              int
+		msg               string
+	}{
+		{"zero credits", "0", "", http.StatusBadRequest, "zero"},
+		{"id reused for other credits", "3", "g-split", http.StatusBadRequest, "already used"},
+		{"removal beyond the balance", "-100", "", http.StatusConflict, "cannot remove"},
+	} {
+		if code, _, body := grant(tc.credits, tc.id); code != tc.want || !strings.Contains(body, tc.msg) {
+			t.Errorf("%s: %d, want %d with %q:\n%s", tc.name, code, tc.want, tc.msg, body)
+		}
+	}
+	if code, _, body := call(http.MethodGet, "/console/accounts/"+acct, nil); code != http.StatusOK ||
+		!strings.Contains(body, `<dd id="balance" class="num">7</dd>`) || !strings.Contains(body, "g-split") {
+		t.Fatalf("account page: %d\n%s", code, body)
+	}
+	if n := grantDecisions(t, r.p); n != 5 {
+		t.Fatalf("the quota replica of `sdevents run` decided %v grants, want all 5", n)
+	}
+}
+
+// grantDecisions is the number of grants p's quota replica decided.
+func grantDecisions(t *testing.T, p *process) float64 {
+	t.Helper()
+	mfs, err := p.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0.0
+	for _, mf := range mfs {
+		if mf.GetName() != "sdevents_quota_decisions_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "kind" && l.GetValue() == "grant" {
+					n += m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return n
 }

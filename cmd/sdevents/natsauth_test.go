@@ -25,6 +25,7 @@ import (
 	"github.com/sdevents/sdevents/pkg/config"
 	"github.com/sdevents/sdevents/pkg/natsauth"
 	"github.com/sdevents/sdevents/pkg/natstest"
+	"github.com/sdevents/sdevents/pkg/quotarpc"
 	"github.com/sdevents/sdevents/services/quota/ledger"
 	"github.com/sdevents/sdevents/streams"
 )
@@ -133,6 +134,7 @@ func TestServicesDoTheirJobAndNoMore(t *testing.T) {
 		{natsauth.Quota, "sd.job.finished." + acct, streams.Jobs},
 		{natsauth.Ingress, "sdevents.quota.due." + acct, streams.QuotaTimers},
 		{natsauth.Downstream, "sd.quota." + acct, streams.Quota},
+		{natsauth.Console, "sd.quota." + acct, streams.Quota},
 	} {
 		t.Run(tc.user+" on "+tc.subject, func(t *testing.T) {
 			before, msgs := violations(t, r.p), r.streamMsgs(t, tc.stream)
@@ -145,6 +147,23 @@ func TestServicesDoTheirJobAndNoMore(t *testing.T) {
 			r.refused(t, before, "the publication")
 			if n := r.streamMsgs(t, tc.stream); n != msgs {
 				t.Fatalf("%s went from %d to %d messages", tc.stream, msgs, n)
+			}
+		})
+	}
+
+	// A grant asked of the quota replicas: only the console and the admin
+	// may ask.
+	ask, _ := json.Marshal(quotarpc.GrantRequest{Account: acct, Credits: 5000})
+	for _, user := range []string{natsauth.Ingress, natsauth.Archiver, natsauth.Aggregator, natsauth.Downstream} {
+		t.Run(user+" asks for a grant", func(t *testing.T) {
+			before, msgs := violations(t, r.p), r.streamMsgs(t, streams.Quota)
+			nc, _ := r.connect(t, user)
+			if m, err := nc.Request(quotarpc.SubjectGrant, ask, time.Second); err == nil {
+				t.Fatalf("answered %s", m.Data)
+			}
+			r.refused(t, before, "the grant request")
+			if n := r.streamMsgs(t, streams.Quota); n != msgs {
+				t.Fatalf("QUOTA went from %d to %d messages", msgs, n)
 			}
 		})
 	}

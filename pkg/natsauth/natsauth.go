@@ -176,10 +176,11 @@ func Users() ([]User, error) {
 		}),
 		b.service(Console, func(p *perm) {
 			// The live view; archive retry requests (pkg/archiveretry);
-			// grants, through the quota replica inside the console.
+			// grants and account states, asked of the quota replicas
+			// (only the console and the admin may ask for a grant).
 			p.sub("sd.>")
-			p.pub("sdevents.archiver.retry.>", "sd.quota.>")
-			p.read(streams.Ingress, streams.Quota, streams.Archive, streams.Jobs, streams.QuotaTimers)
+			p.pub("sdevents.archiver.retry.>", rpcGrant, rpcAccount)
+			p.read(streams.Ingress, streams.Quota, streams.Archive, streams.Jobs)
 			p.kv("CONSOLE_SESSIONS")
 		}),
 		b.downstream(),

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/sdevents/sdevents/pkg/natsauth"
+	"github.com/sdevents/sdevents/pkg/quotarpc"
 )
 
 func users(t *testing.T) map[string]natsauth.User {
@@ -38,7 +39,7 @@ func TestUsersPublishOnlyTheirOwnEvents(t *testing.T) {
 		natsauth.Quota:      {"sd.quota.>"},
 		natsauth.Archiver:   {"sd.archive.>"},
 		natsauth.Aggregator: {"sd.job.finished.>", "sd.dead.aggregator"},
-		natsauth.Console:    {"sd.quota.>"}, // grants, through its quota replica
+		natsauth.Console:    nil, // grants are requests to the quota replicas
 		natsauth.Downstream: nil,
 	}
 	for name, u := range users(t) {
@@ -69,6 +70,49 @@ func TestUsersPublishOnlyTheirOwnEvents(t *testing.T) {
 			t.Errorf("%s: allow_responses %v", name, u.Permissions.AllowResponses)
 		}
 	}
+}
+
+// TestOnlyTheConsoleAsksForGrants: among the restricted users, only the
+// console may ask the quota replicas for a grant or an account's state
+// (the operator subjects of quotarpc), and only quota may subscribe to
+// them; a grant needs no event permission, so whoever may send one can
+// mint credits.
+func TestOnlyTheConsoleAsksForGrants(t *testing.T) {
+	t.Parallel()
+	for name, u := range users(t) {
+		if name == natsauth.Admin {
+			continue
+		}
+		for _, subject := range []string{quotarpc.SubjectGrant, quotarpc.SubjectAccount} {
+			if asks := slices.Contains(u.Permissions.Publish.Allow, subject); asks != (name == natsauth.Console) {
+				t.Errorf("%s may publish on %s: %v", name, subject, asks)
+			}
+			if answers := slices.Contains(u.Permissions.Subscribe.Allow, subject); answers != (name == natsauth.Quota) {
+				t.Errorf("%s may subscribe to %s: %v", name, subject, answers)
+			}
+			for _, s := range append(slices.Clone(u.Permissions.Publish.Allow), u.Permissions.Subscribe.Allow...) {
+				if s != subject && (strings.HasSuffix(s, ">") || strings.Contains(s, "*")) && matches(s, subject) {
+					t.Errorf("%s: %s covers %s", name, s, subject)
+				}
+			}
+		}
+	}
+}
+
+// matches reports whether the NATS subject pattern covers subject.
+func matches(pattern, subject string) bool {
+	p, s := strings.Split(pattern, "."), strings.Split(subject, ".")
+	for i, tok := range p {
+		switch {
+		case tok == ">":
+			return len(s) > i
+		case i >= len(s):
+			return false
+		case tok != "*" && tok != s[i]:
+			return false
+		}
+	}
+	return len(p) == len(s)
 }
 
 // TestUsersKeepOffOthersConsumers: a user that may create consumers on a

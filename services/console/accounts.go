@@ -17,7 +17,6 @@ import (
 	"github.com/sdevents/sdevents/pkg/account"
 	"github.com/sdevents/sdevents/pkg/httpserver"
 	"github.com/sdevents/sdevents/pkg/quotarpc"
-	"github.com/sdevents/sdevents/services/quota"
 	"github.com/sdevents/sdevents/streams"
 )
 
@@ -117,7 +116,7 @@ scan:
 }
 
 type accountPageData struct {
-	View    quota.AccountView
+	View    quotarpc.AccountState
 	Ledger  []ledgerRow
 	Next    uint64
 	Granted string
@@ -132,7 +131,7 @@ type ledgerRow struct {
 }
 
 // handleAccount serves GET /console/accounts/{account}: balance, open
-// reservations (through the quota replica, which folds the account's
+// reservations (asked of the quota service, whose replicas fold the account's
 // ledger) and the ledger, newest first, paged with before=<seq>.
 func (s *Service) handleAccount(c echo.Context) error {
 	id := c.Param("account")
@@ -153,7 +152,7 @@ func (s *Service) handleAccount(c echo.Context) error {
 	} else if err != nil {
 		return fmt.Errorf("%w: %v", httpserver.ErrUnavailable, err)
 	}
-	v, err := s.quota.View(ctx, id)
+	v, err := s.quota.Account(ctx, id)
 	if err != nil {
 		return err
 	}

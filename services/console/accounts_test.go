@@ -1,24 +1,33 @@
 package console
 
 import (
+	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/sdevents/sdevents/pkg/account"
+	"github.com/sdevents/sdevents/pkg/event"
 	"github.com/sdevents/sdevents/pkg/quotarpc"
 )
 
-// TestGrantFormFollowsTheAdminAPIRules: the grant form grants through the
-// quota service with its rules (integer, not zero, no overdraft, idempotency
-// id), needs the session's CSRF token, and the account page shows the new
-// balance and the ledger.
-func TestGrantFormFollowsTheAdminAPIRules(t *testing.T) {
+// TestGrantFormAsksTheQuota: the grant form asks the quota service for the
+// grant (the account resolved from a token, which never lands in a URL;
+// the form's idempotency id) and redirects to the account's page, which
+// shows the quota's balance; it needs the session's CSRF token (a bearer
+// request does not). A form the console cannot read is refused before the
+// quota is asked; the quota's refusals are answered as the admin API
+// answers them: ErrInvalid 400, ErrInsufficientCredits 409, ErrUnavailable
+// 503, with their text.
+func TestGrantFormAsksTheQuota(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
 	c, csrf := h.login()
 	acct := account.FromToken("user-grant")
+	h.publish("sd.quota."+acct, event.Meta{}, QuotaEvent{Type: "granted", Account: acct, Credits: 7, Balance: 7, ID: "g-1", At: time.Now()}, nil)
 
 	grant := func(form url.Values) answer {
 		t.Helper()
@@ -37,11 +46,16 @@ func TestGrantFormFollowsTheAdminAPIRules(t *testing.T) {
 		t.Fatalf("account page after the grant: %d\n%s", page.status, page.body)
 	}
 
-	// The same idempotency id again changes nothing.
+	// A repeat, as the quota answers it.
+	h.quota.answer(nil, true)
 	a = grant(url.Values{"account": {acct}, "credits": {"7"}, "id": {"g-1"}})
 	if a.status != http.StatusSeeOther || !strings.Contains(a.header.Get("Location"), "repeat=1") {
 		t.Fatalf("repeated grant: %d %q", a.status, a.header.Get("Location"))
 	}
+	if page := h.get(c, a.header.Get("Location")); !strings.Contains(page.body, "already applied") {
+		t.Fatalf("account page after a repeat:\n%s", page.body)
+	}
+	h.quota.answer(nil, false)
 	// By token, through the find form too: the token never lands in a URL.
 	a = grant(url.Values{"account": {"token:user-grant"}, "credits": {"-2"}})
 	if a.status != http.StatusSeeOther || strings.Contains(a.header.Get("Location"), "user-grant") {
@@ -55,29 +69,43 @@ func TestGrantFormFollowsTheAdminAPIRules(t *testing.T) {
 	if !strings.Contains(page.body, `<dd id="balance" class="num">5</dd>`) {
 		t.Fatalf("balance after removing 2: \n%s", page.body)
 	}
+	want := []quotarpc.GrantRequest{{Account: acct, Credits: 7, ID: "g-1"}, {Account: acct, Credits: 7, ID: "g-1"}, {Account: acct, Credits: -2}}
+	if got := h.quota.granted(); !slices.Equal(got, want) {
+		t.Fatalf("grants asked %+v, want %+v", got, want)
+	}
 
 	for _, tc := range []struct {
-		name string
-		form url.Values
-		want int
-		msg  string
+		name  string
+		form  url.Values
+		quota error // the quota's answer; nil = the form is refused before the quota is asked
+		want  int
+		msg   string
 	}{
-		{"non-integer credits", url.Values{"account": {acct}, "credits": {"1.5"}}, http.StatusBadRequest, "want an integer"},
-		{"words for credits", url.Values{"account": {acct}, "credits": {"ten"}}, http.StatusBadRequest, "want an integer"},
-		{"empty credits", url.Values{"account": {acct}, "credits": {""}}, http.StatusBadRequest, "want an integer"},
-		{"zero credits", url.Values{"account": {acct}, "credits": {"0"}}, http.StatusBadRequest, "zero"},
-		{"overdraft", url.Values{"account": {acct}, "credits": {"-100"}}, http.StatusConflict, "cannot remove"},
-		{"id reused for another amount", url.Values{"account": {acct}, "credits": {"3"}, "id": {"g-1"}}, http.StatusBadRequest, "already used"},
-		{"unknown account form", url.Values{"account": {"bob"}, "credits": {"1"}}, http.StatusBadRequest, "invalid account"},
-		{"empty account", url.Values{"account": {""}, "credits": {"1"}}, http.StatusBadRequest, "invalid account"},
-		{"empty token", url.Values{"account": {"token:"}, "credits": {"1"}}, http.StatusBadRequest, "invalid account"},
-		{"bad csrf", url.Values{"account": {acct}, "credits": {"1"}, "csrf": {"forged"}}, http.StatusForbidden, "CSRF"},
+		{"non-integer credits", url.Values{"account": {acct}, "credits": {"1.5"}}, nil, http.StatusBadRequest, "want an integer"},
+		{"words for credits", url.Values{"account": {acct}, "credits": {"ten"}}, nil, http.StatusBadRequest, "want an integer"},
+		{"empty credits", url.Values{"account": {acct}, "credits": {""}}, nil, http.StatusBadRequest, "want an integer"},
+		{"unknown account form", url.Values{"account": {"bob"}, "credits": {"1"}}, nil, http.StatusBadRequest, "invalid account"},
+		{"empty account", url.Values{"account": {""}, "credits": {"1"}}, nil, http.StatusBadRequest, "invalid account"},
+		{"empty token", url.Values{"account": {"token:"}, "credits": {"1"}}, nil, http.StatusBadRequest, "invalid account"},
+		{"bad csrf", url.Values{"account": {acct}, "credits": {"1"}, "csrf": {"forged"}}, nil, http.StatusForbidden, "CSRF"},
+		{"refused by the quota", url.Values{"account": {acct}, "credits": {"0"}},
+			fmt.Errorf("%w: grant of zero credits", quotarpc.ErrInvalid), http.StatusBadRequest, "grant of zero credits"},
+		{"not enough credits", url.Values{"account": {acct}, "credits": {"-100"}},
+			fmt.Errorf("%w: cannot remove 100 credits", quotarpc.ErrInsufficientCredits), http.StatusConflict, "cannot remove"},
+		{"no quota replica", url.Values{"account": {acct}, "credits": {"1"}},
+			fmt.Errorf("%w: no responders", quotarpc.ErrUnavailable), http.StatusServiceUnavailable, "no responders"},
 	} {
+		h.quota.answer(tc.quota, false)
+		asked := len(h.quota.granted())
 		a := grant(tc.form)
 		if a.status != tc.want || !strings.Contains(a.body, tc.msg) {
 			t.Errorf("%s: %d, want %d with %q:\n%s", tc.name, a.status, tc.want, tc.msg, a.body)
 		}
+		if n := len(h.quota.granted()) - asked; (tc.quota != nil) != (n == 1) {
+			t.Errorf("%s: the quota was asked %d times", tc.name, n)
+		}
 	}
+	h.quota.answer(nil, false)
 	// Without the CSRF cookie, the field alone is not enough.
 	noCookie := h.client()
 	noCookie.Jar.SetCookies(mustURL(t, h.srv.URL+"/console/"), filterCookies(c, h.srv.URL+"/console/", sessionCookie))
@@ -103,18 +131,18 @@ func TestAccountsListAndAccountPage(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
 	c, _ := h.login()
-	ctx := t.Context()
+	// The ledger events of three grants, then another to u1, as the quota
+	// appends them.
+	granted := func(id string, credits, balance int64) {
+		h.publish("sd.quota."+id, event.Meta{}, QuotaEvent{Type: "granted", Account: id, Credits: credits, Balance: balance, At: time.Now()}, nil)
+	}
 	var ids []string
 	for i, tok := range []string{"u1", "u2", "u3"} {
 		id := account.FromToken(tok)
 		ids = append(ids, id)
-		if _, err := h.svc.quota.Grant(ctx, quotarpc.GrantRequest{Account: id, Credits: int64(10 * (i + 1))}); err != nil {
-			t.Fatal(err)
-		}
+		granted(id, int64(10*(i+1)), int64(10*(i+1)))
 	}
-	if _, err := h.svc.quota.Grant(ctx, quotarpc.GrantRequest{Account: ids[0], Credits: 1}); err != nil { // u1 is the latest now
-		t.Fatal(err)
-	}
+	granted(ids[0], 1, 11) // u1 is the latest now
 	list := h.get(c, "/console/accounts")
 	if list.status != http.StatusOK {
 		t.Fatalf("accounts: %d", list.status)

@@ -29,7 +29,7 @@ func TestConsoleIsOffWithoutAdminToken(t *testing.T) {
 	natstest.ApplyStreams(t, js, 1)
 	cfg := config.Default()
 	cfg.Archive.Dir = t.TempDir()
-	if _, err := New(context.Background(), cfg, nc); !errors.Is(err, ErrDisabled) {
+	if _, err := New(context.Background(), cfg, nc, &stubQuota{}); !errors.Is(err, ErrDisabled) {
 		t.Fatalf("New without admin.token: %v, want ErrDisabled", err)
 	}
 }
@@ -250,7 +250,7 @@ func TestSecureCookiesBehindTLS(t *testing.T) {
 // its base URL.
 func (h *harness) replica() string {
 	h.t.Helper()
-	svc, err := New(context.Background(), h.cfg, h.nc)
+	svc, err := New(context.Background(), h.cfg, h.nc, h.quota)
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -331,13 +331,13 @@ func TestConsoleNeedsTheSessionsBucket(t *testing.T) {
 	if err := js.DeleteKeyValue(ctx, SessionsBucket); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := New(ctx, cfg, nc); err == nil || !strings.Contains(err.Error(), SessionsBucket) {
+	if _, err := New(ctx, cfg, nc, &stubQuota{}); err == nil || !strings.Contains(err.Error(), SessionsBucket) {
 		t.Fatalf("New without %s: %v", SessionsBucket, err)
 	}
 	if _, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: SessionsBucket, TTL: time.Hour}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := New(ctx, cfg, nc); err == nil || !strings.Contains(err.Error(), "not longer than a session lives") {
+	if _, err := New(ctx, cfg, nc, &stubQuota{}); err == nil || !strings.Contains(err.Error(), "not longer than a session lives") {
 		t.Fatalf("New with a bucket of 1 h: %v", err)
 	}
 }

@@ -11,7 +11,6 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/sdevents/sdevents/pkg/admintoken"
@@ -19,7 +18,7 @@ import (
 	"github.com/sdevents/sdevents/pkg/blob/s3store"
 	"github.com/sdevents/sdevents/pkg/config"
 	"github.com/sdevents/sdevents/pkg/httpserver"
-	"github.com/sdevents/sdevents/services/quota"
+	"github.com/sdevents/sdevents/pkg/quotarpc"
 	"github.com/sdevents/sdevents/streams"
 )
 
@@ -43,13 +42,23 @@ type Service struct {
 	store  ImageStore
 	keys   sinkKeys
 	thumbs *thumbnailer
-	quota  *quota.Service
+	quota  Quota
 	auth   *auth
 	live   *live
 	views  *views
 	log    zerolog.Logger
 	now    func() time.Time
 	brake  *admintoken.Brake // counts wrong admin tokens; shared with the operator API
+}
+
+// Quota is what the console asks of the quota service: grants, and an
+// account's balances and open reservations. pkg/quotaclient implements it
+// over NATS, answered by any quota replica; its errors wrap the quotarpc
+// sentinels (ErrInvalid, ErrInsufficientCredits, ErrUnavailable), which the
+// console answers 400, 409 and 503 like the admin API.
+type Quota interface {
+	Grant(ctx context.Context, req quotarpc.GrantRequest) (quotarpc.GrantAnswer, error)
+	Account(ctx context.Context, id string) (quotarpc.AccountState, error)
 }
 
 // Option changes a Service built by New.
@@ -72,13 +81,13 @@ func WithAdminBrake(b *admintoken.Brake) Option { return func(s *Service) { s.br
 // WithClock replaces time.Now (sessions, live buckets).
 func WithClock(now func() time.Time) Option { return func(s *Service) { s.now = now } }
 
-// New builds a console over an open NATS connection. It fails with
+// New builds a console over an open NATS connection that grants and reads
+// balances through quota. It fails with
 // ErrDisabled when admin.token is empty, and when the streams of streams/
 // or the bucket SessionsBucket are missing (or the bucket keeps entries no
 // longer than a session lives). It opens the archive sink of cfg.archive for reading (the
-// directory or bucket is not created). Grants go through an in-process quota
-// replica (quota.New, quota.Service.Grant); its metrics are not exported.
-func New(ctx context.Context, cfg config.Config, nc *nats.Conn, opts ...Option) (*Service, error) {
+// directory or bucket is not created).
+func New(ctx context.Context, cfg config.Config, nc *nats.Conn, quota Quota, opts ...Option) (*Service, error) {
 	token := cfg.Admin.Token.Reveal()
 	if token == "" {
 		return nil, ErrDisabled
@@ -92,7 +101,7 @@ func New(ctx context.Context, cfg config.Config, nc *nats.Conn, opts ...Option) 
 			return nil, fmt.Errorf("console: stream %s: %w", name, err)
 		}
 	}
-	s := &Service{cfg: cfg, nc: nc, js: js, reader: NewReader(nc), log: zerolog.Nop(), now: time.Now}
+	s := &Service{cfg: cfg, nc: nc, js: js, reader: NewReader(nc), quota: quota, log: zerolog.Nop(), now: time.Now}
 	if a := cfg.Archive; a.S3.Endpoint != "" {
 		st, err := s3store.NewFromConfig(s3store.Config{
 			Endpoint: a.S3.Endpoint, Bucket: a.S3.Bucket, AccessKey: a.S3.AccessKey, SecretKey: a.S3.SecretKey.Reveal(),
@@ -126,9 +135,6 @@ func New(ctx context.Context, cfg config.Config, nc *nats.Conn, opts ...Option) 
 		return nil, fmt.Errorf("console: bucket %s keeps entries %s, not longer than a session lives (%s): a session ended by logout would be valid again", SessionsBucket, ttl, sessionTTL)
 	}
 	s.live = newLive(func() time.Time { return s.now() }, cfg.Console.LiveMaxClients)
-	if s.quota, err = quota.New(ctx, cfg, nc, prometheus.NewRegistry(), quota.WithLogger(s.log)); err != nil {
-		return nil, fmt.Errorf("console: %w", err)
-	}
 	if s.views, err = loadViews(); err != nil {
 		return nil, fmt.Errorf("console: %w", err)
 	}

@@ -1,8 +1,8 @@
 // Package console is the operators' web console of sdevents: server-rendered
 // pages under /console that read only the streams — the latest job records
 // with thumbnails of their archived images (JOBS, the archive sink), account
-// balances, ledgers and a grant form (QUOTA, through the quota service's
-// admin API in-process), archive failures with a retry button (ARCHIVE), and
+// balances, ledgers and a grant form (QUOTA; balances and grants asked of
+// the quota replicas over NATS), archive failures with a retry button (ARCHIVE), and
 // a live view of sd.> (event rates and a tail of events as server-sent
 // events).
 //
@@ -19,9 +19,10 @@
 //   - Secrets: the user token never reaches the console decrypted; the
 //     encrypted token (sd-api-token), the signature (sd-sign), URL query
 //     strings and secret-looking JSON members are shown as [redacted].
-//   - Writes: grants (QUOTA, through quota's rules), archive retry
-//     requests (sdevents.archiver.retry.<account>, see pkg/archiveretry) and
-//     ended sessions (CONSOLE_SESSIONS).
+//   - Writes: grants (requests to the quota replicas, whose rules decide
+//     them: the Quota interface, pkg/quotaclient), archive retry requests
+//     (sdevents.archiver.retry.<account>, see pkg/archiveretry) and ended
+//     sessions (CONSOLE_SESSIONS). The console publishes no ledger event.
 //
 // docs/console.md describes the pages and the retry protocol.
 package console

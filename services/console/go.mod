@@ -8,7 +8,6 @@ require (
 	github.com/prometheus/client_golang v1.25.0
 	github.com/rs/zerolog v1.35.1
 	github.com/sdevents/sdevents/pkg v0.0.0
-	github.com/sdevents/sdevents/services/quota v0.0.0
 	github.com/sdevents/sdevents/streams v0.0.0
 	golang.org/x/image v0.47.0
 	golang.org/x/sync v0.24.0
@@ -59,7 +58,3 @@ require (
 replace github.com/sdevents/sdevents/pkg => ../../pkg
 
 replace github.com/sdevents/sdevents/streams => ../../streams
-
-replace github.com/sdevents/sdevents/services/quota => ../../services/quota
-
-replace github.com/sdevents/sdevents/services/ingress => ../../services/ingress

@@ -15,7 +15,9 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"regexp"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -31,6 +33,7 @@ import (
 	"github.com/sdevents/sdevents/pkg/event"
 	"github.com/sdevents/sdevents/pkg/httpserver"
 	"github.com/sdevents/sdevents/pkg/natstest"
+	"github.com/sdevents/sdevents/pkg/quotarpc"
 )
 
 const adminToken = "console-test-admin-token"
@@ -74,6 +77,62 @@ func (c *countingReader) Batch(ctx context.Context, stream string, req BatchRequ
 
 func (c *countingReader) reset() { c.requests.Store(0); c.msgs.Store(0) }
 
+// stubQuota is the quota service as the console sees it (Quota), in memory.
+// A quota replica cannot run here — services do not import one another —
+// so these tests check what the console does with the quota's answers and
+// errors; TestConsoleGrantsThroughQuotaReplicas (cmd/sdevents) grants
+// through real replicas over NATS. A grant adds its credits to the state
+// that Account answers, unless err is set (then it is the answer) or
+// repeat is (then nothing changes).
+type stubQuota struct {
+	mu     sync.Mutex
+	asked  []quotarpc.GrantRequest // every grant asked, in order
+	err    error
+	repeat bool
+	states map[string]quotarpc.AccountState
+}
+
+func (q *stubQuota) Grant(_ context.Context, req quotarpc.GrantRequest) (quotarpc.GrantAnswer, error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.asked = append(q.asked, req)
+	if q.err != nil {
+		return quotarpc.GrantAnswer{}, q.err
+	}
+	st := q.states[req.Account]
+	if !q.repeat {
+		st.Account, st.Balance, st.Granted = req.Account, st.Balance+req.Credits, st.Granted+req.Credits
+		if q.states == nil {
+			q.states = map[string]quotarpc.AccountState{}
+		}
+		q.states[req.Account] = st
+	}
+	return quotarpc.GrantAnswer{Success: true, Account: req.Account, Credits: req.Credits, ID: req.ID,
+		Balance: st.Balance, Reserved: st.Reserved, Repeat: q.repeat}, nil
+}
+
+func (q *stubQuota) Account(_ context.Context, id string) (quotarpc.AccountState, error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	st := q.states[id]
+	st.Account = id
+	return st, nil
+}
+
+// answer sets what the next grants are answered: err, or a repeat.
+func (q *stubQuota) answer(err error, repeat bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.err, q.repeat = err, repeat
+}
+
+// granted returns the grants asked so far.
+func (q *stubQuota) granted() []quotarpc.GrantRequest {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return slices.Clone(q.asked)
+}
+
 // harness is a console over an embedded JetStream with the project's
 // streams, served by the shared HTTP base on loopback.
 type harness struct {
@@ -82,6 +141,7 @@ type harness struct {
 	nc    *nats.Conn
 	js    jetstream.JetStream
 	svc   *Service
+	quota *stubQuota
 	srv   *httptest.Server
 	reads *countingReader
 	store *dirstore.Store
@@ -131,8 +191,8 @@ func newHarnessWith(t *testing.T, change func(*config.Config)) *harness {
 	if change != nil {
 		change(&cfg)
 	}
-	h := &harness{t: t, cfg: cfg, nc: nc, js: js}
-	svc, err := New(context.Background(), cfg, nc,
+	h := &harness{t: t, cfg: cfg, nc: nc, js: js, quota: &stubQuota{}}
+	svc, err := New(context.Background(), cfg, nc, h.quota,
 		WithReader(func(r Reader) Reader { h.reads = &countingReader{Reader: r}; return h.reads }),
 		WithClock(func() time.Time {
 			if p := h.now.Load(); p != nil {
