@@ -7,537 +7,102 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/sdevents/sdevents/pkg/admintoken"
 	"github.com/sdevents/sdevents/pkg/callback"
-	"github.com/sdevents/sdevents/pkg/config"
 	"github.com/sdevents/sdevents/pkg/natstest"
 	"github.com/sdevents/sdevents/pkg/quotaclient"
 	"github.com/sdevents/sdevents/pkg/quotarpc"
-	"github.com/sdevents/sdevents/services/quota"
 	"github.com/sdevents/sdevents/services/quota/ledger"
-	"github.com/sdevents/sdevents/streams"
+	"github.com/sdevents/sdevents/services/quota/quotatest"
 )
 
-// burst sends n concurrent reservations of one credit each for token, with
-// invokeIds prefix-0 … prefix-(n-1), and returns each answer by invokeId.
-// after, when set, runs once `after` answers have arrived.
-func (d *deployment) burst(token, prefix string, n int, afterN int, after func()) map[string]answer {
-	var mu sync.Mutex
-	out := make(map[string]answer, n)
-	var once sync.Once
-	var wg sync.WaitGroup
-	for i := range n {
-		wg.Go(func() {
-			inv := fmt.Sprintf("%s-%d", prefix, i)
-			a := d.reserve(token, inv)
-			mu.Lock()
-			out[inv] = a
-			done := len(out)
-			mu.Unlock()
-			if after != nil && done >= afterN {
-				once.Do(after)
-			}
-		})
-	}
-	wg.Wait()
-	return out
-}
-
-// outcome sorts one answer to a reservation: held, refused for credits, or
-// lost ("busy", "could not record", or a 503 the platform retries).
-type outcome int
-
-const (
-	held outcome = iota
-	noCredits
-	lost
-)
-
-// classify sorts a; any other answer fails the test.
-func classify(t *testing.T, inv string, a answer) outcome {
-	t.Helper()
-	switch {
-	case a.Code == http.StatusServiceUnavailable:
-		return lost
-	case a.Code != http.StatusOK:
-		t.Fatalf("%s: %d %s", inv, a.Code, a.Raw)
-	case a.success():
-		return held
-	case strings.Contains(a.errMessage(), "busy"), strings.Contains(a.errMessage(), "could not record"):
-		return lost
-	case !strings.Contains(a.errMessage(), "Not enough credits"):
-		t.Fatalf("%s refused with %q", inv, a.errMessage())
-	}
-	return noCredits
-}
-
-// holdsExactly waits until the account holds exactly the reservations
-// answered success (a reservation whose answer was lost is abandoned, and
-// released, in the background) and returns the account's view.
-func (d *deployment) holdsExactly(acct string, successes map[string]bool) quota.AccountView {
-	d.t.Helper()
-	var v quota.AccountView
-	natstest.Eventually(d.t, 2*time.Minute, "the account to hold exactly the reservations answered success", func() bool {
-		v = d.view(acct)
-		return v.Reserved == int64(len(successes)) && len(v.Reservations) == len(successes)
-	})
-	for _, r := range v.Reservations {
-		if !successes[r.InvokeID] {
-			d.t.Fatalf("%s is held but was not answered success", r.InvokeID)
-		}
-	}
-	return v
-}
-
-// drain reserves one credit at a time until the account refuses for want of
-// credits, and adds each success to successes.
-func (d *deployment) drain(token, prefix string, successes map[string]bool) {
-	d.t.Helper()
-	t := d.t.(*testing.T)
-	for i := 0; ; i++ {
-		inv := fmt.Sprintf("%s-%d", prefix, i)
-		switch classify(t, inv, d.reserve(token, inv)) {
-		case held:
-			successes[inv] = true
-		case noCredits:
-			return
-		}
-		if i > 1000 {
-			t.Fatalf("no refusal after %d more reservations", i)
-		}
-	}
-}
-
-// TestTwoReplicasNeverOverdraw races 200 reservations of one credit at two
-// replicas for 50 credits. Whatever the load does to the answers (some may
-// be lost and abandoned), the account never holds more than it has, holds
-// exactly the reservations answered success, and, reserving on until
-// refused, ends with exactly 50 held.
-func TestTwoReplicasNeverOverdraw(t *testing.T) {
-	t.Parallel()
-	d := start(t, testConfig(), 2)
-	const token = "user-race"
-	acct := acctOf(token)
-	d.grant(token, 50, "initial")
-
-	successes := map[string]bool{}
-	var lostAnswers int
-	for inv, a := range d.burst(token, "inv", 200, 0, nil) {
-		switch classify(t, inv, a) {
-		case held:
-			successes[inv] = true
-		case lost:
-			lostAnswers++
-		}
-	}
-	if len(successes) > 50 {
-		t.Fatalf("%d reservations succeeded with 50 credits", len(successes))
-	}
-	if lostAnswers == 0 && len(successes) != 50 {
-		t.Fatalf("%d reservations succeeded, want exactly 50", len(successes))
-	}
-	d.holdsExactly(acct, successes)
-	d.drain(token, "more", successes)
-	v := d.holdsExactly(acct, successes)
-	if v.Balance != 0 || v.Reserved != 50 || len(successes) != 50 {
-		t.Fatalf("admin view: balance %d reserved %d, %d answered success", v.Balance, v.Reserved, len(successes))
-	}
-
-	reserved := map[string]bool{}
-	for _, e := range d.events(acct) {
-		if e.Type != ledger.TypeReserved {
-			continue
-		}
-		if reserved[e.InvokeID] {
-			t.Fatalf("%s reserved twice", e.InvokeID)
-		}
-		reserved[e.InvokeID] = true
-	}
-	rep := d.replay()
-	b := rep.Balances[acct]
-	if b.Balance != 0 || b.Reserved != 50 || len(b.Open) != 50 {
-		t.Fatalf("fold: balance %d reserved %d open %d", b.Balance, b.Reserved, len(b.Open))
-	}
-	for inv := range successes {
-		if _, open := b.Open[inv]; !open {
-			t.Fatalf("%s answered success but is not held", inv)
-		}
-	}
-	t.Logf("%d answers lost under load, %d reservations stored, 50 held", lostAnswers, len(reserved))
-}
-
-// TestReplicaKilledMidLoad closes one replica's NATS connection in the middle
-// of a burst. A replica killed between its append and its reply leaves a
-// stored reservation the platform was told was refused ("busy"): its
-// abandonment, or its expiry, gives the credits back. Every reservation
-// answered success stays held, and the survivor keeps serving.
-func TestReplicaKilledMidLoad(t *testing.T) {
-	t.Parallel()
-	cfg := testConfig()
-	cfg.Ingress.SyncDeadline = config.Duration(time.Second)
-	d := start(t, cfg, 2)
-	const token = "user-kill"
-	acct := acctOf(token)
-	d.grant(token, 50, "initial")
-
-	victim := d.replicas[1]
-	successes := map[string]bool{}
-	var lostAnswers int
-	for inv, a := range d.burst(token, "inv", 200, 40, func() { victim.nc.Close() }) {
-		switch classify(t, inv, a) {
-		case held:
-			successes[inv] = true
-		case lost:
-			lostAnswers++
-		}
-	}
-	reserved := map[string]bool{}
-	for _, e := range d.events(acct) {
-		if e.Type != ledger.TypeReserved {
-			continue
-		}
-		if reserved[e.InvokeID] {
-			t.Fatalf("%s reserved twice", e.InvokeID)
-		}
-		reserved[e.InvokeID] = true
-	}
-	for inv := range successes {
-		if !reserved[inv] {
-			t.Fatalf("%s answered success but no reservation is stored", inv)
-		}
-	}
-	d.holdsExactly(acct, successes)
-	rep := d.replay()
-	b := rep.Balances[acct]
-	if b.Balance < 0 || b.Balance+b.Reserved != 50 || b.Committed != 0 {
-		t.Fatalf("fold: balance %d reserved %d committed %d", b.Balance, b.Reserved, b.Committed)
-	}
-	// The survivor serves what is left.
-	d.drain(token, "after", successes)
-	if v := d.holdsExactly(acct, successes); v.Balance != 0 || v.Reserved != 50 {
-		t.Fatalf("after the kill: balance %d reserved %d", v.Balance, v.Reserved)
-	}
-	t.Logf("killed a replica after 40 answers: %d succeeded, %d lost, %d stored", len(successes), lostAnswers, len(reserved))
-}
-
-func TestRestartKeepsBalancesAndExpiresWhileDown(t *testing.T) {
-	t.Parallel()
-	cfg := testConfig()
-	cfg.Quota.ReservationTTL = config.Duration(2 * time.Second)
-	d := start(t, cfg, 1)
-	const alice, bob = "user-alice", "user-bob"
-	d.grant(alice, 10, "a")
-	d.grant(bob, 7, "b")
-	for _, inv := range []string{"c1", "open"} {
-		if a := d.reserve(alice, inv); !a.success() {
-			t.Fatalf("reserve %s: %s", inv, a.Raw)
-		}
-	}
-	if a := d.callback(callback.BizAPICommit, alice, "c1", nil); !a.success() {
-		t.Fatalf("commit: %s", a.Raw)
-	}
-	before := d.view(acctOf(alice))
-	if before.Balance != 8 || before.Reserved != 1 {
-		t.Fatalf("before: %+v", before)
-	}
-	expires := before.Reservations[0].ExpiresAt
-
-	// Everything stops: the service, then the server.
-	d.replicas[0].stop(t)
-	d.node.Restart()
-	natstest.Eventually(t, 10*time.Second, "the reservation's expiry to pass", func() bool {
-		return time.Now().After(expires.Add(500 * time.Millisecond))
-	})
-	_, js := natstest.Connect(t, d.node.URL())
-	d.js = js
-	r := d.addReplica()
-	d.serveHTTP(r)
-
-	natstest.Eventually(t, 15*time.Second, "the overdue reservation released", func() bool {
-		v := d.view(acctOf(alice))
-		return v.Balance == 9 && v.Reserved == 0
-	})
-	if v := d.view(acctOf(bob)); v.Balance != 7 {
-		t.Fatalf("bob after restart: %+v", v)
-	}
-	evs := d.events(acctOf(alice))
-	if last := evs[len(evs)-1]; last.Type != ledger.TypeExpired || last.InvokeID != "open" {
-		t.Fatalf("last event %+v", last)
-	}
-	// Committing it now is refused clearly and changes nothing.
-	if a := d.callback(callback.BizAPICommit, alice, "open", nil); a.success() || !strings.Contains(a.errMessage(), "expired") {
-		t.Fatalf("late commit: %s", a.Raw)
-	}
-	if n := len(d.events(acctOf(alice))); n != len(evs) {
-		t.Fatalf("late commit appended %d events", n-len(evs))
-	}
-	d.replay()
-}
-
-func TestExpiryWhileRunning(t *testing.T) {
-	t.Parallel()
-	cfg := testConfig()
-	cfg.Quota.ReservationTTL = config.Duration(time.Second)
-	d := start(t, cfg, 2)
-	const token = "user-expiry"
-	acct := acctOf(token)
-	d.grant(token, 3, "")
-	for _, inv := range []string{"e1", "e2", "kept"} {
-		if a := d.reserve(token, inv); !a.success() {
-			t.Fatalf("reserve %s: %s", inv, a.Raw)
-		}
-	}
-	if a := d.callback(callback.BizAPICommit, token, "kept", nil); !a.success() {
-		t.Fatalf("commit: %s", a.Raw)
-	}
-	natstest.Eventually(t, 10*time.Second, "both reservations expired", func() bool {
-		v := d.view(acct)
-		return v.Balance == 2 && v.Reserved == 0
-	})
-	expired := 0
-	for _, e := range d.events(acct) {
-		if e.Type == ledger.TypeExpired {
-			expired++
-		}
-	}
-	if expired != 2 {
-		t.Fatalf("%d expired events, want 2", expired)
-	}
-	if a := d.callback(callback.BizAPIRollback, token, "e1", nil); a.success() || !strings.Contains(a.errMessage(), "expired") {
-		t.Fatalf("rollback after expiry: %s", a.Raw)
-	}
-	d.replay()
-}
-
-func TestIdempotencyOverHTTP(t *testing.T) {
-	t.Parallel()
-	d := start(t, testConfig(), 2)
-	const token = "user-idem"
-	acct := acctOf(token)
-	d.grant(token, 2, "g-1")
-	if a := d.grant(token, 2, "g-1"); a.Body["repeat"] != true || a.Body["balance"] != float64(2) {
-		t.Fatalf("repeated grant: %s", a.Raw)
-	}
-	if a := d.admin(http.MethodPost, "/v1/admin/accounts/"+acct+"/credits", adminToken, `{"credits": 3, "id": "g-1"}`); a.Code != http.StatusBadRequest {
-		t.Fatalf("grant id reused with other credits: %d %s", a.Code, a.Raw)
-	}
-	count := func() int { return len(d.events(acct)) }
-
-	// The same reserve twice: each request is told the reservation is
-	// held, the second after a confirmed event (so that the abandonment of
-	// the first alone cannot release what the second was told).
-	big := []byte(`{"batch_size": 2}`)
-	for range 2 {
-		if a := d.callback(callback.BizAPIPreInvoke, token, "r1", big); !a.success() {
-			t.Fatalf("reserve r1: %s", a.Raw)
-		}
-	}
-	n := count()
-	if evs := d.events(acct); n != 3 || evs[1].Type != ledger.TypeReserved || evs[2].Type != ledger.TypeConfirmed {
-		t.Fatalf("%d events after grant and repeated reserve (%+v), want granted, reserved, confirmed", n, evs)
-	}
-	// A third request is told too, and recorded too.
-	if a := d.callback(callback.BizAPIPreInvoke, token, "r1", big); !a.success() || count() != n+1 {
-		t.Fatalf("reserve r1 a third time: %s, %d events", a.Raw, count())
-	}
-	n++
-	// Denied, twice: the same refusal, one denied event.
-	first := d.reserve(token, "r2")
-	second := d.reserve(token, "r2")
-	if first.success() || first.errMessage() != second.errMessage() || !strings.Contains(first.errMessage(), "Not enough credits") {
-		t.Fatalf("denials: %s / %s", first.Raw, second.Raw)
-	}
-	if got := count(); got != n+1 {
-		t.Fatalf("%d events after two denials, want %d", got, n+1)
-	}
-	n++
-	// Unknown reservations: clear refusals, nothing appended.
-	for _, biz := range []string{callback.BizAPICommit, callback.BizAPIRollback} {
-		if a := d.callback(biz, token, "nope", nil); a.success() || !strings.Contains(a.errMessage(), "no reservation") {
-			t.Fatalf("%s unknown: %s", biz, a.Raw)
-		}
-	}
-	// Commit, commit again, then a rollback of the committed one.
-	if a := d.callback(callback.BizAPICommit, token, "r1", nil); !a.success() {
-		t.Fatalf("commit: %s", a.Raw)
-	}
-	if a := d.callback(callback.BizAPICommit, token, "r1", nil); !a.success() {
-		t.Fatalf("repeated commit: %s", a.Raw)
-	}
-	if a := d.callback(callback.BizAPIRollback, token, "r1", nil); a.success() || !strings.Contains(a.errMessage(), "already committed") {
-		t.Fatalf("rollback after commit: %s", a.Raw)
-	}
-	if got := count(); got != n+1 {
-		t.Fatalf("%d events, want %d (one commit)", got, n+1)
-	}
-	// Another account's reservation is unknown here.
-	if a := d.callback(callback.BizAPIRollback, "user-other", "r1", nil); a.success() {
-		t.Fatalf("rollback from another account: %s", a.Raw)
-	}
-	// The committed credits are spent; a reserve repeated after commit is
-	// still the first answer.
-	if a := d.callback(callback.BizAPIPreInvoke, token, "r1", big); !a.success() {
-		t.Fatalf("reserve after commit: %s", a.Raw)
-	}
-	if v := d.view(acct); v.Balance != 0 || v.Reserved != 0 {
-		t.Fatalf("view: %+v", v)
-	}
-	d.replay()
-}
-
-func TestChecksAndPrices(t *testing.T) {
-	t.Parallel()
-	d := start(t, testConfig(), 1)
-	const token = "user-checks"
-	d.grant(token, 5, "")
-	cases := []struct {
-		name, biz, body string
-		success         bool
-		disabled        bool
-		contains        string
-	}{
-		{"control config affordable", callback.BizImgGenControlConfig, `{"param": {"batch_size": 2, "n_iter": 2}}`, true, false, "5 credits"},
-		{"control config too expensive", callback.BizImgGenControlConfig, `{"param": {"batch_size": 3, "n_iter": 2}}`, true, true, "costs 6 credits"},
-		{"control config bad price", callback.BizImgGenControlConfig, `{"param": {"n_iter": -1}}`, true, true, "negative"},
-		{"pre-check affordable", callback.BizSDPreInvoke, `{"batch_size": 5}`, true, false, "5 credits"},
-		{"pre-check too expensive", callback.BizSDPreInvoke, `{"batch_size": 6}`, true, true, "Not enough credits"},
-		{"reserve non-numeric", callback.BizAPIPreInvoke, `{"batch_size": "many"}`, false, false, "not a number"},
-		{"reserve absurd", callback.BizAPIPreInvoke, `{"batch_size": 1e12}`, false, false, "images"},
-		{"reserve fractional", callback.BizAPIPreInvoke, `{"n_iter": 1.5}`, false, false, "whole number"},
-	}
-	for _, c := range cases {
-		a := d.callback(c.biz, token, "inv-"+c.name, []byte(c.body))
-		text := a.errMessage()
-		if data := a.data(); data != nil {
-			text += " " + fmt.Sprint(data["message"])
-			if data["disabled"] != c.disabled {
-				t.Errorf("%s: disabled = %v: %s", c.name, data["disabled"], a.Raw)
-			}
-		}
-		if a.Code != http.StatusOK || a.success() != c.success || !strings.Contains(text, c.contains) {
-			t.Errorf("%s: %d %s", c.name, a.Code, a.Raw)
-		}
-	}
-	if n := len(d.events(acctOf(token))); n != 1 {
-		t.Fatalf("checks and bad prices appended %d events", n-1)
-	}
-	// No token: a readable refusal.
-	a := d.callback(callback.BizAPIPreInvoke, "", "inv-anon", nil)
-	if a.success() || !strings.Contains(a.errMessage(), "no user token") {
-		t.Fatalf("without token: %s", a.Raw)
-	}
-}
+// The quota's own surfaces: the admin API, the operator and abandon
+// requests over NATS, and a ledger loaded as written. The tests that send
+// signed callbacks through the ingress are in e2e/quota.
 
 // TestAdminAPIThrottlesGuessing: after admintoken.MaxFailures wrong bearer
 // tokens from one address, the admin API answers 429 even to the right
 // token; requests without a bearer token are not counted as guesses.
 func TestAdminAPIThrottlesGuessing(t *testing.T) {
 	t.Parallel()
-	d := start(t, testConfig(), 1)
-	path := "/v1/admin/accounts/" + acctOf("user-guess")
+	d := quotatest.Start(t, quotatest.Config(), 1, nil)
+	path := "/v1/admin/accounts/" + quotatest.AcctOf("user-guess")
 	for range 2 * admintoken.MaxFailures {
-		if a := d.admin(http.MethodGet, path, "", ""); a.Code != http.StatusUnauthorized {
+		if a := d.Admin(http.MethodGet, path, "", ""); a.Code != http.StatusUnauthorized {
 			t.Fatalf("without a token: %d %s", a.Code, a.Raw)
 		}
 	}
-	if a := d.admin(http.MethodGet, path, adminToken, ""); a.Code != http.StatusOK {
+	if a := d.Admin(http.MethodGet, path, quotatest.AdminToken, ""); a.Code != http.StatusOK {
 		t.Fatalf("requests without a token were counted as guesses: %d %s", a.Code, a.Raw)
 	}
 	for i := range admintoken.MaxFailures {
-		if a := d.admin(http.MethodGet, path, fmt.Sprintf("guess-%d", i), ""); a.Code != http.StatusUnauthorized {
+		if a := d.Admin(http.MethodGet, path, fmt.Sprintf("guess-%d", i), ""); a.Code != http.StatusUnauthorized {
 			t.Fatalf("guess %d: %d %s", i, a.Code, a.Raw)
 		}
 	}
-	if a := d.admin(http.MethodGet, path, adminToken, ""); a.Code != http.StatusTooManyRequests || a.success() {
+	if a := d.Admin(http.MethodGet, path, quotatest.AdminToken, ""); a.Code != http.StatusTooManyRequests || a.Success() {
 		t.Fatalf("the right token after %d guesses: %d %s, want 429", admintoken.MaxFailures, a.Code, a.Raw)
 	}
 }
 
 func TestAdminAPI(t *testing.T) {
 	t.Parallel()
-	d := start(t, testConfig(), 1)
+	d := quotatest.Start(t, quotatest.Config(), 1, nil)
 	const token = "user-admin/with+odd chars"
-	acct := acctOf(token)
+	acct := quotatest.AcctOf(token)
 	path := "/v1/admin/accounts/" + acct
-	for _, bearer := range []string{"", "wrong", adminToken + "x"} {
+	for _, bearer := range []string{"", "wrong", quotatest.AdminToken + "x"} {
 		for _, req := range []struct{ method, path, body string }{
 			{http.MethodGet, path, ""},
 			{http.MethodPost, path + "/credits", `{"credits": 5}`},
 		} {
-			if a := d.admin(req.method, req.path, bearer, req.body); a.Code != http.StatusUnauthorized || a.success() {
+			if a := d.Admin(req.method, req.path, bearer, req.body); a.Code != http.StatusUnauthorized || a.Success() {
 				t.Fatalf("%s %s with %q: %d %s", req.method, req.path, bearer, a.Code, a.Raw)
 			}
 		}
 	}
-	if a := d.grant(token, 5, ""); a.Body["balance"] != float64(5) || a.Body["account"] != acct {
+	if a := d.Grant(token, 5, ""); a.Body["balance"] != float64(5) || a.Body["account"] != acct {
 		t.Fatalf("grant: %s", a.Raw)
 	}
-	if a := d.admin(http.MethodPost, path+"/credits", adminToken, `{"credits": -6}`); a.Code != http.StatusConflict {
+	if a := d.Admin(http.MethodPost, path+"/credits", quotatest.AdminToken, `{"credits": -6}`); a.Code != http.StatusConflict {
 		t.Fatalf("removing more than the balance: %d %s", a.Code, a.Raw)
 	}
 	for _, body := range []string{`{"credits": 0}`, `{}`, `{"credits": "5"}`, `{"credits": 1, "extra": 1}`, `nope`} {
-		if a := d.admin(http.MethodPost, path+"/credits", adminToken, body); a.Code != http.StatusBadRequest {
+		if a := d.Admin(http.MethodPost, path+"/credits", quotatest.AdminToken, body); a.Code != http.StatusBadRequest {
 			t.Fatalf("grant %s: %d %s", body, a.Code, a.Raw)
 		}
 	}
-	if a := d.admin(http.MethodGet, "/v1/admin/accounts/not-an-account", adminToken, ""); a.Code != http.StatusBadRequest {
+	if a := d.Admin(http.MethodGet, "/v1/admin/accounts/not-an-account", quotatest.AdminToken, ""); a.Code != http.StatusBadRequest {
 		t.Fatalf("bad account: %d %s", a.Code, a.Raw)
 	}
-	if a := d.reserve(token, "i-1"); !a.success() {
-		t.Fatalf("reserve: %s", a.Raw)
+	if a := d.Decide(quotarpc.DecideRequest{BizType: callback.BizAPIPreInvoke, Account: acct, InvokeID: "i-1", Body: []byte(`{"batch_size":1,"n_iter":1}`)}); !a.Success {
+		t.Fatalf("reserve: %+v", a)
 	}
-	v := d.view("token:" + token)
+	v := d.View("token:" + token)
 	if v.Account != acct || v.Balance != 4 || v.Reserved != 1 || len(v.Reservations) != 1 || v.Reservations[0].InvokeID != "i-1" ||
 		len(v.Ledger) != 2 || v.Ledger[1].Type != ledger.TypeReserved {
 		t.Fatalf("view: %+v", v)
 	}
-	if strings.Contains(d.logs.String(), "user-admin") {
-		t.Fatalf("a token reached the log:\n%s", d.logs.String())
+	if strings.Contains(d.Logs.String(), "user-admin") {
+		t.Fatalf("a token reached the log:\n%s", d.Logs.String())
 	}
 
 	// Without a token the admin API does not exist.
-	cfg := testConfig()
+	cfg := quotatest.Config()
 	cfg.Admin.Token = ""
-	off := start(t, cfg, 1)
-	if a := off.admin(http.MethodGet, path, adminToken, ""); a.Code != http.StatusNotFound {
+	off := quotatest.Start(t, cfg, 1, nil)
+	if a := off.Admin(http.MethodGet, path, quotatest.AdminToken, ""); a.Code != http.StatusNotFound {
 		t.Fatalf("admin API without a token: %d %s", a.Code, a.Raw)
-	}
-}
-
-func TestLedgerUnwritableIsRefusedInTime(t *testing.T) {
-	t.Parallel()
-	d := start(t, testConfig(), 1)
-	const token = "user-nostream"
-	d.grant(token, 5, "")
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := d.js.DeleteStream(ctx, streams.Quota); err != nil {
-		t.Fatal(err)
-	}
-	for _, biz := range []string{callback.BizAPIPreInvoke, callback.BizAPICommit, callback.BizImgGenControlConfig} {
-		begin := time.Now()
-		a := d.callback(biz, token, "i-1", []byte(`{}`))
-		took := time.Since(begin)
-		if a.Code != http.StatusOK || a.success() || a.errMessage() == "" {
-			t.Fatalf("%s without the ledger: %d %s", biz, a.Code, a.Raw)
-		}
-		if took > d.cfg.Ingress.SyncDeadline.D() {
-			t.Fatalf("%s answered after %s", biz, took)
-		}
 	}
 }
 
 func TestOverdueWithoutTimerExpiredOnLoad(t *testing.T) {
 	t.Parallel()
-	d := start(t, testConfig(), 1)
-	acct := acctOf("user-no-timer")
+	d := quotatest.Start(t, quotatest.Config(), 1, nil)
+	acct := quotatest.AcctOf("user-no-timer")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	// A ledger written by someone else (an older version, a crash before the
@@ -548,148 +113,18 @@ func TestOverdueWithoutTimerExpiredOnLoad(t *testing.T) {
 		{Type: ledger.TypeReserved, Account: acct, InvokeID: "old", Credits: 1, Balance: 3, Reserved: 1, At: past, ExpiresAt: past.Add(time.Minute)},
 	} {
 		data, _ := json.Marshal(e)
-		if _, err := d.js.Publish(ctx, "sd.quota."+acct, data); err != nil {
+		if _, err := d.JS.Publish(ctx, "sd.quota."+acct, data); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if v := d.view(acct); v.Balance != 4 || v.Reserved != 0 {
+	if v := d.View(acct); v.Balance != 4 || v.Reserved != 0 {
 		t.Fatalf("view after load: %+v", v)
 	}
-	evs := d.events(acct)
+	evs := d.Events(acct)
 	if last := evs[len(evs)-1]; last.Type != ledger.TypeExpired || last.InvokeID != "old" || last.Balance != 4 {
 		t.Fatalf("last event %+v", last)
 	}
-	d.replay()
-}
-
-// TestOverdueWithoutTimerExpiredWhileHeld: a reservation whose timer was
-// lost (here: purged from QUOTA_TIMERS; in life, a crash between the event
-// and its timer, or a timer refused until its retries gave up) is expired by
-// the replica that holds its account in memory, once it is overdue by more
-// than the grace left to timers, without the account being used or loaded
-// again.
-func TestOverdueWithoutTimerExpiredWhileHeld(t *testing.T) {
-	t.Parallel()
-	cfg := testConfig()
-	cfg.Quota.AccountIdle = config.Duration(time.Hour) // held: never evicted and loaded again
-	var skew atomic.Int64                              // the replica's clock runs ahead by this much
-	d := start(t, cfg, 1, quota.WithClock(func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }))
-	const token = "user-lost-timer"
-	acct := acctOf(token)
-	d.grant(token, 3, "")
-	if a := d.reserve(token, "lost-timer"); !a.success() {
-		t.Fatalf("reserve: %s", a.Raw)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	timers, err := d.js.Stream(ctx, streams.QuotaTimers)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := timers.Purge(ctx, jetstream.WithPurgeSubject("sdevents.quota.timer."+acct+".>")); err != nil {
-		t.Fatal(err)
-	}
-	// The reservation (quota.reservation_ttl, an hour) is overdue for the
-	// replica; no timer will fire for it.
-	skew.Store(int64(cfg.Quota.ReservationTTL.D() + time.Minute))
-	natstest.Eventually(t, 30*time.Second, "the overdue reservation expired", func() bool {
-		evs := d.events(acct)
-		last := evs[len(evs)-1]
-		return last.Type == ledger.TypeExpired && last.InvokeID == "lost-timer" && last.Balance == 3 && last.Reserved == 0
-	})
-	d.replay()
-}
-
-// TestTimerRefusedIsPublishedAgain: a reservation does not wait for its
-// expiry timer. When QUOTA_TIMERS refuses it (here: the stream is gone for a
-// moment), the reservation still stands and is answered yes, and the timer
-// is published again in the background until the stream takes it.
-func TestTimerRefusedIsPublishedAgain(t *testing.T) {
-	t.Parallel()
-	d := start(t, testConfig(), 1)
-	const token = "user-timer-refused"
-	acct := acctOf(token)
-	d.grant(token, 3, "")
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := d.js.DeleteStream(ctx, streams.QuotaTimers); err != nil {
-		t.Fatal(err)
-	}
-	if a := d.reserve(token, "timer-later"); !a.success() {
-		t.Fatalf("reserve without a timer stream: %s", a.Raw)
-	}
-	natstest.ApplyStreams(t, d.js, 1)
-	timers, err := d.js.Stream(ctx, streams.QuotaTimers)
-	if err != nil {
-		t.Fatal(err)
-	}
-	natstest.Eventually(t, 30*time.Second, "the timer stored", func() bool {
-		info, err := timers.Info(ctx, jetstream.WithSubjectFilter("sdevents.quota.timer."+acct+".>"))
-		return err == nil && len(info.State.Subjects) == 1
-	})
-	if v := d.view(acct); v.Balance != 2 || v.Reserved != 1 {
-		t.Fatalf("after the reservation: %+v", v)
-	}
-	d.replay()
-}
-
-// TestLostAnswersHoldNothing: with an answer deadline no decision can meet,
-// every apiAccessPreInvoke is answered "busy" — the ingress gave up waiting,
-// and the quota may not have stored its decision in time either — or 503
-// when not even the callback could be stored (then the quota was never
-// asked); the rare one decided within the deadline is the platform's to
-// commit or roll back. Whatever the quota did store, the abandonments of both sides
-// settle it: the balance comes back whole with nothing reserved, long
-// before any expiry, and every invokeId answered "busy" ends released (with
-// the abandonment as its reason) or denied for nothing.
-func TestLostAnswersHoldNothing(t *testing.T) {
-	t.Parallel()
-	cfg := testConfig()
-	cfg.Ingress.SyncDeadline = config.Duration(time.Millisecond)
-	d := start(t, cfg, 2)
-	const token = "user-lost-answers"
-	acct := acctOf(token)
-	d.grant(token, 200, "")
-	busy := map[string]bool{}
-	var held int64 // reservations answered yes within 1 ms: the platform owns them
-	// Ask until a few answers were lost (a request answered 503 never
-	// reached the quota; one answered yes in time is rare).
-	for i := 0; len(busy) < 5; i++ {
-		if i == 64 {
-			t.Fatalf("64 requests, %d answers lost within 1 ms: the deadline is not exercised", len(busy))
-		}
-		id := fmt.Sprintf("lost-%d", i)
-		a := d.callback(callback.BizAPIPreInvoke, token, id, []byte(`{"batch_size":2,"n_iter":1}`))
-		switch {
-		case a.Code == http.StatusServiceUnavailable:
-		case a.Code == http.StatusOK && a.success():
-			held += 2
-		case a.Code == http.StatusOK:
-			busy[id] = true
-		default:
-			t.Fatalf("%s: %d %s", id, a.Code, a.Raw)
-		}
-	}
-	settled := func() map[string]bool {
-		out := map[string]bool{}
-		for _, e := range d.events(acct) {
-			if e.Type == ledger.TypeReleased && e.Reason != "" || e.Type == ledger.TypeDenied && e.Credits == 0 {
-				out[e.InvokeID] = true
-			}
-		}
-		return out
-	}
-	natstest.Eventually(t, 30*time.Second, "every lost request settled", func() bool { return len(settled()) == len(busy) })
-	for id := range settled() {
-		if !busy[id] {
-			t.Errorf("%s settled, but it was answered 503 and never decided", id)
-		}
-	}
-	if v := d.view(acct); v.Balance != 200-held || v.Reserved != held || len(v.Reservations) != int(held/2) {
-		t.Fatalf("after the abandonments: balance %d, reserved %d, %d open; want %d, %d, %d", v.Balance, v.Reserved,
-			len(v.Reservations), 200-held, held, held/2)
-	}
-	d.replay()
+	d.Replay()
 }
 
 // TestAbandonRequestsRefuseBadInput: an abandonment request that is not
@@ -697,10 +132,10 @@ func TestLostAnswersHoldNothing(t *testing.T) {
 // answer and stores nothing.
 func TestAbandonRequestsRefuseBadInput(t *testing.T) {
 	t.Parallel()
-	d := start(t, testConfig(), 1)
+	d := quotatest.Start(t, quotatest.Config(), 1, nil)
 	const token = "user-abandon-input"
-	acct := acctOf(token)
-	d.grant(token, 5, "")
+	acct := quotatest.AcctOf(token)
+	d.Grant(token, 5, "")
 	for name, payload := range map[string]string{
 		"not json":      `{"account":`,
 		"no account":    `{"invoke_id":"i-1"}`,
@@ -708,7 +143,7 @@ func TestAbandonRequestsRefuseBadInput(t *testing.T) {
 		"no invoke id":  fmt.Sprintf(`{"account":%q}`, acct),
 		"empty request": `{}`,
 	} {
-		resp, err := d.replicas[0].nc.Request(quotarpc.SubjectAbandon, []byte(payload), 5*time.Second)
+		resp, err := d.Replica(0).NC.Request(quotarpc.SubjectAbandon, []byte(payload), 5*time.Second)
 		if err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}
@@ -717,7 +152,7 @@ func TestAbandonRequestsRefuseBadInput(t *testing.T) {
 			t.Errorf("%s: answer %s", name, resp.Data)
 		}
 	}
-	if n := len(d.events(acct)); n != 1 {
+	if n := len(d.Events(acct)); n != 1 {
 		t.Fatalf("bad abandonment requests stored %d events", n-1)
 	}
 }
@@ -729,10 +164,10 @@ func TestAbandonRequestsRefuseBadInput(t *testing.T) {
 // nothing.
 func TestGrantParsesStrictly(t *testing.T) {
 	t.Parallel()
-	d := start(t, testConfig(), 1)
-	acct := acctOf("user-strict-grant")
+	d := quotatest.Start(t, quotatest.Config(), 1, nil)
+	acct := quotatest.AcctOf("user-strict-grant")
 	path := "/v1/admin/accounts/" + acct + "/credits"
-	if a := d.admin(http.MethodPost, path, adminToken, `{"credits": 5}`); a.Code != http.StatusOK {
+	if a := d.Admin(http.MethodPost, path, quotatest.AdminToken, `{"credits": 5}`); a.Code != http.StatusOK {
 		t.Fatalf("grant: %d %s", a.Code, a.Raw)
 	}
 	for _, tc := range []struct{ body, wantIn string }{
@@ -755,16 +190,16 @@ func TestGrantParsesStrictly(t *testing.T) {
 		{`{"id": "x"}`, "credits is required"},
 		{`{"credits": 5`, "malformed"},
 	} {
-		a := d.admin(http.MethodPost, path, adminToken, tc.body)
-		if a.Code != http.StatusBadRequest || a.success() || !strings.Contains(a.errMessage(), tc.wantIn) {
+		a := d.Admin(http.MethodPost, path, quotatest.AdminToken, tc.body)
+		if a.Code != http.StatusBadRequest || a.Success() || !strings.Contains(a.ErrMessage(), tc.wantIn) {
 			t.Errorf("%s: %d %s, want 400 saying %q", tc.body, a.Code, a.Raw, tc.wantIn)
 		}
 	}
-	if v := d.view(acct); v.Balance != 5 || len(v.Ledger) != 1 {
+	if v := d.View(acct); v.Balance != 5 || len(v.Ledger) != 1 {
 		t.Fatalf("refused grants changed the account: balance %d, %d events", v.Balance, len(v.Ledger))
 	}
 	// Escapes and white space are JSON, not another key.
-	if a := d.admin(http.MethodPost, path, adminToken, " {\"cr\\u0065dits\" : 2 , \"id\":\"g\"}\n "); a.Code != http.StatusOK || a.Body["balance"] != float64(7) {
+	if a := d.Admin(http.MethodPost, path, quotatest.AdminToken, " {\"cr\\u0065dits\" : 2 , \"id\":\"g\"}\n "); a.Code != http.StatusOK || a.Body["balance"] != float64(7) {
 		t.Fatalf("grant with an escaped key: %d %s", a.Code, a.Raw)
 	}
 }
@@ -778,12 +213,12 @@ func TestGrantParsesStrictly(t *testing.T) {
 // is ErrInvalid and stores nothing.
 func TestOperatorRequestsOverNATS(t *testing.T) {
 	t.Parallel()
-	d := start(t, testConfig(), 2)
-	nc, _ := natstest.Connect(t, d.node.URL())
+	d := quotatest.Start(t, quotatest.Config(), 2, nil)
+	nc, _ := natstest.Connect(t, d.Node.URL())
 	c := quotaclient.New(nc)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	acct := acctOf("user-rpc")
+	acct := quotatest.AcctOf("user-rpc")
 
 	ans, err := c.Grant(ctx, quotarpc.GrantRequest{Account: acct, Credits: 5, ID: "g-1"})
 	if err != nil || !ans.Success || ans.Balance != 5 || ans.Repeat || ans.Account != acct {
@@ -826,19 +261,19 @@ func TestOperatorRequestsOverNATS(t *testing.T) {
 			t.Errorf("%s: %v, want %v", name, err, quotarpc.ErrInvalid)
 		}
 	}
-	if n := len(d.events(acct)); n != 1 {
+	if n := len(d.Events(acct)); n != 1 {
 		t.Fatalf("%d events, want the one grant", n)
 	}
 	// Every grant that reached the ledger was decided once, by one replica.
-	if n := d.decisions("grant"); n != 5 {
+	if n := d.Decisions("grant"); n != 5 {
 		t.Fatalf("%d grant decisions over both replicas, want 5", n)
 	}
 
-	if a := d.reserve("user-rpc", "held"); !a.success() {
-		t.Fatalf("reserve: %s", a.Raw)
+	if a := d.Decide(quotarpc.DecideRequest{BizType: callback.BizAPIPreInvoke, Account: acct, InvokeID: "held", Body: []byte(`{"batch_size":1,"n_iter":1}`)}); !a.Success {
+		t.Fatalf("reserve: %+v", a)
 	}
 	st, err := c.Account(ctx, acct)
-	v := d.view(acct)
+	v := d.View(acct)
 	if err != nil || st.Account != acct || st.Balance != 4 || st.Reserved != 1 || st.Granted != 5 ||
 		len(st.Reservations) != 1 || st.Reservations[0].InvokeID != "held" || st.Reservations[0].ExpiresAt.IsZero() ||
 		st.Balance != v.Balance || !st.Reservations[0].ExpiresAt.Equal(v.Reservations[0].ExpiresAt) {

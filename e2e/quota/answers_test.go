@@ -10,27 +10,28 @@ import (
 	"github.com/sdevents/sdevents/pkg/config"
 	"github.com/sdevents/sdevents/pkg/natstest"
 	"github.com/sdevents/sdevents/services/quota/ledger"
+	"github.com/sdevents/sdevents/services/quota/quotatest"
 )
 
 // lostAnswerConfig answers "busy" after half a second without a decision.
 func lostAnswerConfig() config.Config {
-	cfg := testConfig()
+	cfg := quotatest.Config()
 	cfg.Ingress.SyncDeadline = config.Duration(500 * time.Millisecond)
 	return cfg
 }
 
 // isBusy reports whether a is the ingress's refusal for an answer it
 // stopped waiting for.
-func isBusy(a answer) bool {
-	return a.Code == http.StatusOK && !a.success() && strings.Contains(a.errMessage(), "busy")
+func isBusy(a quotatest.Answer) bool {
+	return a.Code == http.StatusOK && !a.Success() && strings.Contains(a.ErrMessage(), "busy")
 }
 
 // settle waits until the replicas have finished reserves decisions of
 // apiAccessPreInvoke and abandons abandonments, stored effects included.
 func (d *deployment) settle(reserves, abandons int) {
-	d.t.Helper()
-	natstest.Eventually(d.t, 30*time.Second, "the held requests decided", func() bool {
-		return d.decisions(callback.BizAPIPreInvoke) >= reserves && d.decisions("abandon") >= abandons
+	d.T.Helper()
+	natstest.Eventually(d.T, 30*time.Second, "the held requests decided", func() bool {
+		return d.Decisions(callback.BizAPIPreInvoke) >= reserves && d.Decisions("abandon") >= abandons
 	})
 }
 
@@ -44,31 +45,31 @@ func TestLostAnswerToARepeatReleasesNothing(t *testing.T) {
 	t.Parallel()
 	d := start(t, lostAnswerConfig(), 2)
 	const token = "user-lost-repeat"
-	acct := acctOf(token)
-	d.grant(token, 10, "")
+	acct := quotatest.AcctOf(token)
+	d.Grant(token, 10, "")
 	body := []byte(`{"batch_size":5}`)
-	if a := d.callback(callback.BizAPIPreInvoke, token, "ab-1", body); !a.success() {
+	if a := d.callback(callback.BizAPIPreInvoke, token, "ab-1", body); !a.Success() {
 		t.Fatalf("first reserve: %s", a.Raw)
 	}
-	d.valve.pause()
+	d.Valve.Pause()
 	if a := d.callback(callback.BizAPIPreInvoke, token, "ab-1", body); !isBusy(a) {
-		d.valve.resume()
+		d.Valve.Resume()
 		t.Fatalf("repeat with every replica stopped: %d %s", a.Code, a.Raw)
 	}
-	d.valve.resume()
+	d.Valve.Resume()
 	d.settle(2, 1)
-	if a := d.callback(callback.BizAPICommit, token, "ab-1", nil); !a.success() {
+	if a := d.callback(callback.BizAPICommit, token, "ab-1", nil); !a.Success() {
 		t.Fatalf("commit after a repeat lost its answer: %s", a.Raw)
 	}
-	if v := d.view(acct); v.Balance != 5 || v.Reserved != 0 || v.Committed != 5 {
+	if v := d.View(acct); v.Balance != 5 || v.Reserved != 0 || v.Committed != 5 {
 		t.Fatalf("after the commit: balance %d reserved %d committed %d", v.Balance, v.Reserved, v.Committed)
 	}
-	for _, e := range d.events(acct) {
+	for _, e := range d.Events(acct) {
 		if e.Type == ledger.TypeReleased {
 			t.Fatalf("released by %q (%s): the first answer said it is held", e.Request, e.Reason)
 		}
 	}
-	d.replay()
+	d.Replay()
 }
 
 // TestReplayOfABusyReserve: a reserve answered "busy" (every replica
@@ -81,8 +82,8 @@ func TestReplayOfABusyReserve(t *testing.T) {
 	t.Parallel()
 	d := start(t, lostAnswerConfig(), 2)
 	const token = "user-busy-replay"
-	acct := acctOf(token)
-	d.grant(token, 100, "")
+	acct := quotatest.AcctOf(token)
+	d.Grant(token, 100, "")
 	body := []byte(`{"batch_size":2}`)
 	reserves, abandons := 0, 0
 	var committed int64
@@ -96,23 +97,23 @@ func TestReplayOfABusyReserve(t *testing.T) {
 	} {
 		inv := "busy-" + strings.ReplaceAll(tc.name, " ", "-")
 		req := d.signed(callback.BizAPIPreInvoke, token, inv, body)
-		d.valve.pause()
+		d.Valve.Pause()
 		if a := d.send(req); !isBusy(a) {
-			d.valve.resume()
+			d.Valve.Resume()
 			t.Fatalf("%s: reserve with every replica stopped: %d %s", tc.name, a.Code, a.Raw)
 		}
 		reserves, abandons = reserves+1, abandons+1
-		var replay answer
+		var replay quotatest.Answer
 		if tc.first == nil {
 			replay = d.send(req)
 			if !isBusy(replay) {
-				d.valve.resume()
+				d.Valve.Resume()
 				t.Fatalf("%s: replay with every replica stopped: %d %s", tc.name, replay.Code, replay.Raw)
 			}
 			reserves, abandons = reserves+1, abandons+1
-			d.valve.resume()
+			d.Valve.Resume()
 		} else {
-			d.valve.resume()
+			d.Valve.Resume()
 			tc.first()
 			replay = d.send(req)
 			reserves++
@@ -123,19 +124,19 @@ func TestReplayOfABusyReserve(t *testing.T) {
 		d.settle(reserves, abandons)
 		commit := d.callback(callback.BizAPICommit, token, inv, nil)
 		switch {
-		case replay.success() && !commit.success():
+		case replay.Success() && !commit.Success():
 			t.Fatalf("%s: the replay was answered success, the commit is refused: %s", tc.name, commit.Raw)
-		case !replay.success() && commit.success():
-			t.Fatalf("%s: the replay was refused (%s), the commit accepted", tc.name, replay.errMessage())
-		case commit.success():
+		case !replay.Success() && commit.Success():
+			t.Fatalf("%s: the replay was refused (%s), the commit accepted", tc.name, replay.ErrMessage())
+		case commit.Success():
 			committed += 2
 		}
 		t.Logf("%s: replay %s, commit %s", tc.name, replay.Raw, commit.Raw)
 	}
-	if v := d.view(acct); v.Reserved != 0 || v.Committed != committed || v.Balance != 100-committed {
+	if v := d.View(acct); v.Reserved != 0 || v.Committed != committed || v.Balance != 100-committed {
 		t.Fatalf("balance %d reserved %d committed %d, want %d committed and nothing held", v.Balance, v.Reserved, v.Committed, committed)
 	}
-	d.replay()
+	d.Replay()
 }
 
 // TestPricesWhatThePlatformReads: a body the platform's JSON reader
@@ -144,10 +145,10 @@ func TestReplayOfABusyReserve(t *testing.T) {
 // does not decode is refused with a readable reason and stores nothing.
 func TestPricesWhatThePlatformReads(t *testing.T) {
 	t.Parallel()
-	d := start(t, testConfig(), 1)
+	d := start(t, quotatest.Config(), 1)
 	const token = "user-encodings"
-	acct := acctOf(token)
-	d.grant(token, 200, "")
+	acct := quotatest.AcctOf(token)
+	d.Grant(token, 200, "")
 	utf16 := func(s string) []byte {
 		var b []byte
 		for _, c := range s {
@@ -166,14 +167,14 @@ func TestPricesWhatThePlatformReads(t *testing.T) {
 		{"Latin-1", "{\"prompt\":\"caf\xe9\",\"batch_size\":3}", 107, "not valid UTF-8 text"},
 	} {
 		a := d.callback(callback.BizAPIPreInvoke, token, "enc-"+tc.name, []byte(tc.body))
-		if a.Code != http.StatusOK || a.success() != (tc.wantIn == "") || !strings.Contains(a.errMessage(), tc.wantIn) {
+		if a.Code != http.StatusOK || a.Success() != (tc.wantIn == "") || !strings.Contains(a.ErrMessage(), tc.wantIn) {
 			t.Errorf("%s: %d %s", tc.name, a.Code, a.Raw)
 		}
-		if v := d.view(acct); v.Reserved != tc.wantReserved {
+		if v := d.View(acct); v.Reserved != tc.wantReserved {
 			t.Errorf("%s: %d credits held, want %d", tc.name, v.Reserved, tc.wantReserved)
 		}
 	}
-	if n := len(d.events(acct)); n != 3 {
+	if n := len(d.Events(acct)); n != 3 {
 		t.Errorf("%d events, want the grant and two reservations", n)
 	}
 }
