@@ -10,6 +10,7 @@ import (
 
 	"github.com/sdevents/sdevents/pkg/natstest"
 	"github.com/sdevents/sdevents/services/quota"
+	"github.com/sdevents/sdevents/services/quota/quotatest"
 )
 
 // backlogGauge returns the value of the gauge name for the quota-expiry
@@ -50,7 +51,7 @@ func TestExpiryConsumerBacklogMetrics(t *testing.T) {
 		}
 	}
 	reg := prometheus.NewRegistry()
-	svc, err := quota.New(context.Background(), testConfig(), nc, reg)
+	svc, err := quota.New(context.Background(), quotatest.Config(), nc, reg)
 	if err != nil {
 		t.Fatal(err)
 	}
