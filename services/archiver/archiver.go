@@ -20,7 +20,7 @@ import (
 const ConsumerName = "archiver"
 
 // KeysBucket is the KV bucket holding one entry per image outcome
-// (streams/archive-keys.yaml; see ledger).
+// (streams/archive-keys.yaml; see outcomes).
 const KeysBucket = "ARCHIVE_KEYS"
 
 // DefaultDrainTimeout bounds how long Run waits for in-flight images after
@@ -38,7 +38,7 @@ type Service struct {
 	intakes   []*intake
 	store     BlobStore
 	sources   sources
-	ledger    *ledger
+	outcomes  *outcomes
 	workers   int
 	maxImages int
 	lifetime  time.Duration
@@ -154,7 +154,7 @@ func New(ctx context.Context, cfg config.Config, nc *nats.Conn, reg prometheus.R
 	if window <= 0 {
 		return nil, fmt.Errorf("archiver: stream %s: duplicate window %s must exceed %s", streams.Archive, st.CachedInfo().Config.Duplicates, windowMargin)
 	}
-	s.ledger = &ledger{js: js, kv: kv, window: window, now: func() time.Time { return s.now() }}
+	s.outcomes = &outcomes{js: js, kv: kv, window: window, now: func() time.Time { return s.now() }}
 	if s.sources, err = newSources(cfg.Archive, s.httpCfg); err != nil {
 		return nil, err
 	}

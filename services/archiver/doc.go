@@ -22,7 +22,7 @@
 //     fetch.InspectImage into the BlobStore: no image is held in memory.
 //   - Sink: a BlobStore, declared here; dirstore and s3store implement it.
 //   - Output: ARCHIVE events, made exactly-once by the ARCHIVE_KEYS bucket
-//     (see ledger) and Nats-Msg-Id. Failed events carry a generic reason;
+//     (see outcomes) and Nats-Msg-Id. Failed events carry a generic reason;
 //     the details go to the log.
 //   - Retries: a transient failure is handed to a JetStream message schedule
 //     in ARCHIVER_TIMERS (timers.go) and the message it came from is

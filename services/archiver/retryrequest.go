@@ -65,12 +65,12 @@ func (s *Service) retry(ctx context.Context, req archiveretry.Request, attempts 
 		found bool
 	)
 	for range 4 {
-		e, err := s.ledger.kv.Get(ctx, entry)
+		e, err := s.outcomes.kv.Get(ctx, entry)
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
 			return retryNoRecord, nil
 		}
 		if err != nil {
-			return "", fmt.Errorf("archiver: ledger get %s: %w", entry, err)
+			return "", fmt.Errorf("archiver: outcome get %s: %w", entry, err)
 		}
 		var rec record
 		if err := json.Unmarshal(e.Value(), &rec); err != nil {
@@ -82,7 +82,7 @@ func (s *Service) retry(ctx context.Context, req archiveretry.Request, attempts 
 		case rec.State == statePending && (rec.Outcome.ID == retryID || rec.Outcome.ID == req.FailedID):
 			// This retry's claim, left by a crash or being completed by
 			// another replica; or the failure itself, not yet marked done.
-			if err := s.ledger.complete(ctx, rec, e.Revision()); err != nil {
+			if err := s.outcomes.complete(ctx, rec, e.Revision()); err != nil {
 				return "", err
 			}
 			continue
@@ -102,7 +102,7 @@ func (s *Service) retry(ctx context.Context, req archiveretry.Request, attempts 
 			return "", err
 		}
 		o.ID, o.Entry = retryID, entry
-		ok, err := s.ledger.replace(ctx, o, e.Revision())
+		ok, err := s.outcomes.replace(ctx, o, e.Revision())
 		if err != nil {
 			return "", err
 		}

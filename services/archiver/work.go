@@ -96,7 +96,7 @@ func (s *Service) openRequest(_ context.Context, h *held) ([]*job, error) {
 // came from must be delivered again (NATS unavailable, shutting down).
 func (s *Service) runImage(ctx context.Context, t task, img image, seq uint64, attempts int, h *held) error {
 	id := EventID(img.Key)
-	if ok, err := s.ledger.settled(ctx, id); err != nil {
+	if ok, err := s.outcomes.settled(ctx, id); err != nil {
 		return err
 	} else if ok {
 		h.add(func(tl *tally) { tl.settled++ })
@@ -119,7 +119,7 @@ func (s *Service) runImage(ctx context.Context, t task, img image, seq uint64, a
 	if err != nil {
 		return err
 	}
-	claimed, err := s.ledger.record(ctx, o)
+	claimed, err := s.outcomes.record(ctx, o)
 	if err != nil {
 		return err
 	}
@@ -152,7 +152,7 @@ func (s *Service) runRequest(ctx context.Context, req archiveretry.Request, atte
 	return nil
 }
 
-// recorded counts an outcome the ledger recorded (claimed: this attempt's,
+// recorded counts an outcome the outcome log recorded (claimed: this attempt's,
 // not an earlier one's) and logs a failure once, with its details.
 func (s *Service) recorded(o outcome, claimed bool, h *held) {
 	if !claimed {
@@ -198,7 +198,7 @@ func (s *Service) recordDropped(ctx context.Context, t task, sel selection) erro
 		ID: "ad-" + hex.EncodeToString(sum.Sum(nil)[:16]), Subject: SubjectDropped + callback.SubjectToken(t.Account),
 		Account: t.Account, Type: eventTypeDropped, At: at, Data: raw,
 	}
-	claimed, err := s.ledger.record(ctx, o)
+	claimed, err := s.outcomes.record(ctx, o)
 	if claimed {
 		s.metrics.dropped.Add(float64(len(sel.Dropped)))
 	}

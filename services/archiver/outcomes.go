@@ -15,8 +15,9 @@ import (
 	"github.com/sdevents/sdevents/streams"
 )
 
-// ledger makes the outcome of each image exactly one ARCHIVE event, whatever
-// the redeliveries, replicas and crashes (docs/archiver.md, "Exactly once").
+// outcomes is the log of claimed outcomes: it makes the outcome of each image
+// exactly one ARCHIVE event, whatever the redeliveries, replicas and crashes
+// (docs/archiver.md, "Exactly once").
 //
 // The ARCHIVE_KEYS bucket holds one entry per image, keyed by EventID:
 //
@@ -30,7 +31,7 @@ import (
 // second publish is dropped by JetStream; an older claim is first taken over
 // (compare-and-set, so one completer at a time) and ARCHIVE is searched for
 // the event before it is published.
-type ledger struct {
+type outcomes struct {
 	js jetstream.JetStream
 	kv jetstream.KeyValue
 	// window is how long after a claim a publish may be repeated safely:
@@ -85,17 +86,17 @@ var errClaimBusy = errors.New("archiver: outcome being completed elsewhere")
 
 // settled reports whether the image with event id already has an outcome.
 // A pending outcome is completed first; its error is returned with true.
-func (l *ledger) settled(ctx context.Context, id string) (bool, error) {
+func (l *outcomes) settled(ctx context.Context, id string) (bool, error) {
 	e, err := l.kv.Get(ctx, id)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return false, nil
 	}
 	if err != nil {
-		return false, fmt.Errorf("archiver: ledger get %s: %w", id, err)
+		return false, fmt.Errorf("archiver: outcome get %s: %w", id, err)
 	}
 	var rec record
 	if err := json.Unmarshal(e.Value(), &rec); err != nil {
-		return true, fmt.Errorf("archiver: ledger record %s: %w", id, err)
+		return true, fmt.Errorf("archiver: outcome record %s: %w", id, err)
 	}
 	if rec.State == stateDone {
 		return true, nil
@@ -105,7 +106,7 @@ func (l *ledger) settled(ctx context.Context, id string) (bool, error) {
 
 // record publishes o unless the image already has an outcome, in which case
 // that one stands (first wins). It reports whether o was the one claimed.
-func (l *ledger) record(ctx context.Context, o outcome) (bool, error) {
+func (l *outcomes) record(ctx context.Context, o outcome) (bool, error) {
 	rec := record{State: statePending, ClaimedAt: l.now(), Outcome: o}
 	raw, err := json.Marshal(rec)
 	if err != nil {
@@ -117,7 +118,7 @@ func (l *ledger) record(ctx context.Context, o outcome) (bool, error) {
 		return false, err
 	}
 	if err != nil {
-		return false, fmt.Errorf("archiver: ledger claim %s: %w", o.ID, err)
+		return false, fmt.Errorf("archiver: outcome claim %s: %w", o.ID, err)
 	}
 	return true, l.publish(ctx, rec, rev)
 }
@@ -126,7 +127,7 @@ func (l *ledger) record(ctx context.Context, o outcome) (bool, error) {
 // revision rev holding the failure being retried, by compare-and-set, then
 // publishes o. It returns false when the entry moved on meanwhile (another
 // replica claimed it): the caller reads it again.
-func (l *ledger) replace(ctx context.Context, o outcome, rev uint64) (bool, error) {
+func (l *outcomes) replace(ctx context.Context, o outcome, rev uint64) (bool, error) {
 	rec := record{State: statePending, ClaimedAt: l.now(), Outcome: o}
 	raw, err := json.Marshal(rec)
 	if err != nil {
@@ -137,13 +138,13 @@ func (l *ledger) replace(ctx context.Context, o outcome, rev uint64) (bool, erro
 		return false, nil
 	}
 	if err != nil {
-		return false, fmt.Errorf("archiver: ledger retry claim %s: %w", o.ID, err)
+		return false, fmt.Errorf("archiver: outcome retry claim %s: %w", o.ID, err)
 	}
 	return true, l.publish(ctx, rec, rev)
 }
 
 // complete finishes a pending record found at revision rev.
-func (l *ledger) complete(ctx context.Context, rec record, rev uint64) error {
+func (l *outcomes) complete(ctx context.Context, rec record, rev uint64) error {
 	if l.now().Sub(rec.ClaimedAt) < l.window {
 		return l.publish(ctx, rec, rev)
 	}
@@ -158,7 +159,7 @@ func (l *ledger) complete(ctx context.Context, rec record, rev uint64) error {
 		return errClaimBusy
 	}
 	if err != nil {
-		return fmt.Errorf("archiver: ledger take over %s: %w", rec.Outcome.ID, err)
+		return fmt.Errorf("archiver: outcome take over %s: %w", rec.Outcome.ID, err)
 	}
 	seq, err := l.find(ctx, rec.Outcome, since.Add(-scanMargin))
 	if err != nil {
@@ -173,7 +174,7 @@ func (l *ledger) complete(ctx context.Context, rec record, rev uint64) error {
 // publish sends the recorded event and marks the record done. It refuses
 // once the claim is older than the window, when a repeated publish could
 // pass the duplicate check: the next delivery takes the claim over.
-func (l *ledger) publish(ctx context.Context, rec record, rev uint64) error {
+func (l *outcomes) publish(ctx context.Context, rec record, rev uint64) error {
 	if l.now().Sub(rec.ClaimedAt) >= l.window {
 		return fmt.Errorf("%w: claim of %s expired before publishing", errClaimBusy, rec.Outcome.ID)
 	}
@@ -188,7 +189,7 @@ func (l *ledger) publish(ctx context.Context, rec record, rev uint64) error {
 	return l.markDone(ctx, rec, ack.Sequence, rev)
 }
 
-func (l *ledger) markDone(ctx context.Context, rec record, seq, rev uint64) error {
+func (l *outcomes) markDone(ctx context.Context, rec record, seq, rev uint64) error {
 	rec.State, rec.Seq = stateDone, seq
 	raw, err := json.Marshal(rec)
 	if err != nil {
@@ -201,7 +202,7 @@ func (l *ledger) markDone(ctx context.Context, rec record, seq, rev uint64) erro
 		return nil
 	}
 	if err != nil {
-		return fmt.Errorf("archiver: ledger done %s: %w", rec.Outcome.ID, err)
+		return fmt.Errorf("archiver: outcome done %s: %w", rec.Outcome.ID, err)
 	}
 	return nil
 }
@@ -209,7 +210,7 @@ func (l *ledger) markDone(ctx context.Context, rec record, seq, rev uint64) erro
 // find searches ARCHIVE for the event o (by Nats-Msg-Id) on its subject,
 // from the time since, and returns its sequence, or 0 when it is not there.
 // It reads headers only, through a short-lived consumer.
-func (l *ledger) find(ctx context.Context, o outcome, since time.Time) (uint64, error) {
+func (l *outcomes) find(ctx context.Context, o outcome, since time.Time) (uint64, error) {
 	var seq uint64
 	err := scanHeaders(ctx, l.js, streams.Archive, []string{o.Subject}, since, func(m jetstream.Msg) error {
 		if m.Headers().Get(nats.MsgIdHdr) != o.ID {

@@ -14,9 +14,9 @@ import (
 	"github.com/sdevents/sdevents/streams"
 )
 
-// newTestLedger returns a ledger on a fresh JetStream whose ARCHIVE stream
+// newTestOutcomes returns the outcome log on a fresh JetStream whose ARCHIVE stream
 // has a duplicate window of dup, so tests can step outside it.
-func newTestLedger(t *testing.T, dup time.Duration) (*ledger, jetstream.JetStream) {
+func newTestOutcomes(t *testing.T, dup time.Duration) (*outcomes, jetstream.JetStream) {
 	t.Helper()
 	node := natstest.Start(t)
 	_, js := natstest.Connect(t, node.URL())
@@ -35,7 +35,7 @@ func newTestLedger(t *testing.T, dup time.Duration) (*ledger, jetstream.JetStrea
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &ledger{js: js, kv: kv, window: time.Minute, now: time.Now}, js
+	return &outcomes{js: js, kv: kv, window: time.Minute, now: time.Now}, js
 }
 
 func testOutcome(t *testing.T, key string, at time.Time) outcome {
@@ -71,11 +71,11 @@ func archiveMsgs(t *testing.T, js jetstream.JetStream, id string) [][]byte {
 	return out
 }
 
-// TestLedgerFirstOutcomeWinsOnce records different outcomes of one image
+// TestFirstOutcomeWinsOnce records different outcomes of one image
 // from many goroutines: one event is published, the first claimed.
-func TestLedgerFirstOutcomeWinsOnce(t *testing.T) {
+func TestFirstOutcomeWinsOnce(t *testing.T) {
 	t.Parallel()
-	l, js := newTestLedger(t, 10*time.Minute)
+	l, js := newTestOutcomes(t, 10*time.Minute)
 	key := "a_l/2026/01/02/t/race.png"
 	var wg sync.WaitGroup
 	for i := range 8 {
@@ -104,12 +104,12 @@ func TestLedgerFirstOutcomeWinsOnce(t *testing.T) {
 	}
 }
 
-// TestLedgerCompletesPendingClaims plays the crashes between claim, publish
+// TestPendingOutcomesCompleted plays the crashes between claim, publish
 // and done: whoever finds the pending record completes it, and the event is
 // in ARCHIVE once. A young claim is completed inside the server's duplicate
 // window (Nats-Msg-Id drops a second publish); an old one, outside it, by
 // searching the stream first.
-func TestLedgerCompletesPendingClaims(t *testing.T) {
+func TestPendingOutcomesCompleted(t *testing.T) {
 	t.Parallel()
 	for _, c := range []struct {
 		name       string
@@ -121,7 +121,7 @@ func TestLedgerCompletesPendingClaims(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
-			l, js := newTestLedger(t, c.dup)
+			l, js := newTestOutcomes(t, c.dup)
 			ids := map[bool]string{}
 			for _, published := range []bool{false, true} {
 				key := fmt.Sprintf("a_l/2026/01/02/t/published-%v.png", published)
@@ -152,7 +152,7 @@ func TestLedgerCompletesPendingClaims(t *testing.T) {
 	}
 }
 
-func runSettled(t *testing.T, l *ledger, id string) {
+func runSettled(t *testing.T, l *outcomes, id string) {
 	t.Helper()
 	ok, err := l.settled(t.Context(), id)
 	if !ok || err != nil {
