@@ -55,7 +55,7 @@ func FuzzParseCallbackResult(f *testing.F) {
 // TestFuzzCorpusPresent keeps the checked-in seed corpora from vanishing.
 func TestFuzzCorpusPresent(t *testing.T) {
 	t.Parallel()
-	for _, name := range []string{"FuzzParseSNSMessage", "FuzzParseCallbackResult"} {
+	for _, name := range []string{"FuzzParseSNSMessage", "FuzzParseCallbackResult", "FuzzSummarizeCallbackResult"} {
 		files, err := filepath.Glob(filepath.Join("testdata", "fuzz", name, "*"))
 		if err != nil || len(files) < 3 {
 			t.Errorf("%s: %d corpus files (%v)", name, len(files), err)

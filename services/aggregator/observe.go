@@ -65,7 +65,14 @@ func observe(k jobs.Key, kind jobs.Kind, h nats.Header, data []byte, seq uint64,
 	if kind == jobs.KindPreInvoke {
 		return obs, true
 	}
-	obs.Success, obs.Images = callbackResult(data)
+	var imgs []taskresult.ImageSummary
+	obs.Success, imgs = taskresult.SummarizeCallbackResult(data)
+	if len(imgs) > 0 {
+		obs.Images = make([]jobs.Image, len(imgs))
+		for i, img := range imgs {
+			obs.Images[i] = jobs.Image{ImageID: img.GeneratedImageID, URL: img.URL, Type: img.Type, Width: img.Width, Height: img.Height}
+		}
+	}
 	return obs, true
 }
 

@@ -1,30 +1,38 @@
-package aggregator
+package taskresult
 
 import (
 	"bytes"
 	"encoding/json"
 	"unicode/utf8"
-
-	"github.com/sdevents/sdevents/pkg/taskresult"
-	"github.com/sdevents/sdevents/services/aggregator/jobs"
 )
 
-// callbackResult reads the success and images of an sdTaskFinished or
-// sdJobFinished body exactly as taskresult.ParseCallbackResult does. Most
-// bodies have the plain shape the platform sends (success a bool, data an
-// object or a list of objects whose id, url and type are plain strings and
-// whose sizes are plain integers); those are read by a scanner that does not
-// allocate a map per object, which is most of the cost of a replay. Anything
-// else goes to ParseCallbackResult. FuzzCallbackResult holds the two
-// to the same answers.
-func callbackResult(body []byte) (success bool, images []jobs.Image) {
+// ImageSummary is the part of a CallbackImage that names and sizes the
+// image: what a job record keeps of it.
+type ImageSummary struct {
+	GeneratedImageID string // generatedImageId
+	URL              string // url
+	Type             string // type
+	Width            int
+	Height           int
+}
+
+// SummarizeCallbackResult reads the success and the ImageSummary of each
+// image of an sdTaskFinished or sdJobFinished body exactly as
+// ParseCallbackResult reads them, without its problems. Most bodies have the
+// plain shape the platform sends (success a bool, data an object or a list of
+// objects whose id, url and type are plain strings and whose sizes are plain
+// integers); those are read by a scanner that does not allocate a map per
+// object, which is most of the cost of reading a body. Anything else goes to
+// ParseCallbackResult. FuzzSummarizeCallbackResult holds the two to the same
+// answers. Like ParseCallbackResult it never fails.
+func SummarizeCallbackResult(body []byte) (success bool, images []ImageSummary) {
 	if ok, imgs, plain := scanCallback(body); plain {
 		return ok, imgs
 	}
-	r := taskresult.ParseCallbackResult(body)
+	r := ParseCallbackResult(body)
 	for _, img := range r.Images {
-		images = append(images, jobs.Image{
-			ImageID: img.GeneratedImageID, URL: img.URL, Type: img.Type, Width: img.Width, Height: img.Height,
+		images = append(images, ImageSummary{
+			GeneratedImageID: img.GeneratedImageID, URL: img.URL, Type: img.Type, Width: img.Width, Height: img.Height,
 		})
 	}
 	return r.Success, images
@@ -32,7 +40,7 @@ func callbackResult(body []byte) (success bool, images []jobs.Image) {
 
 // scanCallback reads body when it has the plain shape; plain is false
 // otherwise, and the caller must use the reference parser.
-func scanCallback(body []byte) (success bool, images []jobs.Image, plain bool) {
+func scanCallback(body []byte) (success bool, images []ImageSummary, plain bool) {
 	if !json.Valid(body) {
 		return false, nil, false
 	}
@@ -149,7 +157,7 @@ func (s *scanner) literal(lit string) bool {
 }
 
 // plainString consumes a string without escapes whose bytes are valid
-// UTF-8, at most taskresult.MaxTextLen of them, and returns its contents:
+// UTF-8, at most MaxTextLen of them, and returns its contents:
 // those decode to themselves. A longer string is not plain: the reference
 // parser leaves it out.
 func (s *scanner) plainString() ([]byte, bool) {
@@ -157,7 +165,7 @@ func (s *scanner) plainString() ([]byte, bool) {
 		return nil, false
 	}
 	end := bytes.IndexByte(s.b[s.i:], '"')
-	if end < 0 || end > taskresult.MaxTextLen {
+	if end < 0 || end > MaxTextLen {
 		return nil, false
 	}
 	v := s.b[s.i : s.i+end]
@@ -171,8 +179,8 @@ func (s *scanner) plainString() ([]byte, bool) {
 // image reads one data entry: an object whose generatedImageId, url and
 // type are plain strings or null, and whose width and height are integers
 // from 0 to 999,999,999 or null.
-func (s *scanner) image() (jobs.Image, bool) {
-	var img jobs.Image
+func (s *scanner) image() (ImageSummary, bool) {
+	var img ImageSummary
 	if !s.next('{') {
 		return img, false
 	}
@@ -225,7 +233,7 @@ func (s *scanner) image() (jobs.Image, bool) {
 		}
 		switch f {
 		case 0:
-			img.ImageID = string(v)
+			img.GeneratedImageID = string(v)
 		case 1:
 			img.URL = string(v)
 		case 2:

@@ -1,25 +1,24 @@
-package aggregator
+package taskresult
 
 import (
 	"reflect"
 	"strings"
 	"testing"
-
-	"github.com/sdevents/sdevents/pkg/taskresult"
-	"github.com/sdevents/sdevents/services/aggregator/jobs"
 )
 
-// reference is what observe read before the scanner: the reference parser,
-// mapped to jobs.Image.
-func reference(body []byte) (bool, []jobs.Image) {
-	r := taskresult.ParseCallbackResult(body)
-	var imgs []jobs.Image
+// reference reads body with the reference parser, ParseCallbackResult,
+// keeping what SummarizeCallbackResult returns.
+func reference(body []byte) (bool, []ImageSummary) {
+	r := ParseCallbackResult(body)
+	var imgs []ImageSummary
 	for _, img := range r.Images {
-		imgs = append(imgs, jobs.Image{ImageID: img.GeneratedImageID, URL: img.URL, Type: img.Type, Width: img.Width, Height: img.Height})
+		imgs = append(imgs, ImageSummary{GeneratedImageID: img.GeneratedImageID, URL: img.URL, Type: img.Type, Width: img.Width, Height: img.Height})
 	}
 	return r.Success, imgs
 }
 
+// callbackBodies are plain bodies, read by the scanner, and bodies of every
+// other shape, which it hands to the reference parser.
 var callbackBodies = []struct {
 	name  string
 	body  string
@@ -58,11 +57,11 @@ var callbackBodies = []struct {
 	{"long number", `{"success":true,"data":{"width":1.` + strings.Repeat("0", 200) + `,"url":"u"}}`, false},
 	{"long integer", `{"success":true,"data":{"width":` + strings.Repeat("9", 200) + `}}`, false},
 	{"long number elsewhere", `{"success":true,"seq":` + strings.Repeat("9", 200) + `,"data":{"url":"u"}}`, true},
-	{"text at the bound", `{"success":true,"data":{"url":"` + strings.Repeat("u", taskresult.MaxTextLen) + `"}}`, true},
-	{"text beyond the bound", `{"success":true,"data":{"url":"` + strings.Repeat("u", taskresult.MaxTextLen+1) + `","type":"png"}}`, false},
+	{"text at the bound", `{"success":true,"data":{"url":"` + strings.Repeat("u", MaxTextLen) + `"}}`, true},
+	{"text beyond the bound", `{"success":true,"data":{"url":"` + strings.Repeat("u", MaxTextLen+1) + `","type":"png"}}`, false},
 }
 
-func TestCallbackResultMatchesReference(t *testing.T) {
+func TestSummarizeCallbackResultMatchesReference(t *testing.T) {
 	t.Parallel()
 	for _, tc := range callbackBodies {
 		t.Run(tc.name, func(t *testing.T) {
@@ -71,7 +70,7 @@ func TestCallbackResultMatchesReference(t *testing.T) {
 			if plain != tc.plain {
 				t.Errorf("plain %v, want %v", plain, tc.plain)
 			}
-			ok, imgs := callbackResult([]byte(tc.body))
+			ok, imgs := SummarizeCallbackResult([]byte(tc.body))
 			wantOK, wantImgs := reference([]byte(tc.body))
 			if ok != wantOK || !reflect.DeepEqual(imgs, wantImgs) {
 				t.Fatalf("got %v %+v, want %v %+v", ok, imgs, wantOK, wantImgs)
@@ -80,9 +79,10 @@ func TestCallbackResultMatchesReference(t *testing.T) {
 	}
 }
 
-// FuzzCallbackResult: the scanner gives the reference parser's answer for
-// every body it reads.
-func FuzzCallbackResult(f *testing.F) {
+// FuzzSummarizeCallbackResult: the scanner gives the reference parser's
+// answer for every body it reads. Its seeds are callbackBodies and the corpus
+// checked in under testdata/fuzz/FuzzSummarizeCallbackResult.
+func FuzzSummarizeCallbackResult(f *testing.F) {
 	for _, tc := range callbackBodies {
 		f.Add([]byte(tc.body))
 	}
@@ -98,11 +98,11 @@ func FuzzCallbackResult(f *testing.F) {
 	})
 }
 
-func BenchmarkCallbackResult(b *testing.B) {
+func BenchmarkSummarizeCallbackResult(b *testing.B) {
 	body := []byte(`{"success":true,"data":{"generatedImageId":"g","url":"https://img.example/g.png","type":"png","width":512,"height":512}}`)
 	b.Run("scanner", func(b *testing.B) {
 		for b.Loop() {
-			callbackResult(body)
+			SummarizeCallbackResult(body)
 		}
 	})
 	b.Run("reference", func(b *testing.B) {
