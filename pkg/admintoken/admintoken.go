@@ -23,8 +23,6 @@ import (
 	"strconv"
 	"sync"
 	"time"
-
-	"github.com/sdevents/sdevents/pkg/httpserver"
 )
 
 // The brake on guessing.
@@ -39,15 +37,16 @@ const (
 	overflow = "*"
 )
 
+// Sentinels of a refused token; pkg/httpserver answers them with the status
+// each names.
 var (
-	// ErrWrong: the token presented is not the admin token (401).
-	ErrWrong = fmt.Errorf("%w: missing or wrong admin token", httpserver.ErrUnauthorized)
+	// ErrWrong: the token presented is not the admin token; present the
+	// right one (401).
+	ErrWrong = errors.New("missing or wrong admin token")
 	// ErrTooManyFailures: the client presented too many wrong tokens (429);
 	// it may try again after the Retry-After the checker set.
 	ErrTooManyFailures = errors.New("too many wrong admin tokens from this address")
 )
-
-func init() { httpserver.RegisterStatus(ErrTooManyFailures, http.StatusTooManyRequests) }
 
 // Brake counts wrong admin tokens per client: the connection's peer (an IPv4
 // address, or the /64 network of an IPv6 address), since headers such as

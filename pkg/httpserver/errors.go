@@ -7,6 +7,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/sdevents/sdevents/pkg/account"
+	"github.com/sdevents/sdevents/pkg/admintoken"
 	"github.com/sdevents/sdevents/pkg/callback"
 	"github.com/sdevents/sdevents/pkg/quotarpc"
 	"github.com/sdevents/sdevents/pkg/sns"
@@ -50,6 +51,8 @@ var statusTable = []struct {
 	{callback.ErrSignature, http.StatusUnauthorized},
 	{callback.ErrToken, http.StatusUnauthorized},
 	{callback.ErrStale, http.StatusUnauthorized},
+	{admintoken.ErrWrong, http.StatusUnauthorized},
+	{admintoken.ErrTooManyFailures, http.StatusTooManyRequests},
 	{ErrForbidden, http.StatusForbidden},
 	{sns.ErrUnknownTopic, http.StatusForbidden},
 	{sns.ErrUnsupportedVersion, http.StatusForbidden},
