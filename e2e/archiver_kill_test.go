@@ -26,6 +26,7 @@ import (
 	"github.com/sdevents/sdevents/pkg/account"
 	"github.com/sdevents/sdevents/pkg/callback"
 	"github.com/sdevents/sdevents/pkg/config"
+	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/pkg/natstest"
 	"github.com/sdevents/sdevents/services/archiver"
 	"github.com/sdevents/sdevents/streams"
@@ -132,11 +133,11 @@ func testArchiverReplicaKilledMidBatch(t *testing.T, d *deployment) {
 
 	seen := map[string]int{}
 	for _, m := range readAll(t, d.js, streams.Archive, "") {
-		if !strings.HasPrefix(m.Subject(), archiver.SubjectStored) {
+		if !strings.HasPrefix(m.Subject(), contract.SubjectArchiveStored) {
 			t.Errorf("unexpected %s: %s", m.Subject(), m.Data())
 			continue
 		}
-		var ev archiver.StoredEvent
+		var ev contract.ArchiveStored
 		if err := json.Unmarshal(m.Data(), &ev); err != nil {
 			t.Fatal(err)
 		}

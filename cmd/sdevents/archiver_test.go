@@ -18,8 +18,8 @@ import (
 	"time"
 
 	"github.com/sdevents/sdevents/pkg/callback"
+	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/pkg/natstest"
-	"github.com/sdevents/sdevents/services/archiver"
 	"github.com/sdevents/sdevents/streams"
 )
 
@@ -59,13 +59,13 @@ func TestRunArchivesIntoTheDirectory(t *testing.T) {
 		t.Fatalf("callback answered %d", resp.StatusCode)
 	}
 
-	var ev archiver.StoredEvent
+	var ev contract.ArchiveStored
 	natstest.Eventually(t, 20*time.Second, "a stored event", func() bool {
 		st, err := r.p.js.Stream(t.Context(), streams.Archive)
 		if err != nil {
 			return false
 		}
-		m, err := st.GetLastMsgForSubject(t.Context(), archiver.SubjectStored+"*")
+		m, err := st.GetLastMsgForSubject(t.Context(), contract.SubjectArchiveStored+"*")
 		return err == nil && json.Unmarshal(m.Data, &ev) == nil
 	})
 	b, err := os.ReadFile(filepath.Join(cfg.Archive.Dir, filepath.FromSlash(ev.Key)))

@@ -136,17 +136,6 @@ func RedactString(raw string) string {
 	return Redact(u)
 }
 
-// SourceOf is an image address as archive events record it (their
-// source_url): an s3:// URI as it is — its key may hold '?', '#', '%' or
-// spaces, and it carries no credential — and any other URL redacted
-// (RedactString: a signed URL's query is a credential).
-func SourceOf(raw string) string {
-	if strings.HasPrefix(raw, "s3://") {
-		return raw
-	}
-	return RedactString(raw)
-}
-
 // queryRE finds query strings in text produced by other packages (net/http
 // quotes URLs in a few messages).
 var queryRE = regexp.MustCompile(`\?[^\s"'<>]*`)

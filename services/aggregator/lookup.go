@@ -12,7 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/sdevents/sdevents/pkg/fetch"
+	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/services/aggregator/jobs"
 	"github.com/sdevents/sdevents/streams"
 )
@@ -54,7 +54,7 @@ func (l lookup) fill(ctx context.Context, r *jobs.Record) error {
 	r.Credits = credits
 	setURI := func(imgs []jobs.Image) {
 		for i := range imgs {
-			if u, ok := uris[fetch.SourceOf(imgs[i].URL)]; ok {
+			if u, ok := uris[contract.SourceOf(imgs[i].URL)]; ok {
 				imgs[i].URI = u
 			}
 		}
@@ -99,15 +99,12 @@ func (l lookup) credits(ctx context.Context, account string, invokeIDs []string,
 }
 
 // archived maps source URL to archive URI for the account's images stored
-// since t. The archiver records source URLs as fetch.SourceOf gives them
-// (without a signed URL's query), so callers look up fetch.SourceOf(url).
+// since t. The archiver records source URLs as contract.SourceOf gives them
+// (without a signed URL's query), so callers look up contract.SourceOf(url).
 func (l lookup) archived(ctx context.Context, account string, since time.Time) (map[string]string, error) {
 	uris := map[string]string{}
-	err := l.scan(ctx, streams.Archive, "sd.archive.stored."+account, since, func(data []byte) {
-		var ev struct {
-			SourceURL string `json:"source_url"`
-			URI       string `json:"uri"`
-		}
+	err := l.scan(ctx, streams.Archive, contract.SubjectArchiveStored+account, since, func(data []byte) {
+		var ev contract.ArchiveStored
 		if json.Unmarshal(data, &ev) == nil && ev.SourceURL != "" && ev.URI != "" {
 			uris[ev.SourceURL] = ev.URI
 		}

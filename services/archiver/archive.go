@@ -13,6 +13,7 @@ import (
 
 	"github.com/sdevents/sdevents/pkg/blob"
 	"github.com/sdevents/sdevents/pkg/callback"
+	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/pkg/fetch"
 )
 
@@ -195,7 +196,7 @@ func (s *Service) storedOutcome(t task, img image, obj blob.Object) (outcome, er
 	w, _ := strconv.Atoi(obj.Metadata[blob.MetaWidth])
 	h, _ := strconv.Atoi(obj.Metadata[blob.MetaHeight])
 	at := s.now().UTC()
-	return newOutcome(img.Key, SubjectStored, eventTypeStored, t.Account, at, StoredEvent{
+	return newOutcome(img.Key, contract.SubjectArchiveStored, contract.TypeArchiveStored, t.Account, at, contract.ArchiveStored{
 		Account: t.Account, TaskID: t.TaskID, ImageID: img.ID, SourceURL: img.Source,
 		Key: img.Key, URI: s.store.URI(img.Key), Size: obj.Size, SHA256: obj.SHA256,
 		ContentType: obj.ContentType, Width: w, Height: h, ArchivedAt: at,
@@ -210,7 +211,7 @@ func (s *Service) failedOutcome(t task, img image, err error, permanent bool, at
 	if !permanent {
 		msg = "gave up when the source expired: " + msg
 	}
-	o, oerr := newOutcome(img.Key, SubjectFailed, eventTypeFailed, t.Account, at, FailedEvent{
+	o, oerr := newOutcome(img.Key, contract.SubjectArchiveFailed, contract.TypeArchiveFailed, t.Account, at, contract.ArchiveFailed{
 		Account: t.Account, TaskID: t.TaskID, ImageID: img.ID, SourceURL: img.Source, Key: img.Key,
 		Error: msg, Permanent: permanent, Attempts: attempts, FailedAt: at,
 	})

@@ -11,6 +11,7 @@ import (
 	"github.com/minio/minio-go/v7"
 	"github.com/nats-io/nats.go"
 
+	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/pkg/miniotest"
 	"github.com/sdevents/sdevents/services/archiver"
 )
@@ -156,7 +157,7 @@ func checkStored(t *testing.T, evs []archiveEvent, wants map[string]want, uriPre
 		if s.URI != uriPrefix+s.Key || !strings.HasPrefix(s.Key, s.Account+"/") || s.Size <= 0 {
 			t.Errorf("%s: uri %q key %q size %d", s.Key, s.URI, s.Key, s.Size)
 		}
-		if ev.ID != archiver.EventID(s.Key) || ev.Subject != archiver.SubjectStored+s.Account {
+		if ev.ID != archiver.EventID(s.Key) || ev.Subject != contract.SubjectArchiveStored+s.Account {
 			t.Errorf("%s: id %s subject %s", s.Key, ev.ID, ev.Subject)
 		}
 		if s.ArchivedAt.IsZero() {

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/sdevents/sdevents/pkg/config"
-	"github.com/sdevents/sdevents/services/archiver"
+	"github.com/sdevents/sdevents/pkg/contract"
 )
 
 // TestFailurePaths runs every failure of a source through one archiver:
@@ -144,7 +144,7 @@ func TestFailurePaths(t *testing.T) {
 					t.Errorf("reason %q holds %q", f.Error, leak)
 				}
 			}
-			if ev.Subject != archiver.SubjectFailed+"a_fail" || f.Key == "" {
+			if ev.Subject != contract.SubjectArchiveFailed+"a_fail" || f.Key == "" {
 				t.Errorf("subject %s key %q", ev.Subject, f.Key)
 			}
 		})

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/pkg/natstest"
 	"github.com/sdevents/sdevents/services/archiver"
 	"github.com/sdevents/sdevents/streams"
@@ -40,14 +41,14 @@ func TestFanOutLimits(t *testing.T) {
 	msg := e.publishCallback("a_fan", "inv-fan", at, map[string]any{"success": true, "data": data})
 	e.start()
 	evs := e.waitSettled(4, 30*time.Second)
-	var dropped []archiver.DroppedEvent
+	var dropped []contract.ArchiveDropped
 	stored := map[string]string{}
 	for _, ev := range evs {
 		switch {
 		case ev.stored():
 			stored[ev.Stored.ImageID] = ev.Stored.SHA256
-		case strings.HasPrefix(ev.Subject, archiver.SubjectDropped):
-			var d archiver.DroppedEvent
+		case strings.HasPrefix(ev.Subject, contract.SubjectArchiveDropped):
+			var d contract.ArchiveDropped
 			raw, err := e.js.Stream(t.Context(), streams.Archive)
 			if err != nil {
 				t.Fatal(err)
@@ -59,7 +60,7 @@ func TestFanOutLimits(t *testing.T) {
 			if err := json.Unmarshal(m.Data, &d); err != nil {
 				t.Fatal(err)
 			}
-			if ev.Subject != archiver.SubjectDropped+"a_fan" {
+			if ev.Subject != contract.SubjectArchiveDropped+"a_fan" {
 				t.Errorf("subject %s", ev.Subject)
 			}
 			dropped = append(dropped, d)

@@ -27,6 +27,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/sdevents/sdevents/pkg/config"
+	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/pkg/event"
 	"github.com/sdevents/sdevents/pkg/fetch"
 	"github.com/sdevents/sdevents/pkg/miniotest"
@@ -222,11 +223,13 @@ type archiveEvent struct {
 	Seq     uint64
 	Subject string
 	ID      string
-	Stored  archiver.StoredEvent
-	Failed  archiver.FailedEvent
+	Stored  contract.ArchiveStored
+	Failed  contract.ArchiveFailed
 }
 
-func (a archiveEvent) stored() bool { return strings.HasPrefix(a.Subject, archiver.SubjectStored) }
+func (a archiveEvent) stored() bool {
+	return strings.HasPrefix(a.Subject, contract.SubjectArchiveStored)
+}
 
 // events returns every message of ARCHIVE.
 func (e *env) events() []archiveEvent {

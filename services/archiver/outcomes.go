@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/pkg/event"
 	"github.com/sdevents/sdevents/streams"
 )
@@ -180,7 +181,7 @@ func (l *outcomes) publish(ctx context.Context, rec record, rev uint64) error {
 	}
 	o := rec.Outcome
 	msg := event.Message(o.Subject, event.Meta{
-		ID: o.ID, Source: eventSource, Type: o.Type, Time: o.At, Subject: o.Account, ContentType: "application/json",
+		ID: o.ID, Source: contract.SourceArchiver, Type: o.Type, Time: o.At, Subject: o.Account, ContentType: "application/json",
 	}, o.Data)
 	ack, err := l.js.PublishMsg(ctx, msg, jetstream.WithExpectStream(streams.Archive))
 	if err != nil {

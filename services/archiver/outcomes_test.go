@@ -9,6 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/pkg/event"
 	"github.com/sdevents/sdevents/pkg/natstest"
 	"github.com/sdevents/sdevents/streams"
@@ -40,7 +41,7 @@ func newTestOutcomes(t *testing.T, dup time.Duration) (*outcomes, jetstream.JetS
 
 func testOutcome(t *testing.T, key string, at time.Time) outcome {
 	t.Helper()
-	o, err := newOutcome(key, SubjectStored, eventTypeStored, "a_l", at, StoredEvent{Account: "a_l", Key: key, ArchivedAt: at})
+	o, err := newOutcome(key, contract.SubjectArchiveStored, contract.TypeArchiveStored, "a_l", at, contract.ArchiveStored{Account: "a_l", Key: key, ArchivedAt: at})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,7 +134,7 @@ func TestPendingOutcomesCompleted(t *testing.T) {
 					t.Fatal(err)
 				}
 				if published {
-					msg := event.Message(o.Subject, event.Meta{ID: o.ID, Source: eventSource, Type: o.Type, Time: o.At, Subject: o.Account}, o.Data)
+					msg := event.Message(o.Subject, event.Meta{ID: o.ID, Source: contract.SourceArchiver, Type: o.Type, Time: o.At, Subject: o.Account}, o.Data)
 					if _, err := js.PublishMsg(t.Context(), msg); err != nil {
 						t.Fatal(err)
 					}

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sdevents/sdevents/pkg/archiveretry"
+	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/pkg/event"
 	"github.com/sdevents/sdevents/streams"
 )
@@ -86,7 +87,7 @@ func (s *Service) retry(ctx context.Context, req archiveretry.Request, attempts 
 				return "", err
 			}
 			continue
-		case rec.State != stateDone || rec.Outcome.ID != req.FailedID || rec.Outcome.Type != eventTypeFailed || rec.Seq != req.FailedSeq:
+		case rec.State != stateDone || rec.Outcome.ID != req.FailedID || rec.Outcome.Type != contract.TypeArchiveFailed || rec.Seq != req.FailedSeq:
 			return retryNotFailure, nil
 		}
 		if !found {

@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/sdevents/sdevents/pkg/archiveretry"
+	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/pkg/natstest"
 	"github.com/sdevents/sdevents/services/archiver"
 )
@@ -66,7 +67,7 @@ func TestRetryRequests(t *testing.T) {
 		data := ev.Failed
 		if ev.stored() {
 			s := ev.Stored
-			data = archiver.FailedEvent{Account: s.Account, TaskID: s.TaskID, ImageID: s.ImageID, SourceURL: s.SourceURL, Key: s.Key}
+			data = contract.ArchiveFailed{Account: s.Account, TaskID: s.TaskID, ImageID: s.ImageID, SourceURL: s.SourceURL, Key: s.Key}
 		}
 		req := archiveretry.Request{ID: archiveretry.ID(seq), FailedSeq: seq, FailedID: ev.ID,
 			Account: data.Account, TaskID: data.TaskID, ImageID: data.ImageID, Key: data.Key, SourceURL: data.SourceURL,

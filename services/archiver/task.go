@@ -9,8 +9,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/pkg/event"
-	"github.com/sdevents/sdevents/pkg/fetch"
 	"github.com/sdevents/sdevents/pkg/taskresult"
 )
 
@@ -95,7 +95,7 @@ func (t *task) callbackImages(body []byte) []image {
 			continue
 		}
 		img := image{
-			ID: ci.GeneratedImageID, URL: ci.URL, Source: fetch.SourceOf(ci.URL),
+			ID: ci.GeneratedImageID, URL: ci.URL, Source: contract.SourceOf(ci.URL),
 			Model: cut(cmp.Or(ci.CheckpointName, ci.ModelID), maxMetaModel), Width: ci.Width, Height: ci.Height,
 		}
 		declared := extOf(ci.Type)
@@ -135,10 +135,10 @@ func (t *task) snsImages(envelope []byte) []image {
 		img := image{}
 		if s3, err := taskresult.ParseS3URI(raw); err == nil {
 			img.URL = (&url.URL{Scheme: "s3", Host: s3.Bucket, Path: "/" + s3.Key}).String()
-			img.Source = fetch.SourceOf(raw)
+			img.Source = contract.SourceOf(raw)
 			img.ID, img.Ext = stem(s3.Key), pathExt(s3.Key)
 		} else if u, err := url.Parse(raw); err == nil && (u.Scheme == "http" || u.Scheme == "https") {
-			img.URL, img.Source = raw, fetch.SourceOf(raw)
+			img.URL, img.Source = raw, contract.SourceOf(raw)
 			img.ID, img.Ext = stem(u.Path), pathExt(u.Path)
 		} else {
 			t.Problems = append(t.Problems, "an image_url is neither s3:// nor http(s)")

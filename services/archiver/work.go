@@ -13,6 +13,7 @@ import (
 
 	"github.com/sdevents/sdevents/pkg/archiveretry"
 	"github.com/sdevents/sdevents/pkg/callback"
+	"github.com/sdevents/sdevents/pkg/contract"
 )
 
 // openTask makes the jobs of an INGRESS message: one per image it keeps
@@ -159,14 +160,14 @@ func (s *Service) recorded(o outcome, claimed bool, h *held) {
 		h.add(func(tl *tally) { tl.settled++ })
 		return
 	}
-	if o.Type == eventTypeStored {
+	if o.Type == contract.TypeArchiveStored {
 		s.metrics.stored.Inc()
 		h.add(func(tl *tally) { tl.stored++ })
 		return
 	}
 	s.metrics.failed.Inc()
 	h.add(func(tl *tally) { tl.failed++ })
-	var f FailedEvent
+	var f contract.ArchiveFailed
 	_ = json.Unmarshal(o.Data, &f)
 	ev := s.log.Warn().Str("account", f.Account).Str("task_id", f.TaskID).Str("key", f.Key).
 		Str("source_url", f.SourceURL).Str("reason", f.Error).Int("attempts", f.Attempts)
@@ -187,7 +188,7 @@ func (s *Service) recordDropped(ctx context.Context, t task, sel selection) erro
 		sum.Write([]byte{'\n'})
 	}
 	at := s.now().UTC()
-	raw, err := json.Marshal(DroppedEvent{
+	raw, err := json.Marshal(contract.ArchiveDropped{
 		Account: t.Account, TaskID: t.TaskID, Images: len(sel.Kept) + len(sel.Dropped),
 		Archived: len(sel.Kept), Dropped: len(sel.Dropped), Limit: s.maxImages, DroppedAt: at,
 	})
@@ -195,8 +196,8 @@ func (s *Service) recordDropped(ctx context.Context, t task, sel selection) erro
 		return fmt.Errorf("archiver: encode event: %w", err)
 	}
 	o := outcome{
-		ID: "ad-" + hex.EncodeToString(sum.Sum(nil)[:16]), Subject: SubjectDropped + callback.SubjectToken(t.Account),
-		Account: t.Account, Type: eventTypeDropped, At: at, Data: raw,
+		ID: "ad-" + hex.EncodeToString(sum.Sum(nil)[:16]), Subject: contract.SubjectArchiveDropped + callback.SubjectToken(t.Account),
+		Account: t.Account, Type: contract.TypeArchiveDropped, At: at, Data: raw,
 	}
 	claimed, err := s.outcomes.record(ctx, o)
 	if claimed {

@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sdevents/sdevents/pkg/archiveretry"
+	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/pkg/event"
 	"github.com/sdevents/sdevents/pkg/httpserver"
 	"github.com/sdevents/sdevents/streams"
@@ -37,7 +38,7 @@ func init() { httpserver.RegisterStatus(ErrRetryUnsupported, http.StatusNotImple
 // FailureRow is one archive failure.
 type FailureRow struct {
 	Seq uint64
-	Ev  ArchiveEvent
+	Ev  contract.ArchiveFailed
 	Err string
 }
 
@@ -55,7 +56,7 @@ func (s *Service) handleArchive(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	msgs, next, err := backward(c.Request().Context(), s.reader, streams.Archive, subjectArchiveFailed+"*", before, failuresPage, failuresSpan)
+	msgs, next, err := backward(c.Request().Context(), s.reader, streams.Archive, contract.SubjectArchiveFailed+"*", before, failuresPage, failuresSpan)
 	if err != nil {
 		return fmt.Errorf("%w: %v", httpserver.ErrUnavailable, err)
 	}
@@ -87,17 +88,17 @@ func (s *Service) handleRetry(c echo.Context) error {
 	}
 	ctx := c.Request().Context()
 	m, err := s.reader.Get(ctx, streams.Archive, seq)
-	if errors.Is(err, ErrNoMsg) || (err == nil && !strings.HasPrefix(m.Subject, subjectArchiveFailed)) {
+	if errors.Is(err, ErrNoMsg) || (err == nil && !strings.HasPrefix(m.Subject, contract.SubjectArchiveFailed)) {
 		return fmt.Errorf("%w: no archive failure at ARCHIVE sequence %d", httpserver.ErrNotFound, seq)
 	}
 	if err != nil {
 		return fmt.Errorf("%w: %v", httpserver.ErrUnavailable, err)
 	}
-	var ev ArchiveEvent
+	var ev contract.ArchiveFailed
 	if err := json.Unmarshal(m.Data, &ev); err != nil {
 		return fmt.Errorf("%w: ARCHIVE sequence %d is not an archive event: %v", httpserver.ErrBadRequest, seq, err)
 	}
-	acct := strings.TrimPrefix(m.Subject, subjectArchiveFailed)
+	acct := strings.TrimPrefix(m.Subject, contract.SubjectArchiveFailed)
 	httpserver.Info(c).Account = acct
 	req := archiveretry.Request{
 		ID: archiveretry.ID(seq), FailedSeq: seq, FailedID: event.Get(m.Header, event.HeaderID),

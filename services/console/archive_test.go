@@ -10,16 +10,16 @@ import (
 	"time"
 
 	"github.com/sdevents/sdevents/pkg/archiveretry"
+	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/pkg/event"
 	"github.com/sdevents/sdevents/pkg/natstest"
 )
 
 func (h *harness) publishFailure(image string, attempts int) uint64 {
 	h.t.Helper()
-	perm := true
-	return h.publish(subjectArchiveFailed+testAccount, event.Meta{ID: "ar-" + image, Source: "/sdevents/archiver", Type: "sd.archive.failed", Subject: testAccount},
-		ArchiveEvent{Account: testAccount, TaskID: "inv-1", ImageID: image, SourceURL: "https://img.example.com/" + image + ".png",
-			Key: testAccount + "/2026/" + image + ".png", Error: "fetch: 404 Not Found", Attempts: attempts, Permanent: &perm,
+	return h.publish(contract.SubjectArchiveFailed+testAccount, event.Meta{ID: "ar-" + image, Source: "/sdevents/archiver", Type: "sd.archive.failed", Subject: testAccount},
+		contract.ArchiveFailed{Account: testAccount, TaskID: "inv-1", ImageID: image, SourceURL: "https://img.example.com/" + image + ".png",
+			Key: testAccount + "/2026/" + image + ".png", Error: "fetch: 404 Not Found", Attempts: attempts, Permanent: true,
 			FailedAt: time.Now().UTC()}, nil)
 }
 
@@ -30,11 +30,11 @@ func TestArchiveFailuresAndRetry(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
 	c, csrf := h.login()
-	h.publish(subjectArchiveStored+testAccount, event.Meta{ID: "stored-1"}, ArchiveEvent{Account: testAccount, ImageID: "ok"}, nil)
+	h.publish(contract.SubjectArchiveStored+testAccount, event.Meta{ID: "stored-1"}, contract.ArchiveStored{Account: testAccount, ImageID: "ok"}, nil)
 	f1 := h.publishFailure("g-bad", 3)
 	f2 := h.publishFailure("g-worse", 7)
 	// An archiver that left a query string in its error is redacted too.
-	h.publish(subjectArchiveFailed+testAccount, event.Meta{ID: "ar-q"}, ArchiveEvent{Account: testAccount, ImageID: "g-q",
+	h.publish(contract.SubjectArchiveFailed+testAccount, event.Meta{ID: "ar-q"}, contract.ArchiveFailed{Account: testAccount, ImageID: "g-q",
 		Error: `Get "https://img.example.com/x.png?token=SECRET": timeout`, Attempts: 1}, nil)
 
 	page := h.get(c, "/console/archive")

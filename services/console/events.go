@@ -8,8 +8,9 @@ import (
 
 // The console decodes the stream data of CONTRACT §6, not the producers'
 // structs: it reads records written by any version of the aggregator,
-// archiver and quota service, and it builds without them. The aggregator's
-// jobs.Record and the archiver's StoredEvent / FailedEvent have these fields.
+// archiver and quota service, and it builds without them. ARCHIVE events
+// are decoded into pkg/contract's types; the aggregator's jobs.Record has
+// the fields of JobRecord.
 
 // JobRecord is the data of sd.job.finished.<account> (JOBS).
 type JobRecord struct {
@@ -74,28 +75,6 @@ func (r JobRecord) AllImages() []JobImage {
 	return out
 }
 
-// ArchiveEvent is the data of sd.archive.stored.<account> and
-// sd.archive.failed.<account> (ARCHIVE); failures carry Error, Attempts and
-// Permanent.
-type ArchiveEvent struct {
-	Account     string    `json:"account"`
-	TaskID      string    `json:"task_id"`
-	ImageID     string    `json:"image_id"`
-	SourceURL   string    `json:"source_url"`
-	Key         string    `json:"key"`
-	URI         string    `json:"uri"`
-	Size        int64     `json:"size"`
-	SHA256      string    `json:"sha256"`
-	ContentType string    `json:"content_type"`
-	Width       int       `json:"width"`
-	Height      int       `json:"height"`
-	ArchivedAt  time.Time `json:"archived_at"`
-	Error       string    `json:"error"`
-	Attempts    int       `json:"attempts"`
-	Permanent   *bool     `json:"permanent,omitempty"`
-	FailedAt    time.Time `json:"failed_at"`
-}
-
 // QuotaEvent is the data of sd.quota.<account> (QUOTA).
 type QuotaEvent struct {
 	Type      string    `json:"type"`
@@ -112,10 +91,8 @@ type QuotaEvent struct {
 
 // Subject prefixes of the streams the console reads.
 const (
-	subjectJobs          = "sd.job.finished."
-	subjectQuota         = "sd.quota."
-	subjectArchiveStored = "sd.archive.stored."
-	subjectArchiveFailed = "sd.archive.failed."
+	subjectJobs  = "sd.job.finished."
+	subjectQuota = "sd.quota."
 )
 
 // sinkKeys maps the archive URIs of events to keys of the configured sink.

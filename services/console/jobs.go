@@ -14,6 +14,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/sdevents/sdevents/pkg/callback"
+	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/pkg/event"
 	"github.com/sdevents/sdevents/pkg/httpserver"
 	"github.com/sdevents/sdevents/streams"
@@ -196,13 +197,13 @@ func (s *Service) archivedKeys(ctx context.Context, recs []JobRecord) map[string
 	out := map[string]string{}
 	for acct, w := range byAccount {
 		msgs, _, err := s.reader.Batch(ctx, streams.Archive, BatchRequest{
-			Filter: subjectArchiveStored + callback.SubjectToken(acct), Since: w.since.Add(-ingressMargin), Max: archiveScan,
+			Filter: contract.SubjectArchiveStored + callback.SubjectToken(acct), Since: w.since.Add(-ingressMargin), Max: archiveScan,
 		})
 		if err != nil {
 			continue // thumbnails are missing, the page is not
 		}
 		for _, m := range msgs {
-			var ev ArchiveEvent
+			var ev contract.ArchiveStored
 			if json.Unmarshal(m.Data, &ev) != nil || !w.urls[ev.SourceURL] {
 				continue
 			}

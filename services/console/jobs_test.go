@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/pkg/event"
 )
 
@@ -232,23 +233,23 @@ func TestBackwardOverASparseFilter(t *testing.T) {
 	// 299 stored events with a failure every 50th.
 	var failed []uint64
 	for i := range 299 {
-		subj := subjectArchiveStored + testAccount
+		subj := contract.SubjectArchiveStored + testAccount
 		if i%50 == 49 {
-			subj = subjectArchiveFailed + testAccount
+			subj = contract.SubjectArchiveFailed + testAccount
 		}
-		seq := h.publish(subj, event.Meta{ID: fmt.Sprint("e", i)}, ArchiveEvent{Account: testAccount}, nil)
+		seq := h.publish(subj, event.Meta{ID: fmt.Sprint("e", i)}, contract.ArchiveStored{Account: testAccount}, nil)
 		if i%50 == 49 {
 			failed = append(failed, seq)
 		}
 	}
-	msgs, next, err := backward(ctx, h.svc.reader, "ARCHIVE", subjectArchiveFailed+"*", 0, 4, 1<<20)
+	msgs, next, err := backward(ctx, h.svc.reader, "ARCHIVE", contract.SubjectArchiveFailed+"*", 0, 4, 1<<20)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(msgs) != 4 || msgs[0].Seq != failed[4] || msgs[3].Seq != failed[1] || next != failed[1] {
 		t.Fatalf("first page: %d msgs, next %d; failures at %v", len(msgs), next, failed)
 	}
-	msgs, next, err = backward(ctx, h.svc.reader, "ARCHIVE", subjectArchiveFailed+"*", next, 4, 1<<20)
+	msgs, next, err = backward(ctx, h.svc.reader, "ARCHIVE", contract.SubjectArchiveFailed+"*", next, 4, 1<<20)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -256,7 +257,7 @@ func TestBackwardOverASparseFilter(t *testing.T) {
 		t.Fatalf("second page: %d msgs, next %d", len(msgs), next)
 	}
 	// A bound on the span searched stops early and says where to go on.
-	msgs, next, err = backward(ctx, h.svc.reader, "ARCHIVE", subjectArchiveFailed+"*", 0, 4, 10)
+	msgs, next, err = backward(ctx, h.svc.reader, "ARCHIVE", contract.SubjectArchiveFailed+"*", 0, 4, 10)
 	if err != nil {
 		t.Fatal(err)
 	}

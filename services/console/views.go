@@ -61,15 +61,6 @@ var funcs = template.FuncMap{
 		}
 		return b.Sub(a).Round(time.Second).String()
 	},
-	"deref": func(b *bool) string {
-		switch {
-		case b == nil:
-			return "—"
-		case *b:
-			return "permanent"
-		}
-		return "source expired"
-	},
 }
 
 func loadViews() (*views, error) {

@@ -1,29 +1,18 @@
-package archiver
+package contract
 
-import "time"
-
-// Subjects of the ARCHIVE stream; the account id is appended.
-const (
-	SubjectStored  = "sd.archive.stored."
-	SubjectFailed  = "sd.archive.failed."
-	SubjectDropped = "sd.archive.dropped."
+import (
+	"net/url"
+	"strings"
+	"time"
 )
 
-// CloudEvents attributes of ARCHIVE events.
-const (
-	eventSource      = "/sdevents/archiver"
-	eventTypeStored  = "sd.archive.stored"
-	eventTypeFailed  = "sd.archive.failed"
-	eventTypeDropped = "sd.archive.dropped"
-)
-
-// StoredEvent is the data of sd.archive.stored.<account>: one per archived
-// image (contract §6).
-type StoredEvent struct {
+// ArchiveStored is the data of SubjectArchiveStored + account: one per
+// archived image (CONTRACT §6).
+type ArchiveStored struct {
 	Account string `json:"account"`
 	TaskID  string `json:"task_id"`
 	ImageID string `json:"image_id"`
-	// SourceURL is where the image came from, without query string.
+	// SourceURL is where the image came from: SourceOf its address.
 	SourceURL string `json:"source_url"`
 	// Key is relative to the bucket or to archive.dir; it starts with
 	// <account>/.
@@ -40,9 +29,9 @@ type StoredEvent struct {
 	ArchivedAt time.Time `json:"archived_at"`
 }
 
-// FailedEvent is the data of sd.archive.failed.<account>: one per image
+// ArchiveFailed is the data of SubjectArchiveFailed + account: one per image
 // that could not be archived, permanently or before its source expired.
-type FailedEvent struct {
+type ArchiveFailed struct {
 	Account   string `json:"account"`
 	TaskID    string `json:"task_id"`
 	ImageID   string `json:"image_id"`
@@ -51,7 +40,7 @@ type FailedEvent struct {
 	Key string `json:"key"`
 	// Error is a generic reason ("source answered 404 Not Found", "address
 	// not allowed", ...): it names no address the source resolved to and
-	// carries no server message. The details are in the archiver's log.
+	// carries no server message.
 	Error string `json:"error"`
 	// Permanent is false when the archiver gave up on a transient failure
 	// because the source's lifetime ended.
@@ -61,11 +50,11 @@ type FailedEvent struct {
 	FailedAt time.Time `json:"failed_at"`
 }
 
-// DroppedEvent is the data of sd.archive.dropped.<account>: one per task
-// result that listed more distinct images than archive.max_images_per_task.
+// ArchiveDropped is the data of SubjectArchiveDropped + account: one per
+// task result that listed more distinct images than archive.max_images_per_task.
 // The first Archived images (in the order listed) are archived, each with
 // its own stored or failed event; the Dropped others are not fetched.
-type DroppedEvent struct {
+type ArchiveDropped struct {
 	Account string `json:"account"`
 	TaskID  string `json:"task_id"`
 	// Images is the number of distinct images the task result listed
@@ -75,4 +64,21 @@ type DroppedEvent struct {
 	Dropped   int       `json:"dropped"`
 	Limit     int       `json:"limit"`
 	DroppedAt time.Time `json:"dropped_at"`
+}
+
+// SourceOf is an image address as ARCHIVE events record it in source_url,
+// and so as readers look an image up: an s3:// URI as it is (its key may
+// hold '?', '#', '%' or spaces, and it carries no credential), any other
+// URL as scheme://host/path, without user info, query or fragment (a signed
+// URL's query is a credential), and "<bad url>" for one that does not
+// parse.
+func SourceOf(raw string) string {
+	if strings.HasPrefix(raw, "s3://") {
+		return raw
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "<bad url>"
+	}
+	return (&url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path, RawPath: u.RawPath}).String()
 }
