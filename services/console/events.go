@@ -4,59 +4,21 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/sdevents/sdevents/pkg/contract"
 )
 
 // The console decodes the stream data of CONTRACT §6, not the producers'
 // structs: it reads records written by any version of the aggregator,
-// archiver and quota service, and it builds without them. ARCHIVE events
-// are decoded into pkg/contract's types; the aggregator's jobs.Record has
-// the fields of JobRecord.
+// archiver and quota service, and it builds without them. JOBS and ARCHIVE
+// events are decoded into pkg/contract's types.
 
-// JobRecord is the data of sd.job.finished.<account> (JOBS).
-type JobRecord struct {
-	JobID      string     `json:"job_id"`
-	Account    string     `json:"account"`
-	Source     string     `json:"source"`
-	Status     string     `json:"status"`
-	ClosedBy   string     `json:"closed_by"`
-	Tasks      []JobTask  `json:"tasks"`
-	Images     []JobImage `json:"images"`
-	Credits    JobCredits `json:"credits"`
-	StartedAt  time.Time  `json:"started_at"`
-	FinishedAt time.Time  `json:"finished_at"`
-}
-
-// JobTask is one task of a JobRecord.
-type JobTask struct {
-	TaskID   string     `json:"task_id"`
-	InvokeID string     `json:"invoke_id"`
-	Success  bool       `json:"success"`
-	Images   []JobImage `json:"images"`
-}
-
-// JobImage is one image of a JobRecord; URI is set once archived.
-type JobImage struct {
-	ImageID string `json:"image_id"`
-	URL     string `json:"url"`
-	Type    string `json:"type"`
-	Width   int    `json:"width"`
-	Height  int    `json:"height"`
-	URI     string `json:"uri"`
-}
-
-// JobCredits are the QUOTA amounts of a job's invokeIds.
-type JobCredits struct {
-	Reserved  int64 `json:"reserved"`
-	Committed int64 `json:"committed"`
-	Released  int64 `json:"released"`
-}
-
-// AllImages returns the job's images followed by its tasks' images, each
+// allImages returns the job's images followed by its tasks' images, each
 // image once (by URL, else id).
-func (r JobRecord) AllImages() []JobImage {
+func allImages(r contract.JobRecord) []contract.JobImage {
 	seen := map[string]bool{}
-	var out []JobImage
-	add := func(imgs []JobImage) {
+	var out []contract.JobImage
+	add := func(imgs []contract.JobImage) {
 		for _, img := range imgs {
 			k := img.URL
 			if k == "" {

@@ -48,7 +48,7 @@ const (
 // JobRow is one job of the jobs list.
 type JobRow struct {
 	Seq    uint64
-	Rec    JobRecord
+	Rec    contract.JobRecord
 	Err    string // the record could not be read
 	Thumbs []Thumb
 	More   int // images not shown
@@ -57,7 +57,7 @@ type JobRow struct {
 // Thumb is an image of a job as shown: Key is set when the image is in this
 // console's archive sink.
 type Thumb struct {
-	Img JobImage
+	Img contract.JobImage
 	Key string
 }
 
@@ -74,23 +74,23 @@ func (s *Service) handleJobs(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	msgs, next, err := backward(c.Request().Context(), s.reader, streams.Jobs, subjectJobs+"*", before, jobsPage, jobsSpan)
+	msgs, next, err := backward(c.Request().Context(), s.reader, streams.Jobs, contract.SubjectJobFinished+"*", before, jobsPage, jobsSpan)
 	if err != nil {
 		return fmt.Errorf("%w: %v", httpserver.ErrUnavailable, err)
 	}
 	d := jobsPageData{Next: next}
-	recs := make([]JobRecord, 0, len(msgs))
+	recs := make([]contract.JobRecord, 0, len(msgs))
 	for _, m := range msgs {
 		row := JobRow{Seq: m.Seq}
 		if err := json.Unmarshal(m.Data, &row.Rec); err != nil {
 			row.Err = "unreadable record: " + err.Error()
 		}
-		imgs := row.Rec.AllImages()
+		imgs := allImages(row.Rec)
 		if len(imgs) > listThumbs {
 			row.More = len(imgs) - listThumbs
 			imgs = imgs[:listThumbs]
 		}
-		recs = append(recs, JobRecord{Account: row.Rec.Account, StartedAt: row.Rec.StartedAt, Images: imgs})
+		recs = append(recs, contract.JobRecord{Account: row.Rec.Account, StartedAt: row.Rec.StartedAt, Images: imgs})
 		d.Rows = append(d.Rows, row)
 	}
 	archived := s.archivedKeys(c.Request().Context(), recs)
@@ -100,7 +100,7 @@ func (s *Service) handleJobs(c echo.Context) error {
 	return s.render(c, http.StatusOK, "jobs", page{Title: "Jobs", Active: "jobs", CSRF: csrfOf(c), LoggedIn: true, Data: d})
 }
 
-func (s *Service) thumbOf(img JobImage) Thumb {
+func (s *Service) thumbOf(img contract.JobImage) Thumb {
 	k, _ := s.keys.key(img.URI)
 	return Thumb{Img: img, Key: k}
 }
@@ -116,7 +116,7 @@ type RawEvent struct {
 
 type jobPageData struct {
 	Seq         uint64
-	Rec         JobRecord
+	Rec         contract.JobRecord
 	Images      []Thumb
 	Tasks       []jobTaskView
 	Events      []RawEvent
@@ -126,7 +126,7 @@ type jobPageData struct {
 }
 
 type jobTaskView struct {
-	Task   JobTask
+	Task   contract.JobTask
 	Images []Thumb
 }
 
@@ -151,8 +151,8 @@ func (s *Service) handleJob(c echo.Context) error {
 		return fmt.Errorf("%w: JOBS sequence %d is not a job record: %v", httpserver.ErrNotFound, seq, err)
 	}
 	httpserver.Info(c).Account = d.Rec.Account
-	archived := s.archivedKeys(ctx, []JobRecord{d.Rec})
-	d.Images = s.thumbsOf(d.Rec.AllImages(), archived)
+	archived := s.archivedKeys(ctx, []contract.JobRecord{d.Rec})
+	d.Images = s.thumbsOf(allImages(d.Rec), archived)
 	for _, t := range d.Rec.Tasks {
 		d.Tasks = append(d.Tasks, jobTaskView{Task: t, Images: s.thumbsOf(t.Images, archived)})
 	}
@@ -169,14 +169,14 @@ func (s *Service) handleJob(c echo.Context) error {
 // the archiver records it), to its key, from one bounded read of each
 // account's sd.archive.stored events since the earliest start, for at most
 // maxLookups accounts.
-func (s *Service) archivedKeys(ctx context.Context, recs []JobRecord) map[string]string {
+func (s *Service) archivedKeys(ctx context.Context, recs []contract.JobRecord) map[string]string {
 	type want struct {
 		since time.Time
 		urls  map[string]bool
 	}
 	byAccount := map[string]*want{}
 	for _, r := range recs {
-		for _, img := range r.AllImages() {
+		for _, img := range allImages(r) {
 			if img.URI != "" || img.URL == "" || r.Account == "" {
 				continue
 			}
@@ -217,7 +217,7 @@ func (s *Service) archivedKeys(ctx context.Context, recs []JobRecord) map[string
 
 // thumbs returns the images of a record as shown, with the keys found by
 // archivedKeys for those without a URI.
-func (s *Service) thumbsOf(imgs []JobImage, archived map[string]string) []Thumb {
+func (s *Service) thumbsOf(imgs []contract.JobImage, archived map[string]string) []Thumb {
 	out := make([]Thumb, 0, len(imgs))
 	for _, img := range imgs {
 		t := s.thumbOf(img)
@@ -244,7 +244,7 @@ func redactURL(u string) string {
 // or which are task or job events stored while it was open (a job is keyed
 // by source and account; CONTRACT §6). It reads at most ingressScan
 // messages, with batched direct gets filtered on the source.
-func (s *Service) jobEvents(ctx context.Context, r JobRecord) ([]RawEvent, int, bool, error) {
+func (s *Service) jobEvents(ctx context.Context, r contract.JobRecord) ([]RawEvent, int, bool, error) {
 	if r.Source == "" || r.StartedAt.IsZero() {
 		return nil, 0, false, nil
 	}
@@ -292,7 +292,7 @@ func (s *Service) jobEvents(ctx context.Context, r JobRecord) ([]RawEvent, int, 
 // jobKinds are the events that make a job.
 var jobKinds = []string{"sdPreInvoke", "sdTaskFinished", "sdJobFinished"}
 
-func jobEventMatches(m Msg, r JobRecord, ids map[string]bool) bool {
+func jobEventMatches(m Msg, r contract.JobRecord, ids map[string]bool) bool {
 	acct := event.Get(m.Header, event.HeaderSDAccount)
 	if acct == "" {
 		acct = "_"

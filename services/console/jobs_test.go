@@ -20,16 +20,16 @@ import (
 
 const testAccount = "a_abcdefghijklmnopqrstuvwxyz"
 
-func jobRecord(id string, at time.Time, imgs ...JobImage) JobRecord {
-	return JobRecord{JobID: id, Account: testAccount, Source: "default", Status: "succeeded", ClosedBy: "job_event",
-		Tasks:   []JobTask{{TaskID: "1", InvokeID: "inv-" + id, Success: true, Images: imgs}},
+func jobRecord(id string, at time.Time, imgs ...contract.JobImage) contract.JobRecord {
+	return contract.JobRecord{JobID: id, Account: testAccount, Source: "default", Status: "succeeded", ClosedBy: "job_event",
+		Tasks:   []contract.JobTask{{TaskID: "1", InvokeID: "inv-" + id, Success: true, Images: imgs}},
 		Images:  imgs,
-		Credits: JobCredits{Reserved: 2, Committed: 2}, StartedAt: at.Add(-time.Second), FinishedAt: at}
+		Credits: contract.JobCredits{Reserved: 2, Committed: 2}, StartedAt: at.Add(-time.Second), FinishedAt: at}
 }
 
-func (h *harness) publishJob(r JobRecord) uint64 {
+func (h *harness) publishJob(r contract.JobRecord) uint64 {
 	h.t.Helper()
-	return h.publish(subjectJobs+r.Account, event.Meta{ID: r.JobID, Source: "/test", Type: "sd.job.finished", Time: r.FinishedAt, Subject: r.Account}, r, nil)
+	return h.publish(contract.SubjectJobFinished+r.Account, event.Meta{ID: r.JobID, Source: "/test", Type: "sd.job.finished", Time: r.FinishedAt, Subject: r.Account}, r, nil)
 }
 
 // TestJobsListDetailAndThumbnails: the list shows the latest jobs newest
@@ -57,13 +57,13 @@ func TestJobsListDetailAndThumbnails(t *testing.T) {
 
 	h.publishJob(jobRecord("j1", now.Add(-time.Minute)))
 	seq2 := h.publishJob(jobRecord("j2", now,
-		JobImage{ImageID: "g-1", URL: "https://img.example.com/g-1.png?Signature=SECRETSIG&Expires=1", Type: "png", URI: pngURI},
-		JobImage{ImageID: "g-2", URL: "https://img.example.com/g-2.jpg", Type: "jpg", URI: jpgURI},
-		JobImage{ImageID: "g-3", URL: "https://img.example.com/g-3", URI: txtURI},
-		JobImage{ImageID: "g-4", URL: "https://img.example.com/g-4.png"}, // not archived
-		JobImage{ImageID: "g-5", URL: "https://img.example.com/g-5.png", URI: "s3://elsewhere/x.png"},
+		contract.JobImage{ImageID: "g-1", URL: "https://img.example.com/g-1.png?Signature=SECRETSIG&Expires=1", Type: "png", URI: pngURI},
+		contract.JobImage{ImageID: "g-2", URL: "https://img.example.com/g-2.jpg", Type: "jpg", URI: jpgURI},
+		contract.JobImage{ImageID: "g-3", URL: "https://img.example.com/g-3", URI: txtURI},
+		contract.JobImage{ImageID: "g-4", URL: "https://img.example.com/g-4.png"}, // not archived
+		contract.JobImage{ImageID: "g-5", URL: "https://img.example.com/g-5.png", URI: "s3://elsewhere/x.png"},
 	))
-	h.publish(subjectJobs+testAccount, event.Meta{ID: "broken"}, []byte(`not json`), nil)
+	h.publish(contract.SubjectJobFinished+testAccount, event.Meta{ID: "broken"}, []byte(`not json`), nil)
 
 	list := h.get(c, "/console/jobs")
 	if list.status != http.StatusOK {
@@ -173,10 +173,10 @@ func TestJobsPageReadsOnlyAPage(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := range total {
-		r := JobRecord{JobID: fmt.Sprintf("j%06d", i+1), Account: testAccount, Source: "default", Status: "succeeded",
-			ClosedBy: "job_event", Tasks: []JobTask{}, Images: []JobImage{}, StartedAt: at, FinishedAt: at}
+		r := contract.JobRecord{JobID: fmt.Sprintf("j%06d", i+1), Account: testAccount, Source: "default", Status: "succeeded",
+			ClosedBy: "job_event", Tasks: []contract.JobTask{}, Images: []contract.JobImage{}, StartedAt: at, FinishedAt: at}
 		raw, _ := json.Marshal(r)
-		msg := &nats.Msg{Subject: subjectJobs + testAccount, Data: raw}
+		msg := &nats.Msg{Subject: contract.SubjectJobFinished + testAccount, Data: raw}
 		if _, err := js.PublishMsgAsync(msg, jetstream.WithStallWait(time.Minute)); err != nil {
 			t.Fatal(err)
 		}

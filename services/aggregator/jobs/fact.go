@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strconv"
 	"time"
+
+	"github.com/sdevents/sdevents/pkg/contract"
 )
 
 // ErrFactsMissing is returned by Build when it is given fewer facts of the
@@ -136,7 +138,7 @@ func Build(c Closing, stored []Fact) (Record, error) {
 		tasks = append(tasks, t)
 	}
 
-	r := Record{
+	r := Record{JobRecord: contract.JobRecord{
 		JobID:      j.ID,
 		Account:    c.Key.Account,
 		Source:     c.Key.Source,
@@ -145,7 +147,7 @@ func Build(c Closing, stored []Fact) (Record, error) {
 		Images:     []Image{},
 		StartedAt:  j.StartedAt,
 		FinishedAt: c.FinishedAt,
-	}
+	}}
 	for _, t := range tasks {
 		task := t.Task
 		task.Images = cloneImages(task.Images)

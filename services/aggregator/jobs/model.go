@@ -4,6 +4,8 @@ import (
 	"path"
 	"strings"
 	"time"
+
+	"github.com/sdevents/sdevents/pkg/contract"
 )
 
 // Kind is what an observation reports. The callback kinds are spelled as the
@@ -72,16 +74,9 @@ func (o Observation) terminal() bool { return o.Status != TaskRunning }
 // status failed.
 func (o Observation) snsSuccess() bool { return o.Success && o.Status != TaskFailed }
 
-// Image is one generated image in a Record.
-type Image struct {
-	ImageID string `json:"image_id"`
-	URL     string `json:"url"`
-	Type    string `json:"type"`
-	Width   int    `json:"width"`
-	Height  int    `json:"height"`
-	// URI is where the archiver stored the image; empty until archived.
-	URI string `json:"uri,omitempty"`
-}
+// Image is one generated image in a Record: the JOBS event's image. URI is
+// where the archiver stored the image; this package leaves it empty.
+type Image = contract.JobImage
 
 // ImageFromURI describes an SNS image_url entry (s3://bucket/key): the URL is
 // the URI itself, the image id the key's base name without extension, the
@@ -97,68 +92,48 @@ func ImageFromURI(uri string) Image {
 	}
 }
 
-// Task is one task of a Record.
-type Task struct {
-	TaskID   string  `json:"task_id"`
-	InvokeID string  `json:"invoke_id"`
-	Success  bool    `json:"success"`
-	Images   []Image `json:"images"`
-	// ImagesDropped is the number of the task's images left out of Images
-	// (Config.MaxImagesPerTask, Config.MaxRecordBytes).
-	ImagesDropped int `json:"images_dropped,omitempty"`
-}
+// Task is one task of a Record. ImagesDropped is the number of the task's
+// images left out of Images (Config.MaxImagesPerTask, Config.MaxRecordBytes).
+type Task = contract.JobTask
 
 // Status is a job's outcome.
-type Status string
+type Status = contract.JobStatus
 
 // The job outcomes.
 const (
-	StatusSucceeded Status = "succeeded"
-	StatusFailed    Status = "failed"
-	StatusPartial   Status = "partial"
+	StatusSucceeded = contract.JobSucceeded
+	StatusFailed    = contract.JobFailed
+	StatusPartial   = contract.JobPartial
 )
 
 // ClosedBy says what closed a job.
-type ClosedBy string
+type ClosedBy = contract.JobClosedBy
 
 // The reasons a job closes.
 const (
-	ClosedByJobEvent       ClosedBy = "job_event"
-	ClosedByIdleTimeout    ClosedBy = "idle_timeout"
-	ClosedByTerminalResult ClosedBy = "terminal_result"
+	ClosedByJobEvent       = contract.ClosedByJobEvent
+	ClosedByIdleTimeout    = contract.ClosedByIdleTimeout
+	ClosedByTerminalResult = contract.ClosedByTerminalResult
 	// ClosedByTaskLimit: the job reached Config.MaxTasks tasks.
-	ClosedByTaskLimit ClosedBy = "task_limit"
+	ClosedByTaskLimit = contract.ClosedByTaskLimit
 	// ClosedByMaxDuration: Config.MaxDuration passed since the job opened.
-	ClosedByMaxDuration ClosedBy = "max_duration"
+	ClosedByMaxDuration = contract.ClosedByMaxDuration
 	// ClosedBySizeLimit: the next task would have taken the record beyond
 	// Config.MaxRecordBytes, or the key's State beyond its bound.
-	ClosedBySizeLimit ClosedBy = "size_limit"
+	ClosedBySizeLimit = contract.ClosedBySizeLimit
 )
 
 // Credits are the quota ledger's amounts for a job's invokeIds. This package
 // leaves them zero; the adapter fills them.
-type Credits struct {
-	Reserved  int64 `json:"reserved"`
-	Committed int64 `json:"committed"`
-	Released  int64 `json:"released"`
-}
+type Credits = contract.JobCredits
 
-// Record is one finished job: the data of an sd.job.finished.<account> event,
-// field for field as CONTRACT §6 defines it. Tasks and Images are never nil.
+// Record is one finished job: its JobRecord is the data of an
+// sd.job.finished.<account> event, field for field as CONTRACT §6 defines
+// it, and encodes as that alone. Tasks and Images are never nil.
+// ImagesDropped is the number of the closing job event's images left out of
+// Images (Config.MaxImagesPerTask, Config.MaxRecordBytes).
 type Record struct {
-	JobID    string   `json:"job_id"`
-	Account  string   `json:"account"`
-	Source   string   `json:"source"`
-	Status   Status   `json:"status"`
-	ClosedBy ClosedBy `json:"closed_by"`
-	Tasks    []Task   `json:"tasks"`
-	Images   []Image  `json:"images"`
-	// ImagesDropped is the number of the closing job event's images left
-	// out of Images (Config.MaxImagesPerTask, Config.MaxRecordBytes).
-	ImagesDropped int       `json:"images_dropped,omitempty"`
-	Credits       Credits   `json:"credits"`
-	StartedAt     time.Time `json:"started_at"`
-	FinishedAt    time.Time `json:"finished_at"`
+	contract.JobRecord
 
 	// InvokeIDs are the distinct non-empty invokeIds of every observation of
 	// the job (pre-invokes, tasks, job event), in first-seen order: where the
