@@ -77,21 +77,17 @@ func hasImages(r *jobs.Record) bool {
 // committed, and released (expired reservations count as released).
 func (l lookup) credits(ctx context.Context, account string, invokeIDs []string, since time.Time) (jobs.Credits, error) {
 	var c jobs.Credits
-	err := l.scan(ctx, streams.Quota, "sd.quota."+account, since, func(data []byte) {
-		var ev struct {
-			Type     string `json:"type"`
-			InvokeID string `json:"invoke_id"`
-			Credits  int64  `json:"credits"`
-		}
+	err := l.scan(ctx, streams.Quota, contract.SubjectQuota+account, since, func(data []byte) {
+		var ev contract.QuotaEvent
 		if json.Unmarshal(data, &ev) != nil || !slices.Contains(invokeIDs, ev.InvokeID) {
 			return
 		}
 		switch ev.Type {
-		case "reserved":
+		case contract.QuotaReserved:
 			c.Reserved += ev.Credits
-		case "committed":
+		case contract.QuotaCommitted:
 			c.Committed += ev.Credits
-		case "released", "expired":
+		case contract.QuotaReleased, contract.QuotaExpired:
 			c.Released += ev.Credits
 		}
 	})

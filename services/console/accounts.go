@@ -15,6 +15,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/sdevents/sdevents/pkg/account"
+	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/pkg/httpserver"
 	"github.com/sdevents/sdevents/pkg/quotarpc"
 	"github.com/sdevents/sdevents/streams"
@@ -76,7 +77,7 @@ scan:
 		if hi-first+1 > window {
 			lo = hi - window + 1
 		}
-		msgs, err := readRange(ctx, s.reader, streams.Quota, subjectQuota+">", lo, hi)
+		msgs, err := readRange(ctx, s.reader, streams.Quota, contract.SubjectQuota+">", lo, hi)
 		if err != nil {
 			return fmt.Errorf("%w: %v", httpserver.ErrUnavailable, err)
 		}
@@ -97,10 +98,10 @@ scan:
 					continue
 				}
 			}
-			var ev QuotaEvent
+			var ev contract.QuotaEvent
 			_ = json.Unmarshal(m.Data, &ev)
-			d.Rows = append(d.Rows, AccountRow{Account: strings.TrimPrefix(m.Subject, subjectQuota), Balance: ev.Balance,
-				Reserved: ev.Reserved, LastType: ev.Type, At: ev.At, Seq: m.Seq})
+			d.Rows = append(d.Rows, AccountRow{Account: strings.TrimPrefix(m.Subject, contract.SubjectQuota), Balance: ev.Balance,
+				Reserved: ev.Reserved, LastType: string(ev.Type), At: ev.At, Seq: m.Seq})
 			if len(d.Rows) == accountsPage {
 				break scan
 			}
@@ -127,7 +128,7 @@ type accountPageData struct {
 
 type ledgerRow struct {
 	Seq uint64
-	Ev  QuotaEvent
+	Ev  contract.QuotaEvent
 }
 
 // handleAccount serves GET /console/accounts/{account}: balance, open
@@ -147,7 +148,7 @@ func (s *Service) handleAccount(c echo.Context) error {
 	}
 	ctx, cancel := context.WithTimeout(c.Request().Context(), 10*time.Second)
 	defer cancel()
-	if _, err := s.reader.LastBySubject(ctx, streams.Quota, subjectQuota+id); errors.Is(err, ErrNoMsg) {
+	if _, err := s.reader.LastBySubject(ctx, streams.Quota, contract.SubjectQuota+id); errors.Is(err, ErrNoMsg) {
 		return fmt.Errorf("%w: unknown account %s: it has no ledger events", httpserver.ErrNotFound, id)
 	} else if err != nil {
 		return fmt.Errorf("%w: %v", httpserver.ErrUnavailable, err)
@@ -156,13 +157,13 @@ func (s *Service) handleAccount(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	msgs, next, err := backward(ctx, s.reader, streams.Quota, subjectQuota+id, before, ledgerPage, ledgerSpan)
+	msgs, next, err := backward(ctx, s.reader, streams.Quota, contract.SubjectQuota+id, before, ledgerPage, ledgerSpan)
 	if err != nil {
 		return fmt.Errorf("%w: %v", httpserver.ErrUnavailable, err)
 	}
 	d := accountPageData{View: v, Next: next, GrantID: newGrantID(), Before: before}
 	for _, m := range msgs {
-		var ev QuotaEvent
+		var ev contract.QuotaEvent
 		_ = json.Unmarshal(m.Data, &ev)
 		d.Ledger = append(d.Ledger, ledgerRow{Seq: m.Seq, Ev: ev})
 	}

@@ -3,7 +3,6 @@ package console
 import (
 	"net/url"
 	"strings"
-	"time"
 
 	"github.com/sdevents/sdevents/pkg/contract"
 )
@@ -36,26 +35,6 @@ func allImages(r contract.JobRecord) []contract.JobImage {
 	}
 	return out
 }
-
-// QuotaEvent is the data of sd.quota.<account> (QUOTA).
-type QuotaEvent struct {
-	Type      string    `json:"type"`
-	Account   string    `json:"account"`
-	InvokeID  string    `json:"invoke_id"`
-	Credits   int64     `json:"credits"`
-	Balance   int64     `json:"balance"`
-	Reserved  int64     `json:"reserved"`
-	Reason    string    `json:"reason"`
-	At        time.Time `json:"at"`
-	ID        string    `json:"id,omitempty"`
-	ExpiresAt time.Time `json:"expires_at,omitzero"`
-}
-
-// Subject prefixes of the streams the console reads.
-const (
-	subjectJobs  = "sd.job.finished."
-	subjectQuota = "sd.quota."
-)
 
 // sinkKeys maps the archive URIs of events to keys of the configured sink.
 type sinkKeys struct {

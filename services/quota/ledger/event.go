@@ -1,52 +1,57 @@
 package ledger
 
-import "time"
+import (
+	"time"
 
-// EventType is the kind of a QUOTA stream event.
-type EventType string
+	"github.com/sdevents/sdevents/pkg/contract"
+)
 
-// The QUOTA event types (CONTRACT §6).
+// EventType is the kind of a QUOTA stream event: the contract's QuotaType.
+type EventType = contract.QuotaType
+
+// The QUOTA event types (CONTRACT §6), as the ledger uses them.
 const (
 	// TypeGranted adds credits (negative credits remove them). Credits is the
 	// signed amount.
-	TypeGranted EventType = "granted"
+	TypeGranted = contract.QuotaGranted
 	// TypeReserved holds Credits for InvokeID until it is committed, released or
 	// expired at ExpiresAt. Request names the decide request it answered.
-	TypeReserved EventType = "reserved"
+	TypeReserved = contract.QuotaReserved
 	// TypeConfirmed records that another request for the open reservation of
 	// InvokeID (named by Request) was told it is held: an abandonment
 	// releases the reservation only once every request told so has been
 	// abandoned. Credits is the reservation's amount; balances do not
 	// change.
-	TypeConfirmed EventType = "confirmed"
+	TypeConfirmed = contract.QuotaConfirmed
 	// TypeWithdrawn records the abandonment of Request while the
 	// reservation of InvokeID stays held for other requests: Request no
 	// longer holds it, and if it was not decided yet, it is refused when it
 	// is. Credits is the reservation's amount; balances do not change.
-	TypeWithdrawn EventType = "withdrawn"
+	TypeWithdrawn = contract.QuotaWithdrawn
 	// TypeCommitted turns the reservation of InvokeID into a charge. Credits is
 	// the reservation's amount.
-	TypeCommitted EventType = "committed"
+	TypeCommitted = contract.QuotaCommitted
 	// TypeReleased gives the reservation of InvokeID back: apiAccessRollback,
 	// or, with Reason and Request set, the abandonment of the request that
 	// made it (Account.Abandon).
-	TypeReleased EventType = "released"
+	TypeReleased = contract.QuotaReleased
 	// TypeExpired gives back a reservation that was neither committed nor
 	// rolled back before its ExpiresAt.
-	TypeExpired EventType = "expired"
+	TypeExpired = contract.QuotaExpired
 	// TypeDenied records a refused reservation of InvokeID so that a repeat of
 	// the same request gets the same refusal. Credits is the price asked for;
 	// nothing is held. A denial of zero credits is an abandonment that came
 	// before any decision (Request names the abandoned request).
-	TypeDenied EventType = "denied"
+	TypeDenied = contract.QuotaDenied
 	// TypeSnapshot carries the fold of every event before it in State, so
 	// that a replica loads the account from it and the events after it. It
 	// changes nothing: Balance and Reserved are the account's, Credits is 0.
-	TypeSnapshot EventType = "snapshot"
+	TypeSnapshot = contract.QuotaSnapshot
 )
 
 // Event is one entry of an account's ledger, the JSON data of a message on
-// sd.quota.<account>.
+// sd.quota.<account>: contract.QuotaEvent's fields, and the state of a
+// snapshot.
 //
 // The fields of CONTRACT §6 are always present in the JSON. These are
 // added, and omitted when empty:
