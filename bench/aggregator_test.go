@@ -15,11 +15,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sdevents/sdevents/pkg/config"
+	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/pkg/event"
 	"github.com/sdevents/sdevents/pkg/natstest"
 	"github.com/sdevents/sdevents/services/aggregator"
 	"github.com/sdevents/sdevents/services/aggregator/jobs"
-	"github.com/sdevents/sdevents/streams"
 )
 
 // envInt reads a size from the environment, for quick runs.
@@ -92,7 +92,7 @@ func BenchmarkAggregatorLive(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		cons, err := js.Consumer(context.Background(), streams.Ingress, aggregator.ConsumerName)
+		cons, err := js.Consumer(context.Background(), contract.StreamIngress, aggregator.ConsumerName)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -179,7 +179,7 @@ func BenchmarkAggregatorJobSize(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				cons, err := js.Consumer(context.Background(), streams.Ingress, aggregator.ConsumerName)
+				cons, err := js.Consumer(context.Background(), contract.StreamIngress, aggregator.ConsumerName)
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -263,11 +263,11 @@ func cpuTime() time.Duration {
 // with an ordered consumer and does nothing with them.
 func floorRead(b *testing.B, js jetstream.JetStream) uint64 {
 	ctx := context.Background()
-	c, err := js.Consumer(ctx, streams.Ingress, aggregator.ConsumerName)
+	c, err := js.Consumer(ctx, contract.StreamIngress, aggregator.ConsumerName)
 	if err != nil {
 		b.Fatal(err)
 	}
-	cons, err := js.OrderedConsumer(ctx, streams.Ingress, jetstream.OrderedConsumerConfig{FilterSubjects: c.CachedInfo().Config.FilterSubjects})
+	cons, err := js.OrderedConsumer(ctx, contract.StreamIngress, jetstream.OrderedConsumerConfig{FilterSubjects: c.CachedInfo().Config.FilterSubjects})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -26,10 +26,10 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/sdevents/sdevents/pkg/config"
+	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/pkg/event"
 	"github.com/sdevents/sdevents/pkg/miniotest"
 	"github.com/sdevents/sdevents/services/archiver"
-	"github.com/sdevents/sdevents/streams"
 )
 
 // archiveImages is the number of images of BenchmarkArchiver
@@ -251,7 +251,7 @@ func waitArchived(tb testing.TB, js jetstream.JetStream, n uint64, timeout time.
 	tb.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
-		st, err := js.Stream(context.Background(), streams.Archive)
+		st, err := js.Stream(context.Background(), contract.StreamArchive)
 		if err != nil {
 			tb.Fatal(err)
 		}

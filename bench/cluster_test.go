@@ -5,8 +5,8 @@ import (
 	"runtime"
 	"testing"
 
+	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/pkg/natstest"
-	"github.com/sdevents/sdevents/streams"
 )
 
 // BenchmarkIngressCluster measures signed asynchronous callbacks per second
@@ -54,7 +54,7 @@ func BenchmarkIngressCluster(b *testing.B) {
 			}
 		}
 		s, c := median(singles), median(clusters)
-		leader := cluster.StreamLeader(b, streams.Ingress).Srv.Name()
+		leader := cluster.StreamLeader(b, contract.StreamIngress).Srv.Name()
 		b.Logf("single node (R1):        %v", s)
 		b.Logf("three-node cluster (R3): %v (INGRESS leader %s, ingress connected to %s)", c, leader, cnc.ConnectedServerName())
 		b.ReportMetric(c.PerSecond(), "cluster/s")

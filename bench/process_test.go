@@ -29,10 +29,10 @@ import (
 
 	"github.com/sdevents/sdevents/pkg/callback"
 	"github.com/sdevents/sdevents/pkg/config"
+	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/pkg/natsauth"
 	"github.com/sdevents/sdevents/pkg/natsrv"
 	"github.com/sdevents/sdevents/pkg/proctest"
-	"github.com/sdevents/sdevents/services/archiver"
 	"github.com/sdevents/sdevents/streams"
 )
 
@@ -486,7 +486,7 @@ func (p *process) measure(b *testing.B, l *taskLoad, d, catchUpMax time.Duration
 		for {
 			select {
 			case <-t.C:
-				n, a := uint64(sent.Load()), max(lastArchived, lastSeq(js, streams.Archive))
+				n, a := uint64(sent.Load()), max(lastArchived, lastSeq(js, contract.StreamArchive))
 				rates, archived = append(rates, perSecond(n-lastSent)), append(archived, perSecond(a-lastArchived))
 				lastSent, lastArchived = n, a
 			case <-loaded:
@@ -563,9 +563,9 @@ func (p *process) measure(b *testing.B, l *taskLoad, d, catchUpMax time.Duration
 	}
 
 	logStreams(b, js)
-	stored := subjectCount(b, js, streams.Ingress, "sd.callback."+l.source+".sdTaskFinished")
-	archived := subjectCount(b, js, streams.Archive, archiver.SubjectStored+">")
-	failed := subjectCount(b, js, streams.Archive, archiver.SubjectFailed+">")
+	stored := subjectCount(b, js, contract.StreamIngress, "sd.callback."+l.source+".sdTaskFinished")
+	archived := subjectCount(b, js, contract.StreamArchive, contract.SubjectArchiveStored+">")
+	failed := subjectCount(b, js, contract.StreamArchive, contract.SubjectArchiveFailed+">")
 	b.Logf("accepted %d, in INGRESS %d, archived %d, failed %d; CPU profile of the load: go tool pprof -top %s",
 		res.Requests-res.Errors, stored, archived, failed, profilePath)
 	if ok := uint64(res.Requests - res.Errors); stored < ok || stored > uint64(res.Requests) || archived != stored || failed != 0 {
@@ -630,10 +630,10 @@ func durableConsumers(b *testing.B, js jetstream.JetStream) []consumerRef {
 	for _, want := range []string{"archiver", "aggregator"} {
 		found := false
 		for _, r := range refs {
-			found = found || r.stream == streams.Ingress && r.name == want
+			found = found || r.stream == contract.StreamIngress && r.name == want
 		}
 		if !found {
-			b.Fatalf("no durable consumer %s on %s among %v", want, streams.Ingress, refs)
+			b.Fatalf("no durable consumer %s on %s among %v", want, contract.StreamIngress, refs)
 		}
 	}
 	return refs

@@ -16,6 +16,7 @@ import (
 
 	"github.com/sdevents/sdevents/deploy/natsusers"
 	"github.com/sdevents/sdevents/pkg/config"
+	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/streams"
 )
 
@@ -339,7 +340,7 @@ func ingressMaxMsgSize(t *testing.T) int {
 		t.Fatal(err)
 	}
 	for _, f := range files {
-		if f.Stream != nil && f.Stream.Name == streams.Ingress {
+		if f.Stream != nil && f.Stream.Name == contract.StreamIngress {
 			return int(f.Stream.MaxMsgSize)
 		}
 	}

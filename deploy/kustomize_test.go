@@ -34,6 +34,7 @@ import (
 	"github.com/sdevents/sdevents/deploy/internal/crdschema"
 	"github.com/sdevents/sdevents/deploy/nack"
 	"github.com/sdevents/sdevents/pkg/config"
+	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/streams"
 )
 
@@ -508,8 +509,8 @@ func checkScaling(t *testing.T, m manifests, dir string) {
 			}
 		}
 		wantConsumer := map[string]string{"sdevents-archiver": "archiver", "sdevents-aggregator": "aggregator"}[target]
-		if md["stream"] != streams.Ingress || md["consumer"] != wantConsumer || !slices.Contains(consumers[streams.Ingress], wantConsumer) {
-			t.Errorf("%s scales %s on %s/%s: want %s/%s, a consumer of streams/", s.Metadata.Name, target, md["stream"], md["consumer"], streams.Ingress, wantConsumer)
+		if md["stream"] != contract.StreamIngress || md["consumer"] != wantConsumer || !slices.Contains(consumers[contract.StreamIngress], wantConsumer) {
+			t.Errorf("%s scales %s on %s/%s: want %s/%s, a consumer of streams/", s.Metadata.Name, target, md["stream"], md["consumer"], contract.StreamIngress, wantConsumer)
 		}
 		if md["account"] != "$G" || md["natsServerMonitoringEndpoint"] != wantEndpoint {
 			t.Errorf("%s: account %q endpoint %q: want $G and %s (headless: only the consumer leader reports lag)", s.Metadata.Name, md["account"], md["natsServerMonitoringEndpoint"], wantEndpoint)

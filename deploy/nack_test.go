@@ -10,6 +10,7 @@ import (
 
 	"github.com/sdevents/sdevents/deploy/nack"
 	"github.com/sdevents/sdevents/pkg/config"
+	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/streams"
 )
 
@@ -64,7 +65,7 @@ func TestDefinitionsHoldTheConfiguredDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for name, l := range map[string]config.StreamLimits{streams.Jobs: d.Jobs, streams.Archive: d.Archive, streams.Quota: d.Quota} {
+	for name, l := range map[string]config.StreamLimits{contract.StreamJobs: d.Jobs, contract.StreamArchive: d.Archive, contract.StreamQuota: d.Quota} {
 		i := slices.IndexFunc(files, func(f streams.File) bool { return f.Stream != nil && f.Stream.Name == name })
 		if i < 0 {
 			t.Fatalf("no definition of %s", name)
@@ -75,7 +76,7 @@ func TestDefinitionsHoldTheConfiguredDefaults(t *testing.T) {
 				name, time.Duration(s.MaxAge), s.MaxBytes, l.MaxAge.D(), l.MaxBytes)
 		}
 	}
-	if i := slices.IndexFunc(files, func(f streams.File) bool { return f.Stream != nil && f.Stream.Name == streams.Quota }); !files[i].Stream.Lossless {
+	if i := slices.IndexFunc(files, func(f streams.File) bool { return f.Stream != nil && f.Stream.Name == contract.StreamQuota }); !files[i].Stream.Lossless {
 		t.Error("QUOTA is not lossless")
 	}
 }

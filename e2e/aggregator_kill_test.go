@@ -13,10 +13,10 @@ import (
 
 	"github.com/sdevents/sdevents/pkg/account"
 	"github.com/sdevents/sdevents/pkg/callback"
+	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/pkg/natstest"
 	"github.com/sdevents/sdevents/services/aggregator"
 	"github.com/sdevents/sdevents/services/aggregator/jobs"
-	"github.com/sdevents/sdevents/streams"
 )
 
 // TestAggregatorReplicaKilledAcrossFailover sends jobs — three
@@ -81,11 +81,11 @@ func testAggregatorReplicaKilledAcrossFailover(t *testing.T, d *deployment) {
 		}
 	})
 
-	published := func() uint64 { return d.streamMsgs(streams.Jobs) }
+	published := func() uint64 { return d.streamMsgs(contract.StreamJobs) }
 	natstest.Eventually(t, 30*time.Second, "10 jobs published", func() bool { return published() >= 10 })
 	a.kill()
 	atKill := published()
-	leader := d.consumerLeader(streams.Ingress, aggregator.ConsumerName)
+	leader := d.consumerLeader(contract.StreamIngress, aggregator.ConsumerName)
 	atDown := published()
 	down := time.Now()
 	leader.stop()
@@ -107,7 +107,7 @@ func testAggregatorReplicaKilledAcrossFailover(t *testing.T, d *deployment) {
 
 	// Exactly one record per account, with every task.
 	perAccount := map[string]int{}
-	for _, m := range readAll(t, d.js, streams.Jobs, "") {
+	for _, m := range readAll(t, d.js, contract.StreamJobs, "") {
 		var r jobs.Record
 		if err := json.Unmarshal(m.Data(), &r); err != nil {
 			t.Fatalf("undecodable JOBS record: %v", err)
@@ -128,7 +128,7 @@ func testAggregatorReplicaKilledAcrossFailover(t *testing.T, d *deployment) {
 	if len(perAccount) != accounts {
 		t.Errorf("%d accounts in JOBS, want %d", len(perAccount), accounts)
 	}
-	d.waitReplicasConverge(streams.Jobs, uint64(accounts), 30*time.Second)
+	d.waitReplicasConverge(contract.StreamJobs, uint64(accounts), 30*time.Second)
 	t.Logf("%d jobs of %d tasks; one of two replicas killed after %d jobs, the consumer leader %s down after %d; 5 more jobs %s later",
 		accounts, tasks, atKill, leader.name(), atDown, resumed.Round(time.Millisecond))
 }

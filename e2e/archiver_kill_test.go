@@ -29,7 +29,6 @@ import (
 	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/pkg/natstest"
 	"github.com/sdevents/sdevents/services/archiver"
-	"github.com/sdevents/sdevents/streams"
 )
 
 // TestArchiverReplicaKilledMidBatch stores task results with one image each
@@ -88,7 +87,7 @@ func testArchiverReplicaKilledMidBatch(t *testing.T, d *deployment) {
 		wants[task] = want{sha: sha(b), width: 24 + i, height: 16}
 	}
 
-	archived := func() uint64 { return d.streamMsgs(streams.Archive) }
+	archived := func() uint64 { return d.streamMsgs(contract.StreamArchive) }
 
 	a := startArchiver(t, d)
 	startArchiver(t, d)
@@ -106,7 +105,7 @@ func testArchiverReplicaKilledMidBatch(t *testing.T, d *deployment) {
 		return redelivered(t, d) >= perHost
 	})
 
-	leader := d.consumerLeader(streams.Ingress, archiver.ConsumerName)
+	leader := d.consumerLeader(contract.StreamIngress, archiver.ConsumerName)
 	atDown := archived()
 	down := time.Now()
 	leader.stop()
@@ -123,7 +122,7 @@ func testArchiverReplicaKilledMidBatch(t *testing.T, d *deployment) {
 	natstest.Eventually(t, 45*time.Second, "every image archived and nothing pending", func() bool {
 		ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
 		defer cancel()
-		c, err := d.js.Consumer(ctx, streams.Ingress, archiver.ConsumerName)
+		c, err := d.js.Consumer(ctx, contract.StreamIngress, archiver.ConsumerName)
 		if err != nil {
 			return false
 		}
@@ -132,7 +131,7 @@ func testArchiverReplicaKilledMidBatch(t *testing.T, d *deployment) {
 	})
 
 	seen := map[string]int{}
-	for _, m := range readAll(t, d.js, streams.Archive, "") {
+	for _, m := range readAll(t, d.js, contract.StreamArchive, "") {
 		if !strings.HasPrefix(m.Subject(), contract.SubjectArchiveStored) {
 			t.Errorf("unexpected %s: %s", m.Subject(), m.Data())
 			continue
@@ -162,7 +161,7 @@ func testArchiverReplicaKilledMidBatch(t *testing.T, d *deployment) {
 			t.Errorf("%s: %d stored events, want exactly 1", task, seen[task])
 		}
 	}
-	d.waitReplicasConverge(streams.Archive, images, 30*time.Second)
+	d.waitReplicasConverge(contract.StreamArchive, images, 30*time.Second)
 
 	// The killed replica's batch was fetched again by the other one.
 	fetches := imgs.total()
@@ -178,7 +177,7 @@ func testArchiverReplicaKilledMidBatch(t *testing.T, d *deployment) {
 func redelivered(t *testing.T, d *deployment) int {
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
 	defer cancel()
-	c, err := d.js.Consumer(ctx, streams.Ingress, archiver.ConsumerName)
+	c, err := d.js.Consumer(ctx, contract.StreamIngress, archiver.ConsumerName)
 	if err != nil {
 		return 0
 	}
@@ -190,13 +189,13 @@ func redelivered(t *testing.T, d *deployment) int {
 // replica's messages are redelivered within the test.
 func setAckWait(t *testing.T, d *deployment, consumer string, wait time.Duration) {
 	t.Helper()
-	c, err := d.js.Consumer(t.Context(), streams.Ingress, consumer)
+	c, err := d.js.Consumer(t.Context(), contract.StreamIngress, consumer)
 	if err != nil {
 		t.Fatal(err)
 	}
 	cfg := c.CachedInfo().Config
 	cfg.AckWait = wait
-	if _, err := d.js.UpdateConsumer(t.Context(), streams.Ingress, cfg); err != nil {
+	if _, err := d.js.UpdateConsumer(t.Context(), contract.StreamIngress, cfg); err != nil {
 		t.Fatal(err)
 	}
 }

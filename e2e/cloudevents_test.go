@@ -30,11 +30,11 @@ import (
 	"github.com/sdevents/sdevents/pkg/archiveretry"
 	"github.com/sdevents/sdevents/pkg/callback"
 	"github.com/sdevents/sdevents/pkg/config"
+	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/pkg/event"
 	"github.com/sdevents/sdevents/pkg/natstest"
 	"github.com/sdevents/sdevents/pkg/sns"
 	"github.com/sdevents/sdevents/pkg/sns/snstest"
-	"github.com/sdevents/sdevents/streams"
 )
 
 const snsTopic = "arn:aws:sns:us-east-1:123456789012:SdOnEKSStack-sdNotificationOutputCfn-abcdefgh"
@@ -42,11 +42,11 @@ const snsTopic = "arn:aws:sns:us-east-1:123456789012:SdOnEKSStack-sdNotification
 // sdkStreams are the public streams and the subjects a downstream team
 // subscribes to with the CloudEvents SDK, one consumer per subject.
 var sdkStreams = []struct{ stream, subject string }{
-	{streams.Ingress, "sd.callback.>"},
-	{streams.Ingress, "sd.sns.>"},
+	{contract.StreamIngress, "sd.callback.>"},
+	{contract.StreamIngress, "sd.sns.>"},
 	{"QUOTA", "sd.quota.>"},
-	{streams.Archive, "sd.archive.>"},
-	{streams.Jobs, "sd.job.>"},
+	{contract.StreamArchive, "sd.archive.>"},
+	{contract.StreamJobs, "sd.job.>"},
 }
 
 // TestEveryStreamReadWholeByCloudEventsSDK drives the real ingress, quota,
@@ -154,7 +154,7 @@ func TestEveryStreamReadWholeByCloudEventsSDK(t *testing.T) {
 		}
 	}
 
-	want := map[string]uint64{streams.Ingress: 12, "QUOTA": 8, streams.Archive: 2, streams.Jobs: 2}
+	want := map[string]uint64{contract.StreamIngress: 12, "QUOTA": 8, contract.StreamArchive: 2, contract.StreamJobs: 2}
 	for stream, n := range want {
 		natstest.Eventually(t, time.Minute, fmt.Sprintf("%d messages in %s", n, stream), func() bool { return d.streamMsgs(stream) >= n })
 	}
@@ -236,7 +236,7 @@ func TestInternalEventsReadWholeByCloudEventsSDK(t *testing.T) {
 	}
 	e := decodeBinary(t, storedMsg{msg})
 	checkAttributes(t, storedMsg{msg}, e)
-	if e.Type() != archiveretry.EventType || !e.Time().Equal(at) || e.DataContentType() != "application/json" {
+	if e.Type() != contract.TypeArchiverRetry || !e.Time().Equal(at) || e.DataContentType() != "application/json" {
 		t.Errorf("decoded %s", e)
 	}
 }

@@ -16,7 +16,6 @@ require (
 	github.com/sdevents/sdevents/services/ingress v0.0.0
 	github.com/sdevents/sdevents/services/quota v0.0.0
 	github.com/sdevents/sdevents/services/simulator v0.0.0
-	github.com/sdevents/sdevents/streams v0.0.0
 )
 
 require (
@@ -51,6 +50,7 @@ require (
 	github.com/rivo/uniseg v0.4.7 // indirect
 	github.com/rs/xid v1.6.0 // indirect
 	github.com/schollz/progressbar/v3 v3.19.1 // indirect
+	github.com/sdevents/sdevents/streams v0.0.0 // indirect
 	github.com/tinylib/msgp v1.6.4 // indirect
 	github.com/valyala/bytebufferpool v1.0.0 // indirect
 	github.com/valyala/fasttemplate v1.2.2 // indirect

@@ -7,8 +7,8 @@ import (
 	"time"
 
 	"github.com/sdevents/sdevents/pkg/callback"
+	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/pkg/natstest"
-	"github.com/sdevents/sdevents/streams"
 )
 
 // TestIngressAcrossLeaderFailover sends signed asynchronous callbacks at a
@@ -50,11 +50,11 @@ func testIngressAcrossLeaderFailover(t *testing.T, d *deployment) {
 	// The fault: once the load runs, stop the INGRESS leader; restart it
 	// after the cluster has served a few hundred callbacks without it.
 	natstest.Eventually(t, 30*time.Second, "300 callbacks acknowledged", func() bool { return acked.Load() >= 300 })
-	leader := d.streamLeader(streams.Ingress)
+	leader := d.streamLeader(contract.StreamIngress)
 	down := time.Now()
 	ackedAtDown := acked.Load()
 	leader.stop()
-	next := d.streamLeader(streams.Ingress)
+	next := d.streamLeader(contract.StreamIngress)
 	if next == leader {
 		t.Fatal("the stopped node still leads INGRESS")
 	}
@@ -86,7 +86,7 @@ func testIngressAcrossLeaderFailover(t *testing.T, d *deployment) {
 	load.checkStoredOnce(t, d.js, "after the failover")
 
 	// The restarted node holds every event too.
-	d.waitReplicasConverge(streams.Ingress, total, 30*time.Second)
+	d.waitReplicasConverge(contract.StreamIngress, total, 30*time.Second)
 
 	// Replays of acknowledged callbacks — from before the failover, from
 	// around it, and the last — through the same ingress and through a
@@ -109,7 +109,7 @@ func testIngressAcrossLeaderFailover(t *testing.T, d *deployment) {
 		}
 	}
 	load.checkStoredOnce(t, d.js, "after the replays")
-	d.waitReplicasConverge(streams.Ingress, total, 30*time.Second)
+	d.waitReplicasConverge(contract.StreamIngress, total, 30*time.Second)
 
 	t.Logf("%d callbacks in %s (%.0f/s offered); INGRESS leader %s stopped after %d acks, new leader %s in %s; first 2xx of a callback sent after the stop %s after it; node restarted %s after the stop",
 		total, loadTime.Round(time.Millisecond), float64(total)/loadTime.Seconds(), leader.name(), ackedAtDown,

@@ -12,8 +12,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sdevents/sdevents/pkg/callback"
+	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/pkg/event"
-	"github.com/sdevents/sdevents/streams"
 )
 
 // asyncLoad is a series of signed sdTaskFinished callbacks, each with its
@@ -89,7 +89,7 @@ func (l *asyncLoad) checkDelivered(t *testing.T) {
 // exactly once, with its body, and nothing else.
 func (l *asyncLoad) checkStoredOnce(t *testing.T, js jetstream.JetStream, when string) {
 	t.Helper()
-	msgs := readAll(t, js, streams.Ingress, "sd.callback.default.>")
+	msgs := readAll(t, js, contract.StreamIngress, "sd.callback.default.>")
 	seen := map[string]int{}
 	for _, m := range msgs {
 		id := m.Headers().Get(event.HeaderInvokeID)

@@ -24,6 +24,7 @@ import (
 
 	"github.com/sdevents/sdevents/pkg/callback"
 	"github.com/sdevents/sdevents/pkg/config"
+	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/pkg/httpserver"
 	"github.com/sdevents/sdevents/pkg/jshealth"
 	"github.com/sdevents/sdevents/pkg/natstest"
@@ -31,7 +32,6 @@ import (
 	"github.com/sdevents/sdevents/services/ingress"
 	"github.com/sdevents/sdevents/services/quota"
 	"github.com/sdevents/sdevents/services/simulator"
-	"github.com/sdevents/sdevents/streams"
 )
 
 // TestPartitions runs the callback simulator (with its end-state
@@ -80,7 +80,7 @@ func TestPartitions(t *testing.T) {
 
 	// in-1 starts on the INGRESS leader and knows every node; in-2 knows
 	// only a follower.
-	leader := pd.leaderOf(streams.Ingress)
+	leader := pd.leaderOf(contract.StreamIngress)
 	follower := (leader + 1) % len(nodes)
 	q1 := pd.startQuota("quota-1", urls)
 	q2 := pd.startQuota("quota-2", urls)
@@ -147,7 +147,7 @@ func TestPartitions(t *testing.T) {
 	s.end = time.Now()
 	scenarios = append(scenarios, s)
 
-	flapper := pd.leaderOf(streams.Ingress)
+	flapper := pd.leaderOf(contract.StreamIngress)
 	s = &scenario{name: fmt.Sprintf("flapping (%s, INGRESS leader: 3 s cut, 3 s linked, three times)", nodes[flapper].id)}
 	s.cut = time.Now()
 	for i := range 3 {
@@ -287,7 +287,7 @@ func (d *partDeployment) connect(name string, urls []string, pinned bool, writes
 
 func (d *partDeployment) startQuota(name string, urls []string) *quota.Service {
 	d.t.Helper()
-	g := d.connect(name, urls, false, streams.Quota, streams.QuotaTimers)
+	g := d.connect(name, urls, false, contract.StreamQuota, contract.StreamQuotaTimers)
 	svc, err := quota.New(d.t.Context(), d.cfg, g.nc, prometheus.NewRegistry())
 	if err != nil {
 		d.t.Fatal(err)
@@ -298,7 +298,7 @@ func (d *partDeployment) startQuota(name string, urls []string) *quota.Service {
 
 func (d *partDeployment) startAggregator(name string, urls []string) {
 	d.t.Helper()
-	g := d.connect(name, urls, false, streams.Jobs, "KV_"+aggregator.StateBucket, aggregator.TimerStream)
+	g := d.connect(name, urls, false, contract.StreamJobs, "KV_"+contract.BucketAggregatorState, contract.StreamAggregatorTimers)
 	svc, err := aggregator.New(d.t.Context(), d.cfg, g.nc, prometheus.NewRegistry())
 	if err != nil {
 		d.t.Fatal(err)
@@ -336,7 +336,7 @@ type sample struct {
 // the ingress's own readiness and the streams it writes.
 func (d *partDeployment) serveIngress(name string, urls []string, pinned bool, admin *quota.Service) *partReplica {
 	d.t.Helper()
-	g := d.connect(name, urls, pinned, streams.Ingress)
+	g := d.connect(name, urls, pinned, contract.StreamIngress)
 	reg := prometheus.NewRegistry()
 	srv := httpserver.New(zerolog.New(io.Discard), reg)
 	in, err := ingress.New(d.t.Context(), d.cfg, g.nc, reg)

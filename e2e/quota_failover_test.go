@@ -16,10 +16,10 @@ import (
 
 	"github.com/sdevents/sdevents/pkg/account"
 	"github.com/sdevents/sdevents/pkg/callback"
+	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/pkg/natstest"
 	"github.com/sdevents/sdevents/services/quota"
 	"github.com/sdevents/sdevents/services/quota/ledger"
-	"github.com/sdevents/sdevents/streams"
 )
 
 // TestQuotaAcrossLeaderFailover grants an account N credits and floods it
@@ -109,11 +109,11 @@ func testQuotaAcrossLeaderFailover(t *testing.T, d *deployment) {
 	})
 
 	natstest.Eventually(t, 20*time.Second, "15 reservations", func() bool { return successes.Load() >= 15 })
-	leader := d.streamLeader(streams.Quota)
+	leader := d.streamLeader(contract.StreamQuota)
 	down := time.Now()
 	atDown := successes.Load()
 	leader.stop()
-	next := d.streamLeader(streams.Quota)
+	next := d.streamLeader(contract.StreamQuota)
 	elected := time.Since(down)
 	natstest.Eventually(t, 30*time.Second, "a reservation sent after the stop answered success", func() bool {
 		return lastSuccess.Load() > down.UnixNano()
@@ -154,7 +154,7 @@ func testQuotaAcrossLeaderFailover(t *testing.T, d *deployment) {
 	var evs []ledger.Event
 	natstest.Eventually(t, 60*time.Second, "every reservation with a lost answer released", func() bool {
 		evs = evs[:0]
-		for _, m := range readAll(t, d.js, streams.Quota, "sd.quota."+acct) {
+		for _, m := range readAll(t, d.js, contract.StreamQuota, "sd.quota."+acct) {
 			var e ledger.Event
 			if err := json.Unmarshal(m.Data(), &e); err != nil {
 				t.Fatalf("undecodable QUOTA event: %v", err)
@@ -236,7 +236,7 @@ func testQuotaAcrossLeaderFailover(t *testing.T, d *deployment) {
 			t.Errorf("replica %d reports balance %d reserved %d, the fold %d and %d", i+1, v.Balance, v.Reserved, fold.Balance, fold.Reserved)
 		}
 	}
-	d.waitReplicasConverge(streams.Quota, uint64(len(evs)), 30*time.Second)
+	d.waitReplicasConverge(contract.StreamQuota, uint64(len(evs)), 30*time.Second)
 
 	t.Logf("%d credits, %d reservations asked (%d concurrent every %s): %d succeeded (%d before the stop), %d denied for credits, %d refused as busy (no decision within the ingress deadline), %d refused otherwise (not recorded), %d answered 503; %d reserved events, %d of them released as abandoned (stored, but their answer lost); final balance %d",
 		credits, requests, burst, every, len(ok), atDown, denied, busy, refused, unavailable, reserved, abandoned, fold.Balance)

@@ -14,10 +14,10 @@ import (
 
 	"github.com/sdevents/sdevents/pkg/account"
 	"github.com/sdevents/sdevents/pkg/callback"
+	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/pkg/natstest"
 	"github.com/sdevents/sdevents/services/quota"
 	"github.com/sdevents/sdevents/services/quota/ledger"
-	"github.com/sdevents/sdevents/streams"
 )
 
 // TestTwinRequestsOnACluster sends hundreds of pairs of apiAccessPreInvoke
@@ -141,7 +141,7 @@ func TestTwinRequestsOnACluster(t *testing.T) {
 	// The ledger: one decision per invokeId, no release, every commit once.
 	reserved, ended := map[string]int{}, map[string]int{}
 	var duplicates float64
-	for _, m := range readAll(t, d.js, streams.Quota, "sd.quota."+acct) {
+	for _, m := range readAll(t, d.js, contract.StreamQuota, "sd.quota."+acct) {
 		var e ledger.Event
 		if err := json.Unmarshal(m.Data(), &e); err != nil {
 			t.Fatalf("undecodable QUOTA event: %v", err)

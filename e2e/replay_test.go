@@ -13,9 +13,9 @@ import (
 	"github.com/sdevents/sdevents/pkg/account"
 	"github.com/sdevents/sdevents/pkg/callback"
 	"github.com/sdevents/sdevents/pkg/config"
+	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/pkg/natstest"
 	"github.com/sdevents/sdevents/services/quota/ledger"
-	"github.com/sdevents/sdevents/streams"
 )
 
 // deploySingle is deployOn for one embedded JetStream node, streams at R1.
@@ -132,7 +132,7 @@ func TestShiftedReplayActsOnce(t *testing.T) {
 				t.Logf("%s: %d shifted replays refused", c.bizType, len(variants))
 			}
 			reserved := 0
-			for _, m := range readAll(t, d.js, streams.Quota, "sd.quota."+acct) {
+			for _, m := range readAll(t, d.js, contract.StreamQuota, "sd.quota."+acct) {
 				var e ledger.Event
 				if err := json.Unmarshal(m.Data(), &e); err != nil {
 					t.Fatal(err)
@@ -149,7 +149,7 @@ func TestShiftedReplayActsOnce(t *testing.T) {
 				t.Fatalf("%d reserved events, %d credits reserved, balance %d; want 1, 2, 98", reserved, v.Reserved, v.Balance)
 			}
 			stored := 0
-			for _, m := range readAll(t, d.js, streams.Ingress, "sd.callback.default.>") {
+			for _, m := range readAll(t, d.js, contract.StreamIngress, "sd.callback.default.>") {
 				if m.Headers().Get("sd-account") == acct {
 					stored++
 				}

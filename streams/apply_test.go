@@ -11,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/pkg/natstest"
 	"github.com/sdevents/sdevents/streams"
 )
@@ -93,7 +94,7 @@ func TestAppliedDefinitionsShowNoDrift(t *testing.T) {
 func edit(t *testing.T, js jetstream.JetStream) {
 	t.Helper()
 	ctx := ctxT(t)
-	s, err := js.Stream(ctx, streams.Jobs)
+	s, err := js.Stream(ctx, contract.StreamJobs)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,13 +103,13 @@ func edit(t *testing.T, js jetstream.JetStream) {
 	if _, err := js.UpdateStream(ctx, cfg); err != nil {
 		t.Fatal(err)
 	}
-	c, err := js.Consumer(ctx, streams.Ingress, "archiver")
+	c, err := js.Consumer(ctx, contract.StreamIngress, "archiver")
 	if err != nil {
 		t.Fatal(err)
 	}
 	cc := c.CachedInfo().Config
 	cc.MaxAckPending = 64
-	if _, err := js.UpdateConsumer(ctx, streams.Ingress, cc); err != nil {
+	if _, err := js.UpdateConsumer(ctx, contract.StreamIngress, cc); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -116,11 +117,11 @@ func edit(t *testing.T, js jetstream.JetStream) {
 func live(t *testing.T, js jetstream.JetStream) (maxAge time.Duration, maxAckPending int) {
 	t.Helper()
 	ctx := ctxT(t)
-	s, err := js.Stream(ctx, streams.Jobs)
+	s, err := js.Stream(ctx, contract.StreamJobs)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := js.Consumer(ctx, streams.Ingress, "archiver")
+	c, err := js.Consumer(ctx, contract.StreamIngress, "archiver")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -185,7 +186,7 @@ func TestCreateCreatesOnlyWhatIsMissing(t *testing.T) {
 	natstest.ApplyStreams(t, js, 1)
 	edit(t, js)
 	ctx := ctxT(t)
-	if err := js.DeleteConsumer(ctx, streams.Ingress, "aggregator"); err != nil {
+	if err := js.DeleteConsumer(ctx, contract.StreamIngress, "aggregator"); err != nil {
 		t.Fatal(err)
 	}
 	if err := js.DeleteKeyValue(ctx, "ARCHIVE_KEYS"); err != nil {
@@ -224,7 +225,7 @@ func TestOffNeedsEverything(t *testing.T) {
 	}
 
 	natstest.ApplyStreams(t, js, 1)
-	if err := js.DeleteConsumer(ctx, streams.Ingress, "archiver"); err != nil {
+	if err := js.DeleteConsumer(ctx, contract.StreamIngress, "archiver"); err != nil {
 		t.Fatal(err)
 	}
 	_, err = streams.Verify(ctx, js, embedded(t), 1)
@@ -249,7 +250,7 @@ func TestLossyLedgerIsRefused(t *testing.T) {
 	_, js := natstest.Connect(t, natstest.Start(t).URL())
 	natstest.ApplyStreams(t, js, 1)
 	ctx := ctxT(t)
-	s, err := js.Stream(ctx, streams.Quota)
+	s, err := js.Stream(ctx, contract.StreamQuota)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -267,7 +268,7 @@ func TestLossyLedgerIsRefused(t *testing.T) {
 	if _, err := streams.Apply(ctx, js, embedded(t), streams.ModeUpdate, 1); err != nil {
 		t.Fatal(err)
 	}
-	if s, err = js.Stream(ctx, streams.Quota); err != nil || s.CachedInfo().Config.MaxAge != 0 {
+	if s, err = js.Stream(ctx, contract.StreamQuota); err != nil || s.CachedInfo().Config.MaxAge != 0 {
 		t.Fatalf("QUOTA after update: %v, max_age %v", err, s.CachedInfo().Config.MaxAge)
 	}
 }
@@ -278,7 +279,7 @@ func TestUpdateFromDiscardOldLedger(t *testing.T) {
 	t.Parallel()
 	_, js := natstest.Connect(t, natstest.Start(t).URL())
 	ctx := ctxT(t)
-	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: streams.Quota, Subjects: []string{"sd.quota.>"},
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: contract.StreamQuota, Subjects: []string{"sd.quota.>"},
 		Storage: jetstream.FileStorage, Discard: jetstream.DiscardOld, AllowDirect: true}); err != nil {
 		t.Fatal(err)
 	}
@@ -289,7 +290,7 @@ func TestUpdateFromDiscardOldLedger(t *testing.T) {
 	if !slices.Contains(fields(r.Reset), "stream QUOTA discard old -> new") {
 		t.Errorf("reset %v, want QUOTA's discard", fields(r.Reset))
 	}
-	s, err := js.Stream(ctx, streams.Quota)
+	s, err := js.Stream(ctx, contract.StreamQuota)
 	if err != nil || s.CachedInfo().Config.Discard != jetstream.DiscardNew {
 		t.Fatalf("QUOTA discard after update: %v %v", err, s.CachedInfo().Config.Discard)
 	}
@@ -300,9 +301,9 @@ func TestUpdateFromDiscardOldLedger(t *testing.T) {
 func TestLimitsReachTheStreams(t *testing.T) {
 	t.Parallel()
 	files, err := streams.WithLimits(embedded(t), map[string]streams.Limits{
-		streams.Jobs:    {MaxAge: 7 * 24 * time.Hour, MaxBytes: 1 << 30},
-		streams.Archive: {MaxAge: 90 * 24 * time.Hour},
-		streams.Quota:   {MaxBytes: 10 << 30},
+		contract.StreamJobs:    {MaxAge: 7 * 24 * time.Hour, MaxBytes: 1 << 30},
+		contract.StreamArchive: {MaxAge: 90 * 24 * time.Hour},
+		contract.StreamQuota:   {MaxBytes: 10 << 30},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -313,9 +314,9 @@ func TestLimitsReachTheStreams(t *testing.T) {
 		t.Fatal(err)
 	}
 	for name, want := range map[string]streams.Limits{
-		streams.Jobs:    {MaxAge: 7 * 24 * time.Hour, MaxBytes: 1 << 30},
-		streams.Archive: {MaxAge: 90 * 24 * time.Hour, MaxBytes: -1},
-		streams.Quota:   {MaxBytes: 10 << 30},
+		contract.StreamJobs:    {MaxAge: 7 * 24 * time.Hour, MaxBytes: 1 << 30},
+		contract.StreamArchive: {MaxAge: 90 * 24 * time.Hour, MaxBytes: -1},
+		contract.StreamQuota:   {MaxBytes: 10 << 30},
 	} {
 		s, err := js.Stream(ctx, name)
 		if err != nil {
@@ -327,7 +328,7 @@ func TestLimitsReachTheStreams(t *testing.T) {
 		}
 	}
 	// The definitions passed in are unchanged.
-	if e := embedded(t); e[indexOf(e, streams.Jobs)].Stream.MaxAge != streams.Duration(720*time.Hour) {
+	if e := embedded(t); e[indexOf(e, contract.StreamJobs)].Stream.MaxAge != streams.Duration(720*time.Hour) {
 		t.Error("WithLimits changed its input")
 	}
 }
@@ -345,9 +346,9 @@ func TestLimitsRejected(t *testing.T) {
 		limits map[string]streams.Limits
 		want   string
 	}{
-		{"quota max_age", map[string]streams.Limits{streams.Quota: {MaxAge: 365 * 24 * time.Hour}}, "stream QUOTA is lossless, but max_age is 8760h0m0s"},
-		{"jobs shorter than its duplicate window", map[string]streams.Limits{streams.Jobs: {MaxAge: time.Hour}}, "duplicate_window 24h0m0s exceeds max_age 1h0m0s"},
-		{"negative", map[string]streams.Limits{streams.Archive: {MaxBytes: -1}}, "stream ARCHIVE: must not be negative"},
+		{"quota max_age", map[string]streams.Limits{contract.StreamQuota: {MaxAge: 365 * 24 * time.Hour}}, "stream QUOTA is lossless, but max_age is 8760h0m0s"},
+		{"jobs shorter than its duplicate window", map[string]streams.Limits{contract.StreamJobs: {MaxAge: time.Hour}}, "duplicate_window 24h0m0s exceeds max_age 1h0m0s"},
+		{"negative", map[string]streams.Limits{contract.StreamArchive: {MaxBytes: -1}}, "stream ARCHIVE: must not be negative"},
 		{"unknown stream", map[string]streams.Limits{"NOPE": {}}, "stream NOPE: no such stream"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -33,16 +33,6 @@ var files embed.FS
 // Files returns the embedded definition files.
 func Files() fs.FS { return files }
 
-// Names of the streams and buckets the services depend on.
-const (
-	Ingress       = "INGRESS"
-	IngressClaims = "INGRESS_CLAIMS"
-	Quota         = "QUOTA"
-	QuotaTimers   = "QUOTA_TIMERS"
-	Archive       = "ARCHIVE"
-	Jobs          = "JOBS"
-)
-
 // File is one definition file: a stream with its consumers, or a KV bucket.
 type File struct {
 	Name      string     `yaml:"-"`

@@ -8,6 +8,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/pkg/natstest"
 	"github.com/sdevents/sdevents/streams"
 )
@@ -88,14 +89,14 @@ func TestApplyIsIdempotentAndUpdates(t *testing.T) {
 	if _, err := streams.Apply(ctx, js, files, streams.ModeUpdate, 1); err != nil {
 		t.Fatal(err)
 	}
-	s, err := js.Stream(ctx, streams.Ingress)
+	s, err := js.Stream(ctx, contract.StreamIngress)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got := s.CachedInfo().Config.MaxAge; got != time.Hour {
 		t.Fatalf("max_age = %v after update, want 1h", got)
 	}
-	c, err := js.Consumer(ctx, streams.Ingress, "archiver")
+	c, err := js.Consumer(ctx, contract.StreamIngress, "archiver")
 	if err != nil {
 		t.Fatal(err)
 	}

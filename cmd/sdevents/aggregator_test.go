@@ -9,10 +9,10 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/pkg/event"
 	"github.com/sdevents/sdevents/pkg/natsauth"
 	"github.com/sdevents/sdevents/pkg/natstest"
-	"github.com/sdevents/sdevents/streams"
 )
 
 // TestAggregatorTargetAndReplayJobs: `sdevents run` includes the aggregator,
@@ -41,7 +41,7 @@ func TestAggregatorTargetAndReplayJobs(t *testing.T) {
 		}
 	}
 	natstest.Eventually(t, 10*time.Second, "a job in JOBS", func() bool {
-		s, err := js.Stream(ctx, streams.Jobs)
+		s, err := js.Stream(ctx, contract.StreamJobs)
 		if err != nil {
 			return false
 		}
@@ -57,7 +57,7 @@ func TestAggregatorTargetAndReplayJobs(t *testing.T) {
 
 	forged := event.Message("sd.job.finished.a_cli", event.Meta{ID: "j_forged", Source: "/test", Type: "sd.job.finished", Time: time.Now()},
 		[]byte(`{"job_id":"j_forged","account":"a_cli","source":"default","status":"failed","tasks":[],"images":[]}`))
-	if _, err := js.PublishMsg(ctx, forged, jetstream.WithExpectStream(streams.Jobs)); err != nil {
+	if _, err := js.PublishMsg(ctx, forged, jetstream.WithExpectStream(contract.StreamJobs)); err != nil {
 		t.Fatal(err)
 	}
 	out, _, err = sdevents(t, env, "replay", "jobs")

@@ -20,7 +20,6 @@ import (
 	"github.com/sdevents/sdevents/pkg/callback"
 	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/pkg/natstest"
-	"github.com/sdevents/sdevents/streams"
 )
 
 // TestRunArchivesIntoTheDirectory runs `sdevents run` from the example
@@ -61,7 +60,7 @@ func TestRunArchivesIntoTheDirectory(t *testing.T) {
 
 	var ev contract.ArchiveStored
 	natstest.Eventually(t, 20*time.Second, "a stored event", func() bool {
-		st, err := r.p.js.Stream(t.Context(), streams.Archive)
+		st, err := r.p.js.Stream(t.Context(), contract.StreamArchive)
 		if err != nil {
 			return false
 		}

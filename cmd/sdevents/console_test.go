@@ -30,9 +30,9 @@ import (
 	"github.com/sdevents/sdevents/pkg/admintoken"
 	"github.com/sdevents/sdevents/pkg/callback"
 	"github.com/sdevents/sdevents/pkg/config"
+	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/pkg/natsauth"
 	"github.com/sdevents/sdevents/pkg/natstest"
-	"github.com/sdevents/sdevents/streams"
 )
 
 // chromiumPath is Debian's chromium; .ci/run installs it.
@@ -88,10 +88,10 @@ func TestConsoleInChromium(t *testing.T) {
 	}
 	send(callback.BizAPICommit, "inv-e2e-1", `{}`)
 	natstest.Eventually(t, 30*time.Second, "both images archived", func() bool {
-		return streamMsgs(t, r, streams.Archive) == 2
+		return streamMsgs(t, r, contract.StreamArchive) == 2
 	})
 	send(callback.BizJobFinished, "inv-e2e-1", `{"success":true}`)
-	natstest.Eventually(t, 30*time.Second, "the job record", func() bool { return streamMsgs(t, r, streams.Jobs) == 1 })
+	natstest.Eventually(t, 30*time.Second, "the job record", func() bool { return streamMsgs(t, r, contract.StreamJobs) == 1 })
 
 	// The browser.
 	artifacts := os.Getenv("SDTEST_ARTIFACTS")

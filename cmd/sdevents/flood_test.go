@@ -17,10 +17,10 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/sdevents/sdevents/pkg/config"
+	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/pkg/natsauth"
 	"github.com/sdevents/sdevents/pkg/natstest"
 	"github.com/sdevents/sdevents/pkg/proctest"
-	"github.com/sdevents/sdevents/streams"
 )
 
 // TestDescriptorFloodUnderLimit runs the built binary with 64 descriptors
@@ -129,7 +129,7 @@ shutdown_timeout: 5s
 	_, js := natstest.Connect(t, "nats://"+natsAddr, nats.UserInfo(natsauth.Admin, pw))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	s, err := js.Stream(ctx, streams.Ingress)
+	s, err := js.Stream(ctx, contract.StreamIngress)
 	if err != nil {
 		t.Fatal(err)
 	}

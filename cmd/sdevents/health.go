@@ -7,23 +7,19 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/sdevents/sdevents/pkg/deadletter"
+	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/pkg/jshealth"
-	"github.com/sdevents/sdevents/services/aggregator"
-	"github.com/sdevents/sdevents/services/archiver"
-	"github.com/sdevents/sdevents/services/console"
-	"github.com/sdevents/sdevents/streams"
 )
 
 // writes are the streams each service stores into (a bucket is the stream
 // KV_<bucket>). A process is ready only when every stream its services
 // write has a leader with a quorum (docs/operations.md, "Partitions").
 var writes = map[string][]string{
-	"ingress":    {streams.Ingress, streams.IngressClaims},
-	"quota":      {streams.Quota, streams.QuotaTimers},
-	"archiver":   {streams.Archive, "KV_" + archiver.KeysBucket, archiver.TimerStream},
-	"aggregator": {streams.Jobs, "KV_" + aggregator.StateBucket, aggregator.TimerStream, aggregator.FactStream, deadletter.Stream},
-	"console":    {"KV_" + console.SessionsBucket},
+	"ingress":    {contract.StreamIngress, contract.StreamIngressClaims},
+	"quota":      {contract.StreamQuota, contract.StreamQuotaTimers},
+	"archiver":   {contract.StreamArchive, "KV_" + contract.BucketArchiveKeys, contract.StreamArchiverTimers},
+	"aggregator": {contract.StreamJobs, "KV_" + contract.BucketAggregatorState, contract.StreamAggregatorTimers, contract.StreamAggregatorFacts, contract.StreamDead},
+	"console":    {"KV_" + contract.BucketConsoleSessions},
 }
 
 // writtenBy returns the streams the services write, each once, sorted.

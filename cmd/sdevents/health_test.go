@@ -9,14 +9,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/pkg/natstest"
-	"github.com/sdevents/sdevents/streams"
 )
 
 // TestWrittenBy: `sdevents run` checks every stream a service writes, each
 // once; a single service only its own.
 func TestWrittenBy(t *testing.T) {
-	if got, want := writtenBy([]string{"ingress"}), []string{streams.Ingress, streams.IngressClaims}; !slices.Equal(got, want) {
+	if got, want := writtenBy([]string{"ingress"}), []string{contract.StreamIngress, contract.StreamIngressClaims}; !slices.Equal(got, want) {
 		t.Errorf("ingress: %v, want %v", got, want)
 	}
 	all := writtenBy(runOrder)
@@ -85,7 +85,7 @@ func TestProcessLeavesACutOffNode(t *testing.T) {
 	if cut == nil {
 		t.Fatalf("connected to %s, not a node of the cluster", p.nc.ConnectedUrl())
 	}
-	t.Logf("cutting off %s (INGRESS leader: %v)", cut.Srv.Name(), cut.Srv.JetStreamIsStreamLeader("$G", streams.Ingress))
+	t.Logf("cutting off %s (INGRESS leader: %v)", cut.Srv.Name(), cut.Srv.JetStreamIsStreamLeader("$G", contract.StreamIngress))
 	c.Isolate(t, cut)
 	logged := false
 	natstest.Eventually(t, 30*time.Second, `/readyz 503 naming "jetstream"`, func() bool {

@@ -23,11 +23,11 @@ import (
 	"github.com/sdevents/sdevents/pkg/account"
 	"github.com/sdevents/sdevents/pkg/callback"
 	"github.com/sdevents/sdevents/pkg/config"
+	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/pkg/natsauth"
 	"github.com/sdevents/sdevents/pkg/natstest"
 	"github.com/sdevents/sdevents/pkg/quotarpc"
 	"github.com/sdevents/sdevents/services/quota/ledger"
-	"github.com/sdevents/sdevents/streams"
 )
 
 // fetchOne pulls one message from c and returns nil when it got one.
@@ -102,7 +102,7 @@ func runFlow(t *testing.T) (*running, config.Config) {
 		t.Fatalf("job result: %d %s", code, body)
 	}
 	natstest.Eventually(t, 30*time.Second, "the image archived and the job published", func() bool {
-		return r.streamMsgs(t, streams.Archive) == 1 && r.streamMsgs(t, streams.Jobs) == 1
+		return r.streamMsgs(t, contract.StreamArchive) == 1 && r.streamMsgs(t, contract.StreamJobs) == 1
 	})
 	return r, cfg
 }
@@ -124,17 +124,17 @@ func TestServicesDoTheirJobAndNoMore(t *testing.T) {
 	for _, tc := range []struct {
 		user, subject, stream string
 	}{
-		{natsauth.Ingress, "sd.quota." + acct, streams.Quota},
-		{natsauth.Archiver, "sd.quota." + acct, streams.Quota},
-		{natsauth.Aggregator, "sd.quota." + acct, streams.Quota},
-		{natsauth.Archiver, "sd.callback.default.sdTaskFinished", streams.Ingress},
-		{natsauth.Quota, "sd.callback.default.sdTaskFinished", streams.Ingress},
-		{natsauth.Console, "sd.sns.eks.Notification", streams.Ingress},
-		{natsauth.Ingress, "sd.archive.stored." + acct, streams.Archive},
-		{natsauth.Quota, "sd.job.finished." + acct, streams.Jobs},
-		{natsauth.Ingress, "sdevents.quota.due." + acct, streams.QuotaTimers},
-		{natsauth.Downstream, "sd.quota." + acct, streams.Quota},
-		{natsauth.Console, "sd.quota." + acct, streams.Quota},
+		{natsauth.Ingress, "sd.quota." + acct, contract.StreamQuota},
+		{natsauth.Archiver, "sd.quota." + acct, contract.StreamQuota},
+		{natsauth.Aggregator, "sd.quota." + acct, contract.StreamQuota},
+		{natsauth.Archiver, "sd.callback.default.sdTaskFinished", contract.StreamIngress},
+		{natsauth.Quota, "sd.callback.default.sdTaskFinished", contract.StreamIngress},
+		{natsauth.Console, "sd.sns.eks.Notification", contract.StreamIngress},
+		{natsauth.Ingress, "sd.archive.stored." + acct, contract.StreamArchive},
+		{natsauth.Quota, "sd.job.finished." + acct, contract.StreamJobs},
+		{natsauth.Ingress, "sdevents.quota.due." + acct, contract.StreamQuotaTimers},
+		{natsauth.Downstream, "sd.quota." + acct, contract.StreamQuota},
+		{natsauth.Console, "sd.quota." + acct, contract.StreamQuota},
 	} {
 		t.Run(tc.user+" on "+tc.subject, func(t *testing.T) {
 			before, msgs := violations(t, r.p), r.streamMsgs(t, tc.stream)
@@ -156,13 +156,13 @@ func TestServicesDoTheirJobAndNoMore(t *testing.T) {
 	ask, _ := json.Marshal(quotarpc.GrantRequest{Account: acct, Credits: 5000})
 	for _, user := range []string{natsauth.Ingress, natsauth.Archiver, natsauth.Aggregator, natsauth.Downstream} {
 		t.Run(user+" asks for a grant", func(t *testing.T) {
-			before, msgs := violations(t, r.p), r.streamMsgs(t, streams.Quota)
+			before, msgs := violations(t, r.p), r.streamMsgs(t, contract.StreamQuota)
 			nc, _ := r.connect(t, user)
 			if m, err := nc.Request(quotarpc.SubjectGrant, ask, time.Second); err == nil {
 				t.Fatalf("answered %s", m.Data)
 			}
 			r.refused(t, before, "the grant request")
-			if n := r.streamMsgs(t, streams.Quota); n != msgs {
+			if n := r.streamMsgs(t, contract.StreamQuota); n != msgs {
 				t.Fatalf("QUOTA went from %d to %d messages", msgs, n)
 			}
 		})
@@ -174,32 +174,32 @@ func TestServicesDoTheirJobAndNoMore(t *testing.T) {
 		try        func(context.Context, jetstream.JetStream) error
 	}{
 		{"ingress pulls the archiver's messages", natsauth.Ingress, func(ctx context.Context, js jetstream.JetStream) error {
-			c, err := js.Consumer(ctx, streams.Ingress, "archiver")
+			c, err := js.Consumer(ctx, contract.StreamIngress, "archiver")
 			if err != nil {
 				return err
 			}
 			return fetchOne(c)
 		}},
 		{"aggregator changes the archiver's consumer", natsauth.Aggregator, func(ctx context.Context, js jetstream.JetStream) error {
-			_, err := js.UpdateConsumer(ctx, streams.Ingress, jetstream.ConsumerConfig{Durable: "archiver", AckPolicy: jetstream.AckExplicitPolicy,
+			_, err := js.UpdateConsumer(ctx, contract.StreamIngress, jetstream.ConsumerConfig{Durable: "archiver", AckPolicy: jetstream.AckExplicitPolicy,
 				FilterSubject: "sd.callback.none"})
 			return err
 		}},
 		{"archiver deletes the aggregator's consumer", natsauth.Archiver, func(ctx context.Context, js jetstream.JetStream) error {
-			return js.DeleteConsumer(ctx, streams.Ingress, "aggregator")
+			return js.DeleteConsumer(ctx, contract.StreamIngress, "aggregator")
 		}},
 		{"quota deletes INGRESS", natsauth.Quota, func(ctx context.Context, js jetstream.JetStream) error {
-			return js.DeleteStream(ctx, streams.Ingress)
+			return js.DeleteStream(ctx, contract.StreamIngress)
 		}},
 		{"console purges QUOTA", natsauth.Console, func(ctx context.Context, js jetstream.JetStream) error {
-			s, err := js.Stream(ctx, streams.Quota)
+			s, err := js.Stream(ctx, contract.StreamQuota)
 			if err != nil {
 				return err
 			}
 			return s.Purge(ctx)
 		}},
 		{"ingress updates QUOTA", natsauth.Ingress, func(ctx context.Context, js jetstream.JetStream) error {
-			_, err := js.UpdateStream(ctx, jetstream.StreamConfig{Name: streams.Quota, Subjects: []string{"sd.quota.>"}, MaxAge: time.Second})
+			_, err := js.UpdateStream(ctx, jetstream.StreamConfig{Name: contract.StreamQuota, Subjects: []string{"sd.quota.>"}, MaxAge: time.Second})
 			return err
 		}},
 	} {
@@ -214,7 +214,7 @@ func TestServicesDoTheirJobAndNoMore(t *testing.T) {
 			r.refused(t, before, tc.name)
 		})
 	}
-	for stream, want := range map[string]uint64{streams.Ingress: 3, streams.Quota: 2, streams.Archive: 1, streams.Jobs: 1} {
+	for stream, want := range map[string]uint64{contract.StreamIngress: 3, contract.StreamQuota: 2, contract.StreamArchive: 1, contract.StreamJobs: 1} {
 		if n := r.streamMsgs(t, stream); n != want {
 			t.Errorf("%s holds %d messages, want %d", stream, n, want)
 		}
@@ -278,14 +278,14 @@ func TestDownstreamUser(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ingress, err := js.Stream(ctx, streams.Ingress)
+	ingress, err := js.Stream(ctx, contract.StreamIngress)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if m, err := ingress.GetMsg(ctx, 1); err != nil || !strings.HasPrefix(m.Subject, "sd.callback.") {
 		t.Fatalf("message get: %v", err)
 	}
-	oc, err := js.OrderedConsumer(ctx, streams.Quota, jetstream.OrderedConsumerConfig{})
+	oc, err := js.OrderedConsumer(ctx, contract.StreamQuota, jetstream.OrderedConsumerConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -294,7 +294,7 @@ func TestDownstreamUser(t *testing.T) {
 	}
 
 	// A durable consumer of its own, consumed and acknowledged.
-	c, err := js.CreateOrUpdateConsumer(ctx, streams.Jobs, jetstream.ConsumerConfig{Durable: "downstream-x", AckPolicy: jetstream.AckExplicitPolicy})
+	c, err := js.CreateOrUpdateConsumer(ctx, contract.StreamJobs, jetstream.ConsumerConfig{Durable: "downstream-x", AckPolicy: jetstream.AckExplicitPolicy})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -310,7 +310,7 @@ func TestDownstreamUser(t *testing.T) {
 	if info, err := c.Info(ctx); err != nil || info.AckFloor.Stream != 1 {
 		t.Fatalf("downstream-x: %+v %v", info, err)
 	}
-	if err := js.DeleteConsumer(ctx, streams.Jobs, "downstream-x"); err != nil {
+	if err := js.DeleteConsumer(ctx, contract.StreamJobs, "downstream-x"); err != nil {
 		t.Fatal(err)
 	}
 
@@ -330,20 +330,20 @@ func TestDownstreamUser(t *testing.T) {
 			_, err := js.Publish(ctx, "sd.quota."+account.FromToken("user-perm"), []byte(`{"type":"granted","credits":5000}`))
 			return err
 		}},
-		{"delete INGRESS", func(ctx context.Context) error { return js.DeleteStream(ctx, streams.Ingress) }},
+		{"delete INGRESS", func(ctx context.Context) error { return js.DeleteStream(ctx, contract.StreamIngress) }},
 		{"update the archiver's consumer", func(ctx context.Context) error {
-			_, err := js.CreateOrUpdateConsumer(ctx, streams.Ingress, jetstream.ConsumerConfig{Durable: "archiver", AckPolicy: jetstream.AckExplicitPolicy})
+			_, err := js.CreateOrUpdateConsumer(ctx, contract.StreamIngress, jetstream.ConsumerConfig{Durable: "archiver", AckPolicy: jetstream.AckExplicitPolicy})
 			return err
 		}},
 		{"pull from the aggregator's consumer", func(ctx context.Context) error {
-			c, err := js.Consumer(ctx, streams.Ingress, "aggregator")
+			c, err := js.Consumer(ctx, contract.StreamIngress, "aggregator")
 			if err != nil {
 				return err
 			}
 			return fetchOne(c)
 		}},
 		{"read an internal stream", func(ctx context.Context) error {
-			_, err := js.OrderedConsumer(ctx, streams.QuotaTimers, jetstream.OrderedConsumerConfig{})
+			_, err := js.OrderedConsumer(ctx, contract.StreamQuotaTimers, jetstream.OrderedConsumerConfig{})
 			return err
 		}},
 	} {
@@ -357,7 +357,7 @@ func TestDownstreamUser(t *testing.T) {
 			r.refused(t, before, tc.name)
 		})
 	}
-	if n := r.streamMsgs(t, streams.Quota); n != 2 {
+	if n := r.streamMsgs(t, contract.StreamQuota); n != 2 {
 		t.Errorf("QUOTA holds %d messages, want 2", n)
 	}
 }
@@ -388,10 +388,10 @@ func TestRedirectedRepliesCannotMintCredits(t *testing.T) {
 	for _, reply := range []string{"sd.quota." + rich, "sd.quota." + poor} {
 		for seq := range 2 {
 			req := fmt.Sprintf(`{"seq":%d}`, seq+1)
-			if err := nc.PublishRequest("$JS.API.DIRECT.GET."+streams.Quota, reply, []byte(req)); err != nil {
+			if err := nc.PublishRequest("$JS.API.DIRECT.GET."+contract.StreamQuota, reply, []byte(req)); err != nil {
 				t.Fatal(err)
 			}
-			if err := nc.PublishRequest("$JS.API.STREAM.MSG.GET."+streams.Quota, reply, []byte(req)); err != nil {
+			if err := nc.PublishRequest("$JS.API.STREAM.MSG.GET."+contract.StreamQuota, reply, []byte(req)); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -401,10 +401,10 @@ func TestRedirectedRepliesCannotMintCredits(t *testing.T) {
 	}
 	// What landed: the copies the stream took (poor's subject was empty)
 	// and the message-get answers (JSON that is no ledger event).
-	natstest.Eventually(t, 10*time.Second, "the redirected answers stored", func() bool { return r.streamMsgs(t, streams.Quota) > 2 })
+	natstest.Eventually(t, 10*time.Second, "the redirected answers stored", func() bool { return r.streamMsgs(t, contract.StreamQuota) > 2 })
 	// What landed is no ledger event: QUOTA holds the two grants, and
 	// copies of them nowhere.
-	oc, err := r.p.js.OrderedConsumer(t.Context(), streams.Quota, jetstream.OrderedConsumerConfig{})
+	oc, err := r.p.js.OrderedConsumer(t.Context(), contract.StreamQuota, jetstream.OrderedConsumerConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}

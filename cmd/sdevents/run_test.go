@@ -15,9 +15,9 @@ import (
 
 	"github.com/sdevents/sdevents/pkg/callback"
 	"github.com/sdevents/sdevents/pkg/config"
+	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/pkg/natsauth"
 	"github.com/sdevents/sdevents/pkg/natstest"
-	"github.com/sdevents/sdevents/streams"
 )
 
 // exampleConfig loads the repository's example configuration with free ports
@@ -158,7 +158,7 @@ func (r *running) ingressMsgs(t *testing.T) uint64 {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	s, err := r.p.js.Stream(ctx, streams.Ingress)
+	s, err := r.p.js.Stream(ctx, contract.StreamIngress)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/sdevents/sdevents/pkg/config"
+	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/streams"
 )
 
@@ -50,7 +51,7 @@ func streamLimits(cfg config.Streams) map[string]streams.Limits {
 	l := func(s config.StreamLimits) streams.Limits {
 		return streams.Limits{MaxAge: s.MaxAge.D(), MaxBytes: s.MaxBytes}
 	}
-	return map[string]streams.Limits{streams.Jobs: l(cfg.Jobs), streams.Archive: l(cfg.Archive), streams.Quota: l(cfg.Quota)}
+	return map[string]streams.Limits{contract.StreamJobs: l(cfg.Jobs), contract.StreamArchive: l(cfg.Archive), contract.StreamQuota: l(cfg.Quota)}
 }
 
 // applyStreams brings the stream definitions, with the configured limits,

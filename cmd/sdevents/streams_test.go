@@ -15,6 +15,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/sdevents/sdevents/pkg/config"
+	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/pkg/natstest"
 	"github.com/sdevents/sdevents/streams"
 )
@@ -66,7 +67,7 @@ func editJobsAndArchiver(t *testing.T, js jetstream.JetStream) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	s, err := js.Stream(ctx, streams.Jobs)
+	s, err := js.Stream(ctx, contract.StreamJobs)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,20 +76,20 @@ func editJobsAndArchiver(t *testing.T, js jetstream.JetStream) {
 	if _, err := js.UpdateStream(ctx, cfg); err != nil {
 		t.Fatal(err)
 	}
-	c, err := js.Consumer(ctx, streams.Ingress, "archiver")
+	c, err := js.Consumer(ctx, contract.StreamIngress, "archiver")
 	if err != nil {
 		t.Fatal(err)
 	}
 	cc := c.CachedInfo().Config
 	cc.MaxAckPending = 64
-	if _, err := js.UpdateConsumer(ctx, streams.Ingress, cc); err != nil {
+	if _, err := js.UpdateConsumer(ctx, contract.StreamIngress, cc); err != nil {
 		t.Fatal(err)
 	}
 }
 
 func jobsMaxAge(t *testing.T, js jetstream.JetStream) time.Duration {
 	t.Helper()
-	s, err := js.Stream(context.Background(), streams.Jobs)
+	s, err := js.Stream(context.Background(), contract.StreamJobs)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,7 +98,7 @@ func jobsMaxAge(t *testing.T, js jetstream.JetStream) time.Duration {
 
 func archiverMaxAckPending(t *testing.T, js jetstream.JetStream) int {
 	t.Helper()
-	c, err := js.Consumer(context.Background(), streams.Ingress, "archiver")
+	c, err := js.Consumer(context.Background(), contract.StreamIngress, "archiver")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -192,7 +193,7 @@ func TestStreamsApplyOffNeedsTheStreams(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := js.DeleteConsumer(context.Background(), streams.Ingress, "archiver"); err != nil {
+	if err := js.DeleteConsumer(context.Background(), contract.StreamIngress, "archiver"); err != nil {
 		t.Fatal(err)
 	}
 	rec := answer(p, "/readyz")
@@ -258,7 +259,7 @@ func TestStreamOwnerLogs(t *testing.T) {
 		`{"level":"warn","streams_apply":"create","stream":"JOBS","drift":["stream JOBS max_age: 48h0m0s, defined 720h0m0s"],"message":"stream settings differ from the definition; left as they are"}`) {
 		t.Errorf("want one drift line for JOBS and one for INGRESS, got:\n%s", logs.String())
 	}
-	if v := testutil.ToFloat64(o.drift.WithLabelValues(streams.Jobs)); v != 1 {
+	if v := testutil.ToFloat64(o.drift.WithLabelValues(contract.StreamJobs)); v != 1 {
 		t.Errorf("drift gauge of JOBS = %v, want 1", v)
 	}
 
@@ -272,7 +273,7 @@ func TestStreamOwnerLogs(t *testing.T) {
 	if !strings.Contains(logs.String(), `"stream":"JOBS","message":"stream settings agree with the definition again"`) {
 		t.Errorf("log lacks the end of the drift:\n%s", logs.String())
 	}
-	if v := testutil.ToFloat64(o.drift.WithLabelValues(streams.Jobs)); v != 0 {
+	if v := testutil.ToFloat64(o.drift.WithLabelValues(contract.StreamJobs)); v != 0 {
 		t.Errorf("drift gauge of JOBS = %v after the reset, want 0", v)
 	}
 }

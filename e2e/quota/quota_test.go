@@ -14,11 +14,11 @@ import (
 
 	"github.com/sdevents/sdevents/pkg/callback"
 	"github.com/sdevents/sdevents/pkg/config"
+	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/pkg/natstest"
 	"github.com/sdevents/sdevents/services/quota"
 	"github.com/sdevents/sdevents/services/quota/ledger"
 	"github.com/sdevents/sdevents/services/quota/quotatest"
-	"github.com/sdevents/sdevents/streams"
 )
 
 // burst sends n concurrent reservations of one credit each for token, with
@@ -438,7 +438,7 @@ func TestLedgerUnwritableIsRefusedInTime(t *testing.T) {
 	d.Grant(token, 5, "")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := d.JS.DeleteStream(ctx, streams.Quota); err != nil {
+	if err := d.JS.DeleteStream(ctx, contract.StreamQuota); err != nil {
 		t.Fatal(err)
 	}
 	for _, biz := range []string{callback.BizAPIPreInvoke, callback.BizAPICommit, callback.BizImgGenControlConfig} {
@@ -474,7 +474,7 @@ func TestOverdueWithoutTimerExpiredWhileHeld(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	timers, err := d.JS.Stream(ctx, streams.QuotaTimers)
+	timers, err := d.JS.Stream(ctx, contract.StreamQuotaTimers)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -504,14 +504,14 @@ func TestTimerRefusedIsPublishedAgain(t *testing.T) {
 	d.Grant(token, 3, "")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := d.JS.DeleteStream(ctx, streams.QuotaTimers); err != nil {
+	if err := d.JS.DeleteStream(ctx, contract.StreamQuotaTimers); err != nil {
 		t.Fatal(err)
 	}
 	if a := d.reserve(token, "timer-later"); !a.Success() {
 		t.Fatalf("reserve without a timer stream: %s", a.Raw)
 	}
 	natstest.ApplyStreams(t, d.JS, 1)
-	timers, err := d.JS.Stream(ctx, streams.QuotaTimers)
+	timers, err := d.JS.Stream(ctx, contract.StreamQuotaTimers)
 	if err != nil {
 		t.Fatal(err)
 	}

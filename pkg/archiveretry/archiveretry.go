@@ -1,7 +1,8 @@
 // Package archiveretry is the protocol between the console's Retry button
 // and the archiver: a request to archive again an image whose ARCHIVE
-// outcome is a failure. Requests travel on SubjectPrefix+<account> and are
-// stored by the ARCHIVER_RETRY work queue (streams/archiver-retry.yaml).
+// outcome is a failure. Requests travel on contract.SubjectArchiverRetry +
+// <account> and are stored by the ARCHIVER_RETRY work queue
+// (streams/archiver-retry.yaml).
 //
 // The package owns the wire shape only; what the archiver does with a
 // request is in services/archiver (docs/archiver.md, "Retry requests").
@@ -16,16 +17,9 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/sdevents/sdevents/pkg/callback"
+	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/pkg/event"
 )
-
-// SubjectPrefix starts the subject of a retry request; the account id
-// follows. It is in the internal sdevents.* namespace, like the timers, and
-// is not part of the sd.> contract.
-const SubjectPrefix = "sdevents.archiver.retry."
-
-// EventType is the ce-type of a retry request.
-const EventType = "sdevents.archiver.retry"
 
 // Request is the data of a retry request: archive again the image whose
 // failure is the ARCHIVE event FailedID at sequence FailedSeq. The archiver
@@ -58,8 +52,8 @@ func Message(r Request, source string) (*nats.Msg, error) {
 	if err != nil {
 		return nil, fmt.Errorf("archiveretry: encode request %s: %w", r.ID, err)
 	}
-	return event.Message(SubjectPrefix+callback.SubjectToken(r.Account), event.Meta{
-		ID: r.ID, Source: source, Type: EventType, Time: r.RequestedAt,
+	return event.Message(contract.SubjectArchiverRetry+callback.SubjectToken(r.Account), event.Meta{
+		ID: r.ID, Source: source, Type: contract.TypeArchiverRetry, Time: r.RequestedAt,
 		Subject: r.Account, ContentType: "application/json",
 	}, data), nil
 }

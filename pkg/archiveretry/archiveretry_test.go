@@ -8,6 +8,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/sdevents/sdevents/pkg/archiveretry"
+	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/pkg/event"
 )
 
@@ -32,7 +33,7 @@ func TestMessage(t *testing.T) {
 	if got := event.Get(msg.Header, event.HeaderID); got != "retry-42" {
 		t.Errorf("ce-id %q", got)
 	}
-	if got := event.Get(msg.Header, event.HeaderType); got != archiveretry.EventType {
+	if got := event.Get(msg.Header, event.HeaderType); got != contract.TypeArchiverRetry {
 		t.Errorf("ce-type %q", got)
 	}
 	var back archiveretry.Request

@@ -27,26 +27,30 @@ const (
 // Subjects of the public streams. Each constant is a prefix; what follows it
 // is in its comment. Every token has a bound (CONTRACT §6).
 const (
-	// SubjectEvents matches every public event.
-	SubjectEvents = "sd.>"
+	// SubjectPrefix starts every public subject; SubjectEvents matches
+	// them all.
+	SubjectPrefix = "sd."
+	SubjectEvents = SubjectPrefix + ">"
 	// SubjectCallback + source + "." + bizType (callback.SubjectToken).
-	SubjectCallback = "sd.callback."
+	SubjectCallback = SubjectPrefix + "callback."
 	// SubjectSNS + source + "." + the SNS message type.
-	SubjectSNS = "sd.sns."
+	SubjectSNS = SubjectPrefix + "sns."
 	// SubjectQuota + account id: the account's ledger.
-	SubjectQuota = "sd.quota."
+	SubjectQuota = SubjectPrefix + "quota."
+	// SubjectArchive starts every ARCHIVE subject, the three below.
+	SubjectArchive = SubjectPrefix + "archive."
 	// SubjectArchiveStored + account id: one per archived image.
-	SubjectArchiveStored = "sd.archive.stored."
+	SubjectArchiveStored = SubjectArchive + "stored."
 	// SubjectArchiveFailed + account id: one per image that could not be
 	// archived.
-	SubjectArchiveFailed = "sd.archive.failed."
+	SubjectArchiveFailed = SubjectArchive + "failed."
 	// SubjectArchiveDropped + account id: one per task result with more
 	// images than the archiver takes.
-	SubjectArchiveDropped = "sd.archive.dropped."
+	SubjectArchiveDropped = SubjectArchive + "dropped."
 	// SubjectJobFinished + account id: one record per finished job.
-	SubjectJobFinished = "sd.job.finished."
+	SubjectJobFinished = SubjectPrefix + "job.finished."
 	// SubjectDead + consumer: one record per message a consumer gave up on.
-	SubjectDead = "sd.dead."
+	SubjectDead = SubjectPrefix + "dead."
 )
 
 // Subjects of the internal streams, in the sdevents.* namespace, which is

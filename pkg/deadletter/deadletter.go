@@ -27,15 +27,9 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/pkg/event"
 )
-
-// SubjectPrefix starts the subject of every dead-letter record; the consumer
-// name follows.
-const SubjectPrefix = "sd.dead."
-
-// Stream is the stream that holds the records (streams/dead.yaml).
-const Stream = "DEAD"
 
 // maxReason bounds the reason kept in a record, in bytes.
 const maxReason = 1024
@@ -93,11 +87,11 @@ func Publish(ctx context.Context, js jetstream.JetStream, r Record) error {
 	if err != nil {
 		return fmt.Errorf("deadletter: %w", err)
 	}
-	msg := event.Message(SubjectPrefix+r.Consumer, event.Meta{
-		ID: r.ID(), Source: "/sdevents/" + r.Consumer, Type: "sd.dead",
+	msg := event.Message(contract.SubjectDead+r.Consumer, event.Meta{
+		ID: r.ID(), Source: contract.SourcePrefix + r.Consumer, Type: contract.TypeDead,
 		Time: r.At, ContentType: "application/json",
 	}, data)
-	if _, err := js.PublishMsg(ctx, msg, jetstream.WithExpectStream(Stream)); err != nil {
+	if _, err := js.PublishMsg(ctx, msg, jetstream.WithExpectStream(contract.StreamDead)); err != nil {
 		return fmt.Errorf("deadletter: publish %s: %w", r.ID(), err)
 	}
 	return nil

@@ -9,6 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/pkg/deadletter"
 	"github.com/sdevents/sdevents/pkg/natstest"
 )
@@ -58,7 +59,7 @@ func TestBuryRecordsOnceAndTerminates(t *testing.T) {
 	if _, err := deadletter.Bury(ctx, js, m, "cannot handle it"); err != nil {
 		t.Fatal(err)
 	}
-	dead, err := js.Stream(ctx, deadletter.Stream)
+	dead, err := js.Stream(ctx, contract.StreamDead)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -25,6 +25,8 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/sdevents/sdevents/pkg/contract"
+	"github.com/sdevents/sdevents/pkg/quotarpc"
 	"github.com/sdevents/sdevents/streams"
 )
 
@@ -87,16 +89,16 @@ func InboxPrefix(user string) string {
 	return "_INBOX_" + user
 }
 
-// RPC subjects of the quota service (pkg/quotarpc), and the subjects each
-// service publishes on (the constants of services/*). A service publishes
-// its timers as message schedules on <prefix>.timer.>; the server fires
-// them onto <prefix>.due.>, which no user publishes to. The tests of
-// cmd/sdevents run the services against these permissions.
+// RPC subjects of the quota service (pkg/quotarpc); the subjects each
+// service publishes on are pkg/contract's. A service publishes its timers
+// as message schedules on its timer subjects; the server fires them onto
+// its due subjects, which no user publishes to. The tests of cmd/sdevents
+// run the services against these permissions.
 const (
-	rpcDecide  = "sdevents.quota.rpc.decide"
-	rpcAbandon = "sdevents.quota.rpc.abandon"
-	rpcGrant   = "sdevents.quota.rpc.grant"
-	rpcAccount = "sdevents.quota.rpc.account"
+	rpcDecide  = quotarpc.SubjectDecide
+	rpcAbandon = quotarpc.SubjectAbandon
+	rpcGrant   = quotarpc.SubjectGrant
+	rpcAccount = quotarpc.SubjectAccount
 	// maxDeliveries is JetStream's advisory for a message whose last
 	// delivery went unanswered, + <stream>.<consumer>.
 	maxDeliveries = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES."
@@ -108,9 +110,9 @@ type durable struct{ stream, name string }
 // owned are the durable consumers of each service. Every durable of
 // streams/ has exactly one owner: Users fails otherwise.
 var owned = map[string][]durable{
-	Quota:      {{streams.QuotaTimers, "quota-expiry"}},
-	Archiver:   {{streams.Ingress, "archiver"}, {"ARCHIVER_TIMERS", "archiver-due"}, {"ARCHIVER_RETRY", "archiver-retry"}},
-	Aggregator: {{streams.Ingress, "aggregator"}, {"AGGREGATOR_TIMERS", "aggregator-due"}},
+	Quota:      {{contract.StreamQuotaTimers, "quota-expiry"}},
+	Archiver:   {{contract.StreamIngress, "archiver"}, {contract.StreamArchiverTimers, "archiver-due"}, {contract.StreamArchiverRetry, "archiver-retry"}},
+	Aggregator: {{contract.StreamIngress, "aggregator"}, {contract.StreamAggregatorTimers, "aggregator-due"}},
 }
 
 // Users returns every user with its permissions, made from the stream
@@ -132,7 +134,7 @@ func Users() ([]User, error) {
 		b.all = append(b.all, f.Stream.Name)
 		public := true
 		for _, s := range f.Stream.Subjects {
-			public = public && strings.HasPrefix(s, "sd.")
+			public = public && strings.HasPrefix(s, contract.SubjectPrefix)
 		}
 		if public {
 			b.public = append(b.public, f.Stream.Name)
@@ -148,20 +150,20 @@ func Users() ([]User, error) {
 		b.service(Ingress, func(p *perm) {
 			// Events; the claim of each callback sign (INGRESS_CLAIMS);
 			// the quota RPC.
-			p.pub("sd.callback.>", "sd.sns.>", "sdevents.ingress.claim.>", rpcDecide, rpcAbandon)
-			p.read(streams.Ingress, "INGRESS_CLAIMS")
-			p.kv("SNS_CONFIRMATIONS")
+			p.pub(contract.SubjectCallback+">", contract.SubjectSNS+">", contract.SubjectIngressClaim+">", rpcDecide, rpcAbandon)
+			p.read(contract.StreamIngress, contract.StreamIngressClaims)
+			p.kv(contract.BucketSNSConfirmations)
 		}),
 		b.service(Quota, func(p *perm) {
-			p.pub("sd.quota.>", "sdevents.quota.timer.>")
+			p.pub(contract.SubjectQuota+">", contract.SubjectQuotaTimer+">")
 			p.sub(rpcDecide, rpcAbandon, rpcGrant, rpcAccount)
 			p.AllowResponses = true
-			p.read(streams.Quota, streams.QuotaTimers)
+			p.read(contract.StreamQuota, contract.StreamQuotaTimers)
 		}),
 		b.service(Archiver, func(p *perm) {
-			p.pub("sd.archive.>", "sdevents.archiver.timer.>")
-			p.read(streams.Ingress, streams.Archive, "ARCHIVER_TIMERS", "ARCHIVER_RETRY")
-			p.kv("ARCHIVE_KEYS")
+			p.pub(contract.SubjectArchive+">", contract.SubjectArchiverTimer+">")
+			p.read(contract.StreamIngress, contract.StreamArchive, contract.StreamArchiverTimers, contract.StreamArchiverRetry)
+			p.kv(contract.BucketArchiveKeys)
 			for _, d := range owned[Archiver] {
 				p.sub(maxDeliveries + d.stream + "." + d.name)
 			}
@@ -169,19 +171,19 @@ func Users() ([]User, error) {
 		b.service(Aggregator, func(p *perm) {
 			// Job records; idle timers; the facts of large jobs, purged
 			// once a job is published; messages given up (pkg/deadletter).
-			p.pub("sd.job.finished.>", "sdevents.aggregator.timer.>", "sdevents.aggregator.fact.>",
-				"$JS.API.STREAM.PURGE.AGGREGATOR_FACTS", "sd.dead.aggregator")
-			p.read(streams.Ingress, streams.Quota, streams.Archive, streams.Jobs, "AGGREGATOR_TIMERS", "AGGREGATOR_FACTS")
-			p.kv("AGGREGATOR_STATE")
+			p.pub(contract.SubjectJobFinished+">", contract.SubjectAggregatorTimer+">", contract.SubjectAggregatorFact+">",
+				"$JS.API.STREAM.PURGE."+contract.StreamAggregatorFacts, contract.SubjectDead+"aggregator")
+			p.read(contract.StreamIngress, contract.StreamQuota, contract.StreamArchive, contract.StreamJobs, contract.StreamAggregatorTimers, contract.StreamAggregatorFacts)
+			p.kv(contract.BucketAggregatorState)
 		}),
 		b.service(Console, func(p *perm) {
 			// The live view; archive retry requests (pkg/archiveretry);
 			// grants and account states, asked of the quota replicas
 			// (only the console and the admin may ask for a grant).
-			p.sub("sd.>")
-			p.pub("sdevents.archiver.retry.>", rpcGrant, rpcAccount)
-			p.read(streams.Ingress, streams.Quota, streams.Archive, streams.Jobs)
-			p.kv("CONSOLE_SESSIONS")
+			p.sub(contract.SubjectEvents)
+			p.pub(contract.SubjectArchiverRetry+">", rpcGrant, rpcAccount)
+			p.read(contract.StreamIngress, contract.StreamQuota, contract.StreamArchive, contract.StreamJobs)
+			p.kv(contract.BucketConsoleSessions)
 		}),
 		b.downstream(),
 		{Name: Admin},
@@ -300,7 +302,7 @@ func (b *builder) downstream() User {
 	p := &perm{b: b, user: Downstream}
 	api := "$JS.API."
 	p.pub(api+"INFO", api+"STREAM.NAMES")
-	p.sub("_INBOX.>", "sd.>")
+	p.sub("_INBOX.>", contract.SubjectEvents)
 	for _, s := range b.public {
 		p.read(s)
 		p.pub(api+"STREAM.INFO."+s, api+"CONSUMER.DURABLE.CREATE."+s+".*", api+"CONSUMER.NAMES."+s, api+"CONSUMER.LIST."+s,

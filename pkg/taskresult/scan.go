@@ -110,10 +110,10 @@ func scanCallback(body []byte) (success bool, images []ImageSummary, plain bool)
 }
 
 // appendNamed appends img when it names an image (an id or a url), as
-// taskresult.ParseCallbackResult keeps only those: a data entry such as {}
-// is no image.
-func appendNamed(images []jobs.Image, img jobs.Image) []jobs.Image {
-	if img.ImageID == "" && img.URL == "" {
+// ParseCallbackResult keeps only those: a data entry such as {} is no
+// image.
+func appendNamed(images []ImageSummary, img ImageSummary) []ImageSummary {
+	if img.GeneratedImageID == "" && img.URL == "" {
 		return images
 	}
 	return append(images, img)

@@ -13,9 +13,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/services/aggregator"
 	"github.com/sdevents/sdevents/services/aggregator/jobs"
-	"github.com/sdevents/sdevents/streams"
 )
 
 // TestJobsOnceAcrossReplicasKillsAndRedeliveries runs two replicas over the
@@ -182,7 +182,7 @@ func TestBacklogOfOneKeyInGroups(t *testing.T) {
 	var first sync.Once
 	delivered := func() { // on a worker goroutine: no t.Fatal here
 		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-			if c, err := e.js.Consumer(t.Context(), streams.Ingress, aggregator.ConsumerName); err == nil && c.CachedInfo().NumPending == 0 {
+			if c, err := e.js.Consumer(t.Context(), contract.StreamIngress, aggregator.ConsumerName); err == nil && c.CachedInfo().NumPending == 0 {
 				return
 			}
 		}

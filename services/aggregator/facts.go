@@ -10,17 +10,15 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/services/aggregator/jobs"
 )
 
 // The chunks of facts open jobs hand out of their state (jobs.Chunk) live in
-// FactStream (streams/aggregator-facts.yaml), one subject per job:
-// FactSubjectPrefix + job id. A job's subject is read when the job closes
-// and purged once the state that closed it is stored.
-const (
-	FactStream        = "AGGREGATOR_FACTS"
-	FactSubjectPrefix = "sdevents.aggregator.fact."
-)
+// The facts of large jobs are kept in contract.StreamAggregatorFacts
+// (streams/aggregator-facts.yaml), one subject per job:
+// contract.SubjectAggregatorFact + job id. A job's subject is read when the
+// job closes and purged once the state that closed it is stored.
 
 // chunkMsg is the message of c: its facts, with Nats-Msg-Id c.ID(), so that
 // storing it again (a redelivery) is a no-op within the stream's duplicate
@@ -30,7 +28,7 @@ func chunkMsg(c jobs.Chunk) (*nats.Msg, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encode %s: %w", c.ID(), err)
 	}
-	msg := nats.NewMsg(FactSubjectPrefix + c.JobID)
+	msg := nats.NewMsg(contract.SubjectAggregatorFact + c.JobID)
 	msg.Data = data
 	msg.Header.Set(nats.MsgIdHdr, c.ID())
 	return msg, nil
@@ -45,7 +43,7 @@ func (s *Service) storeChunks(ctx context.Context, chunks []jobs.Chunk) error {
 		if err != nil {
 			return err
 		}
-		ack, err := s.js.PublishMsgAsync(msg, jetstream.WithExpectStream(FactStream))
+		ack, err := s.js.PublishMsgAsync(msg, jetstream.WithExpectStream(contract.StreamAggregatorFacts))
 		if err != nil {
 			return fmt.Errorf("store %s: %w", c.ID(), err)
 		}
@@ -68,7 +66,7 @@ func (s *Service) storeChunks(ctx context.Context, chunks []jobs.Chunk) error {
 func (s *Service) readFacts(ctx context.Context, id string) ([]jobs.Fact, error) {
 	var facts []jobs.Fact
 	var bad error
-	err := s.lookup.scanFrom(ctx, FactStream, FactSubjectPrefix+id, map[string]any{"seq": 1}, func(data []byte) {
+	err := s.lookup.scanFrom(ctx, contract.StreamAggregatorFacts, contract.SubjectAggregatorFact+id, map[string]any{"seq": 1}, func(data []byte) {
 		facts, bad = appendFacts(facts, data, bad)
 	})
 	if err == nil {
@@ -87,7 +85,7 @@ func (s *Service) readFactsFromLeader(ctx context.Context, id string) ([]jobs.Fa
 	var facts []jobs.Fact
 	var bad error
 	for seq := uint64(1); ; {
-		m, err := s.facts.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(FactSubjectPrefix+id))
+		m, err := s.facts.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(contract.SubjectAggregatorFact+id))
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			break
 		}
@@ -166,7 +164,7 @@ func complete(c jobs.Closing, facts []jobs.Fact) bool {
 // A failure leaves chunks that the stream's max_age removes; it is counted.
 func (s *Service) purgeFacts(ctx context.Context, ids []string) {
 	for _, id := range ids {
-		if err := s.facts.Purge(ctx, jetstream.WithPurgeSubject(FactSubjectPrefix+id)); err != nil {
+		if err := s.facts.Purge(ctx, jetstream.WithPurgeSubject(contract.SubjectAggregatorFact+id)); err != nil {
 			s.metrics.purgeFailed.Inc()
 			s.log.Debug().Err(err).Str("job", id).Msg("aggregator: purge facts")
 		}

@@ -13,11 +13,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sdevents/sdevents/pkg/config"
+	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/pkg/event"
 	"github.com/sdevents/sdevents/pkg/natstest"
 	"github.com/sdevents/sdevents/services/aggregator"
 	"github.com/sdevents/sdevents/services/aggregator/jobs"
-	"github.com/sdevents/sdevents/streams"
 )
 
 // env is an embedded JetStream server with the project's streams applied.
@@ -45,13 +45,13 @@ func newEnv(t *testing.T) *env {
 func (e *env) setAckWait(d time.Duration) {
 	e.t.Helper()
 	ctx := context.Background()
-	c, err := e.js.Consumer(ctx, streams.Ingress, aggregator.ConsumerName)
+	c, err := e.js.Consumer(ctx, contract.StreamIngress, aggregator.ConsumerName)
 	if err != nil {
 		e.t.Fatal(err)
 	}
 	cc := c.CachedInfo().Config
 	cc.AckWait = d
-	if _, err := e.js.UpdateConsumer(ctx, streams.Ingress, cc); err != nil {
+	if _, err := e.js.UpdateConsumer(ctx, contract.StreamIngress, cc); err != nil {
 		e.t.Fatal(err)
 	}
 }
@@ -188,7 +188,7 @@ func (e *env) jobsStored() []jobs.Record {
 // jobCount is the number of messages in JOBS.
 func (e *env) jobCount() uint64 {
 	e.t.Helper()
-	s, err := e.js.Stream(context.Background(), streams.Jobs)
+	s, err := e.js.Stream(context.Background(), contract.StreamJobs)
 	if err != nil {
 		e.t.Fatal(err)
 	}

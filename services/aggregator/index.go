@@ -9,8 +9,8 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/services/aggregator/jobs"
-	"github.com/sdevents/sdevents/streams"
 )
 
 // errAcked is returned by index.prevOf for a message at or below the
@@ -88,7 +88,7 @@ func (x *index) follow(ctx context.Context) error {
 	x.mu.Lock()
 	start := x.pos + 1
 	x.mu.Unlock()
-	cons, err := x.js.OrderedConsumer(ctx, streams.Ingress, jetstream.OrderedConsumerConfig{
+	cons, err := x.js.OrderedConsumer(ctx, contract.StreamIngress, jetstream.OrderedConsumerConfig{
 		FilterSubjects: x.filter, DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: start,
 		HeadersOnly: true,
 	})

@@ -16,11 +16,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sdevents/sdevents/pkg/config"
+	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/pkg/deadletter"
 	"github.com/sdevents/sdevents/pkg/natstest"
 	"github.com/sdevents/sdevents/services/aggregator"
 	"github.com/sdevents/sdevents/services/aggregator/jobs"
-	"github.com/sdevents/sdevents/streams"
 )
 
 // startWith runs one aggregator with its own connection and metrics
@@ -47,7 +47,7 @@ func (e *env) startWith(reg *prometheus.Registry, opts ...aggregator.Option) {
 func (e *env) consumerSettled(timeout time.Duration) {
 	e.t.Helper()
 	ctx := context.Background()
-	s, err := e.js.Stream(ctx, streams.Ingress)
+	s, err := e.js.Stream(ctx, contract.StreamIngress)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -56,7 +56,7 @@ func (e *env) consumerSettled(timeout time.Duration) {
 		if err != nil {
 			return false
 		}
-		c, err := e.js.Consumer(ctx, streams.Ingress, aggregator.ConsumerName)
+		c, err := e.js.Consumer(ctx, contract.StreamIngress, aggregator.ConsumerName)
 		if err != nil {
 			return false
 		}
@@ -154,7 +154,7 @@ func TestJobOf1000TasksClosesAtTheLimits(t *testing.T) {
 		return open == 0 && pending == 0
 	})
 	// The jobs handed their facts out in chunks; once closed, none is left.
-	s, err := e.js.Stream(context.Background(), aggregator.FactStream)
+	s, err := e.js.Stream(context.Background(), contract.StreamAggregatorFacts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -175,7 +175,7 @@ type stateWrites struct {
 func (e *env) watchState() *stateWrites {
 	e.t.Helper()
 	ctx := context.Background()
-	kv, err := e.js.KeyValue(ctx, aggregator.StateBucket)
+	kv, err := e.js.KeyValue(ctx, contract.BucketAggregatorState)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -364,7 +364,7 @@ func TestPoisonMessageIsBuried(t *testing.T) {
 	e.waitJobs(30*time.Second, 1)
 	e.consumerSettled(30 * time.Second)
 
-	dead := readAll(t, e.js, deadletter.Stream)
+	dead := readAll(t, e.js, contract.StreamDead)
 	if len(dead) != 1 {
 		t.Fatalf("%d dead-letter records", len(dead))
 	}
@@ -372,7 +372,7 @@ func TestPoisonMessageIsBuried(t *testing.T) {
 	if err := json.Unmarshal(dead[0].Data(), &rec); err != nil {
 		t.Fatal(err)
 	}
-	if dead[0].Subject() != "sd.dead.aggregator" || rec.Consumer != aggregator.ConsumerName || rec.Stream != streams.Ingress ||
+	if dead[0].Subject() != "sd.dead.aggregator" || rec.Consumer != aggregator.ConsumerName || rec.Stream != contract.StreamIngress ||
 		rec.Sequence != poison || rec.Subject != "sd.callback.default.sdTaskFinished" || rec.Deliveries != 2 ||
 		!strings.Contains(rec.Reason, "injected failure") {
 		t.Fatalf("record on %s: %+v", dead[0].Subject(), rec)
@@ -418,7 +418,7 @@ func TestPanickingMessageIsBuried(t *testing.T) {
 	}))
 	e.waitJobs(30*time.Second, 1)
 	e.consumerSettled(30 * time.Second)
-	dead := readAll(t, e.js, deadletter.Stream)
+	dead := readAll(t, e.js, contract.StreamDead)
 	var rec deadletter.Record
 	if len(dead) != 1 || json.Unmarshal(dead[0].Data(), &rec) != nil || rec.Sequence != poison || !strings.Contains(rec.Reason, "panic: handler bug") {
 		t.Fatalf("%d records: %+v", len(dead), rec)
@@ -432,13 +432,13 @@ func TestPanickingMessageIsBuried(t *testing.T) {
 func (e *env) setMaxDeliver(n int) {
 	e.t.Helper()
 	ctx := context.Background()
-	c, err := e.js.Consumer(ctx, streams.Ingress, aggregator.ConsumerName)
+	c, err := e.js.Consumer(ctx, contract.StreamIngress, aggregator.ConsumerName)
 	if err != nil {
 		e.t.Fatal(err)
 	}
 	cc := c.CachedInfo().Config
 	cc.MaxDeliver = n
-	if _, err := e.js.UpdateConsumer(ctx, streams.Ingress, cc); err != nil {
+	if _, err := e.js.UpdateConsumer(ctx, contract.StreamIngress, cc); err != nil {
 		e.t.Fatal(err)
 	}
 }

@@ -14,7 +14,6 @@ import (
 
 	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/services/aggregator/jobs"
-	"github.com/sdevents/sdevents/streams"
 )
 
 // lookup fills a closed job's credits and archive URIs from what the QUOTA
@@ -77,7 +76,7 @@ func hasImages(r *jobs.Record) bool {
 // committed, and released (expired reservations count as released).
 func (l lookup) credits(ctx context.Context, account string, invokeIDs []string, since time.Time) (jobs.Credits, error) {
 	var c jobs.Credits
-	err := l.scan(ctx, streams.Quota, contract.SubjectQuota+account, since, func(data []byte) {
+	err := l.scan(ctx, contract.StreamQuota, contract.SubjectQuota+account, since, func(data []byte) {
 		var ev contract.QuotaEvent
 		if json.Unmarshal(data, &ev) != nil || !slices.Contains(invokeIDs, ev.InvokeID) {
 			return
@@ -99,7 +98,7 @@ func (l lookup) credits(ctx context.Context, account string, invokeIDs []string,
 // (without a signed URL's query), so callers look up contract.SourceOf(url).
 func (l lookup) archived(ctx context.Context, account string, since time.Time) (map[string]string, error) {
 	uris := map[string]string{}
-	err := l.scan(ctx, streams.Archive, contract.SubjectArchiveStored+account, since, func(data []byte) {
+	err := l.scan(ctx, contract.StreamArchive, contract.SubjectArchiveStored+account, since, func(data []byte) {
 		var ev contract.ArchiveStored
 		if json.Unmarshal(data, &ev) == nil && ev.SourceURL != "" && ev.URI != "" {
 			uris[ev.SourceURL] = ev.URI

@@ -10,13 +10,10 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/pkg/event"
 	"github.com/sdevents/sdevents/services/aggregator/jobs"
 )
-
-// JobSubjectPrefix starts the subject of every JOBS event; the account id
-// follows.
-const JobSubjectPrefix = "sd.job.finished."
 
 // headerRoom is what a JOBS event's headers may take of the server's
 // max_payload.
@@ -35,8 +32,8 @@ func recordMsg(r jobs.Record, limit int) (*nats.Msg, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encode job %s: %w", r.JobID, err)
 	}
-	return event.Message(JobSubjectPrefix+r.Account, event.Meta{
-		ID: r.JobID, Source: "/sdevents/aggregator", Type: "sd.job.finished",
+	return event.Message(contract.SubjectJobFinished+r.Account, event.Meta{
+		ID: r.JobID, Source: contract.SourceAggregator, Type: contract.TypeJobFinished,
 		Time: r.FinishedAt, Subject: r.Account, ContentType: "application/json",
 	}, data), nil
 }
@@ -117,7 +114,7 @@ func (s *Service) publish(ctx context.Context, recs []jobs.Record) error {
 		if err != nil {
 			return err
 		}
-		ack, err := s.js.PublishMsg(ctx, msg, jetstream.WithExpectStream("JOBS"))
+		ack, err := s.js.PublishMsg(ctx, msg, jetstream.WithExpectStream(contract.StreamJobs))
 		if err != nil {
 			return fmt.Errorf("publish job %s: %w", r.JobID, err)
 		}

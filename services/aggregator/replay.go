@@ -14,8 +14,8 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/services/aggregator/jobs"
-	"github.com/sdevents/sdevents/streams"
 )
 
 // ReplayResult is what Replay rebuilt from INGRESS.
@@ -66,7 +66,7 @@ func Replay(ctx context.Context, js jetstream.JetStream, cfg jobs.Config, now ti
 			batches[i] = make([]replayMsg, 0, replayBatch)
 		}
 	}
-	err = readAll(ctx, js, streams.Ingress, filter, false, progress, func(m jetstream.Msg, meta *jetstream.MsgMetadata) error {
+	err = readAll(ctx, js, contract.StreamIngress, filter, false, progress, func(m jetstream.Msg, meta *jetstream.MsgMetadata) error {
 		res.Events++
 		k, kind, ok := keyOf(m.Subject(), m.Headers(), cfg)
 		if !ok {
@@ -179,7 +179,7 @@ func (sh *replayShard) apply(m replayMsg) error {
 // ReadJobs returns every record in JOBS, in stream order.
 func ReadJobs(ctx context.Context, js jetstream.JetStream, progress func(read, total uint64)) ([]jobs.Record, error) {
 	var out []jobs.Record
-	err := readAll(ctx, js, streams.Jobs, nil, false, progress, func(m jetstream.Msg, _ *jetstream.MsgMetadata) error {
+	err := readAll(ctx, js, contract.StreamJobs, nil, false, progress, func(m jetstream.Msg, _ *jetstream.MsgMetadata) error {
 		var r jobs.Record
 		if err := json.Unmarshal(m.Data(), &r); err != nil {
 			return fmt.Errorf("job record %s: %w", m.Subject(), err)
@@ -195,7 +195,7 @@ func ReadJobs(ctx context.Context, js jetstream.JetStream, progress func(read, t
 
 // consumerFilter returns the filter subjects of the aggregator consumer.
 func consumerFilter(ctx context.Context, js jetstream.JetStream) ([]string, error) {
-	c, err := js.Consumer(ctx, streams.Ingress, ConsumerName)
+	c, err := js.Consumer(ctx, contract.StreamIngress, ConsumerName)
 	if err != nil {
 		return nil, fmt.Errorf("consumer %s: %w", ConsumerName, err)
 	}

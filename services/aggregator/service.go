@@ -13,9 +13,9 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/sdevents/sdevents/pkg/config"
+	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/pkg/deadletter"
 	"github.com/sdevents/sdevents/services/aggregator/jobs"
-	"github.com/sdevents/sdevents/streams"
 )
 
 // pullExpiry bounds every pull request of the aggregator's consumers.
@@ -148,19 +148,19 @@ func New(ctx context.Context, cfg config.Config, nc *nats.Conn, reg prometheus.R
 	if err != nil {
 		return nil, fmt.Errorf("aggregator: %w", err)
 	}
-	kv, err := js.KeyValue(ctx, StateBucket)
+	kv, err := js.KeyValue(ctx, contract.BucketAggregatorState)
 	if err != nil {
 		return nil, fmt.Errorf("aggregator: state bucket: %w", err)
 	}
-	facts, err := js.Stream(ctx, FactStream)
+	facts, err := js.Stream(ctx, contract.StreamAggregatorFacts)
 	if err != nil {
 		return nil, fmt.Errorf("aggregator: fact stream: %w", err)
 	}
-	durable, err := js.Consumer(ctx, streams.Ingress, ConsumerName)
+	durable, err := js.Consumer(ctx, contract.StreamIngress, ConsumerName)
 	if err != nil {
 		return nil, fmt.Errorf("aggregator: consumer %s: %w", ConsumerName, err)
 	}
-	due, err := js.Consumer(ctx, TimerStream, dueConsumer)
+	due, err := js.Consumer(ctx, contract.StreamAggregatorTimers, dueConsumer)
 	if err != nil {
 		return nil, fmt.Errorf("aggregator: consumer %s: %w", dueConsumer, err)
 	}
@@ -208,12 +208,12 @@ func (s *Service) Run(ctx context.Context) error {
 	// renewed within seconds, not after the default 30 s.
 	ingress, err := s.durable.Consume(s.dispatchIngress, onErr, jetstream.PullMaxMessages(512), jetstream.PullExpiry(pullExpiry))
 	if err != nil {
-		return fmt.Errorf("aggregator: consume %s: %w", streams.Ingress, err)
+		return fmt.Errorf("aggregator: consume %s: %w", contract.StreamIngress, err)
 	}
 	timers, err := s.due.Consume(s.dispatchDue, onErr, jetstream.PullMaxMessages(64), jetstream.PullExpiry(pullExpiry))
 	if err != nil {
 		ingress.Stop()
-		return fmt.Errorf("aggregator: consume %s: %w", TimerStream, err)
+		return fmt.Errorf("aggregator: consume %s: %w", contract.StreamAggregatorTimers, err)
 	}
 	<-ctx.Done()
 	for _, cc := range []jetstream.ConsumeContext{ingress, timers} {

@@ -12,12 +12,9 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/services/aggregator/jobs"
 )
-
-// StateBucket is the KV bucket holding one entry per job key
-// (streams/aggregator-state.yaml).
-const StateBucket = "AGGREGATOR_STATE"
 
 // errConflict is returned by stateStore.save when the entry changed since it
 // was loaded: another replica or a timer wrote it. The caller reloads and
@@ -45,7 +42,7 @@ const headerOpenJobs = "sd-open-jobs"
 
 // stateSubjectPrefix is the subject of a key's entries in the bucket's
 // stream, KV_AGGREGATOR_STATE, before the key.
-const stateSubjectPrefix = "$KV." + StateBucket + "."
+const stateSubjectPrefix = "$KV." + contract.BucketAggregatorState + "."
 
 // load returns the entry of token and its revision, revision 0 when there is
 // none yet.
@@ -90,7 +87,7 @@ func (s stateStore) save(ctx context.Context, token string, e entry, rev uint64)
 // countOpenJobs sums headerOpenJobs over the last entry of every key, with
 // a headers-only ordered consumer: one pass over the keys, no entry read.
 func (s stateStore) countOpenJobs(ctx context.Context) (int, error) {
-	stream, err := s.js.Stream(ctx, "KV_"+StateBucket)
+	stream, err := s.js.Stream(ctx, "KV_"+contract.BucketAggregatorState)
 	if err != nil {
 		return 0, fmt.Errorf("count open jobs: %w", err)
 	}

@@ -9,20 +9,16 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/services/aggregator/jobs"
 )
 
 // Idle timeouts are JetStream message schedules (streams/aggregator-timers.yaml):
-// a key with open jobs has a schedule on TimerSubjectPrefix+token that makes
-// the server publish the token on DueSubjectPrefix+token when it fires. The
+// a key with open jobs has a schedule on contract.SubjectAggregatorTimer+token that makes
+// the server publish the token on contract.SubjectAggregatorDue+token when it fires. The
 // schedule lives in the stream, so it fires while no aggregator runs, and the
 // due message waits in the stream for the next one.
-const (
-	TimerStream        = "AGGREGATOR_TIMERS"
-	TimerSubjectPrefix = "sdevents.aggregator.timer."
-	DueSubjectPrefix   = "sdevents.aggregator.due."
-	dueConsumer        = "aggregator-due"
-)
+const dueConsumer = "aggregator-due"
 
 // timerAt is when the timer of a key whose earliest deadline is d fires: d
 // rounded up to the second (the resolution of schedules) plus margin, so
@@ -47,9 +43,9 @@ func (s *Service) arm(ctx context.Context, token string, e *entry) error {
 	if !e.TimerAt.IsZero() && !e.TimerAt.After(at) {
 		return nil
 	}
-	msg := &nats.Msg{Subject: TimerSubjectPrefix + token, Data: []byte(token), Header: nats.Header{}}
+	msg := &nats.Msg{Subject: contract.SubjectAggregatorTimer + token, Data: []byte(token), Header: nats.Header{}}
 	if _, err := s.js.PublishMsg(ctx, msg,
-		jetstream.WithScheduleAt(at), jetstream.WithScheduleTarget(DueSubjectPrefix+token)); err != nil {
+		jetstream.WithScheduleAt(at), jetstream.WithScheduleTarget(contract.SubjectAggregatorDue+token)); err != nil {
 		return fmt.Errorf("arm timer %s: %w", token, err)
 	}
 	e.TimerAt = at
@@ -59,6 +55,6 @@ func (s *Service) arm(ctx context.Context, token string, e *entry) error {
 
 // dueToken returns the key token of a due message.
 func dueToken(subject string) (string, bool) {
-	tok, ok := strings.CutPrefix(subject, DueSubjectPrefix)
+	tok, ok := strings.CutPrefix(subject, contract.SubjectAggregatorDue)
 	return tok, ok && tok != ""
 }

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/sdevents/sdevents/pkg/config"
+	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/pkg/natstest"
 	"github.com/sdevents/sdevents/services/aggregator"
 	"github.com/sdevents/sdevents/services/aggregator/jobs"
@@ -23,7 +24,7 @@ func TestIdleTimeoutFiresAfterRestart(t *testing.T) {
 	r := e.start(margin)
 	e.callback("default", "sdPreInvoke", "a_idle", "inv-1", nil)
 	seq := e.callback("default", "sdTaskFinished", "a_idle", "inv-1", taskBody(true, "img-1"))
-	kv, err := e.js.KeyValue(context.Background(), aggregator.StateBucket)
+	kv, err := e.js.KeyValue(context.Background(), contract.BucketAggregatorState)
 	if err != nil {
 		t.Fatal(err)
 	}

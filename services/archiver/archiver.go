@@ -12,16 +12,12 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/sdevents/sdevents/pkg/config"
+	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/pkg/fetch"
-	"github.com/sdevents/sdevents/streams"
 )
 
 // ConsumerName is the durable INGRESS consumer shared by every replica.
 const ConsumerName = "archiver"
-
-// KeysBucket is the KV bucket holding one entry per image outcome
-// (streams/archive-keys.yaml; see outcomes).
-const KeysBucket = "ARCHIVE_KEYS"
 
 // DefaultDrainTimeout bounds how long Run waits for in-flight images after
 // its context ends before it cancels them (they are delivered again).
@@ -119,9 +115,9 @@ func New(ctx context.Context, cfg config.Config, nc *nats.Conn, reg prometheus.R
 		hold         int
 		level        zerolog.Level
 	}{
-		{streams.Ingress, ConsumerName, s.openTask, lookahead, zerolog.InfoLevel},
-		{TimerStream, DueConsumerName, s.openDue, lookahead, zerolog.DebugLevel},
-		{RetryStream, RetryConsumerName, s.openRequest, s.workers, zerolog.InfoLevel},
+		{contract.StreamIngress, ConsumerName, s.openTask, lookahead, zerolog.InfoLevel},
+		{contract.StreamArchiverTimers, DueConsumerName, s.openDue, lookahead, zerolog.DebugLevel},
+		{contract.StreamArchiverRetry, RetryConsumerName, s.openRequest, s.workers, zerolog.InfoLevel},
 	} {
 		cons, err := js.Consumer(ctx, c.stream, c.name)
 		if err != nil {
@@ -136,23 +132,23 @@ func New(ctx context.Context, cfg config.Config, nc *nats.Conn, reg prometheus.R
 			s.cons = cons
 		}
 	}
-	if s.ingress, err = js.Stream(ctx, streams.Ingress); err != nil {
-		return nil, fmt.Errorf("archiver: stream %s: %w", streams.Ingress, err)
+	if s.ingress, err = js.Stream(ctx, contract.StreamIngress); err != nil {
+		return nil, fmt.Errorf("archiver: stream %s: %w", contract.StreamIngress, err)
 	}
-	if s.timers, err = js.Stream(ctx, TimerStream); err != nil {
-		return nil, fmt.Errorf("archiver: stream %s: %w", TimerStream, err)
+	if s.timers, err = js.Stream(ctx, contract.StreamArchiverTimers); err != nil {
+		return nil, fmt.Errorf("archiver: stream %s: %w", contract.StreamArchiverTimers, err)
 	}
-	kv, err := js.KeyValue(ctx, KeysBucket)
+	kv, err := js.KeyValue(ctx, contract.BucketArchiveKeys)
 	if err != nil {
-		return nil, fmt.Errorf("archiver: bucket %s: %w", KeysBucket, err)
+		return nil, fmt.Errorf("archiver: bucket %s: %w", contract.BucketArchiveKeys, err)
 	}
-	st, err := js.Stream(ctx, streams.Archive)
+	st, err := js.Stream(ctx, contract.StreamArchive)
 	if err != nil {
-		return nil, fmt.Errorf("archiver: stream %s: %w", streams.Archive, err)
+		return nil, fmt.Errorf("archiver: stream %s: %w", contract.StreamArchive, err)
 	}
 	window := st.CachedInfo().Config.Duplicates - windowMargin
 	if window <= 0 {
-		return nil, fmt.Errorf("archiver: stream %s: duplicate window %s must exceed %s", streams.Archive, st.CachedInfo().Config.Duplicates, windowMargin)
+		return nil, fmt.Errorf("archiver: stream %s: duplicate window %s must exceed %s", contract.StreamArchive, st.CachedInfo().Config.Duplicates, windowMargin)
 	}
 	s.outcomes = &outcomes{js: js, kv: kv, window: window, now: func() time.Time { return s.now() }}
 	if s.sources, err = newSources(cfg.Archive, s.httpCfg); err != nil {

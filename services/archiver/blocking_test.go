@@ -11,10 +11,10 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/sdevents/sdevents/pkg/config"
+	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/pkg/fetch"
 	"github.com/sdevents/sdevents/pkg/natstest"
 	"github.com/sdevents/sdevents/services/archiver"
-	"github.com/sdevents/sdevents/streams"
 )
 
 // unavailable answers 503 to every request.
@@ -88,7 +88,7 @@ func TestFailingSourcesDoNotBlockOthers(t *testing.T) {
 		}
 	}
 	natstest.Eventually(t, 30*time.Second, "no retry left", func() bool {
-		return e.consumerIdle(archiver.TimerStream, archiver.DueConsumerName) && e.streamMsgs(archiver.TimerStream) == 0
+		return e.consumerIdle(contract.StreamArchiverTimers, archiver.DueConsumerName) && e.streamMsgs(contract.StreamArchiverTimers) == 0
 	})
 }
 
@@ -249,7 +249,7 @@ func TestShutdownHandsQueuedWorkBack(t *testing.T) {
 	})
 	a := e.start(archiver.WithDrainTimeout(time.Minute), patient)
 	natstest.Eventually(t, 10*time.Second, "one fetch in flight and the rest held", func() bool {
-		c, err := e.js.Consumer(context.Background(), streams.Ingress, archiver.ConsumerName)
+		c, err := e.js.Consumer(context.Background(), contract.StreamIngress, archiver.ConsumerName)
 		return err == nil && c.CachedInfo().NumAckPending == 6 && e.images.count("/queued/0.png") == 1
 	})
 	e.start()

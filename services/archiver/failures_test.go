@@ -190,7 +190,7 @@ func TestResultsNamingNoImageArchiveNothing(t *testing.T) {
 	if !evs[0].stored() || evs[0].Stored.ImageID != "g" {
 		t.Errorf("ARCHIVE holds %+v, want the stored image g alone", evs[0])
 	}
-	if n := e.streamMsgs(archiver.TimerStream); n != 0 {
+	if n := e.streamMsgs(contract.StreamArchiverTimers); n != 0 {
 		t.Errorf("%d images wait for a retry, want none", n)
 	}
 }

@@ -11,7 +11,6 @@ import (
 	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/pkg/natstest"
 	"github.com/sdevents/sdevents/services/archiver"
-	"github.com/sdevents/sdevents/streams"
 )
 
 // TestFanOutLimits: a task result listing more distinct images than
@@ -49,7 +48,7 @@ func TestFanOutLimits(t *testing.T) {
 			stored[ev.Stored.ImageID] = ev.Stored.SHA256
 		case strings.HasPrefix(ev.Subject, contract.SubjectArchiveDropped):
 			var d contract.ArchiveDropped
-			raw, err := e.js.Stream(t.Context(), streams.Archive)
+			raw, err := e.js.Stream(t.Context(), contract.StreamArchive)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -144,25 +143,25 @@ func TestAccountsTakeTurns(t *testing.T) {
 func TestPoisonMessageIsRecorded(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	c, err := e.js.Consumer(t.Context(), streams.Ingress, archiver.ConsumerName)
+	c, err := e.js.Consumer(t.Context(), contract.StreamIngress, archiver.ConsumerName)
 	if err != nil {
 		t.Fatal(err)
 	}
 	cfg := c.CachedInfo().Config
 	cfg.MaxDeliver = 2
-	if _, err := e.js.UpdateConsumer(t.Context(), streams.Ingress, cfg); err != nil {
+	if _, err := e.js.UpdateConsumer(t.Context(), contract.StreamIngress, cfg); err != nil {
 		t.Fatal(err)
 	}
 	reg := newRegistry()
 	e.startWith(reg)
-	if err := e.js.DeleteStream(t.Context(), archiver.TimerStream); err != nil {
+	if err := e.js.DeleteStream(t.Context(), contract.StreamArchiverTimers); err != nil {
 		t.Fatal(err)
 	}
 	e.publishCallback("a_poison", "inv", time.Now(), map[string]any{"success": true, "data": map[string]any{
 		"generatedImageId": "g", "url": e.images.handle("/down.png", unavailable), "type": "png",
 	}})
 	natstest.Eventually(t, 30*time.Second, "the message recorded as a dead letter", func() bool {
-		return e.consumerIdle(streams.Ingress, archiver.ConsumerName) &&
+		return e.consumerIdle(contract.StreamIngress, archiver.ConsumerName) &&
 			metricValue(t, reg, "sdevents_archiver_dead_letters_total", "consumer", archiver.ConsumerName) == 1
 	})
 	if n := e.images.count("/down.png"); n != 2 {
@@ -179,13 +178,13 @@ func TestPoisonMessageIsRecorded(t *testing.T) {
 func TestDeadLetterWhenReplicaDiesOnLastDelivery(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	c, err := e.js.Consumer(t.Context(), streams.Ingress, archiver.ConsumerName)
+	c, err := e.js.Consumer(t.Context(), contract.StreamIngress, archiver.ConsumerName)
 	if err != nil {
 		t.Fatal(err)
 	}
 	cfg := c.CachedInfo().Config
 	cfg.MaxDeliver, cfg.AckWait = 1, time.Second
-	if _, err := e.js.UpdateConsumer(t.Context(), streams.Ingress, cfg); err != nil {
+	if _, err := e.js.UpdateConsumer(t.Context(), contract.StreamIngress, cfg); err != nil {
 		t.Fatal(err)
 	}
 	hold := make(chan struct{})

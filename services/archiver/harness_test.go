@@ -33,7 +33,6 @@ import (
 	"github.com/sdevents/sdevents/pkg/miniotest"
 	"github.com/sdevents/sdevents/pkg/natstest"
 	"github.com/sdevents/sdevents/services/archiver"
-	"github.com/sdevents/sdevents/streams"
 )
 
 // env is one test's JetStream, image server and configuration.
@@ -72,13 +71,13 @@ func (e *env) useMinIO(m *miniotest.Server) string {
 func (e *env) setAckWait(d time.Duration) {
 	e.t.Helper()
 	ctx := e.t.Context()
-	c, err := e.js.Consumer(ctx, streams.Ingress, archiver.ConsumerName)
+	c, err := e.js.Consumer(ctx, contract.StreamIngress, archiver.ConsumerName)
 	if err != nil {
 		e.t.Fatal(err)
 	}
 	cfg := c.CachedInfo().Config
 	cfg.AckWait = d
-	if _, err := e.js.UpdateConsumer(ctx, streams.Ingress, cfg); err != nil {
+	if _, err := e.js.UpdateConsumer(ctx, contract.StreamIngress, cfg); err != nil {
 		e.t.Fatal(err)
 	}
 }
@@ -235,7 +234,7 @@ func (a archiveEvent) stored() bool {
 func (e *env) events() []archiveEvent {
 	e.t.Helper()
 	ctx := e.t.Context()
-	s, err := e.js.Stream(ctx, streams.Archive)
+	s, err := e.js.Stream(ctx, contract.StreamArchive)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -290,7 +289,7 @@ func (e *env) waitSettled(want int, timeout time.Duration) []archiveEvent {
 	e.t.Helper()
 	var evs []archiveEvent
 	natstest.Eventually(e.t, timeout, fmt.Sprintf("%d ARCHIVE events and an idle consumer", want), func() bool {
-		c, err := e.js.Consumer(e.t.Context(), streams.Ingress, archiver.ConsumerName)
+		c, err := e.js.Consumer(e.t.Context(), contract.StreamIngress, archiver.ConsumerName)
 		if err != nil {
 			return false
 		}

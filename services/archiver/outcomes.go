@@ -13,7 +13,6 @@ import (
 
 	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/pkg/event"
-	"github.com/sdevents/sdevents/streams"
 )
 
 // outcomes is the log of claimed outcomes: it makes the outcome of each image
@@ -183,7 +182,7 @@ func (l *outcomes) publish(ctx context.Context, rec record, rev uint64) error {
 	msg := event.Message(o.Subject, event.Meta{
 		ID: o.ID, Source: contract.SourceArchiver, Type: o.Type, Time: o.At, Subject: o.Account, ContentType: "application/json",
 	}, o.Data)
-	ack, err := l.js.PublishMsg(ctx, msg, jetstream.WithExpectStream(streams.Archive))
+	ack, err := l.js.PublishMsg(ctx, msg, jetstream.WithExpectStream(contract.StreamArchive))
 	if err != nil {
 		return fmt.Errorf("archiver: publish %s: %w", o.ID, err)
 	}
@@ -213,7 +212,7 @@ func (l *outcomes) markDone(ctx context.Context, rec record, seq, rev uint64) er
 // It reads headers only, through a short-lived consumer.
 func (l *outcomes) find(ctx context.Context, o outcome, since time.Time) (uint64, error) {
 	var seq uint64
-	err := scanHeaders(ctx, l.js, streams.Archive, []string{o.Subject}, since, func(m jetstream.Msg) error {
+	err := scanHeaders(ctx, l.js, contract.StreamArchive, []string{o.Subject}, since, func(m jetstream.Msg) error {
 		if m.Headers().Get(nats.MsgIdHdr) != o.ID {
 			return nil
 		}

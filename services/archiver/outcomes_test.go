@@ -12,7 +12,6 @@ import (
 	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/pkg/event"
 	"github.com/sdevents/sdevents/pkg/natstest"
-	"github.com/sdevents/sdevents/streams"
 )
 
 // newTestOutcomes returns the outcome log on a fresh JetStream whose ARCHIVE stream
@@ -23,7 +22,7 @@ func newTestOutcomes(t *testing.T, dup time.Duration) (*outcomes, jetstream.JetS
 	_, js := natstest.Connect(t, node.URL())
 	natstest.ApplyStreams(t, js, 1)
 	ctx := t.Context()
-	st, err := js.Stream(ctx, streams.Archive)
+	st, err := js.Stream(ctx, contract.StreamArchive)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -32,7 +31,7 @@ func newTestOutcomes(t *testing.T, dup time.Duration) (*outcomes, jetstream.JetS
 	if _, err := js.UpdateStream(ctx, cfg); err != nil {
 		t.Fatal(err)
 	}
-	kv, err := js.KeyValue(ctx, KeysBucket)
+	kv, err := js.KeyValue(ctx, contract.BucketArchiveKeys)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,7 +50,7 @@ func testOutcome(t *testing.T, key string, at time.Time) outcome {
 // archiveMsgs returns the data of every ARCHIVE message with id.
 func archiveMsgs(t *testing.T, js jetstream.JetStream, id string) [][]byte {
 	t.Helper()
-	st, err := js.Stream(t.Context(), streams.Archive)
+	st, err := js.Stream(t.Context(), contract.StreamArchive)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,7 +15,6 @@ import (
 	"github.com/sdevents/sdevents/pkg/archiveretry"
 	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/pkg/event"
-	"github.com/sdevents/sdevents/streams"
 )
 
 // Retry requests (docs/archiver.md, "Retry requests"; the wire shape is
@@ -23,10 +22,7 @@ import (
 // sdevents.archiver.retry.<account>, stored by the
 // stream ARCHIVER_RETRY (streams/archiver-retry.yaml) and consumed through
 // its durable consumer archiver-retry by every replica.
-const (
-	RetryStream       = "ARCHIVER_RETRY"
-	RetryConsumerName = "archiver-retry"
-)
+const RetryConsumerName = "archiver-retry"
 
 // RetryEventID is the id (ce-id, Nats-Msg-Id) of the outcome of a retry of
 // the failure at ARCHIVE sequence failedSeq of the image stored under key:
@@ -126,9 +122,9 @@ func (s *Service) findImage(ctx context.Context, req archiveretry.Request) (task
 		return task{}, image{}, false, nil
 	}
 	from, until := day.Add(-ingressScanMargin), day.Add(24*time.Hour+ingressScanMargin)
-	st, err := s.js.Stream(ctx, streams.Ingress)
+	st, err := s.js.Stream(ctx, contract.StreamIngress)
 	if err != nil {
-		return task{}, image{}, false, fmt.Errorf("archiver: stream %s: %w", streams.Ingress, err)
+		return task{}, image{}, false, fmt.Errorf("archiver: stream %s: %w", contract.StreamIngress, err)
 	}
 	cfg := s.cons.CachedInfo().Config
 	filters := cfg.FilterSubjects
@@ -140,7 +136,7 @@ func (s *Service) findImage(ctx context.Context, req archiveretry.Request) (task
 		foundImg image
 		hit      bool
 	)
-	err = scanHeaders(ctx, s.js, streams.Ingress, filters, from, func(m jetstream.Msg) error {
+	err = scanHeaders(ctx, s.js, contract.StreamIngress, filters, from, func(m jetstream.Msg) error {
 		meta, err := m.Metadata()
 		if err != nil {
 			return nil
@@ -177,7 +173,7 @@ func candidate(subject string, h map[string][]string, req archiveretry.Request) 
 	if cmp.Or(event.Get(h, event.HeaderSDAccount), noAccount) != req.Account {
 		return false
 	}
-	if strings.HasPrefix(subject, "sd.sns.") {
+	if strings.HasPrefix(subject, contract.SubjectSNS) {
 		id := event.Get(h, event.HeaderTaskID)
 		return id == "" || id == req.TaskID
 	}

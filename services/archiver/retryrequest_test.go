@@ -87,7 +87,7 @@ func TestRetryRequests(t *testing.T) {
 		t.Helper()
 		var evs []archiveEvent
 		natstest.Eventually(t, 30*time.Second, "retry requests handled", func() bool {
-			s, err := e.js.Stream(t.Context(), archiver.RetryStream)
+			s, err := e.js.Stream(t.Context(), contract.StreamArchiverRetry)
 			if err != nil || s.CachedInfo().State.Msgs != 0 {
 				return false
 			}

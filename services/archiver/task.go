@@ -63,7 +63,7 @@ func parseTask(subject string, h nats.Header, data []byte, stored time.Time) tas
 	if at, err := time.Parse(time.RFC3339Nano, event.Get(h, event.HeaderTime)); err == nil {
 		t.At = at
 	}
-	if strings.HasPrefix(subject, "sd.sns.") {
+	if strings.HasPrefix(subject, contract.SubjectSNS) {
 		t.TaskID = event.Get(h, event.HeaderTaskID)
 		t.Images = t.snsImages(data)
 	} else {

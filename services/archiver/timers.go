@@ -11,23 +11,19 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sdevents/sdevents/pkg/archiveretry"
+	"github.com/sdevents/sdevents/pkg/contract"
 )
 
 // Retries after a transient failure are JetStream message schedules
 // (streams/archiver-timers.yaml): the archiver publishes a schedule on
-// TimerSubjectPrefix+<event id> and acknowledges the message the image came
+// contract.SubjectArchiverTimer+<event id> and acknowledges the message the image came
 // from, so the consumers' windows hold only work in progress. When the
-// schedule fires, the server publishes its data on DueSubjectPrefix+<event
+// schedule fires, the server publishes its data on contract.SubjectArchiverDue+<event
 // id>, read by the durable consumer DueConsumerName by every replica. A
 // schedule replaces the previous one of the same image, so a redelivery
 // that schedules again leaves one; the schedule lives in the stream, so it
 // fires while no archiver runs.
-const (
-	TimerStream        = "ARCHIVER_TIMERS"
-	TimerSubjectPrefix = "sdevents.archiver.timer."
-	DueSubjectPrefix   = "sdevents.archiver.due."
-	DueConsumerName    = "archiver-due"
-)
+const DueConsumerName = "archiver-due"
 
 // timer is the data of a retry schedule: what to try again, and how often
 // it was tried.
@@ -46,7 +42,7 @@ type timer struct {
 }
 
 // schedule publishes the retry schedule of the image (or request) with
-// event id: tm is published on DueSubjectPrefix+id at at, rounded up to
+// event id: tm is published on contract.SubjectArchiverDue+id at at, rounded up to
 // the second (the resolution of schedules). It replaces an earlier
 // schedule of the same id. An error means nothing may have been scheduled:
 // the caller must not acknowledge the message the image came from.
@@ -58,9 +54,9 @@ func (s *Service) schedule(ctx context.Context, id string, tm timer, at time.Tim
 	if r := at.Truncate(time.Second); !r.Equal(at) {
 		at = r.Add(time.Second)
 	}
-	msg := &nats.Msg{Subject: TimerSubjectPrefix + id, Data: raw, Header: nats.Header{}}
-	if _, err := s.js.PublishMsg(ctx, msg, jetstream.WithExpectStream(TimerStream),
-		jetstream.WithScheduleAt(at), jetstream.WithScheduleTarget(DueSubjectPrefix+id)); err != nil {
+	msg := &nats.Msg{Subject: contract.SubjectArchiverTimer + id, Data: raw, Header: nats.Header{}}
+	if _, err := s.js.PublishMsg(ctx, msg, jetstream.WithExpectStream(contract.StreamArchiverTimers),
+		jetstream.WithScheduleAt(at), jetstream.WithScheduleTarget(contract.SubjectArchiverDue+id)); err != nil {
 		return fmt.Errorf("archiver: schedule retry %s: %w", id, err)
 	}
 	return nil
@@ -69,7 +65,7 @@ func (s *Service) schedule(ctx context.Context, id string, tm timer, at time.Tim
 // parseDue reads a fired retry schedule. It fails on anything the archiver
 // did not schedule.
 func parseDue(subject string, data []byte) (timer, error) {
-	id, ok := strings.CutPrefix(subject, DueSubjectPrefix)
+	id, ok := strings.CutPrefix(subject, contract.SubjectArchiverDue)
 	if !ok || id == "" {
 		return timer{}, fmt.Errorf("%w: subject %s", errPoison, subject)
 	}

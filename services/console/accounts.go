@@ -18,7 +18,6 @@ import (
 	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/pkg/httpserver"
 	"github.com/sdevents/sdevents/pkg/quotarpc"
-	"github.com/sdevents/sdevents/streams"
 )
 
 // Page sizes and scan bounds of the accounts pages.
@@ -60,7 +59,7 @@ func (s *Service) handleAccounts(c echo.Context) error {
 	}
 	ctx := c.Request().Context()
 	d := accountsPageData{GrantID: newGrantID()}
-	first, last, err := s.reader.Bounds(ctx, streams.Quota)
+	first, last, err := s.reader.Bounds(ctx, contract.StreamQuota)
 	if err != nil {
 		return fmt.Errorf("%w: %v", httpserver.ErrUnavailable, err)
 	}
@@ -77,7 +76,7 @@ scan:
 		if hi-first+1 > window {
 			lo = hi - window + 1
 		}
-		msgs, err := readRange(ctx, s.reader, streams.Quota, contract.SubjectQuota+">", lo, hi)
+		msgs, err := readRange(ctx, s.reader, contract.StreamQuota, contract.SubjectQuota+">", lo, hi)
 		if err != nil {
 			return fmt.Errorf("%w: %v", httpserver.ErrUnavailable, err)
 		}
@@ -90,7 +89,7 @@ scan:
 			}
 			seen[m.Subject] = true
 			if before > 0 {
-				latest, err := s.reader.LastBySubject(ctx, streams.Quota, m.Subject)
+				latest, err := s.reader.LastBySubject(ctx, contract.StreamQuota, m.Subject)
 				if err != nil && !errors.Is(err, ErrNoMsg) {
 					return fmt.Errorf("%w: %v", httpserver.ErrUnavailable, err)
 				}
@@ -148,7 +147,7 @@ func (s *Service) handleAccount(c echo.Context) error {
 	}
 	ctx, cancel := context.WithTimeout(c.Request().Context(), 10*time.Second)
 	defer cancel()
-	if _, err := s.reader.LastBySubject(ctx, streams.Quota, contract.SubjectQuota+id); errors.Is(err, ErrNoMsg) {
+	if _, err := s.reader.LastBySubject(ctx, contract.StreamQuota, contract.SubjectQuota+id); errors.Is(err, ErrNoMsg) {
 		return fmt.Errorf("%w: unknown account %s: it has no ledger events", httpserver.ErrNotFound, id)
 	} else if err != nil {
 		return fmt.Errorf("%w: %v", httpserver.ErrUnavailable, err)
@@ -157,7 +156,7 @@ func (s *Service) handleAccount(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	msgs, next, err := backward(ctx, s.reader, streams.Quota, contract.SubjectQuota+id, before, ledgerPage, ledgerSpan)
+	msgs, next, err := backward(ctx, s.reader, contract.StreamQuota, contract.SubjectQuota+id, before, ledgerPage, ledgerSpan)
 	if err != nil {
 		return fmt.Errorf("%w: %v", httpserver.ErrUnavailable, err)
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/sdevents/sdevents/pkg/account"
+	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/pkg/event"
 	"github.com/sdevents/sdevents/pkg/quotarpc"
 )
@@ -27,7 +28,7 @@ func TestGrantFormAsksTheQuota(t *testing.T) {
 	h := newHarness(t)
 	c, csrf := h.login()
 	acct := account.FromToken("user-grant")
-	h.publish("sd.quota."+acct, event.Meta{}, QuotaEvent{Type: "granted", Account: acct, Credits: 7, Balance: 7, ID: "g-1", At: time.Now()}, nil)
+	h.publish("sd.quota."+acct, event.Meta{}, contract.QuotaEvent{Type: contract.QuotaGranted, Account: acct, Credits: 7, Balance: 7, ID: "g-1", At: time.Now()}, nil)
 
 	grant := func(form url.Values) answer {
 		t.Helper()
@@ -134,7 +135,7 @@ func TestAccountsListAndAccountPage(t *testing.T) {
 	// The ledger events of three grants, then another to u1, as the quota
 	// appends them.
 	granted := func(id string, credits, balance int64) {
-		h.publish("sd.quota."+id, event.Meta{}, QuotaEvent{Type: "granted", Account: id, Credits: credits, Balance: balance, At: time.Now()}, nil)
+		h.publish("sd.quota."+id, event.Meta{}, contract.QuotaEvent{Type: contract.QuotaGranted, Account: id, Credits: credits, Balance: balance, At: time.Now()}, nil)
 	}
 	var ids []string
 	for i, tok := range []string{"u1", "u2", "u3"} {

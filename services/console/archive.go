@@ -18,7 +18,6 @@ import (
 	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/pkg/event"
 	"github.com/sdevents/sdevents/pkg/httpserver"
-	"github.com/sdevents/sdevents/streams"
 )
 
 // Bounds of the archive page.
@@ -31,7 +30,7 @@ const (
 
 // ErrRetryUnsupported: no stream stores retry requests, so no archiver
 // would see one (501). The deployment's archiver does not support retries.
-var ErrRetryUnsupported = errors.New("no stream stores " + archiveretry.SubjectPrefix + "*: this deployment's archiver does not accept retries")
+var ErrRetryUnsupported = errors.New("no stream stores " + contract.SubjectArchiverRetry + "*: this deployment's archiver does not accept retries")
 
 func init() { httpserver.RegisterStatus(ErrRetryUnsupported, http.StatusNotImplemented) }
 
@@ -56,7 +55,7 @@ func (s *Service) handleArchive(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	msgs, next, err := backward(c.Request().Context(), s.reader, streams.Archive, contract.SubjectArchiveFailed+"*", before, failuresPage, failuresSpan)
+	msgs, next, err := backward(c.Request().Context(), s.reader, contract.StreamArchive, contract.SubjectArchiveFailed+"*", before, failuresPage, failuresSpan)
 	if err != nil {
 		return fmt.Errorf("%w: %v", httpserver.ErrUnavailable, err)
 	}
@@ -87,7 +86,7 @@ func (s *Service) handleRetry(c echo.Context) error {
 		return fmt.Errorf("%w: %q: want an ARCHIVE sequence number", httpserver.ErrBadRequest, c.Param("seq"))
 	}
 	ctx := c.Request().Context()
-	m, err := s.reader.Get(ctx, streams.Archive, seq)
+	m, err := s.reader.Get(ctx, contract.StreamArchive, seq)
 	if errors.Is(err, ErrNoMsg) || (err == nil && !strings.HasPrefix(m.Subject, contract.SubjectArchiveFailed)) {
 		return fmt.Errorf("%w: no archive failure at ARCHIVE sequence %d", httpserver.ErrNotFound, seq)
 	}

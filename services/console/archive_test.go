@@ -102,7 +102,7 @@ func TestArchiveFailuresAndRetry(t *testing.T) {
 	if err := json.Unmarshal(m.Data, &req); err != nil {
 		t.Fatal(err)
 	}
-	if m.Subject != archiveretry.SubjectPrefix+testAccount || req.ID != fmt.Sprintf("retry-%d", f1) || req.FailedSeq != f1 ||
+	if m.Subject != contract.SubjectArchiverRetry+testAccount || req.ID != fmt.Sprintf("retry-%d", f1) || req.FailedSeq != f1 ||
 		req.ImageID != "g-bad" || req.Key != testAccount+"/2026/g-bad.png" || req.FailedID != "ar-g-bad" ||
 		m.Header.Get("Nats-Msg-Id") != req.ID {
 		t.Fatalf("retry request %s %+v %v", m.Subject, req, m.Header)

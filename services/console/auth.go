@@ -53,11 +53,7 @@ type auth struct {
 	now   func() time.Time
 }
 
-// SessionsBucket is the KV bucket of the sessions ended by logout
-// (streams/console-sessions.yaml).
-const SessionsBucket = "CONSOLE_SESSIONS"
-
-// sessionCheckTimeout bounds one read or write of SessionsBucket when the
+// sessionCheckTimeout bounds one read or write of contract.BucketConsoleSessions when the
 // request has no earlier deadline.
 const sessionCheckTimeout = 5 * time.Second
 

@@ -18,6 +18,7 @@ import (
 
 	"github.com/sdevents/sdevents/pkg/admintoken"
 	"github.com/sdevents/sdevents/pkg/config"
+	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/pkg/httpserver"
 	"github.com/sdevents/sdevents/pkg/natstest"
 )
@@ -328,13 +329,13 @@ func TestConsoleNeedsTheSessionsBucket(t *testing.T) {
 	cfg.Admin.Token = adminToken
 	cfg.Archive.Dir = t.TempDir()
 	ctx := context.Background()
-	if err := js.DeleteKeyValue(ctx, SessionsBucket); err != nil {
+	if err := js.DeleteKeyValue(ctx, contract.BucketConsoleSessions); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := New(ctx, cfg, nc, &stubQuota{}); err == nil || !strings.Contains(err.Error(), SessionsBucket) {
-		t.Fatalf("New without %s: %v", SessionsBucket, err)
+	if _, err := New(ctx, cfg, nc, &stubQuota{}); err == nil || !strings.Contains(err.Error(), contract.BucketConsoleSessions) {
+		t.Fatalf("New without %s: %v", contract.BucketConsoleSessions, err)
 	}
-	if _, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: SessionsBucket, TTL: time.Hour}); err != nil {
+	if _, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: contract.BucketConsoleSessions, TTL: time.Hour}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := New(ctx, cfg, nc, &stubQuota{}); err == nil || !strings.Contains(err.Error(), "not longer than a session lives") {
@@ -348,7 +349,7 @@ func TestSessionsFailClosed(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
 	c, _ := h.login()
-	if err := h.js.DeleteKeyValue(context.Background(), SessionsBucket); err != nil {
+	if err := h.js.DeleteKeyValue(context.Background(), contract.BucketConsoleSessions); err != nil {
 		t.Fatal(err)
 	}
 	if a := h.get(c, "/console/jobs"); a.status != http.StatusServiceUnavailable {

@@ -17,9 +17,9 @@ import (
 	"github.com/sdevents/sdevents/pkg/blob/dirstore"
 	"github.com/sdevents/sdevents/pkg/blob/s3store"
 	"github.com/sdevents/sdevents/pkg/config"
+	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/pkg/httpserver"
 	"github.com/sdevents/sdevents/pkg/quotarpc"
-	"github.com/sdevents/sdevents/streams"
 )
 
 // ErrDisabled is returned by New when admin.token is empty: the console is
@@ -84,7 +84,7 @@ func WithClock(now func() time.Time) Option { return func(s *Service) { s.now = 
 // New builds a console over an open NATS connection that grants and reads
 // balances through quota. It fails with
 // ErrDisabled when admin.token is empty, and when the streams of streams/
-// or the bucket SessionsBucket are missing (or the bucket keeps entries no
+// or the bucket contract.BucketConsoleSessions are missing (or the bucket keeps entries no
 // longer than a session lives). It opens the archive sink of cfg.archive for reading (the
 // directory or bucket is not created).
 func New(ctx context.Context, cfg config.Config, nc *nats.Conn, quota Quota, opts ...Option) (*Service, error) {
@@ -96,7 +96,7 @@ func New(ctx context.Context, cfg config.Config, nc *nats.Conn, quota Quota, opt
 	if err != nil {
 		return nil, fmt.Errorf("console: %w", err)
 	}
-	for _, name := range []string{streams.Ingress, streams.Quota, streams.Archive, streams.Jobs} {
+	for _, name := range []string{contract.StreamIngress, contract.StreamQuota, contract.StreamArchive, contract.StreamJobs} {
 		if _, err := js.Stream(ctx, name); err != nil {
 			return nil, fmt.Errorf("console: stream %s: %w", name, err)
 		}
@@ -126,13 +126,13 @@ func New(ctx context.Context, cfg config.Config, nc *nats.Conn, quota Quota, opt
 		s.brake = admintoken.NewBrake(func() time.Time { return s.now() })
 	}
 	s.auth = newAuth(token, s.brake, func() time.Time { return s.now() })
-	if s.auth.ended, err = js.KeyValue(ctx, SessionsBucket); err != nil {
-		return nil, fmt.Errorf("console: bucket %s: %w", SessionsBucket, err)
+	if s.auth.ended, err = js.KeyValue(ctx, contract.BucketConsoleSessions); err != nil {
+		return nil, fmt.Errorf("console: bucket %s: %w", contract.BucketConsoleSessions, err)
 	}
 	if st, err := s.auth.ended.Status(ctx); err != nil {
-		return nil, fmt.Errorf("console: bucket %s: %w", SessionsBucket, err)
+		return nil, fmt.Errorf("console: bucket %s: %w", contract.BucketConsoleSessions, err)
 	} else if ttl := st.TTL(); ttl != 0 && ttl <= sessionTTL {
-		return nil, fmt.Errorf("console: bucket %s keeps entries %s, not longer than a session lives (%s): a session ended by logout would be valid again", SessionsBucket, ttl, sessionTTL)
+		return nil, fmt.Errorf("console: bucket %s keeps entries %s, not longer than a session lives (%s): a session ended by logout would be valid again", contract.BucketConsoleSessions, ttl, sessionTTL)
 	}
 	s.live = newLive(func() time.Time { return s.now() }, cfg.Console.LiveMaxClients)
 	if s.views, err = loadViews(); err != nil {
@@ -171,7 +171,7 @@ func (s *Service) Routes(e *echo.Echo) {
 // ends, then unsubscribes and ends the SSE streams. It returns an error only
 // when it cannot subscribe.
 func (s *Service) Run(ctx context.Context) error {
-	sub, err := s.nc.Subscribe("sd.>", s.live.observe)
+	sub, err := s.nc.Subscribe(contract.SubjectEvents, s.live.observe)
 	if err != nil {
 		return fmt.Errorf("console: subscribe sd.>: %w", err)
 	}

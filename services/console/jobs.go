@@ -17,7 +17,6 @@ import (
 	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/pkg/event"
 	"github.com/sdevents/sdevents/pkg/httpserver"
-	"github.com/sdevents/sdevents/streams"
 )
 
 // Bounds of the jobs pages.
@@ -74,7 +73,7 @@ func (s *Service) handleJobs(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	msgs, next, err := backward(c.Request().Context(), s.reader, streams.Jobs, contract.SubjectJobFinished+"*", before, jobsPage, jobsSpan)
+	msgs, next, err := backward(c.Request().Context(), s.reader, contract.StreamJobs, contract.SubjectJobFinished+"*", before, jobsPage, jobsSpan)
 	if err != nil {
 		return fmt.Errorf("%w: %v", httpserver.ErrUnavailable, err)
 	}
@@ -139,7 +138,7 @@ func (s *Service) handleJob(c echo.Context) error {
 	}
 	ctx, cancel := context.WithTimeout(c.Request().Context(), 10*time.Second)
 	defer cancel()
-	m, err := s.reader.Get(ctx, streams.Jobs, seq)
+	m, err := s.reader.Get(ctx, contract.StreamJobs, seq)
 	if errors.Is(err, ErrNoMsg) {
 		return fmt.Errorf("%w: no job record at JOBS sequence %d", httpserver.ErrNotFound, seq)
 	}
@@ -196,7 +195,7 @@ func (s *Service) archivedKeys(ctx context.Context, recs []contract.JobRecord) m
 	}
 	out := map[string]string{}
 	for acct, w := range byAccount {
-		msgs, _, err := s.reader.Batch(ctx, streams.Archive, BatchRequest{
+		msgs, _, err := s.reader.Batch(ctx, contract.StreamArchive, BatchRequest{
 			Filter: contract.SubjectArchiveStored + callback.SubjectToken(acct), Since: w.since.Add(-ingressMargin), Max: archiveScan,
 		})
 		if err != nil {
@@ -258,13 +257,13 @@ func (s *Service) jobEvents(ctx context.Context, r contract.JobRecord) ([]RawEve
 		}
 	}
 	from, to := r.StartedAt.Add(-ingressLookback), r.FinishedAt.Add(ingressMargin)
-	filter := "sd.*." + callback.SubjectToken(r.Source) + ".>"
+	filter := contract.SubjectPrefix + "*." + callback.SubjectToken(r.Source) + ".>" // sd.callback.<source>.> and sd.sns.<source>.>
 	var out []RawEvent
 	scanned := 0
 	req := BatchRequest{Filter: filter, Since: from, Max: batchChunk}
 	for scanned < ingressScan && len(out) < ingressShown {
 		req.Max = min(batchChunk, ingressScan-scanned)
-		msgs, more, err := s.reader.Batch(ctx, streams.Ingress, req)
+		msgs, more, err := s.reader.Batch(ctx, contract.StreamIngress, req)
 		if err != nil {
 			return nil, 0, false, err
 		}

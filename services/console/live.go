@@ -13,6 +13,7 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/nats-io/nats.go"
 
+	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/pkg/httpserver"
 )
 
@@ -70,22 +71,25 @@ func newLive(now func() time.Time, maxClients int) *live {
 // Pattern returns the series a subject counts in: the account token of the
 // per-account subjects becomes "*", so the number of series stays bounded.
 func Pattern(subject string) string {
-	t := strings.Split(subject, ".")
-	if len(t) < 2 || t[0] != "sd" {
+	for _, prefix := range perAccount {
+		if acct, ok := strings.CutPrefix(subject, prefix); ok && acct != "" && !strings.Contains(acct, ".") {
+			return prefix + "*"
+		}
+	}
+	if !strings.HasPrefix(subject, contract.SubjectPrefix) {
 		return "other"
 	}
-	switch {
-	case t[1] == "quota" && len(t) == 3:
-		return "sd.quota.*"
-	case t[1] == "archive" && len(t) == 4:
-		return "sd.archive." + t[2] + ".*"
-	case t[1] == "job" && len(t) == 4:
-		return "sd.job." + t[2] + ".*"
-	case (t[1] == "callback" || t[1] == "sns") && len(t) == 4:
-		return subject
+	ingress := strings.HasPrefix(subject, contract.SubjectCallback) || strings.HasPrefix(subject, contract.SubjectSNS)
+	if ingress && strings.Count(subject, ".") == 3 {
+		return subject // sd.callback.<source>.<bizType>, sd.sns.<source>.<Type>
 	}
-	return "sd." + t[1] + ".>"
+	kind, _, _ := strings.Cut(strings.TrimPrefix(subject, contract.SubjectPrefix), ".")
+	return contract.SubjectPrefix + kind + ".>"
 }
+
+// perAccount are the prefixes of the subjects that end in an account id.
+var perAccount = []string{contract.SubjectQuota, contract.SubjectArchiveStored, contract.SubjectArchiveFailed,
+	contract.SubjectArchiveDropped, contract.SubjectJobFinished}
 
 // advance moves the buckets on to now; the caller holds mu.
 func (l *live) advance(now time.Time) int64 {

@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/sdevents/sdevents/pkg/callback"
+	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/pkg/event"
 	"github.com/sdevents/sdevents/pkg/httpserver"
 	"github.com/sdevents/sdevents/pkg/quotarpc"
@@ -90,8 +91,8 @@ func (s *Service) handleCallback(c echo.Context) error {
 	key := dedupKey(name, p.BizType, p.InvokeID, body)
 	msg := callbackMessage(name, p, event.Meta{
 		ID:          key,
-		Source:      "/sdevents/callbacks/" + name,
-		Type:        "sd.callback." + p.BizType,
+		Source:      contract.SourceCallbacks + name,
+		Type:        contract.TypeCallback + p.BizType,
 		Time:        now,
 		Subject:     acct,
 		ContentType: contentType(c.Request()),
@@ -176,7 +177,7 @@ func callbackMessage(source string, p callback.Params, m event.Meta, body []byte
 	if m.Subject == "" {
 		hs = append(hs[:1], hs[2:]...) // no account, no sd-account
 	}
-	return event.Message("sd.callback."+source+"."+callback.SubjectToken(p.BizType), m, body, hs...)
+	return event.Message(contract.SubjectCallback+source+"."+callback.SubjectToken(p.BizType), m, body, hs...)
 }
 
 // storedAnswer is the body of the 200 answer to a stored asynchronous event,

@@ -14,12 +14,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sdevents/sdevents/pkg/callback"
+	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/pkg/httpserver"
 )
-
-// subjectClaim prefixes the claim subjects of INGRESS_CLAIMS
-// (streams/ingress-claims.yaml).
-const subjectClaim = "sdevents.ingress.claim."
 
 // claimMargin is added to a claim's lifetime: it covers the differences
 // between the clocks of the ingress replicas, which judge freshness each by
@@ -59,7 +56,7 @@ type claims struct {
 func (c *claims) claim(ctx context.Context, key string, value []byte, ttl time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
-	subject := subjectClaim + key
+	subject := contract.SubjectIngressClaim + key
 	for pause := time.Millisecond; ; pause = min(2*pause, 50*time.Millisecond) {
 		_, err := c.js.PublishMsg(ctx, &nats.Msg{Subject: subject, Data: value},
 			jetstream.WithExpectLastSequencePerSubject(0), jetstream.WithMsgTTL(ttl))

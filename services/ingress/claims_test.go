@@ -8,8 +8,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sdevents/sdevents/pkg/callback"
+	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/pkg/natstest"
-	"github.com/sdevents/sdevents/streams"
 )
 
 // TestClaimTTL: a claim lasts until the widest freshness window of its
@@ -43,7 +43,7 @@ func TestClaimOnce(t *testing.T) {
 	node := natstest.Start(t)
 	_, js := natstest.Connect(t, node.URL())
 	natstest.ApplyStreams(t, js, 1)
-	stream, err := js.Stream(t.Context(), streams.IngressClaims)
+	stream, err := js.Stream(t.Context(), contract.StreamIngressClaims)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,7 +65,7 @@ func TestClaimOnce(t *testing.T) {
 		t.Fatal("keys of two sources collide")
 	}
 	natstest.Eventually(t, 10*time.Second, "the claim to expire", func() bool {
-		_, err := stream.GetLastMsgForSubject(t.Context(), subjectClaim+key)
+		_, err := stream.GetLastMsgForSubject(t.Context(), contract.SubjectIngressClaim+key)
 		return errors.Is(err, jetstream.ErrMsgNotFound)
 	})
 	if err := c.claim(t.Context(), key, claimValue(shifted), time.Second); err != nil {

@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/sdevents/sdevents/pkg/callback"
+	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/pkg/natstest"
-	"github.com/sdevents/sdevents/streams"
 )
 
 // TestTwinsOnReplicatedStream: on an R3 INGRESS, a second publish of a
@@ -78,7 +78,7 @@ func TestTwinsOnReplicatedStream(t *testing.T) {
 	if ok := answers[`200 {"success":true}`]; ok != 2*events {
 		t.Fatalf("answers %v, want %d × 200", answers, 2*events)
 	}
-	s, err := js.Stream(t.Context(), streams.Ingress)
+	s, err := js.Stream(t.Context(), contract.StreamIngress)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,11 +14,7 @@ import (
 	"github.com/sdevents/sdevents/pkg/sns"
 )
 
-// ConfirmationsBucket is the KV bucket of the subscription confirmations the
-// ingress makes (streams/sns-confirmations.yaml).
-const ConfirmationsBucket = "SNS_CONFIRMATIONS"
-
-// Values of a key of ConfirmationsBucket.
+// Values of a key of contract.BucketSNSConfirmations.
 const (
 	confirmPending   = "pending"   // a delivery claimed the GET and is making it
 	confirmConfirmed = "confirmed" // the GET succeeded
@@ -33,7 +29,7 @@ var errConfirming = errors.New("subscription confirmation in progress")
 // SubscriptionConfirmation at most once per source and Token, whatever the
 // replays, replicas and restarts, and reports whether this call made the GET.
 //
-// It claims the GET by creating the token's key in ConfirmationsBucket; a
+// It claims the GET by creating the token's key in contract.BucketSNSConfirmations; a
 // delivery that finds the key "confirmed" does nothing, one that finds it
 // "pending" answers 503 (its holder is at it) unless the claim is older than
 // src.confirmLease (its holder died), which it then takes over. The GET runs

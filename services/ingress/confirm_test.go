@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/pkg/natstest"
 	"github.com/sdevents/sdevents/pkg/sns"
 	"github.com/sdevents/sdevents/pkg/sns/snstest"
@@ -136,7 +137,7 @@ func TestSNSAbandonedConfirmationTakenOver(t *testing.T) {
 		t.Fatal(err)
 	}
 	// What a replica that died while confirming leaves behind.
-	kv, err := h.js.KeyValue(t.Context(), ingress.ConfirmationsBucket)
+	kv, err := h.js.KeyValue(t.Context(), contract.BucketSNSConfirmations)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -21,10 +21,10 @@ import (
 
 	"github.com/sdevents/sdevents/pkg/callback"
 	"github.com/sdevents/sdevents/pkg/config"
+	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/pkg/httpserver"
 	"github.com/sdevents/sdevents/pkg/natstest"
 	"github.com/sdevents/sdevents/services/ingress"
-	"github.com/sdevents/sdevents/streams"
 )
 
 // syncBuffer is a goroutine-safe log sink.
@@ -227,7 +227,7 @@ func countMessages(t testing.TB, js jetstream.JetStream, subject string) uint64 
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	s, err := js.Stream(ctx, streams.Ingress)
+	s, err := js.Stream(ctx, contract.StreamIngress)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -249,7 +249,7 @@ func (h *harness) last(subject string) *jetstream.RawStreamMsg {
 	h.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	s, err := h.js.Stream(ctx, streams.Ingress)
+	s, err := h.js.Stream(ctx, contract.StreamIngress)
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -265,7 +265,7 @@ func (h *harness) allMessages() string {
 	h.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	s, err := h.js.Stream(ctx, streams.Ingress)
+	s, err := h.js.Stream(ctx, contract.StreamIngress)
 	if err != nil {
 		h.t.Fatal(err)
 	}

@@ -21,8 +21,8 @@ import (
 
 	"github.com/sdevents/sdevents/pkg/callback"
 	"github.com/sdevents/sdevents/pkg/config"
+	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/pkg/sns"
-	"github.com/sdevents/sdevents/streams"
 )
 
 // Service is the ingress. Build it with New; register its routes with Routes.
@@ -41,7 +41,7 @@ type Service struct {
 	now        func() time.Time
 	metrics    *metrics
 
-	// confirms claims subscription confirmations (ConfirmationsBucket); nil
+	// confirms claims subscription confirmations (contract.BucketSNSConfirmations); nil
 	// when no SNS source confirms automatically.
 	confirms jetstream.KeyValue
 
@@ -71,11 +71,11 @@ func New(ctx context.Context, cfg config.Config, nc *nats.Conn, reg prometheus.R
 	if err != nil {
 		return nil, fmt.Errorf("ingress: %w", err)
 	}
-	stream, err := js.Stream(ctx, streams.Ingress)
+	stream, err := js.Stream(ctx, contract.StreamIngress)
 	if err != nil {
 		return nil, fmt.Errorf("ingress: %w", err)
 	}
-	claimStream, err := js.Stream(ctx, streams.IngressClaims)
+	claimStream, err := js.Stream(ctx, contract.StreamIngressClaims)
 	if err != nil {
 		return nil, fmt.Errorf("ingress: %w", err)
 	}
@@ -115,7 +115,7 @@ func New(ctx context.Context, cfg config.Config, nc *nats.Conn, reg prometheus.R
 		}
 		s.snsSources[c.Name] = src
 		if c.AutoConfirm && s.confirms == nil {
-			if s.confirms, err = js.KeyValue(ctx, ConfirmationsBucket); err != nil {
+			if s.confirms, err = js.KeyValue(ctx, contract.BucketSNSConfirmations); err != nil {
 				return nil, fmt.Errorf("ingress: %w", err)
 			}
 		}

@@ -18,9 +18,9 @@ import (
 	"github.com/sdevents/sdevents/pkg/callback"
 	"github.com/sdevents/sdevents/pkg/callback/callbacktest"
 	"github.com/sdevents/sdevents/pkg/config"
+	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/pkg/natstest"
 	"github.com/sdevents/sdevents/pkg/quotarpc"
-	"github.com/sdevents/sdevents/streams"
 )
 
 // TestVectorsOverHTTP sends every case of the seed-checked vectors through the
@@ -163,7 +163,7 @@ func TestRedeliveryBeyondDuplicateWindow(t *testing.T) {
 	t.Parallel()
 	h := startHarness(t, baseConfig())
 	ctx := context.Background()
-	s, err := h.js.Stream(ctx, streams.Ingress)
+	s, err := h.js.Stream(ctx, contract.StreamIngress)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -365,7 +365,7 @@ func TestChecksAskedWhileStoring(t *testing.T) {
 	defer sub.Unsubscribe()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := h.js.DeleteStream(ctx, streams.Ingress); err != nil {
+	if err := h.js.DeleteStream(ctx, contract.StreamIngress); err != nil {
 		t.Fatal(err)
 	}
 	for _, biz := range []string{callback.BizSDPreInvoke, callback.BizImgGenControlConfig,

@@ -11,8 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-
-	"github.com/sdevents/sdevents/streams"
+	"github.com/sdevents/sdevents/pkg/contract"
 )
 
 // seenIndex is this replica's memory of the de-duplication keys of every
@@ -101,8 +100,8 @@ func (x *seenIndex) forget(now time.Time) {
 // it has applied every event that existed when it started.
 func (x *seenIndex) tail(ctx context.Context, js jetstream.JetStream) error {
 	start := time.Now().Add(-x.horizon)
-	c, err := js.OrderedConsumer(ctx, streams.Ingress, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{"sd.callback.>", "sd.sns.>"},
+	c, err := js.OrderedConsumer(ctx, contract.StreamIngress, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{contract.SubjectCallback + ">", contract.SubjectSNS + ">"},
 		DeliverPolicy:  jetstream.DeliverByStartTimePolicy,
 		OptStartTime:   &start,
 		HeadersOnly:    true,

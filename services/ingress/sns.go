@@ -13,6 +13,7 @@ import (
 
 	"github.com/sdevents/sdevents/pkg/account"
 	"github.com/sdevents/sdevents/pkg/config"
+	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/pkg/event"
 	"github.com/sdevents/sdevents/pkg/httpserver"
 	"github.com/sdevents/sdevents/pkg/sns"
@@ -136,8 +137,8 @@ func (s *Service) serveSNS(c echo.Context) error {
 	info.Account, info.InvokeID = acct, taskID
 
 	key := snsKey(name, env.MessageId)
-	msg := event.Message("sd.sns."+name+"."+env.Type, event.Meta{
-		ID: key, Source: "/sdevents/sns/" + name, Type: "sd.sns." + env.Type, Time: s.now(),
+	msg := event.Message(contract.SubjectSNS+name+"."+env.Type, event.Meta{
+		ID: key, Source: contract.SourceSNS + name, Type: contract.TypeSNS + env.Type, Time: s.now(),
 		Subject: acct, ContentType: "application/json",
 	}, body)
 	for _, h := range []struct{ k, v string }{

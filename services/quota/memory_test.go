@@ -13,10 +13,10 @@ import (
 	"github.com/sdevents/sdevents/pkg/account"
 	"github.com/sdevents/sdevents/pkg/callback"
 	"github.com/sdevents/sdevents/pkg/config"
+	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/pkg/natstest"
 	"github.com/sdevents/sdevents/pkg/quotarpc"
 	"github.com/sdevents/sdevents/services/quota/ledger"
-	"github.com/sdevents/sdevents/streams"
 )
 
 // clock is a settable clock for WithClock.
@@ -91,7 +91,7 @@ func TestDecidedInvokeIDsAreForgotten(t *testing.T) {
 	if got := s.held()[acct]; got != n {
 		t.Fatalf("%d outcomes remembered, want %d", got, n)
 	}
-	stream, err := s.js.Stream(ctx, streams.Quota)
+	stream, err := s.js.Stream(ctx, contract.StreamQuota)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,8 +10,8 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/services/quota/ledger"
-	"github.com/sdevents/sdevents/streams"
 )
 
 // ReplayReport is what Replay found.
@@ -52,13 +52,13 @@ type AccountProblem struct {
 // sequences read so far and the last one. It reads through an ordered
 // consumer and changes nothing.
 func Replay(ctx context.Context, js jetstream.JetStream, progress func(seq, last uint64)) (ReplayReport, error) {
-	st, err := js.Stream(ctx, streams.Quota)
+	st, err := js.Stream(ctx, contract.StreamQuota)
 	if err != nil {
-		return ReplayReport{}, fmt.Errorf("replay: stream %s: %w", streams.Quota, err)
+		return ReplayReport{}, fmt.Errorf("replay: stream %s: %w", contract.StreamQuota, err)
 	}
 	info, err := st.Info(ctx)
 	if err != nil {
-		return ReplayReport{}, fmt.Errorf("replay: stream %s: %w", streams.Quota, err)
+		return ReplayReport{}, fmt.Errorf("replay: stream %s: %w", contract.StreamQuota, err)
 	}
 	accts := map[string]*ledger.Account{}
 	problems := map[string]*AccountProblem{}
@@ -77,13 +77,13 @@ func Replay(ctx context.Context, js jetstream.JetStream, progress func(seq, last
 	var rep ReplayReport
 	last := info.State.LastSeq
 	if info.State.Msgs > 0 {
-		err = readRange(ctx, js, streams.Quota, subjectLedger+">", info.State.FirstSeq, last, func(m jetstream.Msg) error {
+		err = readRange(ctx, js, contract.StreamQuota, contract.SubjectQuota+">", info.State.FirstSeq, last, func(m jetstream.Msg) error {
 			md, err := m.Metadata()
 			if err != nil {
 				return err
 			}
 			rep.Events++
-			id := strings.TrimPrefix(m.Subject(), subjectLedger)
+			id := strings.TrimPrefix(m.Subject(), contract.SubjectQuota)
 			a := accts[id]
 			if a == nil {
 				a = ledger.NewAccount(id)

@@ -15,9 +15,9 @@ import (
 
 	"github.com/sdevents/sdevents/pkg/admintoken"
 	"github.com/sdevents/sdevents/pkg/config"
+	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/pkg/quotarpc"
 	"github.com/sdevents/sdevents/services/quota/ledger"
-	"github.com/sdevents/sdevents/streams"
 )
 
 // Concurrency bounds of one replica: decision requests, fired timers and
@@ -102,13 +102,13 @@ func New(ctx context.Context, cfg config.Config, nc *nats.Conn, reg prometheus.R
 	if err != nil {
 		return nil, fmt.Errorf("quota: %w", err)
 	}
-	ledgerStream, err := js.Stream(ctx, streams.Quota)
+	ledgerStream, err := js.Stream(ctx, contract.StreamQuota)
 	if err != nil {
-		return nil, fmt.Errorf("quota: stream %s: %w", streams.Quota, err)
+		return nil, fmt.Errorf("quota: stream %s: %w", contract.StreamQuota, err)
 	}
-	timers, err := js.Stream(ctx, streams.QuotaTimers)
+	timers, err := js.Stream(ctx, contract.StreamQuotaTimers)
 	if err != nil {
-		return nil, fmt.Errorf("quota: stream %s: %w", streams.QuotaTimers, err)
+		return nil, fmt.Errorf("quota: stream %s: %w", contract.StreamQuotaTimers, err)
 	}
 	expiry, err := timers.Consumer(ctx, expiryDurable)
 	if err != nil {
@@ -116,7 +116,7 @@ func New(ctx context.Context, cfg config.Config, nc *nats.Conn, reg prometheus.R
 	}
 	ttl := cfg.Quota.ReservationTTL.D()
 	if maxAge := timers.CachedInfo().Config.MaxAge; maxAge > 0 && ttl >= maxAge {
-		return nil, fmt.Errorf("quota: reservation_ttl %s must be shorter than the max age of %s (%s)", ttl, streams.QuotaTimers, maxAge)
+		return nil, fmt.Errorf("quota: reservation_ttl %s must be shorter than the max age of %s (%s)", ttl, contract.StreamQuotaTimers, maxAge)
 	}
 	// An invokeId decided anew after its outcome was forgotten appends the
 	// message ids of its first life again: the stream must have forgotten
@@ -124,7 +124,7 @@ func New(ctx context.Context, cfg config.Config, nc *nats.Conn, reg prometheus.R
 	retention := cfg.Quota.DecidedRetention.D()
 	if window := ledgerStream.CachedInfo().Config.Duplicates; retention < ledger.MinRetention || retention <= window {
 		return nil, fmt.Errorf("quota: decided_retention %s must be at least %s and longer than the duplicate window of %s (%s)",
-			retention, ledger.MinRetention, streams.Quota, window)
+			retention, ledger.MinRetention, contract.StreamQuota, window)
 	}
 	bg, stopBG := context.WithCancel(context.WithoutCancel(ctx))
 	m := newMetrics(reg)
@@ -188,7 +188,7 @@ func (s *Service) Run(ctx context.Context) error {
 		}
 		subs = append(subs, sb)
 	}
-	cons, err := s.js.Consumer(ctx, streams.QuotaTimers, expiryDurable)
+	cons, err := s.js.Consumer(ctx, contract.StreamQuotaTimers, expiryDurable)
 	if err != nil {
 		unsubscribe()
 		return fmt.Errorf("quota: consumer %s: %w", expiryDurable, err)

@@ -15,8 +15,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/services/quota/ledger"
-	"github.com/sdevents/sdevents/streams"
 )
 
 // recentEvents is how many of an account's latest events a replica keeps for
@@ -236,7 +236,7 @@ func (s *Service) load(ctx context.Context, e *entry, id string) error {
 	} else {
 		e.snapshotAfter = len(e.acct.Open)
 	}
-	err = readRange(ctx, s.js, streams.Quota, ledgerSubject(id), e.acct.Seq+1, last.Seq, func(m jetstream.Msg) error {
+	err = readRange(ctx, s.js, contract.StreamQuota, ledgerSubject(id), e.acct.Seq+1, last.Seq, func(m jetstream.Msg) error {
 		md, err := m.Metadata()
 		if err != nil {
 			return err

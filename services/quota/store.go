@@ -14,18 +14,14 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
 
+	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/pkg/event"
 	"github.com/sdevents/sdevents/services/quota/ledger"
-	"github.com/sdevents/sdevents/streams"
 )
 
-// Subjects of the ledger and of the expiry timers (streams/quota.yaml,
-// streams/quota-timers.yaml).
+// The ledger is on contract.SubjectQuota + account, the expiry timers on
+// contract.SubjectQuotaTimer (streams/quota.yaml, streams/quota-timers.yaml).
 const (
-	subjectLedger = "sd.quota."               // + account
-	subjectTimer  = "sdevents.quota.timer."   // + account + "." + invoke token
-	subjectDue    = "sdevents.quota.due."     // + account
-	eventSource   = "/sdevents/quota"         // ce-source of every QUOTA event
 	expiryDurable = "quota-expiry"            // the durable consumer of fired timers
 	apiMsgGet     = "$JS.API.STREAM.MSG.GET." // + stream: answered by the stream leader
 )
@@ -86,7 +82,7 @@ type store struct {
 }
 
 // ledgerSubject is the QUOTA subject of an account.
-func ledgerSubject(account string) string { return subjectLedger + account }
+func ledgerSubject(account string) string { return contract.SubjectQuota + account }
 
 // msgID is the Nats-Msg-Id (and ce-id) of e: deterministic for every
 // transition of an invokeId (for each request, where an invokeId has one per
@@ -161,7 +157,7 @@ func (s *store) appendEvent(ctx context.Context, e ledger.Event, last, snap uint
 		extra = append(extra, event.Header{Key: headerSnapshot, Value: strconv.FormatUint(snap, 10)})
 	}
 	msg := event.Message(ledgerSubject(e.Account), event.Meta{
-		ID: msgID(e), Source: eventSource, Type: "sd.quota." + string(e.Type),
+		ID: msgID(e), Source: contract.SourceQuota, Type: contract.TypeQuota + string(e.Type),
 		Time: e.At, Subject: e.Account, ContentType: "application/json",
 	}, data, extra...)
 	ack, err := s.js.PublishMsg(ctx, msg, jetstream.WithExpectLastSequencePerSubject(last))
@@ -185,7 +181,7 @@ type timer struct {
 // hashed: it may hold any character, a subject token may not.
 func timerSubject(account, invokeID string) string {
 	sum := sha256.Sum256([]byte(invokeID))
-	return subjectTimer + account + "." + hex.EncodeToString(sum[:16])
+	return contract.SubjectQuotaTimer + account + "." + hex.EncodeToString(sum[:16])
 }
 
 // schedule publishes a message schedule in QUOTA_TIMERS that makes the server
@@ -216,7 +212,7 @@ func (s *store) timerMsg(account, invokeID string, at time.Time) (*nats.Msg, []j
 		at = r.Add(time.Second)
 	}
 	msg := &nats.Msg{Subject: timerSubject(account, invokeID), Data: data, Header: nats.Header{}}
-	return msg, []jetstream.PublishOpt{jetstream.WithScheduleAt(at), jetstream.WithScheduleTarget(subjectDue + account)}, nil
+	return msg, []jetstream.PublishOpt{jetstream.WithScheduleAt(at), jetstream.WithScheduleTarget(contract.SubjectQuotaDue + account)}, nil
 }
 
 // storedMsg is a message as the stream leader returns it.
@@ -248,7 +244,7 @@ func (s *store) get(ctx context.Context, subject string, seq uint64, next bool) 
 	if err != nil {
 		return storedMsg{}, err
 	}
-	resp, err := s.nc.RequestWithContext(ctx, apiMsgGet+streams.Quota, payload)
+	resp, err := s.nc.RequestWithContext(ctx, apiMsgGet+contract.StreamQuota, payload)
 	if err != nil {
 		return storedMsg{}, fmt.Errorf("read %s: %w", subject, err)
 	}

@@ -9,9 +9,9 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/pkg/natstest"
 	"github.com/sdevents/sdevents/services/quota/ledger"
-	"github.com/sdevents/sdevents/streams"
 )
 
 // TestScheduleFires checks, against the embedded nats-server, what expiry
@@ -36,7 +36,7 @@ func TestScheduleFires(t *testing.T) {
 	if err := st.schedule(ctx, acct, "inv/1 with spaces", at); err != nil {
 		t.Fatal(err)
 	}
-	cons, err := js.Consumer(ctx, streams.QuotaTimers, expiryDurable)
+	cons, err := js.Consumer(ctx, contract.StreamQuotaTimers, expiryDurable)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,7 +57,7 @@ func TestScheduleFires(t *testing.T) {
 	if md.Timestamp.Before(at.Truncate(time.Second)) {
 		t.Fatalf("fired at %s, before %s", md.Timestamp, at)
 	}
-	if m.Subject() != subjectDue+acct {
+	if m.Subject() != contract.SubjectQuotaDue+acct {
 		t.Fatalf("fired on %s", m.Subject())
 	}
 	var tm timer
@@ -65,7 +65,7 @@ func TestScheduleFires(t *testing.T) {
 		t.Fatalf("payload %q (%v)", m.Data(), err)
 	}
 	// The schedule itself is gone once fired.
-	s, err := js.Stream(ctx, streams.QuotaTimers)
+	s, err := js.Stream(ctx, contract.StreamQuotaTimers)
 	if err != nil {
 		t.Fatal(err)
 	}

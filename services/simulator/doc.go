@@ -18,6 +18,9 @@
 //
 // Everything the simulator sent and how it was answered is kept in a Record;
 // Verify reads the streams (INGRESS, QUOTA, ARCHIVE, JOBS) and checks the
-// Record against them. The simulator never contacts anything but the
-// addresses it is given; it is meant for loopback.
+// Record against them. It decodes the streams with names and types of its
+// own, spelled from CONTRACT §6, and never with pkg/contract's, which the
+// services share: it is the independent check of that contract. The
+// simulator never contacts anything but the addresses it is given; it is
+// meant for loopback.
 package simulator

@@ -14,7 +14,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sdevents/sdevents/pkg/event"
-	"github.com/sdevents/sdevents/streams"
 )
 
 // Status is the result of one check.
@@ -78,6 +77,17 @@ func (v *Verification) Check(name string) (Check, bool) {
 	}
 	return Check{}, false
 }
+
+// The streams Verify reads, and the subjects it tells apart, spelled here
+// as CONTRACT §6 states them rather than taken from pkg/contract or
+// streams/: the simulator is the independent check of the contract, so it
+// shares neither names nor decoding with the services it checks.
+const (
+	streamIngress = "INGRESS"
+	streamQuota   = "QUOTA"
+	streamArchive = "ARCHIVE"
+	streamJobs    = "JOBS"
+)
 
 // Names of the checks.
 const (
@@ -256,7 +266,7 @@ func drain(batch jetstream.MessageBatch, fn func(jetstream.Msg), last uint64) (i
 // consumed reports whether the durable consumer of INGRESS named name has
 // delivered anything: whether the service behind it runs.
 func consumed(ctx context.Context, js jetstream.JetStream, name string) bool {
-	c, err := js.Consumer(ctx, streams.Ingress, name)
+	c, err := js.Consumer(ctx, streamIngress, name)
 	if err != nil {
 		return false
 	}
@@ -268,7 +278,7 @@ func checkIngress(ctx context.Context, js jetstream.JetStream, rec *Record, deli
 	c := Check{Name: CheckIngress, Status: Pass}
 	counts := map[string]int{}
 	wrongAccount := 0
-	err := readStream(ctx, js, streams.Ingress, nil, rec.since(), func(m jetstream.Msg) {
+	err := readStream(ctx, js, streamIngress, nil, rec.since(), func(m jetstream.Msg) {
 		h := m.Headers()
 		var key string
 		if strings.HasPrefix(m.Subject(), "sd.sns.") {
@@ -345,7 +355,7 @@ func checkQuota(ctx context.Context, js jetstream.JetStream, rec *Record, accoun
 	bal := Check{Name: CheckBalance, Status: Pass}
 	folds := map[string]*ledgerFold{}
 	var events int
-	err := readStream(ctx, js, streams.Quota, nil, rec.since(), func(m jetstream.Msg) {
+	err := readStream(ctx, js, streamQuota, nil, rec.since(), func(m jetstream.Msg) {
 		acct := strings.TrimPrefix(m.Subject(), "sd.quota.")
 		if _, ok := accounts[acct]; !ok {
 			return
@@ -457,7 +467,7 @@ func checkArchive(ctx context.Context, js jetstream.JetStream, rec *Record, acco
 	stored := map[where][]archiveEvent{}
 	failed := map[where]archiveEvent{}
 	var bytes int64
-	err := readStream(ctx, js, streams.Archive, nil, rec.since(), func(m jetstream.Msg) {
+	err := readStream(ctx, js, streamArchive, nil, rec.since(), func(m jetstream.Msg) {
 		var e archiveEvent
 		if json.Unmarshal(m.Data(), &e) != nil {
 			return
@@ -536,7 +546,7 @@ func checkJobs(ctx context.Context, js jetstream.JetStream, rec *Record, account
 	byAccount := map[string][]jobRecord{}
 	bySNSTask := map[string][]jobRecord{}
 	seen := map[string]int{}
-	err := readStream(ctx, js, streams.Jobs, nil, rec.since(), func(m jetstream.Msg) {
+	err := readStream(ctx, js, streamJobs, nil, rec.since(), func(m jetstream.Msg) {
 		var r jobRecord
 		if json.Unmarshal(m.Data(), &r) != nil {
 			return

@@ -32,12 +32,12 @@ import (
 	"github.com/sdevents/sdevents/pkg/account"
 	"github.com/sdevents/sdevents/pkg/callback"
 	"github.com/sdevents/sdevents/pkg/config"
+	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/pkg/httpserver"
 	"github.com/sdevents/sdevents/pkg/natstest"
 	"github.com/sdevents/sdevents/pkg/quotarpc"
 	"github.com/sdevents/sdevents/services/quota"
 	"github.com/sdevents/sdevents/services/quota/ledger"
-	"github.com/sdevents/sdevents/streams"
 )
 
 // AdminToken is the admin token of Config.
@@ -326,7 +326,7 @@ func (d *Deployment) Events(acct string) []Stored {
 	d.T.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	s, err := d.JS.Stream(ctx, streams.Quota)
+	s, err := d.JS.Stream(ctx, contract.StreamQuota)
 	if err != nil {
 		d.T.Fatal(err)
 	}
