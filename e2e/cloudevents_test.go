@@ -35,6 +35,7 @@ import (
 	"github.com/sdevents/sdevents/pkg/natstest"
 	"github.com/sdevents/sdevents/pkg/sns"
 	"github.com/sdevents/sdevents/pkg/sns/snstest"
+	"github.com/sdevents/sdevents/services/console"
 )
 
 const snsTopic = "arn:aws:sns:us-east-1:123456789012:SdOnEKSStack-sdNotificationOutputCfn-abcdefgh"
@@ -229,8 +230,8 @@ func TestEveryStreamReadWholeByCloudEventsSDK(t *testing.T) {
 func TestInternalEventsReadWholeByCloudEventsSDK(t *testing.T) {
 	t.Parallel()
 	at := time.Date(2026, 3, 4, 5, 6, 7, 8, time.UTC)
-	msg, err := archiveretry.Message(archiveretry.Request{ID: archiveretry.ID(42), Account: account.FromToken("u"),
-		FailedSeq: 42, RequestedAt: at}, "/sdevents/console")
+	msg, err := console.RetryMessage(archiveretry.Request{ID: archiveretry.ID(42), Account: account.FromToken("u"),
+		FailedSeq: 42, RequestedAt: at})
 	if err != nil {
 		t.Fatal(err)
 	}

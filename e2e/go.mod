@@ -13,6 +13,7 @@ require (
 	github.com/sdevents/sdevents/pkg v0.0.0
 	github.com/sdevents/sdevents/services/aggregator v0.0.0-00010101000000-000000000000
 	github.com/sdevents/sdevents/services/archiver v0.0.0-00010101000000-000000000000
+	github.com/sdevents/sdevents/services/console v0.0.0-00010101000000-000000000000
 	github.com/sdevents/sdevents/services/ingress v0.0.0
 	github.com/sdevents/sdevents/services/quota v0.0.0
 	github.com/sdevents/sdevents/services/simulator v0.0.0
@@ -59,7 +60,9 @@ require (
 	go.uber.org/zap v1.27.0 // indirect
 	go.yaml.in/yaml/v3 v3.0.5 // indirect
 	golang.org/x/crypto v0.58.0 // indirect
+	golang.org/x/image v0.47.0 // indirect
 	golang.org/x/net v0.60.0 // indirect
+	golang.org/x/sync v0.24.0 // indirect
 	golang.org/x/sys v0.49.0 // indirect
 	golang.org/x/term v0.47.0 // indirect
 	golang.org/x/text v0.43.0 // indirect
@@ -83,3 +86,5 @@ replace github.com/sdevents/sdevents/services/archiver => ../services/archiver
 replace github.com/sdevents/sdevents/services/aggregator => ../services/aggregator
 
 replace github.com/sdevents/sdevents/services/simulator => ../services/simulator
+
+replace github.com/sdevents/sdevents/services/console => ../services/console

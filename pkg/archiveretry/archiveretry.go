@@ -4,21 +4,19 @@
 // <account> and are stored by the ARCHIVER_RETRY work queue
 // (streams/archiver-retry.yaml).
 //
-// The package owns the wire shape only; what the archiver does with a
-// request is in services/archiver (docs/archiver.md, "Retry requests").
+// The package owns the wire shape only: the data is Request as JSON, the
+// ce-type contract.TypeArchiverRetry, the ce-id and Nats-Msg-Id the
+// request's ID. The console builds and publishes the message
+// (console.RetryMessage); what the archiver does with a request is in
+// services/archiver (docs/archiver.md, "Retry requests").
 package archiveretry
 
 import (
-	"encoding/json"
-	"fmt"
 	"strconv"
 	"time"
 
-	"github.com/nats-io/nats.go"
-
 	"github.com/sdevents/sdevents/pkg/callback"
 	"github.com/sdevents/sdevents/pkg/contract"
-	"github.com/sdevents/sdevents/pkg/event"
 )
 
 // Request is the data of a retry request: archive again the image whose
@@ -45,15 +43,8 @@ type Request struct {
 // drops repeats.
 func ID(failedSeq uint64) string { return "retry-" + strconv.FormatUint(failedSeq, 10) }
 
-// Message is r as a JetStream message with CloudEvents headers from source;
-// its Nats-Msg-Id is r.ID.
-func Message(r Request, source string) (*nats.Msg, error) {
-	data, err := json.Marshal(r)
-	if err != nil {
-		return nil, fmt.Errorf("archiveretry: encode request %s: %w", r.ID, err)
-	}
-	return event.Message(contract.SubjectArchiverRetry+callback.SubjectToken(r.Account), event.Meta{
-		ID: r.ID, Source: source, Type: contract.TypeArchiverRetry, Time: r.RequestedAt,
-		Subject: r.Account, ContentType: "application/json",
-	}, data), nil
+// Subject returns the subject of a request about an image of account:
+// contract.SubjectArchiverRetry and the account as a subject token.
+func Subject(account string) string {
+	return contract.SubjectArchiverRetry + callback.SubjectToken(account)
 }

@@ -75,6 +75,21 @@ func (s *Service) handleArchive(c echo.Context) error {
 	return s.render(c, http.StatusOK, "archive", page{Title: "Archive", Active: "archive", CSRF: csrfOf(c), LoggedIn: true, Data: d})
 }
 
+// RetryMessage is the message the console publishes for req
+// (pkg/archiveretry): req as JSON on archiveretry.Subject(req.Account), with
+// CloudEvents headers whose ce-id, like its Nats-Msg-Id, is req.ID, so the
+// stream's duplicate window drops a repeated click.
+func RetryMessage(req archiveretry.Request) (*nats.Msg, error) {
+	data, err := json.Marshal(req)
+	if err != nil {
+		return nil, fmt.Errorf("console: encode retry request %s: %w", req.ID, err)
+	}
+	return event.Message(archiveretry.Subject(req.Account), event.Meta{
+		ID: req.ID, Source: contract.SourceConsole, Type: contract.TypeArchiverRetry, Time: req.RequestedAt,
+		Subject: req.Account, ContentType: "application/json",
+	}, data), nil
+}
+
 // handleRetry serves POST /console/archive/{seq}/retry: it publishes a
 // retry request (pkg/archiveretry) for the failure at ARCHIVE sequence seq on
 // sdevents.archiver.retry.<account>, to JetStream, with Nats-Msg-Id
@@ -104,7 +119,7 @@ func (s *Service) handleRetry(c echo.Context) error {
 		Account: cmp.Or(ev.Account, acct), TaskID: ev.TaskID, ImageID: ev.ImageID, Key: ev.Key, SourceURL: redactURL(ev.SourceURL),
 		RequestedAt: s.now().UTC(),
 	}
-	msg, err := archiveretry.Message(req, "/sdevents/console")
+	msg, err := RetryMessage(req)
 	if err != nil {
 		return err
 	}

@@ -104,7 +104,8 @@ func TestArchiveFailuresAndRetry(t *testing.T) {
 	}
 	if m.Subject != contract.SubjectArchiverRetry+testAccount || req.ID != fmt.Sprintf("retry-%d", f1) || req.FailedSeq != f1 ||
 		req.ImageID != "g-bad" || req.Key != testAccount+"/2026/g-bad.png" || req.FailedID != "ar-g-bad" ||
-		m.Header.Get("Nats-Msg-Id") != req.ID {
+		m.Header.Get("Nats-Msg-Id") != req.ID || event.Get(m.Header, event.HeaderID) != req.ID ||
+		event.Get(m.Header, event.HeaderType) != contract.TypeArchiverRetry || event.Get(m.Header, event.HeaderSource) != contract.SourceConsole {
 		t.Fatalf("retry request %s %+v %v", m.Subject, req, m.Header)
 	}
 
