@@ -4,6 +4,9 @@
 // real HTTP, and nodes (shut down, or nats-server processes killed with
 // SIGKILL) or service replicas taken down while load runs — or nodes cut off
 // from each other by packet filters while their clients stay connected
-// (TestPartitions, root only). The package has no code of its own;
+// (TestPartitions, root only). Because it sees every module of the
+// workspace, it also holds the shape test: the import rules of
+// docs/design.md ("The shape of the code") checked over every package and
+// module (shape_test.go). The package has no code of its own;
 // everything is in its tests.
 package e2e
