@@ -31,25 +31,6 @@ var protocolPackages = []string{
 // standard library (no network, no HTTP) and protocol packages, nothing else.
 var domainPackages = []string{"services/aggregator/jobs", "services/quota/ledger"}
 
-// knownCrossings are imports from one service to another that exist while
-// the code is being reshaped, each with what removes it. Delete the line
-// when that lands; the test then holds the rule for it too.
-var knownCrossings = map[[2]string]string{
-	// The console's own quota.Service and its grant go, for the quota RPC
-	// client (pkg/quotarpc), with the services meeting only on subjects.
-	{"services/console", "services/quota"}: "the console's grants over pkg/quotarpc",
-	// The quota tests drive the real ingress; that harness moves to a
-	// shared test package.
-	{"services/quota", "services/ingress"}: "the quota harness moving out of services/quota",
-}
-
-// knownRequires are the module requirements between services that exist
-// for the same reasons.
-var knownRequires = map[[2]string]string{
-	{"services/console", "services/quota"}: "the console's grants over pkg/quotarpc",
-	{"services/quota", "services/ingress"}: "the quota harness moving out of services/quota",
-}
-
 // goPackage is what the rules read of `go list -json`.
 type goPackage struct {
 	ImportPath   string
@@ -104,7 +85,7 @@ type violation struct {
 func (v violation) String() string { return v.pkg + " imports " + v.imp + ": " + v.rule }
 
 // checkImports applies the import rules to pkgs and returns every
-// violation, known crossings left out.
+// violation.
 func checkImports(pkgs []goPackage) []violation {
 	var out []violation
 	for _, p := range pkgs {
@@ -150,9 +131,7 @@ func checkImports(pkgs []goPackage) []violation {
 			for _, imp := range all {
 				ir, mine := local(imp)
 				if other := serviceOf(ir); mine && other != "" && other != svc {
-					if _, known := knownCrossings[[2]string{svc, other}]; !known {
-						add(imp, "services meet only on subjects: no service imports another, not even in tests")
-					}
+					add(imp, "services meet only on subjects: no service imports another, not even in tests")
 				}
 			}
 		}
@@ -160,8 +139,7 @@ func checkImports(pkgs []goPackage) []violation {
 	return out
 }
 
-// checkRequires returns the requirements of one service module on another,
-// known ones left out.
+// checkRequires returns the requirements of one service module on another.
 func checkRequires(mods []goModule) []violation {
 	var out []violation
 	for _, m := range mods {
@@ -174,9 +152,7 @@ func checkRequires(mods []goModule) []violation {
 			if !mine || serviceOf(other) != other {
 				continue
 			}
-			if _, known := knownRequires[[2]string{rel, other}]; !known {
-				out = append(out, violation{rel, other, "no module of services/ requires another"})
-			}
+			out = append(out, violation{rel, other, "no module of services/ requires another"})
 		}
 	}
 	return out
@@ -306,25 +282,6 @@ func TestShape(t *testing.T) {
 	}
 	for _, v := range checkRequires(mods) {
 		t.Error(v)
-	}
-	for pair, why := range knownRequires {
-		if !slices.ContainsFunc(mods, func(m goModule) bool {
-			return m.Module.Path == modulePath+pair[0] &&
-				slices.ContainsFunc(m.Require, func(r struct{ Path string }) bool { return r.Path == modulePath+pair[1] })
-		}) {
-			t.Errorf("%s no longer requires %s (%s): delete the exception", pair[0], pair[1], why)
-		}
-	}
-	for pair, why := range knownCrossings {
-		if !slices.ContainsFunc(pkgs, func(p goPackage) bool {
-			rel, _ := local(p.ImportPath)
-			return serviceOf(rel) == pair[0] && slices.ContainsFunc(slices.Concat(p.Imports, p.TestImports, p.XTestImports), func(imp string) bool {
-				ir, _ := local(imp)
-				return serviceOf(ir) == pair[1]
-			})
-		}) {
-			t.Errorf("%s no longer imports %s (%s): delete the exception", pair[0], pair[1], why)
-		}
 	}
 	t.Logf("%d packages, %d modules checked", len(pkgs), len(mods))
 }
