@@ -108,7 +108,9 @@ const (
 type durable struct{ stream, name string }
 
 // owned are the durable consumers of each service. Every durable of
-// streams/ has exactly one owner: Users fails otherwise.
+// streams/ has exactly one owner: Users fails otherwise. The owner alone
+// consumes it, records the messages it gives up on (sd.dead.<consumer>)
+// and receives its max-deliveries advisories.
 var owned = map[string][]durable{
 	Quota:      {{contract.StreamQuotaTimers, "quota-expiry"}},
 	Archiver:   {{contract.StreamIngress, "archiver"}, {contract.StreamArchiverTimers, "archiver-due"}, {contract.StreamArchiverRetry, "archiver-retry"}},
@@ -182,7 +184,7 @@ func Users() ([]User, error) {
 			// (only the console and the admin may ask for a grant).
 			p.sub(contract.SubjectEvents)
 			p.pub(contract.SubjectArchiverRetry+">", rpcGrant, rpcAccount)
-			p.read(contract.StreamIngress, contract.StreamQuota, contract.StreamArchive, contract.StreamJobs)
+			p.read(contract.StreamIngress, contract.StreamQuota, contract.StreamArchive, contract.StreamJobs, contract.StreamDead)
 			p.kv(contract.BucketConsoleSessions)
 		}),
 		b.downstream(),
@@ -249,8 +251,9 @@ func (p *perm) kv(bucket string) {
 	p.read("KV_" + bucket)
 }
 
-// finish adds what every user of a service needs, the consumers it owns,
-// and the denials of everyone else's durable consumers.
+// finish adds what every user of a service needs, the consumers it owns
+// (with their dead-letter subjects and max-deliveries advisories), and the
+// denials of everyone else's durable consumers.
 func (p *perm) finish() User {
 	api := "$JS.API."
 	for _, s := range p.b.all {
@@ -262,7 +265,8 @@ func (p *perm) finish() User {
 	p.pub("$SYS.REQ.USER.INFO")
 	for _, d := range owned[p.user] {
 		p.pub(api+"CONSUMER.INFO."+d.stream+"."+d.name, api+"CONSUMER.MSG.NEXT."+d.stream+"."+d.name,
-			"$JS.ACK."+d.stream+"."+d.name+".>")
+			"$JS.ACK."+d.stream+"."+d.name+".>", contract.SubjectDead+d.name)
+		p.sub(maxDeliveries + d.stream + "." + d.name)
 	}
 	p.denyOthers()
 	p.Publish.Allow = unique(p.Publish.Allow)

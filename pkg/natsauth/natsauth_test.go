@@ -11,6 +11,7 @@ import (
 
 	"github.com/sdevents/sdevents/pkg/natsauth"
 	"github.com/sdevents/sdevents/pkg/quotarpc"
+	"github.com/sdevents/sdevents/streams"
 )
 
 func users(t *testing.T) map[string]natsauth.User {
@@ -36,9 +37,9 @@ func TestUsersPublishOnlyTheirOwnEvents(t *testing.T) {
 	t.Parallel()
 	want := map[string][]string{
 		natsauth.Ingress:    {"sd.callback.>", "sd.sns.>"},
-		natsauth.Quota:      {"sd.quota.>"},
-		natsauth.Archiver:   {"sd.archive.>"},
-		natsauth.Aggregator: {"sd.job.finished.>", "sd.dead.aggregator"},
+		natsauth.Quota:      {"sd.quota.>", "sd.dead.quota-expiry"},
+		natsauth.Archiver:   {"sd.archive.>", "sd.dead.archiver", "sd.dead.archiver-due", "sd.dead.archiver-retry"},
+		natsauth.Aggregator: {"sd.job.finished.>", "sd.dead.aggregator", "sd.dead.aggregator-due"},
 		natsauth.Console:    nil, // grants are requests to the quota replicas
 		natsauth.Downstream: nil,
 	}
@@ -148,6 +149,60 @@ func TestUsersKeepOffOthersConsumers(t *testing.T) {
 	slices.Sort(streams)
 	if want := []string{"ARCHIVE", "DEAD", "INGRESS", "JOBS", "QUOTA"}; !slices.Equal(streams, want) {
 		t.Errorf("downstream reads %v, want %v", streams, want)
+	}
+}
+
+// TestDeadLettersOfOwnConsumers: every durable consumer of streams/ has its
+// dead-letter subject sd.dead.<consumer> and its max-deliveries advisory,
+// and exactly one user — its owner — may publish on the one and receive the
+// other; the console (its page of dead letters) and downstream read DEAD.
+func TestDeadLettersOfOwnConsumers(t *testing.T) {
+	t.Parallel()
+	files, err := streams.Load(streams.Files())
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := users(t)
+	durables := 0
+	for _, f := range files {
+		for _, c := range f.Consumers {
+			durables++
+			dead := "sd.dead." + c.Name
+			advisory := "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES." + f.Stream.Name + "." + c.Name
+			var publishers, watchers []string
+			for name, user := range u {
+				if user.Permissions == nil {
+					continue
+				}
+				if slices.Contains(user.Permissions.Publish.Allow, dead) {
+					publishers = append(publishers, name)
+				}
+				if slices.Contains(user.Permissions.Subscribe.Allow, advisory) {
+					watchers = append(watchers, name)
+				}
+			}
+			if len(publishers) != 1 || !slices.Equal(publishers, watchers) {
+				t.Errorf("%s/%s: %v publish on %s, %v receive its advisory; want its owner alone", f.Stream.Name, c.Name, publishers, dead, watchers)
+			}
+		}
+	}
+	if durables < 6 {
+		t.Fatalf("%d durable consumers in streams/", durables)
+	}
+	for name, user := range u {
+		if user.Permissions == nil {
+			continue
+		}
+		for _, s := range user.Permissions.Publish.Allow {
+			if strings.HasPrefix(s, "sd.dead.") && strings.ContainsAny(s, "*>") {
+				t.Errorf("%s publishes on %s", name, s)
+			}
+		}
+	}
+	for _, name := range []string{natsauth.Console, natsauth.Downstream} {
+		if !slices.Contains(u[name].Permissions.Publish.Allow, "$JS.API.DIRECT.GET.DEAD") {
+			t.Errorf("%s does not read DEAD", name)
+		}
 	}
 }
 
