@@ -8,6 +8,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/pkg/deadletter"
 	"github.com/sdevents/sdevents/services/aggregator/jobs"
 )
@@ -19,7 +20,10 @@ import (
 // the budget is for the messages that wait for them (their successors), so
 // that those apply once it is skipped instead of being buried in turn. A
 // message still waiting for its predecessor at its last delivery is buried
-// too, without a skip: its predecessor was never applied.
+// too, without a skip: its predecessor was never applied. A last delivery
+// nobody settles (a replica stopped holding it, or its record could not be
+// stored) is recorded from the server's max-deliveries advisory
+// (watchDead).
 
 // lastChance reports whether m, if it fails again, is to be buried.
 func (s *Service) lastChance(m jetstream.Msg, b deadletter.Budget) bool {
@@ -31,12 +35,15 @@ func (s *Service) lastChance(m jetstream.Msg, b deadletter.Budget) bool {
 // dead-letter record, skips an INGRESS message that failed in its key's
 // state, and terminates it. When the record or the skip cannot be stored
 // and the server would deliver the message again, it is negatively
-// acknowledged instead, and buried on a later delivery.
+// acknowledged instead, and buried on a later delivery. On the last
+// delivery a message whose record cannot be stored is negatively
+// acknowledged too: the server gives up on it, and its advisory has it
+// recorded (watchDead); one recorded whose skip failed is terminated.
 func (s *Service) bury(ctx context.Context, it work, res result) {
 	n := deliveries(it.msg)
-	budget, src := s.ingressBudget, "ingress"
+	budget := s.ingressBudget
 	if it.due {
-		budget, src = s.dueBudget, "timer"
+		budget = s.dueBudget
 	}
 	final := budget.Last(n)
 	reason := fmt.Sprintf("failed %d times: %v", n, res.err)
@@ -48,17 +55,33 @@ func (s *Service) bury(ctx context.Context, it work, res result) {
 	}
 	rec, err := deadletter.RecordOf(it.msg, reason, time.Now())
 	if err == nil {
-		err = deadletter.Publish(ctx, s.js, rec)
+		_, err = s.dead.Publish(ctx, rec)
 	}
-	if err == nil && !it.due && res.out == nakError {
+	recorded := err == nil
+	if recorded && !it.due && res.out == nakError {
 		err = s.skip(ctx, it)
 	}
-	if err != nil && !final {
+	if err != nil && (!final || !recorded) {
 		s.settle(it, nakError, errors.Join(res.err, fmt.Errorf("bury: %w", err)))
 		return
 	}
-	s.metrics.dead.WithLabelValues(src).Inc()
 	s.settle(it, termDead, errors.Join(errors.New(reason), err))
+}
+
+// watchDead records the messages of both consumers whose last delivery
+// nobody settled, from the server's advisories (deadletter.Recorder.Watch),
+// and logs each. The returned stop ends it.
+func (s *Service) watchDead() (stop func(), err error) {
+	return s.dead.Watch(s.nc, []deadletter.Durable{{Stream: contract.StreamIngress, Name: ConsumerName}, {Stream: contract.StreamAggregatorTimers, Name: dueConsumer}},
+		func(r deadletter.Record, err error) {
+			ev := s.log.Error().Str("consumer", r.Consumer).Str("stream", r.Stream).Uint64("seq", r.Sequence).
+				Uint64("deliveries", r.Deliveries).Str("reason", r.Reason)
+			if err != nil {
+				ev.Err(err).Msg("aggregator dead letter not recorded")
+				return
+			}
+			ev.Msg("aggregator dead letter")
+		})
 }
 
 // skip records in the state of it's key that its INGRESS message takes no

@@ -25,6 +25,12 @@ func WithApplyFailure(fail func(seq uint64) error) Option {
 	return func(o *options) { o.hooks.onApply = fail }
 }
 
+// WithFireFailure makes every fired timer of a key for which fail returns
+// an error fail before it is handled.
+func WithFireFailure(fail func(token string) error) Option {
+	return func(o *options) { o.hooks.onFire = fail }
+}
+
 // WithGaugesEvery sets how often the gauges read from the server are
 // updated (default 10 s).
 func WithGaugesEvery(d time.Duration) Option { return func(o *options) { o.gaugesEvery = d } }

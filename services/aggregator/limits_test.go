@@ -381,7 +381,7 @@ func TestPoisonMessageIsBuried(t *testing.T) {
 	if len(got) != 1 || len(got[0].Tasks) != 2 || got[0].ClosedBy != jobs.ClosedByJobEvent {
 		t.Fatalf("jobs %+v", got)
 	}
-	if n, _ := metric(t, reg, "sdevents_aggregator_dead_letters_total", "source", "ingress"); n != 1 {
+	if n, _ := metric(t, reg, deadletter.MetricName, "consumer", aggregator.ConsumerName); n != 1 {
 		t.Fatalf("dead_letters_total %v", n)
 	}
 
@@ -425,6 +425,76 @@ func TestPanickingMessageIsBuried(t *testing.T) {
 	}
 	if got := e.jobsStored(); len(got) != 1 || len(got[0].Tasks) != 1 {
 		t.Fatalf("jobs %+v", got)
+	}
+}
+
+// TestPoisonTimerIsBuried: a fired idle-timeout timer that fails on every
+// delivery is recorded once on sd.dead.aggregator-due after a third of its
+// consumer's max_deliver, counted, and terminated; the consumer moves on:
+// another key's timer closes its job, and the buried one is not tried
+// again. Its key's job stays open until the key's next message.
+func TestPoisonTimerIsBuried(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.cfg.Aggregator.IdleTimeout = config.Duration(time.Second)
+	c, err := e.js.Consumer(t.Context(), contract.StreamAggregatorTimers, "aggregator-due")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc := c.CachedInfo().Config
+	cc.MaxDeliver = 4 // buried from the second delivery on
+	if _, err := e.js.UpdateConsumer(t.Context(), contract.StreamAggregatorTimers, cc); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	fired := 0
+	reg := prometheus.NewRegistry()
+	e.startWith(reg, aggregator.WithTimerMargin(100*time.Millisecond), aggregator.WithFireFailure(func(token string) error {
+		if token != "cb.default.a_stuck" {
+			return nil
+		}
+		mu.Lock()
+		fired++
+		mu.Unlock()
+		return errors.New("injected timer failure")
+	}))
+	e.callback("default", "sdTaskFinished", "a_stuck", "inv-1", taskBody(true, "one"))
+	natstest.Eventually(t, 30*time.Second, "the timer buried", func() bool {
+		n, _ := metric(t, reg, deadletter.MetricName, "consumer", "aggregator-due")
+		return n == 1
+	})
+	dead := readAll(t, e.js, contract.StreamDead)
+	var rec deadletter.Record
+	if len(dead) != 1 || json.Unmarshal(dead[0].Data(), &rec) != nil {
+		t.Fatalf("%d records", len(dead))
+	}
+	if dead[0].Subject() != "sd.dead.aggregator-due" || rec.Consumer != "aggregator-due" || rec.Stream != contract.StreamAggregatorTimers ||
+		rec.Subject != "sdevents.aggregator.due.cb.default.a_stuck" || rec.Deliveries != 2 || !strings.Contains(rec.Reason, "injected timer failure") {
+		t.Fatalf("record on %s: %+v", dead[0].Subject(), rec)
+	}
+	if e.jobCount() != 0 {
+		t.Fatal("the stuck job closed")
+	}
+
+	// The consumer moves on: another key's timer closes its job.
+	e.callback("default", "sdTaskFinished", "a_fine", "inv-2", taskBody(true, "two"))
+	e.waitJobs(30*time.Second, 1)
+	if got := e.jobsStored(); got[0].Account != "a_fine" || got[0].ClosedBy != jobs.ClosedByIdleTimeout {
+		t.Fatalf("job %+v", got[0])
+	}
+	mu.Lock()
+	before := fired
+	mu.Unlock()
+	// The stuck key's next message closes its open job.
+	e.callback("default", "sdJobFinished", "a_stuck", "inv-1", taskBody(true))
+	e.waitJobs(30*time.Second, 2)
+	mu.Lock()
+	defer mu.Unlock()
+	if fired != before {
+		t.Fatalf("the buried timer was tried again: %d, %d before", fired, before)
+	}
+	if n := len(readAll(t, e.js, contract.StreamDead)); n != 1 {
+		t.Fatalf("%d records", n)
 	}
 }
 

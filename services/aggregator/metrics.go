@@ -18,7 +18,6 @@ type metrics struct {
 	skipped      prometheus.Counter
 	armed        prometheus.Counter
 	fired        prometheus.Counter
-	dead         *prometheus.CounterVec
 	factsMissing prometheus.Counter
 	purgeFailed  prometheus.Counter
 	jobTasks     prometheus.Histogram
@@ -48,9 +47,6 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			"Idle-timeout schedules published."))),
 		fired: prometheus.NewCounter(prometheus.CounterOpts(opts("timers_handled_total",
 			"Fired idle-timeout timers that changed a job state."))),
-		dead: prometheus.NewCounterVec(prometheus.CounterOpts(opts("dead_letters_total",
-			"Messages given up after repeated failures, recorded on sd.dead.<consumer>, by source (ingress, timer).")),
-			[]string{"source"}),
 		factsMissing: prometheus.NewCounter(prometheus.CounterOpts(opts("facts_missing_total",
 			"Jobs closed without some of their facts (AGGREGATOR_FACTS lost them)."))),
 		purgeFailed: prometheus.NewCounter(prometheus.CounterOpts(opts("fact_purge_failures_total",
@@ -68,7 +64,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			"Messages delivered and not yet acknowledged, by consumer, read every 10 s.")), []string{"consumer"}),
 	}
 	reg.MustRegister(m.messages, m.jobs, m.conflicts, m.commits, m.skipped, m.armed, m.fired,
-		m.dead, m.factsMissing, m.purgeFailed, m.jobTasks, m.openJobs, m.pending, m.ackPending)
+		m.factsMissing, m.purgeFailed, m.jobTasks, m.openJobs, m.pending, m.ackPending)
 	return m
 }
 

@@ -40,9 +40,10 @@ type Service struct {
 	metrics *metrics
 	opts    options
 
-	// ingressBudget and dueBudget are the consumers' delivery budgets
-	// (dead.go).
+	// ingressBudget and dueBudget are the consumers' delivery budgets;
+	// dead records the messages given up on (dead.go).
 	ingressBudget, dueBudget deadletter.Budget
+	dead                     *deadletter.Recorder
 
 	index *index
 	ioctx context.Context
@@ -90,6 +91,16 @@ type hooks struct {
 	onCommit func(seq uint64)
 	onAck    func(m jetstream.Msg) error
 	onApply  func(seq uint64) error
+	onFire   func(token string) error
+}
+
+// fire runs before a fired timer of key token is handled; an error fails
+// it.
+func (h hooks) fire(token string) error {
+	if h.onFire != nil {
+		return h.onFire(token)
+	}
+	return nil
 }
 
 // apply runs before an INGRESS message is applied; an error fails it.
@@ -164,12 +175,17 @@ func New(ctx context.Context, cfg config.Config, nc *nats.Conn, reg prometheus.R
 	if err != nil {
 		return nil, fmt.Errorf("aggregator: consumer %s: %w", dueConsumer, err)
 	}
+	dead, err := deadletter.NewRecorder(js, reg, ConsumerName, dueConsumer)
+	if err != nil {
+		return nil, fmt.Errorf("aggregator: %w", err)
+	}
 	return &Service{
 		cfg: jcfg, nc: nc, js: js, store: stateStore{kv: kv, js: js}, facts: facts,
 		lookup:  lookup{nc: nc, quotaLookback: cfg.Quota.ReservationTTL.D() + time.Minute},
 		durable: durable, due: due, log: o.log, metrics: newMetrics(reg), opts: o,
 		ingressBudget: deadletter.BudgetOf(durable.CachedInfo().Config),
 		dueBudget:     deadletter.BudgetOf(due.CachedInfo().Config),
+		dead:          dead,
 		cache:         stateCache{size: o.cacheSize}, lanes: map[string]*lane{}, slots: make(chan struct{}, o.workers),
 	}, nil
 }
@@ -196,6 +212,11 @@ func (s *Service) Run(ctx context.Context) error {
 	var gaugesDone sync.WaitGroup
 	gaugesDone.Go(func() { s.watchBacklog(gaugesCtx) })
 	defer func() { stopGauges(); gaugesDone.Wait() }()
+	stopWatch, err := s.watchDead()
+	if err != nil {
+		return fmt.Errorf("aggregator: %w", err)
+	}
+	defer stopWatch()
 
 	defer s.stopLanes()
 

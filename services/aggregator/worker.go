@@ -167,6 +167,9 @@ func (s *Service) safeFire(ctx context.Context, it work) (out outcome, err error
 			out, err = nakError, fmt.Errorf("panic: %v", p)
 		}
 	}()
+	if err := s.opts.hooks.fire(it.token); err != nil {
+		return nakError, err
+	}
 	return s.fire(ctx, it)
 }
 
