@@ -13,6 +13,7 @@ import (
 
 	"github.com/sdevents/sdevents/pkg/config"
 	"github.com/sdevents/sdevents/pkg/contract"
+	"github.com/sdevents/sdevents/pkg/deadletter"
 	"github.com/sdevents/sdevents/pkg/fetch"
 )
 
@@ -44,6 +45,7 @@ type Service struct {
 	now       func() time.Time
 	log       zerolog.Logger
 	metrics   *metrics
+	dead      *deadletter.Recorder
 	httpCfg   func(*fetch.HTTPConfig)
 }
 
@@ -125,7 +127,7 @@ func New(ctx context.Context, cfg config.Config, nc *nats.Conn, reg prometheus.R
 		}
 		cfg := cons.CachedInfo().Config
 		s.intakes = append(s.intakes, &intake{
-			name: c.name, cons: cons, ackWait: cfg.AckWait, maxDeliver: cfg.MaxDeliver,
+			name: c.name, stream: c.stream, cons: cons, ackWait: cfg.AckWait, budget: deadletter.BudgetOf(cfg),
 			slots: make(chan struct{}, c.hold), open: c.open, level: c.level,
 		})
 		if c.name == ConsumerName {
@@ -162,6 +164,9 @@ func New(ctx context.Context, cfg config.Config, nc *nats.Conn, reg prometheus.R
 	if s.metrics, err = newMetrics(reg); err != nil {
 		return nil, err
 	}
+	if s.dead, err = deadletter.NewRecorder(js, reg, ConsumerName, DueConsumerName, RetryConsumerName); err != nil {
+		return nil, fmt.Errorf("archiver: %w", err)
+	}
 	return s, nil
 }
 
@@ -180,15 +185,11 @@ func New(ctx context.Context, cfg config.Config, nc *nats.Conn, reg prometheus.R
 func (s *Service) Run(ctx context.Context) error {
 	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelWork()
-	subs, err := s.watchDeadLetters()
+	stopWatch, err := s.watchDead()
 	if err != nil {
 		return err
 	}
-	defer func() {
-		for _, sub := range subs {
-			_ = sub.Unsubscribe()
-		}
-	}()
+	defer stopWatch()
 	d := newDispatcher(s.workers / 2)
 	var workers, pulls sync.WaitGroup
 	for range s.workers {
@@ -237,6 +238,34 @@ func (s *Service) Run(ctx context.Context) error {
 	wait(&workers)
 	<-stats
 	return nil
+}
+
+// watchDead records the messages of the three consumers whose last
+// delivery nobody settled — a replica stopped holding it, or could not
+// record it — from the server's max-deliveries advisories, which every
+// replica receives in one queue group (deadletter.Recorder.Watch), and
+// logs each. The returned stop ends it.
+func (s *Service) watchDead() (stop func(), err error) {
+	ds := make([]deadletter.Durable, 0, len(s.intakes))
+	for _, in := range s.intakes {
+		ds = append(ds, deadletter.Durable{Stream: in.stream, Name: in.name})
+	}
+	stop, err = s.dead.Watch(s.nc, ds, func(r deadletter.Record, err error) {
+		ev := s.log.Error().Str("consumer", r.Consumer).Str("stream", r.Stream).Uint64("seq", r.Sequence).
+			Uint64("deliveries", r.Deliveries).Str("reason", r.Reason)
+		if r.Subject != "" {
+			ev = ev.Str("subject", r.Subject)
+		}
+		if err != nil {
+			ev.Err(err).Msg("archiver dead letter not recorded")
+			return
+		}
+		ev.Msg("archiver dead letter")
+	})
+	if err != nil {
+		return nil, fmt.Errorf("archiver: %w", err)
+	}
+	return stop, nil
 }
 
 // watchStats reads, until ctx ends, the number of images waiting for a

@@ -28,8 +28,10 @@
 //     in ARCHIVER_TIMERS (timers.go) and the message it came from is
 //     acknowledged, so the consumers' windows hold only work in progress;
 //     no worker sleeps, so a crash loses nothing. A message that exhausts
-//     its consumer's max_deliver is a dead letter (deadLetter), never
-//     dropped silently.
+//     its consumer's max_deliver, or cannot be processed at all, is a dead
+//     letter: recorded on sd.dead.<consumer> (pkg/deadletter) and
+//     terminated, never dropped silently. An image that fails for good is
+//     no dead letter: its outcome is a failed event.
 //
 // The object keys, metadata and the exactly-once argument are in
 // docs/archiver.md.

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/sdevents/sdevents/pkg/contract"
+	"github.com/sdevents/sdevents/pkg/deadletter"
 	"github.com/sdevents/sdevents/pkg/natstest"
 	"github.com/sdevents/sdevents/services/archiver"
 )
@@ -138,8 +139,10 @@ func TestAccountsTakeTurns(t *testing.T) {
 }
 
 // TestPoisonMessageIsRecorded: a message that exhausts its consumer's
-// max_deliver (here: its retry cannot be scheduled) is recorded as a dead
-// letter and terminated, not redelivered forever nor dropped silently.
+// max_deliver (here: its retry cannot be scheduled) is buried on its last
+// delivery — one record on sd.dead.archiver with the reason, counted — not
+// redelivered forever nor dropped silently; the consumer moves on to the
+// next task result.
 func TestPoisonMessageIsRecorded(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
@@ -162,7 +165,7 @@ func TestPoisonMessageIsRecorded(t *testing.T) {
 	}})
 	natstest.Eventually(t, 30*time.Second, "the message recorded as a dead letter", func() bool {
 		return e.consumerIdle(contract.StreamIngress, archiver.ConsumerName) &&
-			metricValue(t, reg, "sdevents_archiver_dead_letters_total", "consumer", archiver.ConsumerName) == 1
+			metricValue(t, reg, deadletter.MetricName, "consumer", archiver.ConsumerName) == 1
 	})
 	if n := e.images.count("/down.png"); n != 2 {
 		t.Errorf("%d fetches, want one per delivery (2)", n)
@@ -170,11 +173,30 @@ func TestPoisonMessageIsRecorded(t *testing.T) {
 	if evs := e.events(); len(evs) != 0 {
 		t.Errorf("events %+v", evs)
 	}
+	recs := e.deadRecords()
+	if len(recs) != 1 {
+		t.Fatalf("%d records", len(recs))
+	}
+	if r := recs[0]; r.On != "sd.dead.archiver" || r.Stream != contract.StreamIngress || r.Sequence != 1 ||
+		r.Subject != "sd.callback.default.sdTaskFinished" || r.Deliveries != 2 ||
+		!strings.HasPrefix(r.Reason, "failed 2 times: ") || !strings.Contains(r.Reason, "schedule retry") {
+		t.Fatalf("record %+v", r)
+	}
+	e.publishCallback("a_poison", "inv-2", time.Now(), map[string]any{"success": true, "data": map[string]any{
+		"generatedImageId": "g", "url": e.images.serve("/fine.png", pngOf(t, 9, 8, 8)), "type": "png",
+	}})
+	if evs := e.waitSettled(1, 30*time.Second); !evs[0].stored() {
+		t.Fatalf("events %+v", evs)
+	}
+	if len(e.deadRecords()) != 1 || metricValue(t, reg, deadletter.MetricName, "consumer", archiver.ConsumerName) != 1 {
+		t.Fatal("the next message was recorded too")
+	}
 }
 
 // TestDeadLetterWhenReplicaDiesOnLastDelivery: a replica that dies holding
 // a message's last allowed delivery leaves it to JetStream, whose
-// max-deliveries advisory makes another replica record the dead letter.
+// max-deliveries advisory makes another replica record it on
+// sd.dead.archiver, once.
 func TestDeadLetterWhenReplicaDiesOnLastDelivery(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
@@ -200,11 +222,20 @@ func TestDeadLetterWhenReplicaDiesOnLastDelivery(t *testing.T) {
 	natstest.Eventually(t, 10*time.Second, "the image being fetched", func() bool { return e.images.count("/held.png") == 1 })
 	reg := newRegistry()
 	e.startWith(reg)
+	e.start()
 	a.kill()
-	natstest.Eventually(t, 30*time.Second, "the dead letter recorded by the other replica", func() bool {
-		return metricValue(t, reg, "sdevents_archiver_dead_letters_total", "consumer", archiver.ConsumerName) == 1
+	natstest.Eventually(t, 30*time.Second, "the dead letter recorded by another replica", func() bool {
+		return len(e.deadRecords()) == 1
 	})
 	if n := e.images.count("/held.png"); n != 1 {
 		t.Errorf("%d fetches, want 1", n)
+	}
+	r := e.deadRecords()[0]
+	if r.On != "sd.dead.archiver" || r.Stream != contract.StreamIngress || r.Sequence != 1 || r.Subject != "sd.callback.default.sdTaskFinished" ||
+		r.Deliveries != 1 || r.Reason != deadletter.ReasonUnanswered || r.StoredAt.IsZero() {
+		t.Fatalf("record %+v", r)
+	}
+	if n := metricValue(t, reg, deadletter.MetricName, "consumer", archiver.ConsumerName); n > 1 {
+		t.Fatalf("counted %v times by one replica", n)
 	}
 }

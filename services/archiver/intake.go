@@ -3,12 +3,15 @@ package archiver
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
+
+	"github.com/sdevents/sdevents/pkg/deadletter"
 )
 
 // pullWait bounds one pull request: a request that a failing consumer
@@ -23,7 +26,7 @@ const ackTimeout = 5 * time.Second
 var errStopping = errors.New("archiver: shutting down")
 
 // errPoison: a message the archiver cannot act on however often it is
-// delivered. It is recorded as a dead letter and terminated.
+// delivered. It is buried: recorded on sd.dead.<consumer> and terminated.
 var errPoison = errors.New("archiver: message cannot be processed")
 
 // intake is one durable consumer the replica works on. It holds at most
@@ -31,14 +34,15 @@ var errPoison = errors.New("archiver: message cannot be processed")
 // dispatcher, and pulls only as many as it can hold, so no message waits
 // unattended in a client buffer.
 type intake struct {
-	name       string
-	cons       jetstream.Consumer
-	ackWait    time.Duration
-	maxDeliver int
-	slots      chan struct{}
+	name    string
+	stream  string
+	cons    jetstream.Consumer
+	ackWait time.Duration
+	budget  deadletter.Budget // max_deliver
+	slots   chan struct{}
 	// open turns a delivered message into its jobs. No jobs and no error:
 	// the message is acknowledged at once. An error: it is delivered again,
-	// or terminated as a dead letter when it wraps errPoison.
+	// or buried when it wraps errPoison.
 	open func(ctx context.Context, h *held) ([]*job, error)
 	// level is the log level of a message's summary when all went well.
 	level zerolog.Level
@@ -185,8 +189,8 @@ func (s *Service) finished(h *held, err error) {
 // settle ends the work on h: acknowledged when every job did its part;
 // otherwise delivered again after a backoff (at once when the replica is
 // shutting down), or, when this was its last allowed delivery or it cannot
-// be processed, recorded as a dead letter and terminated. It logs once per
-// message and frees its slot.
+// be processed, buried: recorded on sd.dead.<consumer> and terminated. It
+// logs once per message and frees its slot.
 func (s *Service) settle(h *held) {
 	h.stop()
 	defer h.in.release(1)
@@ -194,8 +198,13 @@ func (s *Service) settle(h *held) {
 	again, t := h.again, h.tally
 	h.mu.Unlock()
 	attempts := int(h.meta.NumDelivered)
+	stopping := errors.Is(again, errStopping) || errors.Is(again, context.Canceled)
+	giveUp := again != nil && !stopping && (errors.Is(again, errPoison) || h.in.budget.Last(h.meta.NumDelivered))
 	lvl := h.in.level
-	if again != nil {
+	switch {
+	case giveUp:
+		lvl = zerolog.ErrorLevel
+	case again != nil:
 		lvl = zerolog.WarnLevel
 	}
 	ev := s.log.WithLevel(lvl).Str("consumer", h.in.name).Str("subject", h.msg.Subject()).
@@ -230,17 +239,25 @@ func (s *Service) settle(h *held) {
 		}
 		cancel()
 		ev.Msg("archiver message done")
-	case errors.Is(again, errStopping) || errors.Is(again, context.Canceled):
+	case stopping:
 		_ = h.msg.Nak()
 		ev.Err(again).Msg("archiver message handed back")
-	case errors.Is(again, errPoison) || h.in.maxDeliver > 0 && attempts >= h.in.maxDeliver:
-		reason := "delivery limit reached"
+	case giveUp:
+		reason := fmt.Sprintf("failed %d times: %v", attempts, again)
 		if errors.Is(again, errPoison) {
-			reason = "cannot be processed"
+			reason = again.Error()
 		}
-		s.deadLetter(deadMsg{Stream: h.meta.Stream, Consumer: h.in.name, Subject: h.msg.Subject(),
-			Seq: h.meta.Sequence.Stream, Deliveries: h.meta.NumDelivered}, reason, again)
-		_ = h.msg.TermWithReason(reason)
+		ctx, cancel := context.WithTimeout(context.Background(), ackTimeout)
+		_, err := s.dead.Bury(ctx, h.msg, reason)
+		cancel()
+		if err != nil {
+			// Delivered again and buried then; after its last delivery
+			// the server gives up on it, and its advisory has it
+			// recorded (watchDead).
+			_ = h.msg.NakWithDelay(s.backoff.delay(attempts, s.now(), s.now().Add(s.backoff.max)))
+			ev.Err(again).AnErr("bury", err).Msg("archiver message not buried")
+			return
+		}
 		ev.Err(again).Msg("archiver message given up")
 	default:
 		delay := s.backoff.delay(attempts, s.now(), s.now().Add(s.backoff.max))

@@ -17,7 +17,6 @@ type metrics struct {
 	waiting    prometheus.Gauge
 	pending    *prometheus.GaugeVec
 	ackPending *prometheus.GaugeVec
-	dead       *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -46,11 +45,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			"Messages of an archiver consumer not yet delivered to any replica.")), []string{"consumer"}),
 		ackPending: prometheus.NewGaugeVec(prometheus.GaugeOpts(opts("consumer_ack_pending_messages",
 			"Messages of an archiver consumer delivered and being worked on by the replicas.")), []string{"consumer"}),
-		dead: prometheus.NewCounterVec(prometheus.CounterOpts(opts("dead_letters_total",
-			"Messages given up on: delivery limit reached, or not processable.")), []string{"consumer"}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.bytes, m.retries, m.stored, m.failed, m.dropped, m.fetch, m.waiting, m.pending, m.ackPending, m.dead} {
+		for _, c := range []prometheus.Collector{m.bytes, m.retries, m.stored, m.failed, m.dropped, m.fetch, m.waiting, m.pending, m.ackPending} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("archiver: metrics: %w", err)
 			}

@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/sdevents/sdevents/pkg/deadletter"
 	"github.com/sdevents/sdevents/pkg/natstest"
 	"github.com/sdevents/sdevents/services/archiver"
 )
@@ -48,7 +49,7 @@ func metricValue(t *testing.T, g prometheus.Gatherer, name, label, value string)
 
 // TestMetrics: the archiver's metrics pass promlint and tell what happened:
 // images stored and failed, fetch durations by outcome, images waiting for
-// a retry and the consumers' pending messages.
+// a retry, the consumers' pending messages and their dead letters.
 func TestMetrics(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
@@ -85,8 +86,15 @@ func TestMetrics(t *testing.T) {
 	}
 	mfs, _ := reg.Gather()
 	for _, mf := range mfs {
-		if !strings.HasPrefix(mf.GetName(), "sdevents_archiver_") {
+		if !strings.HasPrefix(mf.GetName(), "sdevents_archiver_") && mf.GetName() != deadletter.MetricName {
 			t.Errorf("metric %s outside sdevents_archiver_", mf.GetName())
+		}
+	}
+	// The dead letters are counted in the counter every service shares, one
+	// series per consumer from the start.
+	for _, c := range []string{archiver.ConsumerName, archiver.DueConsumerName, archiver.RetryConsumerName} {
+		if n := metricValue(t, reg, deadletter.MetricName, "consumer", c); n != 0 {
+			t.Errorf("dead letters of %s: %v, want 0", c, n)
 		}
 	}
 }
