@@ -91,16 +91,18 @@ func TestUnprocessableMessagesAreBuried(t *testing.T) {
 		},
 		{
 			consumer: archiver.RetryConsumerName, stream: contract.StreamArchiverRetry,
-			subject: archiveretry.SubjectPrefix + "a_retry",
+			subject: contract.SubjectArchiverRetry + "a_retry",
 			good: func(t *testing.T, e *env) func() bool {
 				// A well-formed request for an image without an outcome:
 				// acknowledged without effect.
 				req := archiveretry.Request{ID: archiveretry.ID(7), FailedSeq: 7, FailedID: "ar-none", Account: "a_retry",
 					TaskID: "inv", ImageID: "g", Key: "a_retry/2026/01/01/inv/g.png", RequestedAt: time.Now().UTC()}
-				msg, err := archiveretry.Message(req, "/sdevents/console")
-				if err != nil {
+				msg := nats.NewMsg(archiveretry.Subject(req.Account))
+				var err error
+				if msg.Data, err = json.Marshal(req); err != nil {
 					t.Fatal(err)
 				}
+				msg.Header.Set(nats.MsgIdHdr, req.ID)
 				e.publish(msg)
 				return func() bool { return e.streamMsgs(contract.StreamArchiverRetry) == 0 }
 			},

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/sdevents/sdevents/pkg/account"
 	"github.com/sdevents/sdevents/pkg/callback"
@@ -155,4 +156,71 @@ func TestAccountsAreEvicted(t *testing.T) {
 
 func grantCmd(n int64) command {
 	return func(a *ledger.Account, now time.Time) ledger.Decision { return a.Grant("", n, now) }
+}
+
+// TestSweepExpiresOverdueAndKeepsNoAccountAlive: the sweep of overdue
+// reservations expires, in the accounts a replica holds, the reservations
+// more than overdueGrace past their expiry and no other, counts each in
+// decisions_total{kind="sweep"}, and does not make the accounts it visits
+// recently used: idle ones are still evicted.
+func TestSweepExpiresOverdueAndKeepsNoAccountAlive(t *testing.T) {
+	t.Parallel()
+	clk := &clock{t: time.Now()}
+	cfg := config.Default()
+	cfg.Quota.ReservationTTL = config.Duration(time.Minute)
+	s := replicaWithClock(t, cfg, clk)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	reserve := func(id, inv string) {
+		t.Helper()
+		d, err := s.execute(ctx, id, func(a *ledger.Account, now time.Time) ledger.Decision {
+			return a.Reserve(inv, "req-"+inv, 1, cfg.Quota.ReservationTTL.D(), now)
+		})
+		if err != nil || !d.Answer.Success {
+			t.Fatalf("reserve %s: %v %+v", inv, err, d.Answer)
+		}
+	}
+	a, b := account.FromToken("user-a"), account.FromToken("user-b")
+	for _, id := range []string{a, b} {
+		if d, err := s.execute(ctx, id, grantCmd(5)); err != nil || !d.Answer.Success {
+			t.Fatalf("grant: %v %+v", err, d.Answer)
+		}
+	}
+	reserve(a, "early")
+	reserve(b, "early")
+	clk.advance(30 * time.Second)
+	reserve(a, "late")
+	lastUse := clk.now()
+	// "early" is overdue by more than the grace, "late" not yet due.
+	clk.advance(30*time.Second + overdueGrace + time.Second)
+
+	s.sweepOverdue(clk.now())
+	s.inflight.Wait()
+	open := func(id string) []string {
+		s.accounts.mu.Lock()
+		e := s.accounts.m[id]
+		s.accounts.mu.Unlock()
+		e.lock <- struct{}{}
+		defer func() { <-e.lock }()
+		var ids []string
+		for inv := range e.acct.Open {
+			ids = append(ids, inv)
+		}
+		return ids
+	}
+	if got := open(a); len(got) != 1 || got[0] != "late" {
+		t.Fatalf("a holds %v open, want only the reservation not yet overdue", got)
+	}
+	if got := open(b); len(got) != 0 {
+		t.Fatalf("b holds %v open after the sweep", got)
+	}
+	if n := testutil.ToFloat64(s.metrics.decisions.WithLabelValues("sweep", "accepted")); n != 2 {
+		t.Fatalf("%v reservations counted as expired by the sweep, want 2", n)
+	}
+
+	// Visiting them did not make them recently used.
+	clk.advance(cfg.Quota.AccountIdle.D() - clk.now().Sub(lastUse))
+	if n := s.accounts.evict(clk.now()); n != 2 || s.accounts.len() != 0 {
+		t.Fatalf("%d idle accounts evicted, %d left", n, s.accounts.len())
+	}
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/sdevents/sdevents/pkg/admintoken"
 	"github.com/sdevents/sdevents/pkg/config"
 	"github.com/sdevents/sdevents/pkg/contract"
+	"github.com/sdevents/sdevents/pkg/deadletter"
 	"github.com/sdevents/sdevents/pkg/quotarpc"
 	"github.com/sdevents/sdevents/services/quota/ledger"
 )
@@ -55,6 +56,11 @@ type Service struct {
 	expirySlots   chan struct{} // fired timers in flight
 	operatorSlots chan struct{} // grant and account requests in flight
 	inflight      sync.WaitGroup
+
+	// expiryBudget is quota-expiry's max_deliver, read by Run; dead
+	// records the timers given up on (expiry.go).
+	expiryBudget deadletter.Budget
+	dead         *deadletter.Recorder
 
 	// bg bounds background work (abandonments); Run cancels it on its way
 	// out.
@@ -126,9 +132,13 @@ func New(ctx context.Context, cfg config.Config, nc *nats.Conn, reg prometheus.R
 		return nil, fmt.Errorf("quota: decided_retention %s must be at least %s and longer than the duplicate window of %s (%s)",
 			retention, ledger.MinRetention, contract.StreamQuota, window)
 	}
-	bg, stopBG := context.WithCancel(context.WithoutCancel(ctx))
 	m := newMetrics(reg)
 	reg.MustRegister(newBacklog(expiry))
+	dead, err := deadletter.NewRecorder(js, reg, expiryDurable)
+	if err != nil {
+		return nil, fmt.Errorf("quota: %w", err)
+	}
+	bg, stopBG := context.WithCancel(context.WithoutCancel(ctx))
 	s = &Service{
 		bg:     bg,
 		stopBG: stopBG,
@@ -150,6 +160,7 @@ func New(ctx context.Context, cfg config.Config, nc *nats.Conn, reg prometheus.R
 		slots:         make(chan struct{}, maxInflight),
 		expirySlots:   make(chan struct{}, maxInflightExpiry),
 		operatorSlots: make(chan struct{}, maxInflightOperator),
+		dead:          dead,
 	}
 	if s.deadline <= 0 {
 		s.deadline = 3 * time.Second
@@ -162,8 +173,10 @@ func New(ctx context.Context, cfg config.Config, nc *nats.Conn, reg prometheus.R
 
 // Run serves the RPC subjects of package quotarpc in queue group
 // quotarpc.QueueGroup (decisions, abandonments, grants and account views)
-// and the expiry timers until ctx ends, then drains: it stops reading
-// them, waits for every request and timer in flight, and returns nil. It
+// and the expiry timers until ctx ends, records the timers given up on,
+// drops idle accounts from memory and sweeps the others for overdue
+// reservations; then it drains: it stops reading the RPC subjects and the
+// timers, waits for every request and timer in flight, and returns nil. It
 // returns an error only when it cannot start.
 func (s *Service) Run(ctx context.Context) error {
 	var subs []*nats.Subscription
@@ -193,6 +206,13 @@ func (s *Service) Run(ctx context.Context) error {
 		unsubscribe()
 		return fmt.Errorf("quota: consumer %s: %w", expiryDurable, err)
 	}
+	s.expiryBudget = deadletter.BudgetOf(cons.CachedInfo().Config)
+	stopWatch, err := s.watchDead()
+	if err != nil {
+		unsubscribe()
+		return err
+	}
+	defer stopWatch()
 	// Short pulls: a pull request a failing consumer leader drops is renewed
 	// within seconds, not after the default 30 s.
 	cc, err := cons.Consume(s.onDue, jetstream.PullMaxMessages(64), jetstream.PullExpiry(5*time.Second),
@@ -285,7 +305,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "sdevents", Subsystem: "quota", Name: "decisions_total",
-			Help: "Quota decisions by kind (bizType, expire, grant) and outcome (accepted, refused, error).",
+			Help: "Quota decisions by kind (bizType, abandon, expire: a fired timer, sweep: an overdue reservation without one, grant) and outcome (accepted, refused, error).",
 		}, []string{"kind", "outcome"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: "sdevents", Subsystem: "quota", Name: "decision_duration_seconds",

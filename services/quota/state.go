@@ -1,6 +1,7 @@
 package quota
 
 import (
+	"cmp"
 	"container/list"
 	"context"
 	"encoding/json"
@@ -126,7 +127,8 @@ func (a *accounts) release(e *entry, now time.Time) {
 }
 
 // overdue returns the accounts held whose earliest expiry (entry.due) is
-// before cutoff, each counted as used until its caller calls release.
+// before cutoff, each counted as a user (not evicted) until its caller
+// calls letGo.
 func (a *accounts) overdue(cutoff time.Time) []*entry {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -138,6 +140,13 @@ func (a *accounts) overdue(cutoff time.Time) []*entry {
 		}
 	}
 	return es
+}
+
+// letGo ends a use of e counted by overdue without making e recently used.
+func (a *accounts) letGo(e *entry) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	e.users--
 }
 
 // evict drops the accounts not used since now − idle, and the least
@@ -202,7 +211,7 @@ func (s *Service) lock(ctx context.Context, id string) (*entry, error) {
 			s.unlock(e)
 			return nil, err
 		}
-		s.expireDue(ctx, e)
+		s.expireDue(ctx, e, "")
 	}
 	if now := s.now(); now.Sub(e.forgot) >= s.retention/10 {
 		e.acct.Forget(now.Add(-s.retention))
@@ -307,17 +316,25 @@ func snapshotPointer(hdrs []byte) (uint64, bool) {
 	return seq, err == nil && seq > 0
 }
 
-// expireDue expires the account's reservations that are past their expiry.
-// Failures are logged: the timers retry.
-func (s *Service) expireDue(ctx context.Context, e *entry) {
+// expireDue expires the account's reservations that are past their expiry,
+// on load (kind "") or in the sweep (kind "sweep"). The sweep's decisions
+// are counted in decisions_total under kind; those on load are not: a fired
+// timer loads its account first, so an expiry on load is routine. Failures
+// are logged: the timers retry, and so does the next sweep.
+func (s *Service) expireDue(ctx context.Context, e *entry, kind string) {
 	for _, inv := range e.acct.Due(s.now()) {
+		start := time.Now()
 		d, err := s.appendDecision(ctx, e, func(a *ledger.Account, now time.Time) ledger.Decision { return a.Expire(inv, now) })
+		if kind != "" {
+			s.metrics.observe(kind, start, d.Answer.Success, err)
+		}
+		log := s.log.With().Str("account", e.acct.ID).Str("invoke_id", inv).Str("by", cmp.Or(kind, "load")).Logger()
 		if err != nil {
-			s.log.Warn().Err(err).Str("account", e.acct.ID).Str("invoke_id", inv).Msg("quota: expire on load")
+			log.Warn().Err(err).Msg("quota: overdue reservation not expired")
 			return
 		}
 		if len(d.Events) > 0 {
-			s.log.Info().Str("account", e.acct.ID).Str("invoke_id", inv).Msg("quota: overdue reservation expired on load")
+			log.Info().Msg("quota: overdue reservation expired")
 		}
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -291,7 +292,8 @@ func (d *Deployment) Decide(req quotarpc.DecideRequest) quotarpc.Answer {
 }
 
 // Decisions is the number of decisions of kind (a bizType, "abandon",
-// "expire", "grant") every replica has finished, stored effects included.
+// "expire", "sweep", "grant") every replica has finished, stored effects
+// included.
 func (d *Deployment) Decisions(kind string) int {
 	d.T.Helper()
 	n := 0.0
@@ -311,6 +313,23 @@ func (d *Deployment) Counter(name string) int {
 	n := 0.0
 	for _, m := range d.metrics(name) {
 		n += m.GetCounter().GetValue() + m.GetGauge().GetValue()
+	}
+	return int(n)
+}
+
+// CounterWith is the sum over the replicas of the series of the counter
+// family name that carry every label of labels.
+func (d *Deployment) CounterWith(name string, labels map[string]string) int {
+	d.T.Helper()
+	n := 0.0
+next:
+	for _, m := range d.metrics(name) {
+		for k, v := range labels {
+			if !slices.ContainsFunc(m.GetLabel(), func(l *dto.LabelPair) bool { return l.GetName() == k && l.GetValue() == v }) {
+				continue next
+			}
+		}
+		n += m.GetCounter().GetValue()
 	}
 	return int(n)
 }
