@@ -74,7 +74,7 @@ type Consumer struct {
 	DeliverPolicy  string   `yaml:"deliver_policy"`
 	AckPolicy      string   `yaml:"ack_policy"`
 	AckWait        Duration `yaml:"ack_wait"`
-	MaxDeliver     int      `yaml:"max_deliver"`
+	MaxDeliver     int      `yaml:"max_deliver"` // finite: a message given up on is recorded on sd.dead.<name>
 	MaxAckPending  int      `yaml:"max_ack_pending"`
 }
 
@@ -256,6 +256,7 @@ func orUnlimited(n int64) int64 {
 }
 
 // ConsumerConfig maps a consumer definition to its nats.go configuration.
+// Every consumer has explicit acknowledgements and a finite max_deliver.
 func ConsumerConfig(c Consumer) (jetstream.ConsumerConfig, error) {
 	if c.Name == "" {
 		return jetstream.ConsumerConfig{}, errors.New("consumer name must be set")
@@ -271,6 +272,11 @@ func ConsumerConfig(c Consumer) (jetstream.ConsumerConfig, error) {
 	}
 	if c.AckPolicy != "explicit" {
 		return jetstream.ConsumerConfig{}, fmt.Errorf("consumer %s: ack_policy %q: want explicit", c.Name, c.AckPolicy)
+	}
+	if c.MaxDeliver <= 0 {
+		// A message is redelivered at most max_deliver times; its consumer
+		// records it on sd.dead.<consumer> when it gives up (pkg/deadletter).
+		return jetstream.ConsumerConfig{}, fmt.Errorf("consumer %s: max_deliver %d: want a finite number of deliveries (> 0)", c.Name, c.MaxDeliver)
 	}
 	cc := jetstream.ConsumerConfig{
 		Durable:       c.Name,

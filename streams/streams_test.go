@@ -50,7 +50,9 @@ func TestLoadRejects(t *testing.T) {
 		{"both kinds", "stream: {name: A, subjects: [a], storage: file, retention: limits, discard: old}\nkv: {bucket: B, storage: file}\n"},
 		{"lossless with max_age", "stream: {name: A, subjects: [a], storage: file, retention: limits, discard: new, lossless: true, max_age: 1h}\n"},
 		{"lossless discarding old", "stream: {name: A, subjects: [a], storage: file, retention: limits, discard: old, lossless: true, max_bytes: 1024}\n"},
-		{"bad ack policy", "stream: {name: A, subjects: [a], storage: file, retention: limits, discard: old}\nconsumers: [{name: c, deliver_policy: all, ack_policy: none}]\n"},
+		{"bad ack policy", "stream: {name: A, subjects: [a], storage: file, retention: limits, discard: old}\nconsumers: [{name: c, deliver_policy: all, ack_policy: none, max_deliver: 5}]\n"},
+		{"unbounded deliveries", "stream: {name: A, subjects: [a], storage: file, retention: limits, discard: old}\nconsumers: [{name: c, deliver_policy: all, ack_policy: explicit, max_deliver: -1}]\n"},
+		{"deliveries unset", "stream: {name: A, subjects: [a], storage: file, retention: limits, discard: old}\nconsumers: [{name: c, deliver_policy: all, ack_policy: explicit}]\n"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
