@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"image"
 	"image/png"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -114,12 +115,30 @@ func runFlow(t *testing.T) (*running, config.Config) {
 // nothing.
 func TestServicesDoTheirJobAndNoMore(t *testing.T) {
 	t.Parallel()
-	r, _ := runFlow(t)
+	r, cfg := runFlow(t)
+	acct := account.FromToken("user-perm")
+	// A poison message is buried by the service that consumes it, as its
+	// own user, and the console reads the record: a timer the quota
+	// cannot read.
+	if _, err := r.p.js.Publish(t.Context(), "sdevents.quota.due."+acct, []byte("{")); err != nil {
+		t.Fatal(err)
+	}
+	natstest.Eventually(t, 30*time.Second, "the timer buried", func() bool { return r.streamMsgs(t, "DEAD") == 1 })
+	req, _ := http.NewRequest(http.MethodGet, "http://"+r.p.http.Addr()+"/console/dead", nil)
+	req.Header.Set("Authorization", "Bearer "+cfg.Admin.Token.Reveal())
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(page), "quota-expiry") {
+		t.Fatalf("dead letters page: %d\n%s", resp.StatusCode, page)
+	}
 	if n := violations(t, r.p); n != 0 {
 		t.Fatalf("%v refusals during the normal flow", n)
 	}
 	r.forging = true
-	acct := account.FromToken("user-perm")
 	grant, _ := json.Marshal(ledger.Event{Type: ledger.TypeGranted, Account: acct, Credits: 5000, At: time.Now()})
 	for _, tc := range []struct {
 		user, subject, stream string
@@ -135,6 +154,9 @@ func TestServicesDoTheirJobAndNoMore(t *testing.T) {
 		{natsauth.Ingress, "sdevents.quota.due." + acct, contract.StreamQuotaTimers},
 		{natsauth.Downstream, "sd.quota." + acct, contract.StreamQuota},
 		{natsauth.Console, "sd.quota." + acct, contract.StreamQuota},
+		{natsauth.Archiver, "sd.dead.aggregator", contract.StreamDead},
+		{natsauth.Quota, "sd.dead.archiver", contract.StreamDead},
+		{natsauth.Console, "sd.dead.quota-expiry", contract.StreamDead},
 	} {
 		t.Run(tc.user+" on "+tc.subject, func(t *testing.T) {
 			before, msgs := violations(t, r.p), r.streamMsgs(t, tc.stream)

@@ -45,7 +45,7 @@ func TestEveryPageNeedsTheAdminToken(t *testing.T) {
 		{"GET", "/console/jobs"}, {"GET", "/console/jobs/1"}, {"GET", "/console/thumb?key=a/b.png"},
 		{"GET", "/console/image?key=a/b.png"}, {"GET", "/console/accounts"}, {"GET", "/console/accounts/_"},
 		{"POST", "/console/accounts/grant"}, {"POST", "/console/accounts/find"}, {"GET", "/console/archive"},
-		{"POST", "/console/archive/1/retry"}, {"GET", "/console/live"}, {"GET", "/console/live/chart"},
+		{"POST", "/console/archive/1/retry"}, {"GET", "/console/dead"}, {"GET", "/console/live"}, {"GET", "/console/live/chart"},
 		{"GET", "/console/live/stream"}, {"POST", "/console/logout"},
 	}
 	for _, r := range routes {

@@ -162,6 +162,7 @@ func (s *Service) Routes(e *echo.Echo) {
 	a.GET("/accounts/:account", s.handleAccount)
 	a.GET("/archive", s.handleArchive)
 	a.POST("/archive/:seq/retry", s.handleRetry)
+	a.GET("/dead", s.handleDead)
 	a.GET("/live", s.handleLive)
 	a.GET("/live/chart", s.handleChart)
 	a.GET("/live/stream", s.handleStream)

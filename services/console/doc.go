@@ -2,8 +2,9 @@
 // pages under /console that read only the streams — the latest job records
 // with thumbnails of their archived images (JOBS, the archive sink), account
 // balances, ledgers and a grant form (QUOTA; balances and grants asked of
-// the quota replicas over NATS), archive failures with a retry button (ARCHIVE), and
-// a live view of sd.> (event rates and a tail of events as server-sent
+// the quota replicas over NATS), archive failures with a retry button
+// (ARCHIVE), the messages the services' consumers gave up on (DEAD), and a
+// live view of sd.> (event rates and a tail of events as server-sent
 // events).
 //
 // Boundaries:

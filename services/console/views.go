@@ -23,7 +23,7 @@ var templateFS embed.FS
 var staticFS embed.FS
 
 // pages are the templates rendered with the layout.
-var pages = []string{"login", "error", "jobs", "job", "accounts", "account", "archive", "live"}
+var pages = []string{"login", "error", "jobs", "job", "accounts", "account", "archive", "dead", "live"}
 
 // page is what every page template gets.
 type page struct {
