@@ -103,6 +103,7 @@ func TestDecidedInvokeIDsAreForgotten(t *testing.T) {
 		}
 		return info.State.Msgs
 	}
+	s.inflight.Wait() // the snapshot the first round made due, written in the background
 	before := msgs()
 	for i := range n {
 		if a := reserve(fmt.Sprint(long, i)); a.Success || !strings.Contains(a.ErrMessage, "Not enough credits") {
