@@ -20,7 +20,7 @@ import (
 // reports a record that INGRESS does not explain.
 func TestAggregatorTargetAndReplayJobs(t *testing.T) {
 	t.Parallel()
-	if !slices.Contains(runOrder, "aggregator") || targets["aggregator"] == nil {
+	if _, ok := findTarget("aggregator"); !ok || !slices.Contains(runAll(), "aggregator") {
 		t.Fatal("aggregator is not a run target")
 	}
 	cfg := exampleConfig(t, t.TempDir())

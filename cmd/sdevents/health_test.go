@@ -19,8 +19,8 @@ func TestWrittenBy(t *testing.T) {
 	if got, want := writtenBy([]string{"ingress"}), []string{contract.StreamIngress, contract.StreamIngressClaims}; !slices.Equal(got, want) {
 		t.Errorf("ingress: %v, want %v", got, want)
 	}
-	all := writtenBy(runOrder)
-	for _, s := range runOrder {
+	all := writtenBy(runAll())
+	for _, s := range runAll() {
 		if len(writes[s]) == 0 {
 			t.Errorf("service %q writes no stream", s)
 		}

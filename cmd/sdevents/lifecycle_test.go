@@ -31,7 +31,7 @@ func TestNATSClosedForGoodStopsTheProcess(t *testing.T) {
 	cfg := exampleConfig(t, t.TempDir())
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	p, cleanup, err := build(ctx, cfg, runOrder)
+	p, cleanup, err := build(ctx, cfg, runAll())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -173,7 +173,7 @@ shutdown_timeout: 5s
 			byRequest[id] = l
 		}
 	}
-	for _, want := range []string{strings.Join(runOrder, ","), "archiver", "aggregator"} {
+	for _, want := range []string{strings.Join(runAll(), ","), "archiver", "aggregator"} {
 		if !services[want] {
 			t.Errorf("no line with service %q (services seen: %v)", want, services)
 		}

@@ -33,7 +33,7 @@ const metricsListHeader = `# The metrics a process of ` + "`sdevents run`" + ` r
 // deploy/components/monitoring/metrics.txt.
 func TestMetricsList(t *testing.T) {
 	t.Parallel()
-	p, cleanup, err := build(context.Background(), exampleConfig(t, t.TempDir()), runOrder)
+	p, cleanup, err := build(context.Background(), exampleConfig(t, t.TempDir()), runAll())
 	if err != nil {
 		t.Fatal(err)
 	}

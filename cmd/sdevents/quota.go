@@ -20,31 +20,10 @@ import (
 	"github.com/sdevents/sdevents/services/quota"
 )
 
-func init() {
-	targets["quota"] = quotaTarget
-	runOrder = append(runOrder, "quota")
-	commands = append(commands, newQuotaCmd)
-	replayCommands = append(replayCommands, newReplayQuotaCmd)
-}
-
-// quotaTarget wires the quota service into a process: its operator API on the
-// shared HTTP server and its Run (decision RPC and expiry timers).
-func quotaTarget(ctx context.Context, p *process) error {
-	q, err := quota.New(ctx, p.cfg, p.conn("quota"), p.reg, quota.WithLogger(serviceLogger(p.cfg.Log, "quota")), quota.WithAdminBrake(p.brake))
-	if err != nil {
-		return err
-	}
-	q.Routes(p.http.Echo())
-	p.add("quota", q.Run)
-	return nil
-}
-
-// newQuotaCmd is `sdevents quota`: the service against an external NATS, and
-// the operator commands against a running deployment's admin API.
-func newQuotaCmd(g *globals) *cobra.Command {
-	cmd := newServiceCmd(g, "quota", "Run the quota service (credit ledger) against an external NATS")
+// addQuotaCommands adds to `sdevents quota` the operator commands, which
+// call a running deployment's admin API.
+func addQuotaCommands(g *globals, cmd *cobra.Command) {
 	cmd.AddCommand(newQuotaGrantCmd(g), newQuotaBalanceCmd(g), newQuotaLedgerCmd(g))
-	return cmd
 }
 
 func newQuotaGrantCmd(g *globals) *cobra.Command {
@@ -133,45 +112,6 @@ func newQuotaLedgerCmd(g *globals) *cobra.Command {
 	}
 	c.flags(cmd)
 	return cmd
-}
-
-func newReplayQuotaCmd(g *globals) *cobra.Command {
-	return &cobra.Command{
-		Use:   "quota",
-		Short: "Rebuild every balance from the QUOTA stream and report accounts whose stored balance differs",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := g.load()
-			if err != nil {
-				return err
-			}
-			nc, js, err := connectJetStream(cfg)
-			if err != nil {
-				return err
-			}
-			defer nc.Close()
-			progress := replayBar(cmd, "replaying QUOTA")
-			rep, err := quota.Replay(cmd.Context(), js, progress)
-			if err != nil {
-				return err
-			}
-			out := cmd.OutOrStdout()
-			fmt.Fprintf(out, "replayed %d events of %d accounts\n", rep.Events, rep.Accounts)
-			if len(rep.Differ) == 0 {
-				fmt.Fprintln(out, "every stored balance agrees with the fold")
-				return nil
-			}
-			w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "ACCOUNT\tMISMATCHES\tINCONSISTENT\tFIRST PROBLEM")
-			for _, p := range rep.Differ {
-				fmt.Fprintf(w, "%s\t%d\t%d\t%s\n", p.Account, p.Mismatches, p.Inconsistent, p.First)
-			}
-			if err := w.Flush(); err != nil {
-				return err
-			}
-			return fmt.Errorf("%d accounts differ from the fold of their events", len(rep.Differ))
-		},
-	}
 }
 
 // adminClient calls the operator API of a running deployment.

@@ -21,10 +21,6 @@ func (g *globals) load() (config.Config, error) {
 	return config.Load(path, g.env)
 }
 
-// commands are the top-level commands that service files register in init,
-// beside the ones newRoot adds itself.
-var commands []func(*globals) *cobra.Command
-
 func newRoot(environ []string) *cobra.Command {
 	g := &globals{env: config.EnvFrom(environ)}
 	root := &cobra.Command{
@@ -37,14 +33,10 @@ func newRoot(environ []string) *cobra.Command {
 	}
 	root.SetVersionTemplate("{{.Version}}")
 	root.PersistentFlags().StringVar(&g.configPath, "config", "", "configuration file (YAML); default $"+config.EnvConfig)
-	root.AddCommand(
-		newRunCmd(g),
-		newServiceCmd(g, "ingress", "Run the HTTP ingress against an external NATS"),
-		newSimCmd(g),
-		newVersionCmd(),
-	)
-	for _, c := range commands {
-		root.AddCommand(c(g))
+	root.AddCommand(newRunCmd(g))
+	for _, t := range targets {
+		root.AddCommand(newTargetCmd(g, t))
 	}
+	root.AddCommand(newReplayCmd(g), newStreamsCmd(g), newSimCmd(g), newVersionCmd())
 	return root
 }

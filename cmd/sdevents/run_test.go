@@ -50,7 +50,7 @@ type running struct {
 func startRun(t *testing.T, cfg config.Config) *running {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	p, cleanup, err := build(ctx, cfg, runOrder)
+	p, cleanup, err := build(ctx, cfg, runAll())
 	if err != nil {
 		cancel()
 		t.Fatal(err)

@@ -24,31 +24,7 @@ import (
 	"github.com/sdevents/sdevents/pkg/httpserver"
 	"github.com/sdevents/sdevents/pkg/jshealth"
 	"github.com/sdevents/sdevents/pkg/natsrv"
-	"github.com/sdevents/sdevents/services/ingress"
 )
-
-// target wires one service into a process: it constructs the service from
-// p.cfg and p's adapters, registers its routes on p.http and adds its
-// long-running parts with p.add. Each service file registers its target.
-type target func(ctx context.Context, p *process) error
-
-// targets are the services a process can run, by name; runOrder is the order
-// `sdevents run` starts them in.
-var (
-	targets  = map[string]target{"ingress": ingressTarget}
-	runOrder = []string{"ingress"}
-)
-
-func ingressTarget(ctx context.Context, p *process) error {
-	in, err := ingress.New(ctx, p.cfg, p.conn("ingress"), p.reg)
-	if err != nil {
-		return err
-	}
-	in.Routes(p.http.Echo())
-	p.http.AddReadyCheck("ingress", in.Ready)
-	p.add("ingress", in.Run)
-	return nil
-}
 
 // add registers a long-running part of a service.
 func (p *process) add(name string, run func(ctx context.Context) error) {
@@ -72,8 +48,7 @@ type process struct {
 	js   jetstream.JetStream
 	http *httpserver.Server
 	reg  *prometheus.Registry
-	// brake counts wrong admin tokens for every service that accepts the
-	// admin token (operator API, console): one count per client.
+	// brake is the adminBrake part, made for the targets that need it.
 	brake      *admintoken.Brake
 	components []component
 	// natsConns are the services' own connections (natsopts.go).
@@ -108,7 +83,7 @@ func newRunCmd(g *globals) *cobra.Command {
 		Short: "Run every service in one process with an embedded JetStream (unless nats.url is set)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return serve(cmd.Context(), g, runOrder)
+			return serve(cmd.Context(), g, runAll())
 		},
 	}
 }
@@ -161,7 +136,7 @@ func newLogger(cfg config.Log) zerolog.Logger {
 // stream definitions and constructs the services. cleanup closes what build
 // opened, in reverse order.
 func build(ctx context.Context, cfg config.Config, services []string) (*process, func(), error) {
-	p := &process{cfg: cfg, log: serviceLogger(cfg.Log, strings.Join(services, ",")), reg: prometheus.NewRegistry(), brake: admintoken.NewBrake(nil), broken: make(chan error, 1)}
+	p := &process{cfg: cfg, log: serviceLogger(cfg.Log, strings.Join(services, ",")), reg: prometheus.NewRegistry(), broken: make(chan error, 1)}
 	announce(p.log, p.reg)
 	var closers []func()
 	cleanup := func() {
@@ -267,14 +242,8 @@ func build(ctx context.Context, cfg config.Config, services []string) (*process,
 	if err := p.connectServices(url, natsOpts, services, &closers); err != nil {
 		return fail(err)
 	}
-	for _, name := range services {
-		t, ok := targets[name]
-		if !ok {
-			return fail(fmt.Errorf("unknown service %q", name))
-		}
-		if err := t(ctx, p); err != nil {
-			return fail(fmt.Errorf("%s: %w", name, err))
-		}
+	if err := p.wireTargets(ctx, services); err != nil {
+		return fail(err)
 	}
 	if err := p.http.Listen(cfg.HTTP.Addr); err != nil {
 		return fail(err)

@@ -20,10 +20,6 @@ import (
 	"github.com/sdevents/sdevents/streams"
 )
 
-func init() {
-	commands = append(commands, newStreamsCmd)
-}
-
 // applyTimeout bounds the apply of the definitions, at start and by
 // `sdevents streams apply`.
 const applyTimeout = 30 * time.Second
@@ -40,7 +36,7 @@ func streamsMode(cfg config.Streams, services []string) (streams.Mode, error) {
 	if cfg.Apply != "" {
 		return streams.ParseMode(cfg.Apply)
 	}
-	if slices.Equal(services, runOrder) {
+	if slices.Equal(services, runAll()) {
 		return streams.ModeUpdate, nil
 	}
 	return streams.ModeCreate, nil
