@@ -1,22 +1,17 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
-	"net/url"
 	"strconv"
-	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 
-	"github.com/sdevents/sdevents/pkg/quotarpc"
 	"github.com/sdevents/sdevents/services/quota"
 )
 
@@ -27,7 +22,7 @@ func addQuotaCommands(g *globals, cmd *cobra.Command) {
 }
 
 func newQuotaGrantCmd(g *globals) *cobra.Command {
-	c := &adminClient{g: g}
+	c := &adminFlags{g: g}
 	var id string
 	cmd := &cobra.Command{
 		Use:   "grant ACCOUNT CREDITS",
@@ -41,9 +36,12 @@ or token:<token>. With --id the grant is idempotent: repeating it changes nothin
 			if err != nil {
 				return fmt.Errorf("credits %q: want an integer", args[1])
 			}
-			var ans quotarpc.GrantAnswer
-			body := quota.GrantRequest{Credits: &n, ID: id}
-			if err := c.call(cmd.Context(), http.MethodPost, accountPath(args[0])+"/credits", body, &ans); err != nil {
+			ac, err := c.client()
+			if err != nil {
+				return err
+			}
+			ans, err := ac.Grant(cmd.Context(), args[0], quota.GrantRequest{Credits: &n, ID: id})
+			if err != nil {
 				return err
 			}
 			out := cmd.OutOrStdout()
@@ -62,7 +60,7 @@ or token:<token>. With --id the grant is idempotent: repeating it changes nothin
 }
 
 func newQuotaBalanceCmd(g *globals) *cobra.Command {
-	c := &adminClient{g: g}
+	c := &adminFlags{g: g}
 	cmd := &cobra.Command{
 		Use:   "balance ACCOUNT",
 		Short: "Show an account's balance and open reservations; ACCOUNT is an id or token:<token>",
@@ -91,7 +89,7 @@ func newQuotaBalanceCmd(g *globals) *cobra.Command {
 }
 
 func newQuotaLedgerCmd(g *globals) *cobra.Command {
-	c := &adminClient{g: g}
+	c := &adminFlags{g: g}
 	cmd := &cobra.Command{
 		Use:   "ledger ACCOUNT",
 		Short: "Show an account's latest ledger events; ACCOUNT is an id or token:<token>",
@@ -114,15 +112,16 @@ func newQuotaLedgerCmd(g *globals) *cobra.Command {
 	return cmd
 }
 
-// adminClient calls the operator API of a running deployment.
-type adminClient struct {
+// adminFlags are the flags of the operator commands: where the admin API
+// is, its token, and the output format.
+type adminFlags struct {
 	g      *globals
 	url    string
 	token  string
 	asJSON bool
 }
 
-func (c *adminClient) flags(cmd *cobra.Command) {
+func (c *adminFlags) flags(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&c.url, "url", "", "base URL of the admin API (default http://<http.addr> of the configuration)")
 	cmd.Flags().StringVar(&c.token, "token", "", "admin bearer token (default admin.token of the configuration; prefer SDEVENTS_ADMIN_TOKEN)")
 	cmd.Flags().BoolVar(&c.asJSON, "json", false, "print the answer as JSON")
@@ -130,7 +129,7 @@ func (c *adminClient) flags(cmd *cobra.Command) {
 
 // printJSON prints v as indented JSON when --json was given and reports
 // whether it did.
-func (c *adminClient) printJSON(w io.Writer, v any) bool {
+func (c *adminFlags) printJSON(w io.Writer, v any) bool {
 	if !c.asJSON {
 		return false
 	}
@@ -140,87 +139,35 @@ func (c *adminClient) printJSON(w io.Writer, v any) bool {
 	return true
 }
 
-// endpoint resolves the base URL and token from the flags, then the
-// configuration.
-func (c *adminClient) endpoint() (base, token string, err error) {
-	base, token = c.url, c.token
-	if base == "" || token == "" {
+// client is the admin API client of the flags, completed from the
+// configuration: http://<http.addr> and admin.token.
+func (c *adminFlags) client() (quota.AdminClient, error) {
+	ac := quota.AdminClient{Base: c.url, Token: c.token}
+	if ac.Base == "" || ac.Token == "" {
 		cfg, err := c.g.load()
 		if err != nil {
-			return "", "", err
+			return quota.AdminClient{}, err
 		}
-		if base == "" {
-			base = "http://" + cfg.HTTP.Addr
+		if ac.Base == "" {
+			ac.Base = "http://" + cfg.HTTP.Addr
 		}
-		if token == "" {
-			token = cfg.Admin.Token.Reveal()
+		if ac.Token == "" {
+			ac.Token = cfg.Admin.Token.Reveal()
 		}
 	}
-	if token == "" {
-		return "", "", errors.New("no admin token: set admin.token (SDEVENTS_ADMIN_TOKEN) or pass --token")
+	if ac.Token == "" {
+		return quota.AdminClient{}, errors.New("no admin token: set admin.token (SDEVENTS_ADMIN_TOKEN) or pass --token")
 	}
-	return strings.TrimSuffix(base, "/"), token, nil
+	return ac, nil
 }
 
-// call sends body (when not nil) as JSON and decodes a 2xx answer into out;
-// any other answer is an error carrying the server's message.
-func (c *adminClient) call(ctx context.Context, method, path string, body, out any) error {
-	base, token, err := c.endpoint()
+// account asks the admin API for an account's view.
+func (c *adminFlags) account(ctx context.Context, acct string) (quota.AccountView, error) {
+	ac, err := c.client()
 	if err != nil {
-		return err
+		return quota.AccountView{}, err
 	}
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			return err
-		}
-		rd = bytes.NewReader(b)
-	}
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, method, base+path, rd)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Authorization", "Bearer "+token)
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return fmt.Errorf("admin API: %w", err)
-	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
-	if err != nil {
-		return fmt.Errorf("admin API: %w", err)
-	}
-	if resp.StatusCode/100 != 2 {
-		var e struct {
-			ErrMessage string `json:"errMessage"`
-		}
-		if json.Unmarshal(raw, &e) != nil || e.ErrMessage == "" {
-			e.ErrMessage = strings.TrimSpace(string(raw))
-		}
-		return fmt.Errorf("admin API: %s: %s", resp.Status, e.ErrMessage)
-	}
-	if err := json.Unmarshal(raw, out); err != nil {
-		return fmt.Errorf("admin API: decode answer: %w", err)
-	}
-	return nil
-}
-
-func (c *adminClient) account(ctx context.Context, acct string) (quota.AccountView, error) {
-	var v quota.AccountView
-	err := c.call(ctx, http.MethodGet, accountPath(acct), nil, &v)
-	return v, err
-}
-
-// accountPath is the admin path of an account id or token:<token>; the token
-// is escaped into one path segment.
-func accountPath(acct string) string {
-	return "/v1/admin/accounts/" + url.PathEscape(acct)
+	return ac.Account(ctx, acct)
 }
 
 func stamp(t time.Time) string {
