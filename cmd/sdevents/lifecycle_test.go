@@ -59,6 +59,56 @@ func TestNATSClosedForGoodStopsTheProcess(t *testing.T) {
 	}
 }
 
+// TestLiveStreamDoesNotHoldAStopForGood: a process that stops for good on
+// its own (its NATS connection closed, no signal) ends the console's open
+// live streams as its HTTP server starts shutting down, so that the
+// shutdown does not wait for the viewer until shutdown_timeout (an hour
+// here).
+func TestLiveStreamDoesNotHoldAStopForGood(t *testing.T) {
+	cfg := exampleConfig(t, t.TempDir())
+	cfg.Shutdown = config.Duration(time.Hour)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	p, cleanup, err := build(ctx, cfg, runAll())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cleanup()
+	done := make(chan error, 1)
+	go func() { done <- p.run(ctx) }()
+	waitHTTPReady(t, p.http.Addr())
+
+	req, err := http.NewRequest(http.MethodGet, "http://"+p.http.Addr()+"/console/live/stream", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+cfg.Admin.Token.Reveal())
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("live stream: %d", resp.StatusCode)
+	}
+	ended := make(chan struct{})
+	go func() { defer close(ended); _, _ = io.Copy(io.Discard, resp.Body) }()
+
+	if err := p.nc.Publish("sd.callback.default."+strings.Repeat("x", 5000), nil); err != nil {
+		t.Fatal(err)
+	}
+	_ = p.nc.Flush()
+	select {
+	case err := <-done:
+		if !errors.Is(err, errNATSClosed) {
+			t.Fatalf("run returned %v, want %v", err, errNATSClosed)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("the process did not stop: its shutdown waits for the open live stream")
+	}
+	<-ended
+}
+
 // TestBinaryExitsNonZeroWhenNATSGivesUp: the built binary (`sdevents
 // ingress` against an external NATS) exits with a non-zero status once its
 // NATS connection is closed for good — the server's max_control_line is

@@ -203,12 +203,9 @@ func wireConsole(ctx context.Context, p *process) error {
 	}
 	c.Routes(p.http.Echo())
 	p.add("console", c.Run)
-	// The HTTP server's graceful shutdown, which comes first, waits for the
-	// open live streams: end them as soon as the process starts stopping.
-	go func() {
-		<-ctx.Done()
-		c.Close()
-	}()
+	// The HTTP server's graceful shutdown, which comes first however the
+	// process stops, would wait for the open live streams: it ends them.
+	p.http.OnShutdown(c.Close)
 	return nil
 }
 

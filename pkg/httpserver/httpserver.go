@@ -45,8 +45,9 @@ type Server struct {
 	requests *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
 
-	mu     sync.Mutex // guards srv, checks and broken
-	broken error      // set by Fail
+	mu         sync.Mutex // guards srv, checks, broken and onShutdown
+	broken     error      // set by Fail
+	onShutdown []func()   // called once by the first Shutdown
 }
 
 // Option configures a Server.
@@ -188,12 +189,28 @@ func (s *Server) Run(ctx context.Context) error {
 	return fmt.Errorf("http serve: %w", err)
 }
 
-// Shutdown stops accepting requests and waits for in-flight ones until ctx
-// ends; this is the first phase of a process shutdown.
+// OnShutdown registers f to be called when Shutdown begins, before it waits
+// for the requests in flight: f ends the requests that would otherwise hold
+// the shutdown up until its deadline, such as streams of server-sent events.
+// The functions are called once, in the order registered, by the first
+// Shutdown; f must not block.
+func (s *Server) OnShutdown(f func()) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.onShutdown = append(s.onShutdown, f)
+}
+
+// Shutdown stops accepting requests, calls the OnShutdown functions and
+// waits for in-flight requests until ctx ends; this is the first phase of a
+// process shutdown.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
-	srv := s.srv
+	srv, hooks := s.srv, s.onShutdown
+	s.onShutdown = nil
 	s.mu.Unlock()
+	for _, f := range hooks {
+		f()
+	}
 	if srv == nil {
 		if s.ln != nil {
 			return s.ln.Close()

@@ -184,9 +184,10 @@ func (s *Service) Run(ctx context.Context) error {
 	return nil
 }
 
-// Close ends every live stream (server-sent events) now. Call it when the
-// process starts shutting down: an HTTP server's graceful shutdown waits for
-// open streams. The pages keep working.
+// Close ends every live stream (server-sent events) now, and refuses new
+// ones. Call it when the process starts shutting down, before the HTTP
+// server waits for its requests (httpserver.Server.OnShutdown): a graceful
+// shutdown waits for open streams. The pages keep working.
 func (s *Service) Close() { s.live.close() }
 
 // secureHeaders sets the headers every console answer carries: a strict
