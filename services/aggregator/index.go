@@ -40,17 +40,28 @@ type index struct {
 	cfg       jobs.Config
 	maxWindow int
 
-	mu       sync.Mutex
-	moved    chan struct{} // closed and replaced whenever pos advances
-	pos      uint64        // highest INGRESS sequence read
-	posTime  time.Time     // its storage time
-	floor    uint64        // the aggregator consumer's ack floor, last read
-	prev     map[uint64]uint64
-	last     map[string]uint64 // key token -> last sequence read
-	follower jetstream.Consumer
+	mu        sync.Mutex
+	moved     chan struct{} // closed and replaced whenever pos advances
+	pos       uint64        // highest INGRESS sequence read
+	posTime   time.Time     // its storage time
+	movedAt   time.Time     // when pos last advanced, or the follower started
+	floor     uint64        // the aggregator consumer's ack floor, last read
+	delivered uint64        // the aggregator consumer's last delivered sequence, last read
+	throttled bool          // reading paused for maxWindow
+	prev      map[uint64]uint64
+	last      map[string]uint64 // key token -> last sequence read
+	follower  jetstream.Consumer
 }
 
 const pruneEvery = time.Second
+
+// stallAfter is how long the follower may read nothing while the aggregator
+// consumer has delivered messages beyond it before it is taken for stuck
+// and re-created from where it stopped. An ordered consumer resets itself
+// after missed heartbeats, but after its server was killed it was seen to
+// wait for good in that reset (nats.go's ordered consumer, a stream leader
+// SIGKILLed under load), and with it every worker waiting for the index.
+const stallAfter = 3 * pullExpiry
 
 // newIndex reads the consumer's ack floor and filter; the index starts
 // reading just above the floor when run.
@@ -96,7 +107,7 @@ func (x *index) follow(ctx context.Context) error {
 		return fmt.Errorf("key index: %w", err)
 	}
 	x.mu.Lock()
-	x.follower = cons
+	x.follower, x.movedAt = cons, time.Now()
 	x.mu.Unlock()
 	it, err := cons.Messages(jetstream.PullMaxMessages(4096), jetstream.PullExpiry(pullExpiry))
 	if err != nil {
@@ -105,6 +116,9 @@ func (x *index) follow(ctx context.Context) error {
 	defer it.Stop()
 	stop := context.AfterFunc(ctx, it.Stop)
 	defer stop()
+	watchCtx, endWatch := context.WithCancel(ctx)
+	defer endWatch()
+	go x.watchStall(watchCtx, it.Stop)
 	for {
 		m, err := it.Next()
 		if err != nil {
@@ -135,21 +149,53 @@ func (x *index) add(m jetstream.Msg) error {
 		x.prev[seq] = x.last[tok]
 		x.last[tok] = seq
 	}
-	x.pos, x.posTime = seq, meta.Timestamp
+	x.pos, x.posTime, x.movedAt = seq, meta.Timestamp, time.Now()
 	close(x.moved)
 	x.moved = make(chan struct{})
 	return nil
 }
 
+// watchStall calls stop when the follower is stuck (stalled) until ctx
+// ends; follow then returns and run re-creates it.
+func (x *index) watchStall(ctx context.Context, stop func()) {
+	t := time.NewTicker(pullExpiry)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			if x.stalled(now) {
+				stop()
+				return
+			}
+		}
+	}
+}
+
+// stalled tells whether, at now, the follower has read nothing for
+// stallAfter although the aggregator consumer has delivered a message it
+// has not read, and reading is not paused on purpose.
+func (x *index) stalled(now time.Time) bool {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return !x.throttled && x.delivered > x.pos && now.Sub(x.movedAt) >= stallAfter
+}
+
 // throttle blocks while the index holds more than maxWindow entries.
 func (x *index) throttle(ctx context.Context) {
-	for {
+	for paused := false; ; paused = true {
 		x.mu.Lock()
 		n := len(x.prev)
-		x.mu.Unlock()
 		if n <= x.maxWindow {
+			if paused { // the pause is not a stall
+				x.throttled, x.movedAt = false, time.Now()
+			}
+			x.mu.Unlock()
 			return
 		}
+		x.throttled = true
+		x.mu.Unlock()
 		x.prune(ctx)
 		select {
 		case <-ctx.Done():
@@ -183,6 +229,7 @@ func (x *index) prune(ctx context.Context) {
 	floor := info.AckFloor.Stream
 	x.mu.Lock()
 	defer x.mu.Unlock()
+	x.delivered = max(x.delivered, info.Delivered.Stream)
 	if floor <= x.floor {
 		return
 	}
