@@ -34,37 +34,35 @@ func newReplayQuotaCmd(g *globals) *cobra.Command {
 		Short: "Rebuild every balance from the QUOTA stream and report accounts whose stored balance differs",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := g.load()
-			if err != nil {
-				return err
-			}
-			nc, js, err := connectJetStream(cfg)
-			if err != nil {
-				return err
-			}
-			defer nc.Close()
-			progress := replayBar(cmd, "replaying QUOTA")
-			rep, err := quota.Replay(cmd.Context(), js, progress)
-			if err != nil {
-				return err
-			}
-			out := cmd.OutOrStdout()
-			fmt.Fprintf(out, "replayed %d events of %d accounts\n", rep.Events, rep.Accounts)
-			if len(rep.Differ) == 0 {
-				fmt.Fprintln(out, "every stored balance agrees with the fold")
-				return nil
-			}
-			w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "ACCOUNT\tMISMATCHES\tINCONSISTENT\tFIRST PROBLEM")
-			for _, p := range rep.Differ {
-				fmt.Fprintf(w, "%s\t%d\t%d\t%s\n", p.Account, p.Mismatches, p.Inconsistent, p.First)
-			}
-			if err := w.Flush(); err != nil {
-				return err
-			}
-			return fmt.Errorf("%d accounts differ from the fold of their events", len(rep.Differ))
+			return g.withJetStream(func(_ config.Config, _ *nats.Conn, js jetstream.JetStream) error {
+				return replayQuota(cmd, js)
+			})
 		},
 	}
+}
+
+// replayQuota runs `sdevents replay quota` over js.
+func replayQuota(cmd *cobra.Command, js jetstream.JetStream) error {
+	progress := replayBar(cmd, "replaying QUOTA")
+	rep, err := quota.Replay(cmd.Context(), js, progress)
+	if err != nil {
+		return err
+	}
+	out := cmd.OutOrStdout()
+	fmt.Fprintf(out, "replayed %d events of %d accounts\n", rep.Events, rep.Accounts)
+	if len(rep.Differ) == 0 {
+		fmt.Fprintln(out, "every stored balance agrees with the fold")
+		return nil
+	}
+	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "ACCOUNT\tMISMATCHES\tINCONSISTENT\tFIRST PROBLEM")
+	for _, p := range rep.Differ {
+		fmt.Fprintf(w, "%s\t%d\t%d\t%s\n", p.Account, p.Mismatches, p.Inconsistent, p.First)
+	}
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	return fmt.Errorf("%d accounts differ from the fold of their events", len(rep.Differ))
 }
 
 // replayMargin is the watermark margin of `replay jobs`: jobs whose idle
@@ -85,50 +83,48 @@ compared: they depend on when each job closed. Jobs whose idle timeout passed
 in the last few seconds may show as missing until the aggregator closes them.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := g.load()
-			if err != nil {
-				return err
-			}
-			nc, js, err := connectJetStream(cfg)
-			if err != nil {
-				return err
-			}
-			defer nc.Close()
-			jcfg := aggregator.JobsConfig(cfg)
-			bar := replayBar(cmd, "replaying INGRESS")
-			res, err := aggregator.Replay(cmd.Context(), js, jcfg, time.Now().Add(-replayMargin), bar)
-			if err != nil {
-				return err
-			}
-			stored, err := aggregator.ReadJobs(cmd.Context(), js, replayBar(cmd, "reading JOBS"))
-			if err != nil {
-				return err
-			}
-			d := aggregator.Compare(res.Records, stored)
-			out := cmd.OutOrStdout()
-			fmt.Fprintf(out, "replayed %d INGRESS events: %d jobs closed, %d open; JOBS holds %d\n",
-				res.Events, len(res.Records), res.Open, len(stored))
-			fmt.Fprintf(out, "%d agree, %d missing from JOBS, %d extra in JOBS, %d different\n",
-				d.Same, len(d.Missing), len(d.Extra), len(d.Different))
-			for _, l := range []struct {
-				what string
-				ids  []string
-			}{{"missing", d.Missing}, {"extra", d.Extra}, {"different", d.Different}} {
-				for i, id := range l.ids {
-					if i == maxListed {
-						fmt.Fprintf(out, "%s: … %d more\n", l.what, len(l.ids)-maxListed)
-						break
-					}
-					fmt.Fprintf(out, "%s: %s\n", l.what, id)
-				}
-			}
-			if !d.Clean() {
-				return fmt.Errorf("JOBS differs from the replay of INGRESS")
-			}
-			fmt.Fprintln(out, "every job record agrees with the replay")
-			return nil
+			return g.withJetStream(func(cfg config.Config, _ *nats.Conn, js jetstream.JetStream) error {
+				return replayJobs(cmd, cfg, js)
+			})
 		},
 	}
+}
+
+// replayJobs runs `sdevents replay jobs` over js.
+func replayJobs(cmd *cobra.Command, cfg config.Config, js jetstream.JetStream) error {
+	jcfg := aggregator.JobsConfig(cfg)
+	bar := replayBar(cmd, "replaying INGRESS")
+	res, err := aggregator.Replay(cmd.Context(), js, jcfg, time.Now().Add(-replayMargin), bar)
+	if err != nil {
+		return err
+	}
+	stored, err := aggregator.ReadJobs(cmd.Context(), js, replayBar(cmd, "reading JOBS"))
+	if err != nil {
+		return err
+	}
+	d := aggregator.Compare(res.Records, stored)
+	out := cmd.OutOrStdout()
+	fmt.Fprintf(out, "replayed %d INGRESS events: %d jobs closed, %d open; JOBS holds %d\n",
+		res.Events, len(res.Records), res.Open, len(stored))
+	fmt.Fprintf(out, "%d agree, %d missing from JOBS, %d extra in JOBS, %d different\n",
+		d.Same, len(d.Missing), len(d.Extra), len(d.Different))
+	for _, l := range []struct {
+		what string
+		ids  []string
+	}{{"missing", d.Missing}, {"extra", d.Extra}, {"different", d.Different}} {
+		for i, id := range l.ids {
+			if i == maxListed {
+				fmt.Fprintf(out, "%s: … %d more\n", l.what, len(l.ids)-maxListed)
+				break
+			}
+			fmt.Fprintf(out, "%s: %s\n", l.what, id)
+		}
+	}
+	if !d.Clean() {
+		return fmt.Errorf("JOBS differs from the replay of INGRESS")
+	}
+	fmt.Fprintln(out, "every job record agrees with the replay")
+	return nil
 }
 
 // replayBar returns a progress callback drawing a bar on stderr; it finishes
@@ -157,6 +153,22 @@ func replayBar(cmd *cobra.Command, what string) func(read, total uint64) {
 			_ = bar.Finish()
 		}
 	}
+}
+
+// withJetStream loads the configuration and runs f with a connection made
+// as connectJetStream makes it, closed when f returns: the frame of every
+// operator command that reads or manages the streams.
+func (g *globals) withJetStream(f func(cfg config.Config, nc *nats.Conn, js jetstream.JetStream) error) error {
+	cfg, err := g.load()
+	if err != nil {
+		return err
+	}
+	nc, js, err := connectJetStream(cfg)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	return f(cfg, nc, js)
 }
 
 // connectJetStream connects as connectNATS does and opens its JetStream

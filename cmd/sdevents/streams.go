@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
@@ -190,35 +191,33 @@ func newStreamsCmd(g *globals) *cobra.Command {
 		Short: "Create or update every stream, consumer and bucket (nats.replicas replicas), as a NATS user that may manage streams",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := g.load()
-			if err != nil {
-				return err
-			}
-			nc, js, err := connectJetStream(cfg)
-			if err != nil {
-				return err
-			}
-			defer nc.Close()
-			ctx, cancel := context.WithTimeout(cmd.Context(), applyTimeout)
-			defer cancel()
-			if restricted, err := restrictedUser(ctx, nc); err == nil && restricted {
-				return errRestrictedUser
-			}
-			files, err := streams.Definitions(streamLimits(cfg.Streams))
-			if err != nil {
-				return err
-			}
-			r, err := streams.Apply(ctx, js, files, streams.ModeUpdate, cfg.NATS.Replicas)
-			if err != nil {
-				return err
-			}
-			out := cmd.OutOrStdout()
-			for _, d := range r.Reset {
-				fmt.Fprintf(out, "reset %s %s: %s, defined %s\n", d.Object, d.Field, d.Got, d.Want)
-			}
-			fmt.Fprintf(out, "stream definitions applied with %d replicas (%d created)\n", cfg.NATS.Replicas, len(r.Created))
-			return nil
+			return g.withJetStream(func(cfg config.Config, nc *nats.Conn, js jetstream.JetStream) error {
+				return applyStreams(cmd, cfg, nc, js)
+			})
 		},
 	})
 	return cmd
+}
+
+// applyStreams runs `sdevents streams apply` over nc and js.
+func applyStreams(cmd *cobra.Command, cfg config.Config, nc *nats.Conn, js jetstream.JetStream) error {
+	ctx, cancel := context.WithTimeout(cmd.Context(), applyTimeout)
+	defer cancel()
+	if restricted, err := restrictedUser(ctx, nc); err == nil && restricted {
+		return errRestrictedUser
+	}
+	files, err := streams.Definitions(streamLimits(cfg.Streams))
+	if err != nil {
+		return err
+	}
+	r, err := streams.Apply(ctx, js, files, streams.ModeUpdate, cfg.NATS.Replicas)
+	if err != nil {
+		return err
+	}
+	out := cmd.OutOrStdout()
+	for _, d := range r.Reset {
+		fmt.Fprintf(out, "reset %s %s: %s, defined %s\n", d.Object, d.Field, d.Got, d.Want)
+	}
+	fmt.Fprintf(out, "stream definitions applied with %d replicas (%d created)\n", cfg.NATS.Replicas, len(r.Created))
+	return nil
 }
