@@ -105,6 +105,10 @@ func testAggregatorReplicaKilledAcrossFailover(t *testing.T, d *deployment) {
 	}
 	natstest.Eventually(t, 60*time.Second, fmt.Sprintf("%d jobs published", accounts), func() bool { return published() >= accounts })
 
+	// Read JOBS once every node holds what its leader holds: the server may
+	// place readAll's consumer on the restarted node while it catches up.
+	d.waitReplicasConverge(contract.StreamJobs, published(), 30*time.Second)
+
 	// Exactly one record per account, with every task.
 	perAccount := map[string]int{}
 	for _, m := range readAll(t, d.js, contract.StreamJobs, "") {

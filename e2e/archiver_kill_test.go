@@ -130,6 +130,9 @@ func testArchiverReplicaKilledMidBatch(t *testing.T, d *deployment) {
 		return ci.NumPending == 0 && ci.NumAckPending == 0 && archived() >= images
 	})
 
+	// Read ARCHIVE once every node holds what its leader holds: the server
+	// may place readAll's consumer on the restarted node while it catches up.
+	d.waitReplicasConverge(contract.StreamArchive, archived(), 30*time.Second)
 	seen := map[string]int{}
 	for _, m := range readAll(t, d.js, contract.StreamArchive, "") {
 		if !strings.HasPrefix(m.Subject(), contract.SubjectArchiveStored) {

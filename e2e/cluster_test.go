@@ -368,8 +368,10 @@ func (p *platform) deliver(ctx context.Context, base, bizType, invokeID, token s
 }
 
 // readAll returns every message of stream on subjects filter ("" = all), in
-// order, through an ordered consumer: a consistent read of what the stream
-// leader holds when readAll starts.
+// order, through an ordered consumer. The server may place that consumer on
+// any replica of the stream, one still catching up after a restart
+// included, which then delivers only what it holds: after restarting a
+// node, wait for the replicas to converge (waitReplicasConverge) first.
 func readAll(t *testing.T, js jetstream.JetStream, stream, filter string) []jetstream.Msg {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
