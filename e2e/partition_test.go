@@ -127,7 +127,7 @@ func TestPartitions(t *testing.T) {
 	s.cut = time.Now()
 	pn.cut(leader)
 	stamp("cut", nodes[leader])
-	time.Sleep(20 * time.Second)
+	time.Sleep(20 * time.Second) // the partition itself: the leader stays cut off this long under traffic
 	pn.heal(leader)
 	s.heal = time.Now()
 	stamp("healed", nodes[leader])
@@ -139,7 +139,7 @@ func TestPartitions(t *testing.T) {
 	s.cut = time.Now()
 	pn.cut(follower)
 	stamp("cut", nodes[follower])
-	time.Sleep(15 * time.Second)
+	time.Sleep(15 * time.Second) // the partition itself: the pinned node stays cut off this long
 	pn.heal(follower)
 	s.heal = time.Now()
 	stamp("healed", nodes[follower])
@@ -153,11 +153,11 @@ func TestPartitions(t *testing.T) {
 	for i := range 3 {
 		pn.cut(flapper)
 		stamp("cut", nodes[flapper])
-		time.Sleep(3 * time.Second)
+		time.Sleep(3 * time.Second) // one flap: cut for 3 s
 		pn.heal(flapper)
 		stamp("healed", nodes[flapper])
 		if i < 2 {
-			time.Sleep(3 * time.Second)
+			time.Sleep(3 * time.Second) // then healed for 3 s
 		}
 	}
 	s.heal = time.Now()
