@@ -24,14 +24,14 @@ func BenchmarkIngressCluster(b *testing.B) {
 	}
 	for range b.N {
 		single := natstest.Start(b)
-		snc, sjs := natstest.Connect(b, single.URL())
+		_, sjs := natstest.Connect(b, single.URL())
 		natstest.ApplyStreams(b, sjs, 1)
-		singleBase := serveIngress(b, snc)
+		singleBase := serveIngress(b, sjs)
 
 		cluster := natstest.StartCluster(b)
 		cnc, cjs := natstest.Connect(b, cluster.URLs())
 		natstest.ApplyStreams(b, cjs, 3)
-		clusterBase := serveIngress(b, cnc)
+		clusterBase := serveIngress(b, cjs)
 
 		singleReqs := signedTaskFinished(b, singleBase, n)
 		clusterReqs := signedTaskFinished(b, clusterBase, n)

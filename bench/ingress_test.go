@@ -18,7 +18,6 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/sdevents/sdevents/pkg/callback"
-	"github.com/sdevents/sdevents/pkg/config"
 	"github.com/sdevents/sdevents/pkg/httpserver"
 	"github.com/sdevents/sdevents/pkg/natsrv"
 	"github.com/sdevents/sdevents/services/ingress"
@@ -49,15 +48,19 @@ func jetStream(tb testing.TB, syncAlways bool) (*nats.Conn, jetstream.JetStream)
 	return nc, js
 }
 
+// benchIngress is the ingress of the benchmarks: the defaults and the
+// bench's callback source.
+func benchIngress() ingress.Config {
+	return ingress.Config{Callbacks: []ingress.CallbackSource{{Name: "default", Keys: []callback.Key{benchKey}}}}
+}
+
 // serveIngress runs the real ingress (every check, both de-duplication tiers)
 // on a loopback port and returns its base URL.
-func serveIngress(tb testing.TB, nc *nats.Conn) string {
+func serveIngress(tb testing.TB, js jetstream.JetStream) string {
 	tb.Helper()
-	cfg := config.Default()
-	cfg.Callbacks = []config.Callback{{Name: "default", Keys: []config.Key{{AK: benchKey.AK, SK: config.Secret(benchKey.SK)}}}}
 	reg := prometheus.NewRegistry()
 	srv := httpserver.New(zerolog.New(io.Discard), reg)
-	in, err := ingress.New(context.Background(), cfg, nc, reg)
+	in, err := ingress.New(context.Background(), benchIngress(), js, reg)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -145,8 +148,8 @@ func BenchmarkIngress(b *testing.B) {
 	}{{"sync=interval", false}, {"sync=always", true}} {
 		b.Run(mode.name, func(b *testing.B) {
 			for range b.N {
-				nc, js := jetStream(b, mode.always)
-				base := serveIngress(b, nc)
+				_, js := jetStream(b, mode.always)
+				base := serveIngress(b, js)
 				floorURL := serveFloor(b, js)
 				floorReqs := make([]Request, n)
 				for i, r := range signedTaskFinished(b, base, n) {

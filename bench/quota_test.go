@@ -32,20 +32,19 @@ const benchAdminToken = "bench-admin"
 
 // serveQuota runs the ingress and one quota replica in one process, as
 // `sdevents run` does, and returns the base URL.
-func serveQuota(tb testing.TB, nc *nats.Conn) string {
+func serveQuota(tb testing.TB, js jetstream.JetStream) string {
 	tb.Helper()
 	cfg := config.Default()
-	cfg.Callbacks = []config.Callback{{Name: "default", Keys: []config.Key{{AK: benchKey.AK, SK: config.Secret(benchKey.SK)}}}}
 	cfg.Admin.Token = benchAdminToken
 	cfg.Log.Level = "warn"
 	reg := prometheus.NewRegistry()
 	srv := httpserver.New(zerolog.New(io.Discard), reg)
 	ctx, cancel := context.WithCancel(context.Background())
-	in, err := ingress.New(ctx, cfg, nc, reg)
+	in, err := ingress.New(ctx, benchIngress(), js, reg)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	q, err := quota.New(ctx, cfg, nc, reg)
+	q, err := quota.New(ctx, cfg, js.Conn(), reg)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -210,7 +209,7 @@ func BenchmarkQuota(b *testing.B) {
 		b.Run(fmt.Sprintf("accounts=%d/rate=%d", tc.accounts, tc.rate), func(b *testing.B) {
 			for range b.N {
 				nc, js := jetStream(b, false)
-				base := serveQuota(b, nc)
+				base := serveQuota(b, js)
 				floorURL := serveSyncFloor(b, nc, js)
 				load := grantAccounts(b, base, tc.accounts)
 				b.Logf("load average %s", loadAverage())

@@ -36,6 +36,7 @@ import (
 	"github.com/sdevents/sdevents/pkg/sns"
 	"github.com/sdevents/sdevents/pkg/sns/snstest"
 	"github.com/sdevents/sdevents/services/console"
+	"github.com/sdevents/sdevents/services/ingress"
 )
 
 const snsTopic = "arn:aws:sns:us-east-1:123456789012:SdOnEKSStack-sdNotificationOutputCfn-abcdefgh"
@@ -89,7 +90,7 @@ func TestEveryStreamReadWholeByCloudEventsSDK(t *testing.T) {
 	if err := os.WriteFile(ca, local.CAPEM(), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	d.cfg.SNS = []config.SNS{{Name: "eks", TopicARNs: []string{snsTopic}, AutoConfirm: true, CertHosts: []string{local.Host()}, CAFile: ca}}
+	d.ingress.SNS = []ingress.SNSSource{{Name: "eks", TopicARNs: []string{snsTopic}, AutoConfirm: true, CertHosts: []string{local.Host()}, CAFile: ca}}
 	imgs := newImageServer(t, 0)
 	d.cfg.Archive.Dir = t.TempDir()
 	d.cfg.Archive.AllowHosts = []string{imgs.host}
@@ -267,7 +268,7 @@ func singleNode(t *testing.T) *deployment {
 	cfg.Callbacks = []config.Callback{{Name: "default", Keys: []config.Key{{AK: platformKey.AK, SK: config.Secret(platformKey.SK)}}}}
 	cfg.HTTP.Addr = "127.0.0.1:0"
 	cfg.Admin.Token = adminToken
-	return &deployment{t: t, urls: n.URL(), js: js, cfg: cfg}
+	return &deployment{t: t, urls: n.URL(), js: js, cfg: cfg, ingress: platformIngress()}
 }
 
 // sendCallback signs and POSTs one callback to base with the given

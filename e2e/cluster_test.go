@@ -41,6 +41,14 @@ type deployment struct {
 	urls  string // every node's client URL, comma-separated
 	js    jetstream.JetStream
 	cfg   config.Config
+	// ingress is the configuration of the ingress replicas a test starts.
+	ingress ingress.Config
+}
+
+// platformIngress is the ingress configuration of a test deployment: the
+// platform's callback source.
+func platformIngress() ingress.Config {
+	return ingress.Config{Callbacks: []ingress.CallbackSource{{Name: "default", Keys: []callback.Key{platformKey}}}}
 }
 
 // faults are the two ways the proofs take a node down: a clean shutdown of
@@ -90,7 +98,7 @@ func deployOn(t *testing.T, urls string) *deployment {
 	cfg.Callbacks = []config.Callback{{Name: "default", Keys: []config.Key{{AK: platformKey.AK, SK: config.Secret(platformKey.SK)}}}}
 	cfg.HTTP.Addr = "127.0.0.1:0"
 	cfg.Admin.Token = adminToken
-	return &deployment{t: t, urls: urls, js: js, cfg: cfg}
+	return &deployment{t: t, urls: urls, js: js, cfg: cfg, ingress: platformIngress()}
 }
 
 // connect opens a service connection that knows every node and reconnects
@@ -227,10 +235,10 @@ type service struct {
 // quota replica's operator API is served beside it.
 func (d *deployment) serveIngress(admin *quota.Service) *service {
 	d.t.Helper()
-	nc := d.connect()
 	reg := prometheus.NewRegistry()
 	srv := httpserver.New(zerolog.New(io.Discard), reg)
-	in, err := ingress.New(d.t.Context(), d.cfg, nc, reg)
+	_, js := natstest.Connect(d.t, d.urls)
+	in, err := ingress.New(d.t.Context(), d.ingress, js, reg)
 	if err != nil {
 		d.t.Fatal(err)
 	}
@@ -238,7 +246,7 @@ func (d *deployment) serveIngress(admin *quota.Service) *service {
 	if admin != nil {
 		admin.Routes(srv.Echo())
 	}
-	if err := srv.Listen(d.cfg.HTTP.Addr); err != nil {
+	if err := srv.Listen("127.0.0.1:0"); err != nil {
 		d.t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
@@ -256,6 +257,7 @@ func without(urls []string, i int) []string {
 // until the test ends.
 type guarded struct {
 	nc    *nats.Conn
+	js    jetstream.JetStream
 	h     *jshealth.Health
 	moves atomic.Int64
 }
@@ -273,7 +275,7 @@ func (d *partDeployment) connect(name string, urls []string, pinned bool, writes
 	if pinned {
 		opts = append(opts, nats.IgnoreDiscoveredServers())
 	}
-	g.nc, _ = natstest.Connect(d.t, strings.Join(urls, ","), opts...)
+	g.nc, g.js = natstest.Connect(d.t, strings.Join(urls, ","), opts...)
 	var err error
 	if g.h, err = jshealth.New(g.nc, jshealth.Options{Streams: writes}); err != nil {
 		d.t.Fatal(err)
@@ -339,7 +341,7 @@ func (d *partDeployment) serveIngress(name string, urls []string, pinned bool, a
 	g := d.connect(name, urls, pinned, contract.StreamIngress)
 	reg := prometheus.NewRegistry()
 	srv := httpserver.New(zerolog.New(io.Discard), reg)
-	in, err := ingress.New(d.t.Context(), d.cfg, g.nc, reg)
+	in, err := ingress.New(d.t.Context(), d.ingress, g.js, reg)
 	if err != nil {
 		d.t.Fatal(err)
 	}

@@ -29,7 +29,8 @@ func deploySingle(t *testing.T) *deployment {
 	d.cfg.Callbacks = []config.Callback{{Name: "default", Keys: []config.Key{{AK: platformKey.AK, SK: config.Secret(platformKey.SK)}}}}
 	d.cfg.HTTP.Addr = "127.0.0.1:0"
 	d.cfg.Admin.Token = adminToken
-	d.cfg.Ingress.PublishTimeout = config.Duration(10 * time.Second) // a loaded machine is not under test
+	d.ingress = platformIngress()
+	d.ingress.PublishTimeout = 10 * time.Second // a loaded machine is not under test
 	return d
 }
 

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sdevents/sdevents/pkg/config"
 	"github.com/sdevents/sdevents/pkg/natsauth"
@@ -45,6 +46,7 @@ func downstreamURLFile(storeDir string) string { return filepath.Join(storeDir, 
 type natsConns struct {
 	passwords map[string]string     // of the embedded server's users
 	services  map[string]*nats.Conn // by service
+	js        map[string]jetstream.JetStream
 }
 
 // conn returns the connection a service uses: its own with the embedded
@@ -54,6 +56,41 @@ func (p *process) conn(service string) *nats.Conn {
 		return nc
 	}
 	return p.nc
+}
+
+// jetStream returns the JetStream context of the connection a service
+// uses: its own with the embedded server, else the process's. Every
+// connection has one context, made when it is connected (newJetStream), so
+// that one process shares one per connection among its services.
+func (p *process) jetStream(service string) jetstream.JetStream {
+	if js := p.natsConns.js[service]; js != nil {
+		return js
+	}
+	return p.js
+}
+
+// The JetStream contexts' bounds of asynchronous publishes (the quota's
+// expiry timers, the aggregator's facts).
+const (
+	// asyncAckTimeout bounds the wait for the ack of an asynchronous
+	// publish: past it the publish fails with
+	// jetstream.ErrAsyncPublishTimeout, and no longer counts as pending.
+	asyncAckTimeout = 10 * time.Second
+	// asyncMaxPending bounds the asynchronous publishes awaiting their ack
+	// on one connection; past it, a publish waits for room. It holds what
+	// the aggregator stores at once with its default 256 lanes (64 fact
+	// chunks each) and the quota's timers beside.
+	asyncMaxPending = 32 << 10
+)
+
+// newJetStream is the JetStream context of nc, the one of its connection.
+func newJetStream(nc *nats.Conn) (jetstream.JetStream, error) {
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(asyncAckTimeout),
+		jetstream.WithPublishAsyncMaxPending(asyncMaxPending))
+	if err != nil {
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	return js, nil
 }
 
 // embeddedUsers returns the embedded server's users with their passwords,
@@ -115,6 +152,7 @@ func (p *process) connectServices(url string, base []nats.Option, services []str
 		return nil
 	}
 	p.natsConns.services = map[string]*nats.Conn{}
+	p.natsConns.js = map[string]jetstream.JetStream{}
 	for _, name := range services {
 		if !slices.Contains(natsauth.Services, name) {
 			continue
@@ -125,6 +163,10 @@ func (p *process) connectServices(url string, base []nats.Option, services []str
 			return fmt.Errorf("connect nats as %s: %w", name, err)
 		}
 		p.natsConns.services[name] = nc
+		if p.natsConns.js[name], err = newJetStream(nc); err != nil {
+			nc.Close()
+			return err
+		}
 		*closers = append(*closers, func() {
 			p.closing.Store(true)
 			drain(nc, p.cfg.Shutdown.D())

@@ -218,7 +218,7 @@ func build(ctx context.Context, cfg config.Config, services []string) (*process,
 	}
 	p.nc = nc
 	closers = append(closers, func() { p.closing.Store(true); nc.Close() })
-	if p.js, err = jetstream.New(nc); err != nil {
+	if p.js, err = newJetStream(nc); err != nil {
 		return fail(err)
 	}
 	if err := p.applyStreams(ctx, services); err != nil {

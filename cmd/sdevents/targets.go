@@ -142,7 +142,7 @@ func newTargetCmd(g *globals, t target) *cobra.Command {
 }
 
 func wireIngress(ctx context.Context, p *process) error {
-	in, err := ingress.New(ctx, p.cfg, p.conn("ingress"), p.reg)
+	in, err := ingress.New(ctx, ingressConfig(p.cfg), p.jetStream("ingress"), p.reg)
 	if err != nil {
 		return err
 	}

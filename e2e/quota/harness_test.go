@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
-	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sdevents/sdevents/pkg/callback"
@@ -37,8 +37,13 @@ func start(t testing.TB, cfg config.Config, n int, opts ...quota.Option) *deploy
 
 // serveIngress is the ingress's routes on e (the ingress is not Run: no
 // consumers are needed to store and answer callbacks).
-func serveIngress(tb testing.TB, cfg config.Config, nc *nats.Conn, reg prometheus.Registerer, e *echo.Echo) {
-	in, err := ingress.New(context.Background(), cfg, nc, reg)
+//
+// It waits for a decision as long as the quota takes for it, as in a
+// process of the binary.
+func serveIngress(tb testing.TB, cfg config.Config, js jetstream.JetStream, reg prometheus.Registerer, e *echo.Echo) {
+	icfg := ingress.Config{Callbacks: []ingress.CallbackSource{{Name: "default", Keys: []callback.Key{quotatest.Key}}},
+		SyncDeadline: cfg.Ingress.SyncDeadline.D()}
+	in, err := ingress.New(context.Background(), icfg, js, reg)
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -290,8 +290,8 @@ func TestShiftedReplayRefused(t *testing.T) {
 			h := startHarness(t, roomyConfig())
 			fronts := []string{h.base}
 			if replicas == 2 {
-				nc, _ := natstest.Connect(t, h.node.URL())
-				fronts = append(fronts, serveIngress(t, roomyConfig(), nc, io.Discard, ingress.WithClock(h.clock)).base)
+				_, js := natstest.Connect(t, h.node.URL())
+				fronts = append(fronts, serveIngress(t, roomyConfig(), js, io.Discard, ingress.WithClock(h.clock)).base)
 			}
 			refusal := h.postRaw("/v1/callbacks/default", "sign=x&nonce=n&timestamp=1", nil)
 			var last url.Values
@@ -315,8 +315,8 @@ func TestShiftedReplayRefused(t *testing.T) {
 				}
 				t.Logf("%s: %d shifted variants refused", biz, len(variants))
 			}
-			nc, _ := natstest.Connect(t, h.node.URL())
-			restarted := serveIngress(t, roomyConfig(), nc, io.Discard, ingress.WithClock(h.clock))
+			_, js := natstest.Connect(t, h.node.URL())
+			restarted := serveIngress(t, roomyConfig(), js, io.Discard, ingress.WithClock(h.clock))
 			if got := postRawAt(t, restarted.base, "/v1/callbacks/default", shifted(last)[0].Encode(), body); got != refusal {
 				t.Fatalf("a replica started afterwards: %+v, want %+v", got, refusal)
 			}

@@ -56,15 +56,15 @@ func (s *Service) handleCallback(c echo.Context) error {
 	}
 	ts, _ := callback.ParseTimestamp(p.Timestamp) // checked by ParseParams
 	kind := callback.KindOf(p.BizType)
-	win := callback.Window{MaxAge: s.cfg.Ingress.SyncSkew.D(), MaxFuture: s.cfg.Ingress.SyncSkew.D()}
+	win := callback.Window{MaxAge: s.cfg.SyncSkew, MaxFuture: s.cfg.SyncSkew}
 	if kind != callback.Sync {
-		win.MaxAge = s.cfg.Ingress.AsyncMaxAge.D()
+		win.MaxAge = s.cfg.AsyncMaxAge
 	}
 	now := s.now()
 	if err := win.Check(ts, now); err != nil {
 		return unverified(info, err)
 	}
-	body, err := readBody(c.Request(), s.cfg.HTTP.MaxBody)
+	body, err := readBody(c.Request(), s.cfg.MaxBody)
 	if err != nil {
 		return err
 	}
@@ -77,10 +77,10 @@ func (s *Service) handleCallback(c echo.Context) error {
 	ctx := c.Request().Context()
 	if kind == callback.Sync {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, s.cfg.Ingress.SyncDeadline.D())
+		ctx, cancel = context.WithTimeout(ctx, s.cfg.SyncDeadline)
 		defer cancel()
 	}
-	ttl := claimTTL(ts, now, max(s.cfg.Ingress.AsyncMaxAge.D(), s.cfg.Ingress.SyncSkew.D()))
+	ttl := claimTTL(ts, now, max(s.cfg.AsyncMaxAge, s.cfg.SyncSkew))
 	if err := s.claims.claim(ctx, claimKey(name, p.Sign), claimValue(p), ttl); err != nil {
 		if errors.Is(err, errReplayed) {
 			info.Outcome = "replayed"
@@ -266,7 +266,7 @@ func (s *Service) decide(ctx context.Context, req quotarpc.DecideRequest) (quota
 // unavailableAnswer is the answer when the quota service cannot decide in
 // time: a refusal, or an acceptance when the operator chose fail-open.
 func (s *Service) unavailableAnswer(bizType string) quotarpc.Answer {
-	if s.cfg.Ingress.FailOpen {
+	if s.cfg.FailOpen {
 		ans := quotarpc.Answer{Success: true}
 		if bizType == callback.BizImgGenControlConfig || bizType == callback.BizSDPreInvoke {
 			ans.Data = &quotarpc.Data{Message: "Credit check unavailable; generation allowed.", ButtonText: "Generate"}

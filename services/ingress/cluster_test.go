@@ -28,8 +28,8 @@ func TestTwinsOnReplicatedStream(t *testing.T) {
 	cfg := roomyConfig() // only the twins are under test
 	var replicas []replica
 	for range 2 {
-		nc, _ := natstest.Connect(t, cluster.URLs())
-		replicas = append(replicas, serveIngress(t, cfg, nc, io.Discard))
+		_, js := natstest.Connect(t, cluster.URLs())
+		replicas = append(replicas, serveIngress(t, cfg, js, io.Discard))
 	}
 	const events = 300
 	c := call{bizType: callback.BizTaskFinished, token: "user-twins", key: testKey}

@@ -71,7 +71,7 @@ func (s *Service) confirmOnce(ctx context.Context, source string, src *snsSource
 	// The outcome is recorded even when the client has gone.
 	ctx = context.WithoutCancel(ctx)
 	confirmErr := src.verifier.Confirm(ctx, env)
-	rctx, cancel := context.WithTimeout(ctx, s.cfg.Ingress.PublishTimeout.D())
+	rctx, cancel := context.WithTimeout(ctx, s.cfg.PublishTimeout)
 	defer cancel()
 	if confirmErr != nil {
 		if err := s.confirms.Delete(rctx, key, jetstream.LastRevision(rev)); err != nil {

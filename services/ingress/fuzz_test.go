@@ -15,7 +15,6 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/sdevents/sdevents/pkg/callback"
-	"github.com/sdevents/sdevents/pkg/config"
 	"github.com/sdevents/sdevents/pkg/quotarpc"
 )
 
@@ -55,7 +54,7 @@ func FuzzCallbackHTTP(f *testing.F) {
 	f.Add(uint8(0), "default", "api", callback.BizTaskFinished, "inv-10", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=", "n10", int64(0), []byte(`{}`), "")
 
 	cfg := roomyConfig()
-	cfg.Ingress.SyncDeadline = config.Duration(10 * time.Second)
+	cfg.SyncDeadline = 10 * time.Second
 	h := startHarness(f, cfg)
 	for _, subject := range []string{quotarpc.SubjectDecide, quotarpc.SubjectAbandon} {
 		sub, err := h.nc.QueueSubscribe(subject, quotarpc.QueueGroup, func(m *nats.Msg) {

@@ -20,7 +20,6 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/sdevents/sdevents/pkg/callback"
-	"github.com/sdevents/sdevents/pkg/config"
 	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/pkg/httpserver"
 	"github.com/sdevents/sdevents/pkg/natstest"
@@ -80,40 +79,35 @@ func (h *harness) setNow(t time.Time) {
 
 var testKey = callback.Key{AK: "AK-test", SK: "SK-test"}
 
-func baseConfig(keys ...callback.Key) config.Config {
-	cfg := config.Default()
+func baseConfig(keys ...callback.Key) ingress.Config {
 	if len(keys) == 0 {
 		keys = []callback.Key{testKey}
 	}
-	cb := config.Callback{Name: "default"}
-	for _, k := range keys {
-		cb.Keys = append(cb.Keys, config.Key{AK: k.AK, SK: config.Secret(k.SK)})
+	return ingress.Config{
+		Callbacks: []ingress.CallbackSource{{Name: "default", Keys: keys}, {Name: "other", Keys: []callback.Key{{AK: "AK-o", SK: "SK-o"}}}},
+		// Deadlines a loaded machine meets: a 1 MiB publish, a claim and a
+		// store in a synchronous callback's time.
+		SyncDeadline:   2 * time.Second,
+		PublishTimeout: 2 * time.Second,
 	}
-	cfg.Callbacks = []config.Callback{cb, {Name: "other", Keys: []config.Key{{AK: "AK-o", SK: "SK-o"}}}}
-	cfg.HTTP.Addr = "127.0.0.1:0"
-	// Deadlines a loaded machine meets: a 1 MiB publish, a claim and a store
-	// in a synchronous callback's time.
-	cfg.Ingress.SyncDeadline = config.Duration(2 * time.Second)
-	cfg.Ingress.PublishTimeout = config.Duration(2 * time.Second)
-	return cfg
 }
 
 // roomyConfig is baseConfig with a publish deadline no loaded machine
 // reaches, for tests in which a timeout is no outcome under test.
-func roomyConfig() config.Config {
+func roomyConfig() ingress.Config {
 	cfg := baseConfig()
-	cfg.Ingress.PublishTimeout = config.Duration(10 * time.Second)
-	cfg.Ingress.SyncDeadline = config.Duration(10 * time.Second)
+	cfg.PublishTimeout = 10 * time.Second
+	cfg.SyncDeadline = 10 * time.Second
 	return cfg
 }
 
-func startHarness(t testing.TB, cfg config.Config, opts ...ingress.Option) *harness {
+func startHarness(t testing.TB, cfg ingress.Config, opts ...ingress.Option) *harness {
 	t.Helper()
 	node := natstest.Start(t)
 	nc, js := natstest.Connect(t, node.URL())
 	natstest.ApplyStreams(t, js, 1)
 	h := &harness{t: t, node: node, nc: nc, js: js, logs: &syncBuffer{}, now: time.Now()}
-	r := serveIngress(t, cfg, nc, h.logs, append([]ingress.Option{ingress.WithClock(h.clock)}, opts...)...)
+	r := serveIngress(t, cfg, js, h.logs, append([]ingress.Option{ingress.WithClock(h.clock)}, opts...)...)
 	h.base, h.handler = r.base, r.handler
 	return h
 }
@@ -125,18 +119,18 @@ type replica struct {
 	handler http.Handler
 }
 
-// serveIngress runs an ingress over nc on a loopback port until the test
+// serveIngress runs an ingress over js on a loopback port until the test
 // ends, logging to logs, and waits until it is ready.
-func serveIngress(t testing.TB, cfg config.Config, nc *nats.Conn, logs io.Writer, opts ...ingress.Option) replica {
+func serveIngress(t testing.TB, cfg ingress.Config, js jetstream.JetStream, logs io.Writer, opts ...ingress.Option) replica {
 	t.Helper()
 	reg := prometheus.NewRegistry()
 	srv := httpserver.New(zerolog.New(logs), reg)
-	in, err := ingress.New(context.Background(), cfg, nc, reg, opts...)
+	in, err := ingress.New(context.Background(), cfg, js, reg, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	in.Routes(srv.Echo())
-	if err := srv.Listen(cfg.HTTP.Addr); err != nil {
+	if err := srv.Listen("127.0.0.1:0"); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())

@@ -20,14 +20,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sdevents/sdevents/pkg/callback"
-	"github.com/sdevents/sdevents/pkg/config"
 	"github.com/sdevents/sdevents/pkg/contract"
+	"github.com/sdevents/sdevents/pkg/drain"
 	"github.com/sdevents/sdevents/pkg/sns"
 )
 
 // Service is the ingress. Build it with New; register its routes with Routes.
 type Service struct {
-	cfg   config.Config
+	cfg   Config // defaults filled in
 	nc    *nats.Conn
 	store *Store
 	// claims makes each callback sign acceptable once.
@@ -64,13 +64,15 @@ func WithSNSConfig(f func(*sns.Config)) Option {
 // WithClock replaces time.Now, for freshness tests.
 func WithClock(now func() time.Time) Option { return func(s *Service) { s.now = now } }
 
-// New builds the ingress over an open NATS connection. The streams must have
-// been applied. reg receives the ingress metrics.
-func New(ctx context.Context, cfg config.Config, nc *nats.Conn, reg prometheus.Registerer, opts ...Option) (*Service, error) {
-	js, err := jetstream.New(nc)
-	if err != nil {
+// New builds the ingress over the JetStream context of an open NATS
+// connection (the decisions of synchronous callbacks are asked over the
+// same connection). The streams must have been applied. reg receives the
+// ingress metrics. It fails with ErrInvalidConfig for an unusable cfg.
+func New(ctx context.Context, cfg Config, js jetstream.JetStream, reg prometheus.Registerer, opts ...Option) (*Service, error) {
+	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("ingress: %w", err)
 	}
+	cfg = cfg.withDefaults()
 	stream, err := js.Stream(ctx, contract.StreamIngress)
 	if err != nil {
 		return nil, fmt.Errorf("ingress: %w", err)
@@ -85,20 +87,16 @@ func New(ctx context.Context, cfg config.Config, nc *nats.Conn, reg prometheus.R
 		bg:     bg,
 		stopBG: stopBG,
 		cfg:    cfg,
-		nc:     nc,
-		store: &Store{js: js, stream: stream, seen: newSeenIndex(cfg.Ingress.DedupHorizon.D()),
-			timeout: cfg.Ingress.PublishTimeout.D(), observe: m.publish.Observe},
-		claims:  &claims{js: js, stream: claimStream, timeout: cfg.Ingress.PublishTimeout.D()},
+		nc:     js.Conn(),
+		store: &Store{js: js, stream: stream, seen: newSeenIndex(cfg.DedupHorizon),
+			timeout: cfg.PublishTimeout, observe: m.publish.Observe},
+		claims:  &claims{js: js, stream: claimStream, timeout: cfg.PublishTimeout},
 		sources: map[string]*callback.Verifier{},
 		now:     time.Now,
 		metrics: m,
 	}
 	for i, cb := range cfg.Callbacks {
-		keys := make([]callback.Key, len(cb.Keys))
-		for j, k := range cb.Keys {
-			keys[j] = callback.Key{AK: k.AK, SK: k.SK.Reveal()}
-		}
-		s.sources[cb.Name] = callback.NewVerifier(keys)
+		s.sources[cb.Name] = callback.NewVerifier(cb.Keys)
 		if i == 0 {
 			s.first = cb.Name
 		}
@@ -109,7 +107,7 @@ func New(ctx context.Context, cfg config.Config, nc *nats.Conn, reg prometheus.R
 	m.watchIndex(reg, s.store.seen)
 	s.snsSources = map[string]*snsSource{}
 	for _, c := range cfg.SNS {
-		src, err := newSNSSource(c, cfg.Ingress.SNSMaxAge.D(), s.snsOpts...)
+		src, err := newSNSSource(c, cfg.SNSMaxAge, s.snsOpts...)
 		if err != nil {
 			return nil, fmt.Errorf("ingress: %w", err)
 		}
@@ -123,12 +121,13 @@ func New(ctx context.Context, cfg config.Config, nc *nats.Conn, reg prometheus.R
 	return s, nil
 }
 
-// Run keeps the de-duplication index current until ctx ends; then it stops
-// the background work and waits for it.
+// Run keeps the de-duplication index current until ctx ends; then it
+// drains (package drain): the background work in flight (abandonments) has
+// Config.DrainTimeout to finish before it is cancelled.
 func (s *Service) Run(ctx context.Context) error {
 	err := s.store.seen.tail(ctx, s.store.js)
+	drain.Wait(s.cfg.DrainTimeout, s.stopBG, s.work.Wait)
 	s.stopBG()
-	s.work.Wait()
 	return err
 }
 

@@ -17,10 +17,10 @@ import (
 
 	"github.com/sdevents/sdevents/pkg/callback"
 	"github.com/sdevents/sdevents/pkg/callback/callbacktest"
-	"github.com/sdevents/sdevents/pkg/config"
 	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/pkg/natstest"
 	"github.com/sdevents/sdevents/pkg/quotarpc"
+	"github.com/sdevents/sdevents/services/ingress"
 )
 
 // TestVectorsOverHTTP sends every case of the seed-checked vectors through the
@@ -46,12 +46,12 @@ func TestVectorsOverHTTP(t *testing.T) {
 	cfg := baseConfig()
 	cfg.Callbacks = nil
 	sourceOf := map[callback.Key]string{}
-	rotation := config.Callback{Name: "rotation"}
+	rotation := ingress.CallbackSource{Name: "rotation"}
 	for i, k := range keys {
 		name := "k" + strconv.Itoa(i)
 		sourceOf[k] = name
-		cfg.Callbacks = append(cfg.Callbacks, config.Callback{Name: name, Keys: []config.Key{{AK: k.AK, SK: config.Secret(k.SK)}}})
-		rotation.Keys = append(rotation.Keys, config.Key{AK: k.AK, SK: config.Secret(k.SK)})
+		cfg.Callbacks = append(cfg.Callbacks, ingress.CallbackSource{Name: name, Keys: []callback.Key{k}})
+		rotation.Keys = append(rotation.Keys, k)
 	}
 	cfg.Callbacks = append(cfg.Callbacks, rotation)
 	h := startHarness(t, cfg)
@@ -390,8 +390,8 @@ func TestSyncWithoutQuotaIsRefusedInTime(t *testing.T) {
 		// The deadline leaves room for the claim and the store on a loaded
 		// machine; the responder is far slower than it.
 		cfg := roomyConfig()
-		cfg.Ingress.SyncDeadline = config.Duration(time.Second)
-		cfg.Ingress.FailOpen = failOpen
+		cfg.SyncDeadline = time.Second
+		cfg.FailOpen = failOpen
 		h := startHarness(t, cfg)
 		sub, err := h.nc.Subscribe(quotarpc.SubjectDecide, func(m *nats.Msg) {
 			time.Sleep(4 * time.Second)

@@ -12,7 +12,6 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/sdevents/sdevents/pkg/account"
-	"github.com/sdevents/sdevents/pkg/config"
 	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/pkg/event"
 	"github.com/sdevents/sdevents/pkg/httpserver"
@@ -30,8 +29,8 @@ type snsSource struct {
 }
 
 // newSNSSource builds the verifier of one source from its configuration and
-// the ingress settings (maxAge: ingress.sns_max_age).
-func newSNSSource(c config.SNS, maxAge time.Duration, opts ...func(*sns.Config)) (*snsSource, error) {
+// the ingress settings (maxAge: Config.SNSMaxAge).
+func newSNSSource(c SNSSource, maxAge time.Duration, opts ...func(*sns.Config)) (*snsSource, error) {
 	sc := sns.Config{TopicARNs: c.TopicARNs, ExtraHosts: c.CertHosts, MaxAge: maxAge}
 	if c.CAFile != "" {
 		pem, err := os.ReadFile(c.CAFile)
@@ -109,7 +108,7 @@ func (s *Service) serveSNS(c echo.Context) error {
 	if sns.IsRawDelivery(c.Request().Header) {
 		return fmt.Errorf("%w: raw message delivery carries no signature", sns.ErrRawDelivery)
 	}
-	body, err := readBody(c.Request(), min(s.cfg.HTTP.MaxBody, sns.MaxEnvelopeSize))
+	body, err := readBody(c.Request(), min(s.cfg.MaxBody, sns.MaxEnvelopeSize))
 	if err != nil {
 		return err
 	}

@@ -15,7 +15,6 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/sdevents/sdevents/pkg/account"
-	"github.com/sdevents/sdevents/pkg/config"
 	"github.com/sdevents/sdevents/pkg/httpserver"
 	"github.com/sdevents/sdevents/pkg/natstest"
 	"github.com/sdevents/sdevents/pkg/sns"
@@ -37,14 +36,14 @@ func startSNS(t *testing.T, autoConfirm bool, opts ...ingress.Option) (*harness,
 
 // snsConfig is the test configuration with an SNS source "eks" trusting
 // local (its host and CA).
-func snsConfig(t *testing.T, local *snstest.Server, autoConfirm bool) config.Config {
+func snsConfig(t *testing.T, local *snstest.Server, autoConfirm bool) ingress.Config {
 	t.Helper()
 	ca := t.TempDir() + "/ca.pem"
 	if err := writeFile(ca, local.CAPEM()); err != nil {
 		t.Fatal(err)
 	}
 	cfg := baseConfig()
-	cfg.SNS = []config.SNS{{Name: "eks", TopicARNs: []string{topic}, AutoConfirm: autoConfirm, CertHosts: []string{local.Host()}, CAFile: ca}}
+	cfg.SNS = []ingress.SNSSource{{Name: "eks", TopicARNs: []string{topic}, AutoConfirm: autoConfirm, CertHosts: []string{local.Host()}, CAFile: ca}}
 	return cfg
 }
 
@@ -84,17 +83,17 @@ func deliverSNS(base, source string, env sns.Envelope, header map[string]string)
 
 // replica starts another ingress with cfg on h's NATS server (a second
 // replica, or the first one restarted) and returns its base URL.
-func (h *harness) replica(cfg config.Config, opts ...ingress.Option) string {
+func (h *harness) replica(cfg ingress.Config, opts ...ingress.Option) string {
 	h.t.Helper()
-	nc, _ := natstest.Connect(h.t, h.node.URL())
+	_, js := natstest.Connect(h.t, h.node.URL())
 	reg := prometheus.NewRegistry()
 	srv := httpserver.New(zerolog.New(h.logs), reg)
-	in, err := ingress.New(context.Background(), cfg, nc, reg, opts...)
+	in, err := ingress.New(context.Background(), cfg, js, reg, opts...)
 	if err != nil {
 		h.t.Fatal(err)
 	}
 	in.Routes(srv.Echo())
-	if err := srv.Listen(cfg.HTTP.Addr); err != nil {
+	if err := srv.Listen("127.0.0.1:0"); err != nil {
 		h.t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -249,7 +248,7 @@ func TestSNSStaleReplayRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	maxAge := config.Default().Ingress.SNSMaxAge.D()
+	maxAge := ingress.DefaultSNSMaxAge
 	for _, step := range []struct {
 		name  string
 		clock time.Duration // after the Timestamp
@@ -258,7 +257,7 @@ func TestSNSStaleReplayRefused(t *testing.T) {
 		{"fresh", 0, http.StatusOK},
 		{"retried at the maximum age", maxAge, http.StatusOK},
 		{"past the maximum age", maxAge + time.Second, http.StatusForbidden},
-		{"past the de-duplication horizon", config.Default().Ingress.DedupHorizon.D() + 11*time.Minute, http.StatusForbidden},
+		{"past the de-duplication horizon", ingress.DefaultDedupHorizon + 11*time.Minute, http.StatusForbidden},
 		{"from the future", -sns.MaxClockSkew - time.Second, http.StatusForbidden},
 	} {
 		clock.Set(signed.Add(step.clock))

@@ -62,7 +62,7 @@ func AcctOf(token string) string { return account.FromToken(token) }
 
 // Front mounts routes beside the admin API on a Deployment's HTTP server,
 // with a NATS connection of their own and the server's registry.
-type Front func(tb testing.TB, cfg config.Config, nc *nats.Conn, reg prometheus.Registerer, e *echo.Echo)
+type Front func(tb testing.TB, cfg config.Config, js jetstream.JetStream, reg prometheus.Registerer, e *echo.Echo)
 
 // Deployment is quota replicas over one embedded JetStream node, with an
 // HTTP server on loopback serving one replica's admin API and the Front.
@@ -172,11 +172,11 @@ func (d *Deployment) AddReplica() *Replica {
 // which Base names from then on.
 func (d *Deployment) ServeHTTP(r *Replica) {
 	d.T.Helper()
-	nc, _ := natstest.Connect(d.T, d.Node.URL())
+	_, js := natstest.Connect(d.T, d.Node.URL())
 	reg := prometheus.NewRegistry()
 	srv := httpserver.New(zerolog.New(d.Logs), reg)
 	if d.front != nil {
-		d.front(d.T, d.Cfg, nc, reg, srv.Echo())
+		d.front(d.T, d.Cfg, js, reg, srv.Echo())
 	}
 	r.Svc.Routes(srv.Echo())
 	if err := srv.Listen(d.Cfg.HTTP.Addr); err != nil {
