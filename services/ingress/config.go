@@ -89,17 +89,9 @@ func (c Config) Validate() error {
 	bad := func(format string, args ...any) {
 		errs = append(errs, fmt.Errorf("%w: "+format, append([]any{ErrInvalidConfig}, args...)...))
 	}
-	for _, d := range []struct {
-		name string
-		d    time.Duration
-	}{
-		{"sync_skew", c.SyncSkew}, {"async_max_age", c.AsyncMaxAge}, {"sync_deadline", c.SyncDeadline},
-		{"publish_timeout", c.PublishTimeout}, {"dedup_horizon", c.DedupHorizon}, {"sns_max_age", c.SNSMaxAge},
-		{"drain_timeout", c.DrainTimeout},
-	} {
-		if d.d < 0 {
-			bad("%s: must not be negative, got %s", d.name, d.d)
-		}
+	if min(c.SyncSkew, c.AsyncMaxAge, c.SyncDeadline, c.PublishTimeout, c.DedupHorizon, c.SNSMaxAge, c.DrainTimeout) < 0 {
+		bad("a negative duration: sync_skew %s, async_max_age %s, sync_deadline %s, publish_timeout %s, dedup_horizon %s, sns_max_age %s, drain_timeout %s",
+			c.SyncSkew, c.AsyncMaxAge, c.SyncDeadline, c.PublishTimeout, c.DedupHorizon, c.SNSMaxAge, c.DrainTimeout)
 	}
 	if c.MaxBody < 0 {
 		bad("max_body: must not be negative, got %d", c.MaxBody)
