@@ -22,7 +22,6 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/sdevents/sdevents/pkg/callback"
-	"github.com/sdevents/sdevents/pkg/config"
 	"github.com/sdevents/sdevents/pkg/httpserver"
 	"github.com/sdevents/sdevents/services/ingress"
 	"github.com/sdevents/sdevents/services/quota"
@@ -34,9 +33,6 @@ const benchAdminToken = "bench-admin"
 // `sdevents run` does, and returns the base URL.
 func serveQuota(tb testing.TB, js jetstream.JetStream) string {
 	tb.Helper()
-	cfg := config.Default()
-	cfg.Admin.Token = benchAdminToken
-	cfg.Log.Level = "warn"
 	reg := prometheus.NewRegistry()
 	srv := httpserver.New(zerolog.New(io.Discard), reg)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -44,7 +40,7 @@ func serveQuota(tb testing.TB, js jetstream.JetStream) string {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	q, err := quota.New(ctx, cfg, js.Conn(), reg)
+	q, err := quota.New(ctx, quota.Config{AdminToken: benchAdminToken}, js, reg)
 	if err != nil {
 		tb.Fatal(err)
 	}

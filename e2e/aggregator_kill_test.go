@@ -139,7 +139,7 @@ func testAggregatorReplicaKilledAcrossFailover(t *testing.T, d *deployment) {
 
 func startAggregator(t *testing.T, d *deployment) *replica {
 	t.Helper()
-	nc := d.connect()
+	nc, _ := d.connect()
 	svc, err := aggregator.New(t.Context(), d.cfg, nc, prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)

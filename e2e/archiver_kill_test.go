@@ -205,7 +205,7 @@ func setAckWait(t *testing.T, d *deployment, consumer string, wait time.Duration
 
 func startArchiver(t *testing.T, d *deployment) *replica {
 	t.Helper()
-	nc := d.connect()
+	nc, _ := d.connect()
 	svc, err := archiver.New(t.Context(), d.cfg, nc, prometheus.NewRegistry(),
 		archiver.WithBackoff(50*time.Millisecond, 400*time.Millisecond), archiver.WithDrainTimeout(time.Second))
 	if err != nil {

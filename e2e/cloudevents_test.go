@@ -94,7 +94,7 @@ func TestEveryStreamReadWholeByCloudEventsSDK(t *testing.T) {
 	imgs := newImageServer(t, 0)
 	d.cfg.Archive.Dir = t.TempDir()
 	d.cfg.Archive.AllowHosts = []string{imgs.host}
-	d.cfg.Quota.ReservationTTL = config.Duration(ttl)
+	d.quota.ReservationTTL = ttl
 
 	q := d.startQuota()
 	front := d.serveIngress(q)
@@ -268,7 +268,7 @@ func singleNode(t *testing.T) *deployment {
 	cfg.Callbacks = []config.Callback{{Name: "default", Keys: []config.Key{{AK: platformKey.AK, SK: config.Secret(platformKey.SK)}}}}
 	cfg.HTTP.Addr = "127.0.0.1:0"
 	cfg.Admin.Token = adminToken
-	return &deployment{t: t, urls: n.URL(), js: js, cfg: cfg, ingress: platformIngress()}
+	return &deployment{t: t, urls: n.URL(), js: js, cfg: cfg, ingress: platformIngress(), quota: operatedQuota()}
 }
 
 // sendCallback signs and POSTs one callback to base with the given

@@ -41,9 +41,14 @@ type deployment struct {
 	urls  string // every node's client URL, comma-separated
 	js    jetstream.JetStream
 	cfg   config.Config
-	// ingress is the configuration of the ingress replicas a test starts.
+	// ingress and quota configure the replicas a test starts.
 	ingress ingress.Config
+	quota   quota.Config
 }
+
+// operatedQuota is the quota configuration of a test deployment: the
+// defaults, with the operator API on.
+func operatedQuota() quota.Config { return quota.Config{AdminToken: adminToken} }
 
 // platformIngress is the ingress configuration of a test deployment: the
 // platform's callback source.
@@ -98,15 +103,14 @@ func deployOn(t *testing.T, urls string) *deployment {
 	cfg.Callbacks = []config.Callback{{Name: "default", Keys: []config.Key{{AK: platformKey.AK, SK: config.Secret(platformKey.SK)}}}}
 	cfg.HTTP.Addr = "127.0.0.1:0"
 	cfg.Admin.Token = adminToken
-	return &deployment{t: t, urls: urls, js: js, cfg: cfg, ingress: platformIngress()}
+	return &deployment{t: t, urls: urls, js: js, cfg: cfg, ingress: platformIngress(), quota: operatedQuota()}
 }
 
 // connect opens a service connection that knows every node and reconnects
-// forever, as a deployed service's does.
-func (d *deployment) connect() *nats.Conn {
+// forever, as a deployed service's does, with its JetStream context.
+func (d *deployment) connect() (*nats.Conn, jetstream.JetStream) {
 	d.t.Helper()
-	nc, _ := natstest.Connect(d.t, d.urls)
-	return nc
+	return natstest.Connect(d.t, d.urls)
 }
 
 // streamLeader returns the node the cluster names as the leader of stream.
@@ -237,7 +241,7 @@ func (d *deployment) serveIngress(admin *quota.Service) *service {
 	d.t.Helper()
 	reg := prometheus.NewRegistry()
 	srv := httpserver.New(zerolog.New(io.Discard), reg)
-	_, js := natstest.Connect(d.t, d.urls)
+	_, js := d.connect()
 	in, err := ingress.New(d.t.Context(), d.ingress, js, reg)
 	if err != nil {
 		d.t.Fatal(err)
@@ -266,8 +270,8 @@ func (d *deployment) serveIngress(admin *quota.Service) *service {
 // startQuota runs a quota replica on its own connection until the test ends.
 func (d *deployment) startQuota() *quota.Service {
 	d.t.Helper()
-	nc := d.connect()
-	svc, err := quota.New(d.t.Context(), d.cfg, nc, prometheus.NewRegistry())
+	nc, js := d.connect()
+	svc, err := quota.New(d.t.Context(), d.quota, js, prometheus.NewRegistry())
 	if err != nil {
 		d.t.Fatal(err)
 	}

@@ -76,7 +76,7 @@ func TestPartitions(t *testing.T) {
 		urls = append(urls, n.url())
 	}
 	d := deployOn(t, strings.Join(urls, ","))
-	d.cfg.Quota.ReservationTTL = config.Duration(15 * time.Second)
+	d.quota.ReservationTTL = 15 * time.Second
 	pd := &partDeployment{deployment: d, nodes: nodes}
 
 	// in-1 starts on the INGRESS leader and knows every node; in-2 knows
@@ -290,7 +290,7 @@ func (d *partDeployment) connect(name string, urls []string, pinned bool, writes
 func (d *partDeployment) startQuota(name string, urls []string) *quota.Service {
 	d.t.Helper()
 	g := d.connect(name, urls, false, contract.StreamQuota, contract.StreamQuotaTimers)
-	svc, err := quota.New(d.t.Context(), d.cfg, g.nc, prometheus.NewRegistry())
+	svc, err := quota.New(d.t.Context(), d.quota, g.js, prometheus.NewRegistry())
 	if err != nil {
 		d.t.Fatal(err)
 	}

@@ -182,8 +182,8 @@ func TestTwinRequestsOnACluster(t *testing.T) {
 // ends.
 func (d *deployment) startQuotaWith(reg *prometheus.Registry) *quota.Service {
 	d.t.Helper()
-	nc := d.connect()
-	svc, err := quota.New(d.t.Context(), d.cfg, nc, reg)
+	nc, js := d.connect()
+	svc, err := quota.New(d.t.Context(), d.quota, js, reg)
 	if err != nil {
 		d.t.Fatal(err)
 	}

@@ -29,7 +29,7 @@ func deploySingle(t *testing.T) *deployment {
 	d.cfg.Callbacks = []config.Callback{{Name: "default", Keys: []config.Key{{AK: platformKey.AK, SK: config.Secret(platformKey.SK)}}}}
 	d.cfg.HTTP.Addr = "127.0.0.1:0"
 	d.cfg.Admin.Token = adminToken
-	d.ingress = platformIngress()
+	d.ingress, d.quota = platformIngress(), operatedQuota()
 	d.ingress.PublishTimeout = 10 * time.Second // a loaded machine is not under test
 	return d
 }

@@ -6,6 +6,7 @@ import (
 	"github.com/sdevents/sdevents/pkg/callback"
 	"github.com/sdevents/sdevents/pkg/config"
 	"github.com/sdevents/sdevents/services/ingress"
+	"github.com/sdevents/sdevents/services/quota"
 )
 
 // The configuration file speaks of the deployment (CONTRACT §3); each
@@ -17,6 +18,19 @@ import (
 // drain): half of shutdown_timeout, the other half left to the HTTP
 // shutdown before it and the NATS drain after it.
 func drainTimeout(cfg config.Config) time.Duration { return cfg.Shutdown.D() / 2 }
+
+// quotaConfig is the quota's part of cfg: quota.*, admin.token, and the
+// ingress's deadline and freshness window of synchronous callbacks, which
+// bound the quota's decisions.
+func quotaConfig(cfg config.Config) quota.Config {
+	q := cfg.Quota
+	return quota.Config{
+		PerImage: q.Price.PerImage, ReservationTTL: q.ReservationTTL.D(), DecidedRetention: q.DecidedRetention.D(),
+		SnapshotEvery: q.SnapshotEvery, MaxAccounts: q.MaxAccounts, AccountIdle: q.AccountIdle.D(),
+		DecideDeadline: cfg.Ingress.SyncDeadline.D(), RequestMaxAge: cfg.Ingress.SyncSkew.D(),
+		AdminToken: cfg.Admin.Token.Reveal(), DrainTimeout: drainTimeout(cfg),
+	}
+}
 
 // ingressConfig is the ingress's part of cfg: ingress.*, the sources, and
 // http.max_body.

@@ -155,7 +155,7 @@ func wireIngress(ctx context.Context, p *process) error {
 // wireQuota: the operator API on the shared HTTP server and the quota's
 // Run (decision RPC and expiry timers).
 func wireQuota(ctx context.Context, p *process) error {
-	q, err := quota.New(ctx, p.cfg, p.conn("quota"), p.reg, quota.WithLogger(serviceLogger(p.cfg.Log, "quota")), quota.WithAdminBrake(p.brake))
+	q, err := quota.New(ctx, quotaConfig(p.cfg), p.jetStream("quota"), p.reg, quota.WithLogger(serviceLogger(p.cfg.Log, "quota")), quota.WithAdminBrake(p.brake))
 	if err != nil {
 		return err
 	}

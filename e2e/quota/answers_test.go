@@ -7,16 +7,16 @@ import (
 	"time"
 
 	"github.com/sdevents/sdevents/pkg/callback"
-	"github.com/sdevents/sdevents/pkg/config"
 	"github.com/sdevents/sdevents/pkg/natstest"
+	"github.com/sdevents/sdevents/services/quota"
 	"github.com/sdevents/sdevents/services/quota/ledger"
 	"github.com/sdevents/sdevents/services/quota/quotatest"
 )
 
 // lostAnswerConfig answers "busy" after half a second without a decision.
-func lostAnswerConfig() config.Config {
+func lostAnswerConfig() quota.Config {
 	cfg := quotatest.Config()
-	cfg.Ingress.SyncDeadline = config.Duration(500 * time.Millisecond)
+	cfg.DecideDeadline = 500 * time.Millisecond
 	return cfg
 }
 

@@ -32,7 +32,6 @@ func BenchmarkReserveHTTP(b *testing.B) {
 
 func benchReserve(b *testing.B, accounts, conns int) {
 	cfg := quotatest.Config()
-	cfg.Log.Level = "warn"
 	d := start(b, cfg, 1)
 	tokens := make([]string, accounts)
 	for i := range tokens {

@@ -21,7 +21,7 @@ import (
 func TestLoadFromSnapshot(t *testing.T) {
 	t.Parallel()
 	cfg := quotatest.Config()
-	cfg.Quota.SnapshotEvery = 40
+	cfg.SnapshotEvery = 40
 	d := start(t, cfg, 1)
 	const token = "user-long-history"
 	acct := quotatest.AcctOf(token)
@@ -70,7 +70,7 @@ func TestLoadFromSnapshot(t *testing.T) {
 		t.Fatal(err)
 	}
 	read := d.Counter("sdevents_quota_account_load_events_total") - before
-	if read > 2*cfg.Quota.SnapshotEvery {
+	if read > 2*cfg.SnapshotEvery {
 		t.Fatalf("a load after the snapshots read %d events", read)
 	}
 	ref := d.View(acct)
@@ -103,7 +103,7 @@ func TestLoadFromSnapshot(t *testing.T) {
 func TestSnapshotsSpacedByOpenReservations(t *testing.T) {
 	t.Parallel()
 	cfg := quotatest.Config()
-	cfg.Quota.SnapshotEvery = 10
+	cfg.SnapshotEvery = 10
 	d := start(t, cfg, 1)
 	const token = "user-many-open"
 	acct := quotatest.AcctOf(token)
@@ -131,7 +131,7 @@ func TestSnapshotsSpacedByOpenReservations(t *testing.T) {
 		return len(open) >= 2
 	})
 	for i, n := range gaps {
-		if n < max(cfg.Quota.SnapshotEvery, open[i]) {
+		if n < max(cfg.SnapshotEvery, open[i]) {
 			t.Errorf("a snapshot %d events after one of %d open reservations", n, open[i])
 		}
 	}

@@ -17,7 +17,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sdevents/sdevents/pkg/callback"
-	"github.com/sdevents/sdevents/pkg/config"
 	"github.com/sdevents/sdevents/services/ingress"
 	"github.com/sdevents/sdevents/services/quota"
 	"github.com/sdevents/sdevents/services/quota/quotatest"
@@ -30,7 +29,7 @@ type deployment struct {
 
 // start runs n quota replicas built with opts and the ingress, over one
 // embedded JetStream node.
-func start(t testing.TB, cfg config.Config, n int, opts ...quota.Option) *deployment {
+func start(t testing.TB, cfg quota.Config, n int, opts ...quota.Option) *deployment {
 	t.Helper()
 	return &deployment{quotatest.Start(t, cfg, n, serveIngress, opts...)}
 }
@@ -40,9 +39,9 @@ func start(t testing.TB, cfg config.Config, n int, opts ...quota.Option) *deploy
 //
 // It waits for a decision as long as the quota takes for it, as in a
 // process of the binary.
-func serveIngress(tb testing.TB, cfg config.Config, js jetstream.JetStream, reg prometheus.Registerer, e *echo.Echo) {
+func serveIngress(tb testing.TB, cfg quota.Config, js jetstream.JetStream, reg prometheus.Registerer, e *echo.Echo) {
 	icfg := ingress.Config{Callbacks: []ingress.CallbackSource{{Name: "default", Keys: []callback.Key{quotatest.Key}}},
-		SyncDeadline: cfg.Ingress.SyncDeadline.D()}
+		SyncDeadline: cfg.DecideDeadline}
 	in, err := ingress.New(context.Background(), icfg, js, reg)
 	if err != nil {
 		tb.Fatal(err)

@@ -13,7 +13,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sdevents/sdevents/pkg/callback"
-	"github.com/sdevents/sdevents/pkg/config"
 	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/pkg/natstest"
 	"github.com/sdevents/sdevents/services/quota"
@@ -177,7 +176,7 @@ func TestTwoReplicasNeverOverdraw(t *testing.T) {
 func TestReplicaKilledMidLoad(t *testing.T) {
 	t.Parallel()
 	cfg := quotatest.Config()
-	cfg.Ingress.SyncDeadline = config.Duration(time.Second)
+	cfg.DecideDeadline = time.Second
 	d := start(t, cfg, 2)
 	const token = "user-kill"
 	acct := quotatest.AcctOf(token)
@@ -226,7 +225,7 @@ func TestReplicaKilledMidLoad(t *testing.T) {
 func TestRestartKeepsBalancesAndExpiresWhileDown(t *testing.T) {
 	t.Parallel()
 	cfg := quotatest.Config()
-	cfg.Quota.ReservationTTL = config.Duration(2 * time.Second)
+	cfg.ReservationTTL = 2 * time.Second
 	d := start(t, cfg, 1)
 	const alice, bob = "user-alice", "user-bob"
 	d.Grant(alice, 10, "a")
@@ -280,7 +279,7 @@ func TestRestartKeepsBalancesAndExpiresWhileDown(t *testing.T) {
 func TestExpiryWhileRunning(t *testing.T) {
 	t.Parallel()
 	cfg := quotatest.Config()
-	cfg.Quota.ReservationTTL = config.Duration(time.Second)
+	cfg.ReservationTTL = time.Second
 	d := start(t, cfg, 2)
 	const token = "user-expiry"
 	acct := quotatest.AcctOf(token)
@@ -448,7 +447,7 @@ func TestLedgerUnwritableIsRefusedInTime(t *testing.T) {
 		if a.Code != http.StatusOK || a.Success() || a.ErrMessage() == "" {
 			t.Fatalf("%s without the ledger: %d %s", biz, a.Code, a.Raw)
 		}
-		if took > d.Cfg.Ingress.SyncDeadline.D() {
+		if took > d.Cfg.DecideDeadline {
 			t.Fatalf("%s answered after %s", biz, took)
 		}
 	}
@@ -463,8 +462,8 @@ func TestLedgerUnwritableIsRefusedInTime(t *testing.T) {
 func TestOverdueWithoutTimerExpiredWhileHeld(t *testing.T) {
 	t.Parallel()
 	cfg := quotatest.Config()
-	cfg.Quota.AccountIdle = config.Duration(time.Hour) // held: never evicted and loaded again
-	var skew atomic.Int64                              // the replica's clock runs ahead by this much
+	cfg.AccountIdle = time.Hour // held: never evicted and loaded again
+	var skew atomic.Int64       // the replica's clock runs ahead by this much
 	d := start(t, cfg, 1, quota.WithClock(func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }))
 	const token = "user-lost-timer"
 	acct := quotatest.AcctOf(token)
@@ -483,7 +482,7 @@ func TestOverdueWithoutTimerExpiredWhileHeld(t *testing.T) {
 	}
 	// The reservation (quota.reservation_ttl, an hour) is overdue for the
 	// replica; no timer will fire for it.
-	skew.Store(int64(cfg.Quota.ReservationTTL.D() + time.Minute))
+	skew.Store(int64(cfg.ReservationTTL + time.Minute))
 	natstest.Eventually(t, 30*time.Second, "the overdue reservation expired", func() bool {
 		evs := d.Events(acct)
 		last := evs[len(evs)-1]
@@ -525,6 +524,46 @@ func TestTimerRefusedIsPublishedAgain(t *testing.T) {
 	d.Replay()
 }
 
+// TestTimerRefusedOutrightIsPublishedAgain: a timer that QUOTA_TIMERS
+// refuses with an error (here: larger than its max_msg_size allows, for a
+// moment; no retry of the publish itself helps) is published again in the
+// background, and stored once the stream takes it.
+func TestTimerRefusedOutrightIsPublishedAgain(t *testing.T) {
+	t.Parallel()
+	d := start(t, quotatest.Config(), 1)
+	const token = "user-timer-refused"
+	acct := quotatest.AcctOf(token)
+	d.Grant(token, 3, "")
+	if a := d.reserve(token, "timer-first"); !a.Success() {
+		t.Fatalf("first reserve: %s", a.Raw)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	timers, err := d.JS.Stream(ctx, contract.StreamQuotaTimers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := timers.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	small := info.Config
+	small.MaxMsgSize = 16
+	if _, err := d.JS.UpdateStream(ctx, small); err != nil {
+		t.Fatal(err)
+	}
+	if a := d.reserve(token, "timer-refused"); !a.Success() {
+		t.Fatalf("reserve while timers are refused: %s", a.Raw)
+	}
+	if _, err := d.JS.UpdateStream(ctx, info.Config); err != nil {
+		t.Fatal(err)
+	}
+	natstest.Eventually(t, 30*time.Second, "the refused timer stored", func() bool {
+		info, err := timers.Info(ctx, jetstream.WithSubjectFilter("sdevents.quota.timer."+acct+".>"))
+		return err == nil && len(info.State.Subjects) == 2
+	})
+}
+
 // TestLostAnswersHoldNothing: with an answer deadline no decision can meet,
 // every apiAccessPreInvoke is answered "busy" — the ingress gave up waiting,
 // and the quota may not have stored its decision in time either — or 503
@@ -537,7 +576,7 @@ func TestTimerRefusedIsPublishedAgain(t *testing.T) {
 func TestLostAnswersHoldNothing(t *testing.T) {
 	t.Parallel()
 	cfg := quotatest.Config()
-	cfg.Ingress.SyncDeadline = config.Duration(time.Millisecond)
+	cfg.DecideDeadline = time.Millisecond
 	d := start(t, cfg, 2)
 	const token = "user-lost-answers"
 	acct := quotatest.AcctOf(token)

@@ -49,7 +49,7 @@ func (s *Service) onAbandon(m *nats.Msg) {
 			s.respond(m, quotarpc.Answer{ErrMessage: msgNoAccount})
 			return
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), s.deadline)
+		ctx, cancel := context.WithTimeout(s.work, s.deadline)
 		defer cancel()
 		d, err := s.execute(ctx, req.Account, abandon(req.InvokeID, req.RequestID))
 		s.metrics.observe("abandon", start, d.Answer.Success, err)

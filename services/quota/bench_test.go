@@ -26,7 +26,6 @@ import (
 func BenchmarkColdLoad(b *testing.B) {
 	const n = 30_000
 	cfg := quotatest.Config()
-	cfg.Log.Level = "warn"
 	d := quotatest.Start(b, cfg, 1, nil)
 	bare, snap, recent := quotatest.AcctOf("bench-bare"), quotatest.AcctOf("bench-snapshot"), quotatest.AcctOf("bench-recent")
 	d.History(bare, n, 30*24*time.Hour)
@@ -46,11 +45,11 @@ func BenchmarkColdLoad(b *testing.B) {
 			var read float64
 			for b.Loop() {
 				b.StopTimer()
-				nc, _ := natstest.Connect(b, d.Node.URL())
+				nc, js := natstest.Connect(b, d.Node.URL())
 				reg := prometheus.NewRegistry()
 				cfg := d.Cfg
-				cfg.Quota.SnapshotEvery = 1 << 30 // this replica writes none
-				svc, err := quota.New(context.Background(), cfg, nc, reg)
+				cfg.SnapshotEvery = 1 << 30 // this replica writes none
+				svc, err := quota.New(context.Background(), cfg, js, reg)
 				if err != nil {
 					b.Fatal(err)
 				}

@@ -10,7 +10,6 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/sdevents/sdevents/pkg/callback"
-	"github.com/sdevents/sdevents/pkg/config"
 	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/pkg/deadletter"
 	"github.com/sdevents/sdevents/pkg/natstest"
@@ -88,7 +87,7 @@ func reserveOne(t *testing.T, d *quotatest.Deployment, acct, invokeID string) {
 func TestMalformedExpiryTimerIsBuried(t *testing.T) {
 	t.Parallel()
 	cfg := quotatest.Config()
-	cfg.Quota.ReservationTTL = config.Duration(time.Second)
+	cfg.ReservationTTL = time.Second
 	d := quotatest.Start(t, cfg, 2, nil)
 	const token = "user-poison-timer"
 	acct := quotatest.AcctOf(token)
@@ -131,7 +130,7 @@ func TestMalformedExpiryTimerIsBuried(t *testing.T) {
 func TestExpiryTimerBuriedReservationSwept(t *testing.T) {
 	t.Parallel()
 	cfg := quotatest.Config()
-	cfg.Quota.ReservationTTL = config.Duration(time.Second)
+	cfg.ReservationTTL = time.Second
 	d := quotatest.Start(t, cfg, 1, nil)
 	ctx := t.Context()
 	// Three deliveries, not sixty; a replica reads max_deliver when it

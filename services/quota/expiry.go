@@ -50,7 +50,7 @@ const (
 // overdue reservations (sweepOverdue) or when a replica loads its account.
 func (s *Service) onDue(m jetstream.Msg) {
 	s.spawn(s.expirySlots, func() {
-		ctx, cancel := context.WithTimeout(context.Background(), expiryTimeout)
+		ctx, cancel := context.WithTimeout(s.work, expiryTimeout)
 		defer cancel()
 		var t timer
 		if err := json.Unmarshal(m.Data(), &t); err != nil || !account.Valid(t.Account) || t.InvokeID == "" {
@@ -131,6 +131,31 @@ func deliveries(m jetstream.Msg) uint64 {
 		return meta.NumDelivered
 	}
 	return 1
+}
+
+// watchTimer calls timerFailed when the asynchronous publish of an expiry
+// timer fails or its ack does not come within timerAckTimeout. It does not
+// block: a timer not acknowledged yet (most are by the time their event is
+// stored, which append waits for) is watched in the background until the
+// replica stops.
+func (s *Service) watchTimer(timer jetstream.PubAckFuture) {
+	select {
+	case <-timer.Ok():
+		return
+	default:
+	}
+	go func() {
+		wait := time.NewTimer(timerAckTimeout)
+		defer wait.Stop()
+		select {
+		case <-timer.Ok():
+		case err := <-timer.Err():
+			s.timerFailed(timer.Msg(), err)
+		case <-wait.C:
+			s.timerFailed(timer.Msg(), jetstream.ErrAsyncPublishTimeout)
+		case <-s.bg.Done():
+		}
+	}()
 }
 
 // timerFailed publishes again, in the background, the schedule m of a

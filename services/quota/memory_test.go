@@ -13,7 +13,6 @@ import (
 
 	"github.com/sdevents/sdevents/pkg/account"
 	"github.com/sdevents/sdevents/pkg/callback"
-	"github.com/sdevents/sdevents/pkg/config"
 	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/pkg/natstest"
 	"github.com/sdevents/sdevents/pkg/quotarpc"
@@ -40,12 +39,12 @@ func (c *clock) advance(d time.Duration) {
 
 // replicaWithClock is a quota replica (not running: decisions are asked of
 // Decide directly) over a fresh node, on clk.
-func replicaWithClock(t *testing.T, cfg config.Config, clk *clock) *Service {
+func replicaWithClock(t *testing.T, cfg Config, clk *clock) *Service {
 	t.Helper()
 	node := natstest.Start(t)
-	nc, js := natstest.Connect(t, node.URL())
+	_, js := natstest.Connect(t, node.URL())
 	natstest.ApplyStreams(t, js, 1)
-	s, err := New(context.Background(), cfg, nc, prometheus.NewRegistry(), WithClock(clk.now))
+	s, err := New(context.Background(), cfg, js, prometheus.NewRegistry(), WithClock(clk.now))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,7 +72,7 @@ func (s *Service) held() map[string]int {
 func TestDecidedInvokeIDsAreForgotten(t *testing.T) {
 	t.Parallel()
 	clk := &clock{t: time.Now()}
-	cfg := config.Default()
+	cfg := Config{}
 	s := replicaWithClock(t, cfg, clk)
 	acct := account.FromToken("user-flood")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -114,7 +113,7 @@ func TestDecidedInvokeIDsAreForgotten(t *testing.T) {
 		t.Fatalf("%d refused repeats appended %d events", n, after-before)
 	}
 
-	clk.advance(cfg.Quota.DecidedRetention.D() + time.Minute)
+	clk.advance(DefaultDecidedRetention + time.Minute)
 	reserve("after-the-retention")
 	if got := s.held()[acct]; got != 1 {
 		t.Fatalf("%d outcomes remembered after the retention, want 1", got)
@@ -127,8 +126,8 @@ func TestDecidedInvokeIDsAreForgotten(t *testing.T) {
 func TestAccountsAreEvicted(t *testing.T) {
 	t.Parallel()
 	clk := &clock{t: time.Now()}
-	cfg := config.Default()
-	cfg.Quota.MaxAccounts = 10
+	cfg := Config{}
+	cfg.MaxAccounts = 10
 	s := replicaWithClock(t, cfg, clk)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -138,15 +137,15 @@ func TestAccountsAreEvicted(t *testing.T) {
 		if err != nil || !d.Answer.Success {
 			t.Fatalf("grant %d: %v %+v", i, err, d.Answer)
 		}
-		if n := s.accounts.len(); n > cfg.Quota.MaxAccounts {
-			t.Fatalf("%d accounts in memory after %d used, at most %d", n, i+1, cfg.Quota.MaxAccounts)
+		if n := s.accounts.len(); n > cfg.MaxAccounts {
+			t.Fatalf("%d accounts in memory after %d used, at most %d", n, i+1, cfg.MaxAccounts)
 		}
 	}
 	if n := s.accounts.evict(clk.now()); n != 0 {
 		t.Fatalf("%d accounts evicted before they were idle", n)
 	}
-	clk.advance(cfg.Quota.AccountIdle.D())
-	if n := s.accounts.evict(clk.now()); n != cfg.Quota.MaxAccounts || s.accounts.len() != 0 {
+	clk.advance(DefaultAccountIdle)
+	if n := s.accounts.evict(clk.now()); n != cfg.MaxAccounts || s.accounts.len() != 0 {
 		t.Fatalf("%d idle accounts evicted, %d left", n, s.accounts.len())
 	}
 	v, err := s.View(ctx, account.FromToken("user-41"))
@@ -167,15 +166,14 @@ func grantCmd(n int64) command {
 func TestSweepExpiresOverdueAndKeepsNoAccountAlive(t *testing.T) {
 	t.Parallel()
 	clk := &clock{t: time.Now()}
-	cfg := config.Default()
-	cfg.Quota.ReservationTTL = config.Duration(time.Minute)
+	cfg := Config{ReservationTTL: time.Minute, AccountIdle: DefaultAccountIdle}
 	s := replicaWithClock(t, cfg, clk)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	reserve := func(id, inv string) {
 		t.Helper()
 		d, err := s.execute(ctx, id, func(a *ledger.Account, now time.Time) ledger.Decision {
-			return a.Reserve(inv, "req-"+inv, 1, cfg.Quota.ReservationTTL.D(), now)
+			return a.Reserve(inv, "req-"+inv, 1, cfg.ReservationTTL, now)
 		})
 		if err != nil || !d.Answer.Success {
 			t.Fatalf("reserve %s: %v %+v", inv, err, d.Answer)
@@ -220,7 +218,7 @@ func TestSweepExpiresOverdueAndKeepsNoAccountAlive(t *testing.T) {
 	}
 
 	// Visiting them did not make them recently used.
-	clk.advance(cfg.Quota.AccountIdle.D() - clk.now().Sub(lastUse))
+	clk.advance(cfg.AccountIdle - clk.now().Sub(lastUse))
 	if n := s.accounts.evict(clk.now()); n != 2 || s.accounts.len() != 0 {
 		t.Fatalf("%d idle accounts evicted, %d left", n, s.accounts.len())
 	}

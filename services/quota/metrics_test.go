@@ -43,7 +43,7 @@ func backlogGauge(t *testing.T, g prometheus.Gatherer, name string) float64 {
 func TestExpiryConsumerBacklogMetrics(t *testing.T) {
 	t.Parallel()
 	node := natstest.Start(t)
-	nc, js := natstest.Connect(t, node.URL())
+	_, js := natstest.Connect(t, node.URL())
 	natstest.ApplyStreams(t, js, 1)
 	for range 3 { // malformed timers: terminated when delivered
 		if _, err := js.Publish(context.Background(), "sdevents.quota.due.a_backlog", []byte("x")); err != nil {
@@ -51,7 +51,7 @@ func TestExpiryConsumerBacklogMetrics(t *testing.T) {
 		}
 	}
 	reg := prometheus.NewRegistry()
-	svc, err := quota.New(context.Background(), quotatest.Config(), nc, reg)
+	svc, err := quota.New(context.Background(), quotatest.Config(), js, reg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -46,7 +46,7 @@ func (s *Service) answerOperator(m *nats.Msg, call func(ctx context.Context) (an
 		s.gate()
 	}
 	s.spawn(s.operatorSlots, func() {
-		ctx, cancel := context.WithTimeout(context.Background(), adminTimeout)
+		ctx, cancel := context.WithTimeout(s.work, adminTimeout)
 		defer cancel()
 		b, err := json.Marshal(quotarpc.NewReply(call(ctx)))
 		if err == nil {

@@ -92,7 +92,7 @@ func TestAdminAPI(t *testing.T) {
 
 	// Without a token the admin API does not exist.
 	cfg := quotatest.Config()
-	cfg.Admin.Token = ""
+	cfg.AdminToken = ""
 	off := quotatest.Start(t, cfg, 1, nil)
 	if a := off.Admin(http.MethodGet, path, quotatest.AdminToken, ""); a.Code != http.StatusNotFound {
 		t.Fatalf("admin API without a token: %d %s", a.Code, a.Raw)

@@ -34,7 +34,7 @@ func (s *Service) onDecide(m *nats.Msg) {
 			s.respond(m, quotarpc.Answer{ErrMessage: msgUnavailable})
 			return
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), s.deadline)
+		ctx, cancel := context.WithTimeout(s.work, s.deadline)
 		defer cancel()
 		s.respond(m, s.Decide(ctx, req))
 	})

@@ -14,9 +14,9 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/sdevents/sdevents/pkg/admintoken"
-	"github.com/sdevents/sdevents/pkg/config"
 	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/pkg/deadletter"
+	"github.com/sdevents/sdevents/pkg/drain"
 	"github.com/sdevents/sdevents/pkg/quotarpc"
 	"github.com/sdevents/sdevents/services/quota/ledger"
 )
@@ -35,7 +35,7 @@ const (
 // with Run and register its operator API with Routes. Any number of replicas
 // may run against the same JetStream.
 type Service struct {
-	cfg      config.Config
+	cfg      Config // defaults filled in
 	nc       *nats.Conn
 	js       jetstream.JetStream
 	store    *store
@@ -66,6 +66,10 @@ type Service struct {
 	// out.
 	bg     context.Context
 	stopBG context.CancelFunc
+	// work bounds the decisions and expiries in flight; Run cancels it when
+	// they outlast its drain limit.
+	work     context.Context
+	stopWork context.CancelFunc
 
 	gate func() // called before each RPC request is handled; nil = none
 }
@@ -94,20 +98,20 @@ func WithAdminBrake(b *admintoken.Brake) Option { return func(s *Service) { s.br
 // what was held is handled, in order, once gate returns.
 func WithGate(gate func()) Option { return func(s *Service) { s.gate = gate } }
 
-// New builds a quota replica over an open NATS connection. The streams of
+// New builds a quota replica over the JetStream context of an open NATS
+// connection, on which it also answers the RPC subjects. The streams of
 // streams/ must have been applied: New returns an error when QUOTA,
 // QUOTA_TIMERS or the quota-expiry consumer is missing, when
-// quota.reservation_ttl is not shorter than QUOTA_TIMERS' max age (a timer
-// would be removed before it fires), or when quota.decided_retention is
-// shorter than ledger.MinRetention or not longer than QUOTA's duplicate
-// window. reg receives the quota metrics.
-func New(ctx context.Context, cfg config.Config, nc *nats.Conn, reg prometheus.Registerer, opts ...Option) (*Service, error) {
-	var s *Service
-	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(timerAckTimeout),
-		jetstream.WithPublishAsyncErrHandler(func(_ jetstream.JetStream, m *nats.Msg, err error) { s.timerFailed(m, err) }))
-	if err != nil {
+// cfg.ReservationTTL is not shorter than QUOTA_TIMERS' max age (a timer
+// would be removed before it fires), when cfg.DecidedRetention is not
+// longer than QUOTA's duplicate window, and one wrapping ErrInvalidConfig
+// for an unusable cfg. reg receives the quota metrics.
+func New(ctx context.Context, cfg Config, js jetstream.JetStream, reg prometheus.Registerer, opts ...Option) (*Service, error) {
+	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("quota: %w", err)
 	}
+	cfg = cfg.withDefaults()
+	nc := js.Conn()
 	ledgerStream, err := js.Stream(ctx, contract.StreamQuota)
 	if err != nil {
 		return nil, fmt.Errorf("quota: stream %s: %w", contract.StreamQuota, err)
@@ -120,14 +124,14 @@ func New(ctx context.Context, cfg config.Config, nc *nats.Conn, reg prometheus.R
 	if err != nil {
 		return nil, fmt.Errorf("quota: consumer %s: %w", expiryDurable, err)
 	}
-	ttl := cfg.Quota.ReservationTTL.D()
+	ttl := cfg.ReservationTTL
 	if maxAge := timers.CachedInfo().Config.MaxAge; maxAge > 0 && ttl >= maxAge {
 		return nil, fmt.Errorf("quota: reservation_ttl %s must be shorter than the max age of %s (%s)", ttl, contract.StreamQuotaTimers, maxAge)
 	}
 	// An invokeId decided anew after its outcome was forgotten appends the
 	// message ids of its first life again: the stream must have forgotten
 	// them first.
-	retention := cfg.Quota.DecidedRetention.D()
+	retention := cfg.DecidedRetention
 	if window := ledgerStream.CachedInfo().Config.Duplicates; retention < ledger.MinRetention || retention <= window {
 		return nil, fmt.Errorf("quota: decided_retention %s must be at least %s and longer than the duplicate window of %s (%s)",
 			retention, ledger.MinRetention, contract.StreamQuota, window)
@@ -139,32 +143,32 @@ func New(ctx context.Context, cfg config.Config, nc *nats.Conn, reg prometheus.R
 		return nil, fmt.Errorf("quota: %w", err)
 	}
 	bg, stopBG := context.WithCancel(context.WithoutCancel(ctx))
-	s = &Service{
-		bg:     bg,
-		stopBG: stopBG,
-		cfg:    cfg,
-		nc:     nc,
-		js:     js,
-		store:  &store{nc: nc, js: js},
-		accounts: accounts{m: map[string]*entry{}, max: max(cfg.Quota.MaxAccounts, 1), idle: cfg.Quota.AccountIdle.D(),
+	work, stopWork := context.WithCancel(context.WithoutCancel(ctx))
+	s := &Service{
+		bg:       bg,
+		stopBG:   stopBG,
+		work:     work,
+		stopWork: stopWork,
+		cfg:      cfg,
+		nc:       nc,
+		js:       js,
+		accounts: accounts{m: map[string]*entry{}, max: cfg.MaxAccounts, idle: cfg.AccountIdle,
 			size: func(n int) { m.accounts.Set(float64(n)) }},
 		now:           time.Now,
 		log:           zerolog.Nop(),
 		metrics:       m,
-		perImage:      cfg.Quota.Price.PerImage,
+		perImage:      cfg.PerImage,
 		ttl:           ttl,
-		deadline:      cfg.Ingress.SyncDeadline.D(),
-		maxAge:        cfg.Ingress.SyncSkew.D(),
+		deadline:      cfg.DecideDeadline,
+		maxAge:        cfg.RequestMaxAge,
 		retention:     retention,
-		snapshotEvery: max(cfg.Quota.SnapshotEvery, 1),
+		snapshotEvery: cfg.SnapshotEvery,
 		slots:         make(chan struct{}, maxInflight),
 		expirySlots:   make(chan struct{}, maxInflightExpiry),
 		operatorSlots: make(chan struct{}, maxInflightOperator),
 		dead:          dead,
 	}
-	if s.deadline <= 0 {
-		s.deadline = 3 * time.Second
-	}
+	s.store = &store{nc: nc, js: js, timerSent: s.watchTimer}
 	for _, o := range opts {
 		o(s)
 	}
@@ -175,9 +179,11 @@ func New(ctx context.Context, cfg config.Config, nc *nats.Conn, reg prometheus.R
 // quotarpc.QueueGroup (decisions, abandonments, grants and account views)
 // and the expiry timers until ctx ends, records the timers given up on,
 // drops idle accounts from memory and sweeps the others for overdue
-// reservations; then it drains: it stops reading the RPC subjects and the
-// timers, waits for every request and timer in flight, and returns nil. It
-// returns an error only when it cannot start.
+// reservations; then it drains (package drain): it stops reading the RPC
+// subjects and the timers, lets every request and timer in flight finish
+// for at most Config.DrainTimeout (then cancels them: a timer not
+// acknowledged fires again), and returns nil. It returns an error only when
+// it cannot start.
 func (s *Service) Run(ctx context.Context) error {
 	var subs []*nats.Subscription
 	unsubscribe := func() {
@@ -227,17 +233,20 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	s.evictIdle(ctx)
 
-	for _, sb := range subs {
-		closed := sb.StatusChanged(nats.SubscriptionClosed)
-		if err := sb.Drain(); err == nil {
-			for range closed { // closed when the subscription is
+	stopIntake := func() {
+		for _, sb := range subs {
+			closed := sb.StatusChanged(nats.SubscriptionClosed)
+			if err := sb.Drain(); err == nil {
+				for range closed { // closed when the subscription is
+				}
 			}
 		}
+		cc.Drain()
+		<-cc.Closed()
+		s.stopBG()
 	}
-	cc.Drain()
-	<-cc.Closed()
-	s.stopBG()
-	s.inflight.Wait()
+	drain.Wait(s.cfg.DrainTimeout, s.stopWork, stopIntake, s.inflight.Wait)
+	s.stopWork()
 	return nil
 }
 
@@ -265,14 +274,14 @@ func (s *Service) evictIdle(ctx context.Context) {
 // Routes registers the operator API (CONTRACT §7) on e when admin.token is
 // set; without a token it registers nothing.
 func (s *Service) Routes(e *echo.Echo) {
-	if s.cfg.Admin.Token.Reveal() == "" {
+	if s.cfg.AdminToken == "" {
 		return
 	}
 	brake := s.brake
 	if brake == nil {
 		brake = admintoken.NewBrake(s.now)
 	}
-	g := e.Group("/v1/admin", s.redactPath, requireToken(admintoken.New(s.cfg.Admin.Token.Reveal(), brake)))
+	g := e.Group("/v1/admin", s.redactPath, requireToken(admintoken.New(s.cfg.AdminToken, brake)))
 	g.POST("/accounts/:account/credits", s.handleGrant)
 	g.GET("/accounts/:account", s.handleAccount)
 }

@@ -79,6 +79,9 @@ func classify(err error, e ledger.Event, last uint64) error {
 type store struct {
 	nc *nats.Conn
 	js jetstream.JetStream
+	// timerSent is handed the future of every expiry timer published
+	// asynchronously (Service.watchTimer); nil leaves it alone.
+	timerSent func(jetstream.PubAckFuture)
 }
 
 // ledgerSubject is the QUOTA subject of an account.
@@ -121,7 +124,7 @@ var errTooLarge = errors.New("event larger than the server's max payload")
 // waiting right before the event on the same connection: the two are stored
 // concurrently, and append waits for the event only. A timer the server
 // refuses, or whose ack does not come, is published again in the background
-// (the JetStream context's asynchronous error handler); a reservation whose
+// (timerSent: Service.watchTimer); a reservation whose
 // timer is lost all the same is expired by the sweep of overdue reservations
 // or when its account is loaded (docs/quota.md, "Expiry"). A timer whose
 // event is not stored fires once and is acknowledged as stray.
@@ -136,8 +139,12 @@ func (s *store) append(ctx context.Context, e ledger.Event, last, snap uint64) (
 		if err != nil {
 			return 0, err
 		}
-		if _, err := s.js.PublishMsgAsync(msg, opts...); err != nil {
+		timer, err := s.js.PublishMsgAsync(msg, opts...)
+		if err != nil {
 			return 0, fmt.Errorf("expiry timer: %w", err)
+		}
+		if s.timerSent != nil {
+			defer s.timerSent(timer)
 		}
 	}
 	return s.appendEvent(ctx, e, last, snap)

@@ -32,7 +32,6 @@ import (
 
 	"github.com/sdevents/sdevents/pkg/account"
 	"github.com/sdevents/sdevents/pkg/callback"
-	"github.com/sdevents/sdevents/pkg/config"
 	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/pkg/httpserver"
 	"github.com/sdevents/sdevents/pkg/natstest"
@@ -47,14 +46,17 @@ const AdminToken = "admin-secret-token"
 // Key is the signing key of Config's callback source "default".
 var Key = callback.Key{AK: "AK-test", SK: "SK-test"}
 
-// Config is the default configuration with the callback source "default"
-// signed with Key, AdminToken, and HTTP on a free loopback port.
-func Config() config.Config {
-	cfg := config.Default()
-	cfg.Callbacks = []config.Callback{{Name: "default", Keys: []config.Key{{AK: Key.AK, SK: config.Secret(Key.SK)}}}}
-	cfg.HTTP.Addr = "127.0.0.1:0"
-	cfg.Admin.Token = AdminToken
-	return cfg
+// Config is every default of quota.Config spelled out, with the admin API
+// on (AdminToken). The ingress a Front serves waits for a decision as long
+// as DecideDeadline, as in a process of the binary.
+func Config() quota.Config {
+	return quota.Config{
+		PerImage: quota.DefaultPerImage, ReservationTTL: quota.DefaultReservationTTL,
+		DecidedRetention: quota.DefaultDecidedRetention, SnapshotEvery: quota.DefaultSnapshotEvery,
+		MaxAccounts: quota.DefaultMaxAccounts, AccountIdle: quota.DefaultAccountIdle,
+		DecideDeadline: quota.DefaultDecideDeadline, RequestMaxAge: quota.DefaultRequestMaxAge,
+		AdminToken: AdminToken,
+	}
 }
 
 // AcctOf is the account id of a user token.
@@ -62,13 +64,13 @@ func AcctOf(token string) string { return account.FromToken(token) }
 
 // Front mounts routes beside the admin API on a Deployment's HTTP server,
 // with a NATS connection of their own and the server's registry.
-type Front func(tb testing.TB, cfg config.Config, js jetstream.JetStream, reg prometheus.Registerer, e *echo.Echo)
+type Front func(tb testing.TB, cfg quota.Config, js jetstream.JetStream, reg prometheus.Registerer, e *echo.Echo)
 
 // Deployment is quota replicas over one embedded JetStream node, with an
 // HTTP server on loopback serving one replica's admin API and the Front.
 type Deployment struct {
 	T    testing.TB
-	Cfg  config.Config
+	Cfg  quota.Config
 	Node *natstest.Node
 	// JS is a connection of the test's own to the node; replace it after
 	// restarting the node.
@@ -116,7 +118,7 @@ func (r *Replica) Stop(t testing.TB) {
 // Start runs a deployment of n quota replicas built with cfg and opts, the
 // streams of streams/ applied, and serves the first replica's admin API and
 // front (nil: none) on a fresh loopback port.
-func Start(t testing.TB, cfg config.Config, n int, front Front, opts ...quota.Option) *Deployment {
+func Start(t testing.TB, cfg quota.Config, n int, front Front, opts ...quota.Option) *Deployment {
 	t.Helper()
 	node := natstest.Start(t)
 	_, js := natstest.Connect(t, node.URL())
@@ -142,10 +144,10 @@ func (d *Deployment) Replica(i int) *Replica {
 // the decide subject; it is stopped when the test ends.
 func (d *Deployment) AddReplica() *Replica {
 	d.T.Helper()
-	nc, _ := natstest.Connect(d.T, d.Node.URL())
+	nc, js := natstest.Connect(d.T, d.Node.URL())
 	reg := prometheus.NewRegistry()
 	opts := append([]quota.Option{quota.WithLogger(zerolog.New(d.Logs)), quota.WithGate(d.Valve.gate)}, d.opts...)
-	svc, err := quota.New(context.Background(), d.Cfg, nc, reg, opts...)
+	svc, err := quota.New(context.Background(), d.Cfg, js, reg, opts...)
 	if err != nil {
 		d.T.Fatal(err)
 	}
@@ -179,7 +181,7 @@ func (d *Deployment) ServeHTTP(r *Replica) {
 		d.front(d.T, d.Cfg, js, reg, srv.Echo())
 	}
 	r.Svc.Routes(srv.Echo())
-	if err := srv.Listen(d.Cfg.HTTP.Addr); err != nil {
+	if err := srv.Listen("127.0.0.1:0"); err != nil {
 		d.T.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
