@@ -25,7 +25,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
-	"github.com/sdevents/sdevents/pkg/config"
+	"github.com/sdevents/sdevents/pkg/blob/s3store"
+	"github.com/sdevents/sdevents/pkg/blob/sink"
 	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/pkg/event"
 	"github.com/sdevents/sdevents/pkg/miniotest"
@@ -133,7 +134,7 @@ func BenchmarkArchiver(b *testing.B) {
 	set := newImageSet(b, n)
 	host := set.serve(b)
 	m := miniotest.Start(b)
-	nc, js := jetStream(b, false)
+	_, js := jetStream(b, false)
 	mb := float64(set.total()) / 1e6
 	runs := 0
 	for b.Loop() {
@@ -150,16 +151,12 @@ func BenchmarkArchiver(b *testing.B) {
 		floor := time.Since(start)
 
 		// The archiver, from INGRESS to ARCHIVE.
-		cfg := config.Default()
-		cfg.Archive.Workers = 2 * workers
-		cfg.Archive.AllowHosts = []string{host}
-		cfg.Archive.MaxBytes = 8 << 20
-		cfg.Archive.S3 = config.S3{Endpoint: m.Endpoint, Bucket: miniotest.BucketName("archive"), AccessKey: m.AccessKey, SecretKey: config.Secret(m.SecretKey)}
+		cfg := archiver.Config{Workers: 2 * workers, AllowHosts: []string{host}, MaxBytes: 8 << 20}
 		at := time.Now()
 		for i := range n {
 			publishTaskFinished(b, js, i, at, fmt.Sprintf(`{"success":true,"data":{"generatedImageId":"g","url":"http://%s/img/%d.png?Signature=s","type":"png"}}`, host, i))
 		}
-		svc, err := archiver.New(context.Background(), cfg, nc, prometheus.NewRegistry(), archiver.WithLogger(zerolog.Nop()))
+		svc, err := archiver.New(context.Background(), cfg, js, minioSink(b, m, "archive"), prometheus.NewRegistry(), archiver.WithLogger(zerolog.Nop()))
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -195,15 +192,12 @@ func BenchmarkArchiverPeakRSS(b *testing.B) {
 	set.sizes[0] = size
 	host := set.serve(b)
 	m := miniotest.Start(b)
-	nc, js := jetStream(b, false)
+	_, js := jetStream(b, false)
 	runs := 0
 	for b.Loop() {
 		runs++
-		cfg := config.Default()
-		cfg.Archive.AllowHosts = []string{host}
-		cfg.Archive.MaxBytes = 600 << 20
-		cfg.Archive.S3 = config.S3{Endpoint: m.Endpoint, Bucket: miniotest.BucketName("big"), AccessKey: m.AccessKey, SecretKey: config.Secret(m.SecretKey)}
-		svc, err := archiver.New(context.Background(), cfg, nc, prometheus.NewRegistry(), archiver.WithLogger(zerolog.Nop()))
+		cfg := archiver.Config{AllowHosts: []string{host}, MaxBytes: 600 << 20}
+		svc, err := archiver.New(context.Background(), cfg, js, minioSink(b, m, "big"), prometheus.NewRegistry(), archiver.WithLogger(zerolog.Nop()))
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -304,4 +298,14 @@ func procStatus(tb testing.TB, field string) int64 {
 	}
 	tb.Fatalf("no %s in /proc/self/status", field)
 	return 0
+}
+
+// minioSink is a fresh bucket of m, named after prefix, as the archive sink.
+func minioSink(tb testing.TB, m *miniotest.Server, prefix string) sink.Store {
+	tb.Helper()
+	s, err := sink.Open(sink.Config{S3: s3store.Config{Endpoint: m.Endpoint, Bucket: miniotest.BucketName(prefix), AccessKey: m.AccessKey, SecretKey: m.SecretKey}})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return s
 }

@@ -24,8 +24,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sdevents/sdevents/pkg/account"
+	"github.com/sdevents/sdevents/pkg/blob/sink"
 	"github.com/sdevents/sdevents/pkg/callback"
-	"github.com/sdevents/sdevents/pkg/config"
 	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/pkg/natstest"
 	"github.com/sdevents/sdevents/services/archiver"
@@ -63,10 +63,8 @@ func testArchiverReplicaKilledMidBatch(t *testing.T, d *deployment) {
 	)
 	setAckWait(t, d, archiver.ConsumerName, 2*time.Second)
 	imgs := newImageServer(t, delay)
-	d.cfg.Archive.Dir = t.TempDir()
-	d.cfg.Archive.AllowHosts = []string{imgs.host}
-	d.cfg.Archive.Workers = workers
-	d.cfg.Archive.URLLifetime = config.Duration(10 * time.Minute)
+	d.archiveDir = t.TempDir()
+	d.archiver = archiver.Config{AllowHosts: []string{imgs.host}, Workers: workers, URLLifetime: 10 * time.Minute}
 	front := d.serveIngress(nil)
 	p := newPlatform()
 	acct := account.FromToken(token)
@@ -154,7 +152,7 @@ func testArchiverReplicaKilledMidBatch(t *testing.T, d *deployment) {
 		case m.Headers().Get(nats.MsgIdHdr) != archiver.EventID(ev.Key):
 			t.Errorf("%s: Nats-Msg-Id %q", ev.TaskID, m.Headers().Get(nats.MsgIdHdr))
 		}
-		b, err := os.ReadFile(filepath.Join(d.cfg.Archive.Dir, filepath.FromSlash(ev.Key)))
+		b, err := os.ReadFile(filepath.Join(d.archiveDir, filepath.FromSlash(ev.Key)))
 		if err != nil || sha(b) != w.sha {
 			t.Errorf("%s: archived file %s: %v", ev.TaskID, ev.Key, err)
 		}
@@ -205,9 +203,15 @@ func setAckWait(t *testing.T, d *deployment, consumer string, wait time.Duration
 
 func startArchiver(t *testing.T, d *deployment) *replica {
 	t.Helper()
-	nc, _ := d.connect()
-	svc, err := archiver.New(t.Context(), d.cfg, nc, prometheus.NewRegistry(),
-		archiver.WithBackoff(50*time.Millisecond, 400*time.Millisecond), archiver.WithDrainTimeout(time.Second))
+	nc, js := d.connect()
+	store, err := sink.Open(sink.Config{Dir: d.archiveDir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := d.archiver
+	cfg.DrainTimeout = time.Second
+	svc, err := archiver.New(t.Context(), cfg, js, store, prometheus.NewRegistry(),
+		archiver.WithBackoff(50*time.Millisecond, 400*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}

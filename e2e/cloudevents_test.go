@@ -92,8 +92,8 @@ func TestEveryStreamReadWholeByCloudEventsSDK(t *testing.T) {
 	}
 	d.ingress.SNS = []ingress.SNSSource{{Name: "eks", TopicARNs: []string{snsTopic}, AutoConfirm: true, CertHosts: []string{local.Host()}, CAFile: ca}}
 	imgs := newImageServer(t, 0)
-	d.cfg.Archive.Dir = t.TempDir()
-	d.cfg.Archive.AllowHosts = []string{imgs.host}
+	d.archiveDir = t.TempDir()
+	d.archiver.AllowHosts = []string{imgs.host}
 	d.quota.ReservationTTL = ttl
 
 	q := d.startQuota()

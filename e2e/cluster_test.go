@@ -25,6 +25,7 @@ import (
 	"github.com/sdevents/sdevents/pkg/config"
 	"github.com/sdevents/sdevents/pkg/httpserver"
 	"github.com/sdevents/sdevents/pkg/natstest"
+	"github.com/sdevents/sdevents/services/archiver"
 	"github.com/sdevents/sdevents/services/ingress"
 	"github.com/sdevents/sdevents/services/quota"
 )
@@ -41,9 +42,12 @@ type deployment struct {
 	urls  string // every node's client URL, comma-separated
 	js    jetstream.JetStream
 	cfg   config.Config
-	// ingress and quota configure the replicas a test starts.
-	ingress ingress.Config
-	quota   quota.Config
+	// ingress, quota and archiver configure the replicas a test starts;
+	// the archivers' sink is the directory archiveDir.
+	ingress    ingress.Config
+	quota      quota.Config
+	archiver   archiver.Config
+	archiveDir string
 }
 
 // operatedQuota is the quota configuration of a test deployment: the

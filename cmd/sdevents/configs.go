@@ -3,8 +3,12 @@ package main
 import (
 	"time"
 
+	"github.com/sdevents/sdevents/pkg/blob/s3store"
+	"github.com/sdevents/sdevents/pkg/blob/sink"
 	"github.com/sdevents/sdevents/pkg/callback"
 	"github.com/sdevents/sdevents/pkg/config"
+	"github.com/sdevents/sdevents/pkg/fetch"
+	"github.com/sdevents/sdevents/services/archiver"
 	"github.com/sdevents/sdevents/services/ingress"
 	"github.com/sdevents/sdevents/services/quota"
 )
@@ -30,6 +34,34 @@ func quotaConfig(cfg config.Config) quota.Config {
 		DecideDeadline: cfg.Ingress.SyncDeadline.D(), RequestMaxAge: cfg.Ingress.SyncSkew.D(),
 		AdminToken: cfg.Admin.Token.Reveal(), DrainTimeout: drainTimeout(cfg),
 	}
+}
+
+// archiverConfig is the archiver's part of cfg: archive.* but the sink
+// (sinkConfig). archive.min_rate 0 means no minimum.
+func archiverConfig(cfg config.Config) archiver.Config {
+	a := cfg.Archive
+	c := archiver.Config{
+		Workers: a.Workers, MaxImagesPerTask: a.MaxImagesPerTask, URLLifetime: a.URLLifetime.D(),
+		AllowHosts: a.AllowHosts, MaxBytes: a.MaxBytes,
+		Limits:       fetch.Limits{Timeout: a.FetchTimeout.D(), MinRate: a.MinRate, RateWindow: a.MinRateWindow.D()},
+		DrainTimeout: drainTimeout(cfg),
+	}
+	if a.MinRate == 0 {
+		c.Limits.MinRate = -1
+	}
+	if s := a.SourceS3; s.Endpoint != "" {
+		c.SourceS3 = fetch.S3Config{Endpoint: s.Endpoint, AccessKey: s.AccessKey, SecretKey: s.SecretKey.Reveal(), Secure: s.Secure, Region: s.Region}
+	}
+	return c
+}
+
+// sinkConfig is the archive sink of cfg: the bucket of archive.s3 when its
+// endpoint is set, else archive.dir.
+func sinkConfig(cfg config.Config) sink.Config {
+	s := cfg.Archive.S3
+	return sink.Config{Dir: cfg.Archive.Dir, S3: s3store.Config{
+		Endpoint: s.Endpoint, Bucket: s.Bucket, AccessKey: s.AccessKey, SecretKey: s.SecretKey.Reveal(), Secure: s.Secure, Region: s.Region,
+	}}
 }
 
 // ingressConfig is the ingress's part of cfg: ingress.*, the sources, and

@@ -20,6 +20,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/sdevents/sdevents/pkg/admintoken"
+	"github.com/sdevents/sdevents/pkg/blob/sink"
 	"github.com/sdevents/sdevents/pkg/config"
 	"github.com/sdevents/sdevents/pkg/httpserver"
 	"github.com/sdevents/sdevents/pkg/jshealth"
@@ -48,8 +49,10 @@ type process struct {
 	js   jetstream.JetStream
 	http *httpserver.Server
 	reg  *prometheus.Registry
-	// brake is the adminBrake part, made for the targets that need it.
+	// brake and sink are the adminBrake and archiveSink parts, made for
+	// the targets that need them.
 	brake      *admintoken.Brake
+	sink       sink.Store
 	components []component
 	// natsConns are the services' own connections (natsopts.go).
 	natsConns natsConns

@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/sdevents/sdevents/pkg/admintoken"
+	"github.com/sdevents/sdevents/pkg/blob/sink"
 	"github.com/sdevents/sdevents/pkg/quotaclient"
 	"github.com/sdevents/sdevents/services/aggregator"
 	"github.com/sdevents/sdevents/services/archiver"
@@ -49,6 +50,15 @@ var adminBrake = part{name: "admin brake", make: func(_ context.Context, p *proc
 	return nil
 }}
 
+// archiveSink is the archive sink of the configuration (archive.s3, else
+// archive.dir), opened once for the archiver, which writes to it, and the
+// console, which reads from it.
+var archiveSink = part{name: "archive sink", make: func(_ context.Context, p *process) error {
+	s, err := sink.Open(sinkConfig(p.cfg))
+	p.sink = s
+	return err
+}}
+
 // targets are every target of the binary, in the order `sdevents run`
 // wires them. No target depends on another's construction (services meet
 // only on subjects): the order is the architecture's, from the ingress to
@@ -71,6 +81,7 @@ var targets = []target{
 	{
 		name:  "archiver",
 		short: "Run the archiver (images to MinIO/S3 or a directory) against an external NATS",
+		needs: []part{archiveSink},
 		wire:  wireArchiver,
 	},
 	{
@@ -167,9 +178,8 @@ func wireQuota(ctx context.Context, p *process) error {
 // wireArchiver: a consumer of INGRESS with no HTTP routes. In `sdevents
 // run` it archives into archive.dir unless archive.s3 is set.
 func wireArchiver(ctx context.Context, p *process) error {
-	a, err := archiver.New(ctx, p.cfg, p.conn("archiver"), p.reg,
-		archiver.WithLogger(serviceLogger(p.cfg.Log, "archiver")),
-		archiver.WithDrainTimeout(p.cfg.Shutdown.D()/2))
+	a, err := archiver.New(ctx, archiverConfig(p.cfg), p.jetStream("archiver"), p.sink, p.reg,
+		archiver.WithLogger(serviceLogger(p.cfg.Log, "archiver")))
 	if err != nil {
 		return err
 	}

@@ -11,18 +11,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
-	"github.com/sdevents/sdevents/pkg/config"
 	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/pkg/deadletter"
+	"github.com/sdevents/sdevents/pkg/drain"
 	"github.com/sdevents/sdevents/pkg/fetch"
 )
 
 // ConsumerName is the durable INGRESS consumer shared by every replica.
 const ConsumerName = "archiver"
-
-// DefaultDrainTimeout bounds how long Run waits for in-flight images after
-// its context ends before it cancels them (they are delivered again).
-const DefaultDrainTimeout = 15 * time.Second
 
 // Service is the archiver. Build it with New and run it with Run; several
 // replicas may run against the same JetStream, sharing the work.
@@ -40,7 +36,7 @@ type Service struct {
 	maxImages int
 	lifetime  time.Duration
 	backoff   backoff
-	drain     time.Duration
+	drain     time.Duration // Config.DrainTimeout
 	stats     time.Duration
 	now       func() time.Time
 	log       zerolog.Logger
@@ -51,9 +47,6 @@ type Service struct {
 
 // Option changes a Service built by New.
 type Option func(*Service)
-
-// WithStore replaces the sink built from archive.dir / archive.s3.
-func WithStore(b BlobStore) Option { return func(s *Service) { s.store = b } }
 
 // WithHTTPConfig adjusts the http(s) source's configuration (timeouts, TLS,
 // resolver) after it was filled from the archive configuration.
@@ -69,10 +62,6 @@ func WithBackoff(minDelay, maxDelay time.Duration) Option {
 	return func(s *Service) { s.backoff = backoff{min: minDelay, max: max(minDelay, maxDelay)} }
 }
 
-// WithDrainTimeout sets how long Run lets in-flight images finish after its
-// context ended (default DefaultDrainTimeout).
-func WithDrainTimeout(d time.Duration) Option { return func(s *Service) { s.drain = d } }
-
 // WithStatsInterval sets how often Run reads the consumers' and the retry
 // stream's state into the gauges (default DefaultStatsInterval).
 func WithStatsInterval(d time.Duration) Option { return func(s *Service) { s.stats = d } }
@@ -83,18 +72,25 @@ func WithLogger(l zerolog.Logger) Option { return func(s *Service) { s.log = l }
 // DefaultStatsInterval is how often the gauges of pending work are read.
 const DefaultStatsInterval = 15 * time.Second
 
-// New builds the archiver over an open NATS connection. The streams, the
-// archiver's consumers and the ARCHIVE_KEYS bucket must have been applied;
-// the sink is made ready (bucket or directory created). reg receives the
-// archiver metrics.
-func New(ctx context.Context, cfg config.Config, nc *nats.Conn, reg prometheus.Registerer, opts ...Option) (*Service, error) {
+// New builds the archiver over the JetStream context of an open NATS
+// connection, writing to store, which it makes ready (bucket or directory
+// created). The streams, the archiver's consumers and the ARCHIVE_KEYS
+// bucket must have been applied. reg receives the archiver metrics. It
+// fails with ErrInvalidConfig for an unusable cfg.
+func New(ctx context.Context, cfg Config, js jetstream.JetStream, store BlobStore, reg prometheus.Registerer, opts ...Option) (*Service, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("archiver: %w", err)
+	}
+	cfg = cfg.withDefaults()
 	s := &Service{
-		nc:        nc,
-		workers:   max(cfg.Archive.Workers, 1),
-		maxImages: max(cfg.Archive.MaxImagesPerTask, 1),
-		lifetime:  cfg.Archive.URLLifetime.D(),
+		js:        js,
+		nc:        js.Conn(),
+		store:     store,
+		workers:   cfg.Workers,
+		maxImages: cfg.MaxImagesPerTask,
+		lifetime:  cfg.URLLifetime,
 		backoff:   backoff{min: DefaultBackoffMin, max: DefaultBackoffMax},
-		drain:     DefaultDrainTimeout,
+		drain:     cfg.DrainTimeout,
 		stats:     DefaultStatsInterval,
 		now:       time.Now,
 		log:       zerolog.Nop(),
@@ -102,11 +98,7 @@ func New(ctx context.Context, cfg config.Config, nc *nats.Conn, reg prometheus.R
 	for _, o := range opts {
 		o(s)
 	}
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return nil, fmt.Errorf("archiver: %w", err)
-	}
-	s.js = js
+	var err error
 	// Each intake holds a bounded number of messages: enough for the
 	// workers to choose fairly among accounts and hosts, few enough that
 	// other replicas get the rest.
@@ -125,9 +117,9 @@ func New(ctx context.Context, cfg config.Config, nc *nats.Conn, reg prometheus.R
 		if err != nil {
 			return nil, fmt.Errorf("archiver: consumer %s/%s: %w", c.stream, c.name, err)
 		}
-		cfg := cons.CachedInfo().Config
+		cc := cons.CachedInfo().Config
 		s.intakes = append(s.intakes, &intake{
-			name: c.name, stream: c.stream, cons: cons, ackWait: cfg.AckWait, budget: deadletter.BudgetOf(cfg),
+			name: c.name, stream: c.stream, cons: cons, ackWait: cc.AckWait, budget: deadletter.BudgetOf(cc),
 			slots: make(chan struct{}, c.hold), open: c.open, level: c.level,
 		})
 		if c.name == ConsumerName {
@@ -153,13 +145,11 @@ func New(ctx context.Context, cfg config.Config, nc *nats.Conn, reg prometheus.R
 		return nil, fmt.Errorf("archiver: stream %s: duplicate window %s must exceed %s", contract.StreamArchive, st.CachedInfo().Config.Duplicates, windowMargin)
 	}
 	s.outcomes = &outcomes{js: js, kv: kv, window: window, now: func() time.Time { return s.now() }}
-	if s.sources, err = newSources(cfg.Archive, s.httpCfg); err != nil {
+	if s.sources, err = newSources(cfg, s.httpCfg); err != nil {
 		return nil, err
 	}
-	if s.store == nil {
-		if s.store, err = NewStore(ctx, cfg.Archive); err != nil {
-			return nil, err
-		}
+	if err := store.EnsureReady(ctx); err != nil {
+		return nil, fmt.Errorf("archiver: sink: %w", err)
 	}
 	if s.metrics, err = newMetrics(reg); err != nil {
 		return nil, err
@@ -177,11 +167,11 @@ func New(ctx context.Context, cfg config.Config, nc *nats.Conn, reg prometheus.R
 // archive.workers workers, round-robin across accounts, at most half of
 // them on one source host.
 //
-// When ctx ends Run stops pulling, hands the messages whose images have not
-// started back to JetStream (another replica takes them at once), lets the
-// images in flight finish for at most the drain timeout (then cancels
-// them; their messages are delivered again), and returns. It returns an
-// error only when it cannot start.
+// When ctx ends Run drains (package drain): it stops pulling, hands the
+// messages whose images have not started back to JetStream (another replica
+// takes them at once), lets the images in flight finish for at most
+// Config.DrainTimeout (then cancels them; their messages are delivered
+// again), and returns. It returns an error only when it cannot start.
 func (s *Service) Run(ctx context.Context) error {
 	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelWork()
@@ -219,23 +209,7 @@ func (s *Service) Run(ctx context.Context) error {
 	for _, j := range d.close() {
 		s.finished(j.msg, errStopping)
 	}
-	deadline := time.NewTimer(s.drain)
-	defer deadline.Stop()
-	wait := func(wg *sync.WaitGroup) {
-		done := make(chan struct{})
-		go func() {
-			wg.Wait()
-			close(done)
-		}()
-		select {
-		case <-done:
-		case <-deadline.C:
-			cancelWork()
-			<-done
-		}
-	}
-	wait(&pulls)
-	wait(&workers)
+	drain.Wait(s.drain, cancelWork, pulls.Wait, workers.Wait)
 	<-stats
 	return nil
 }

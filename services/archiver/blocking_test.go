@@ -10,7 +10,6 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/sdevents/sdevents/pkg/config"
 	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/pkg/fetch"
 	"github.com/sdevents/sdevents/pkg/natstest"
@@ -31,7 +30,7 @@ func TestFailingSourcesDoNotBlockOthers(t *testing.T) {
 	t.Parallel()
 	const failing = 400
 	e := newEnv(t)
-	e.cfg.Archive.URLLifetime = config.Duration(45 * time.Second)
+	e.cfg.URLLifetime = 45 * time.Second
 	at := time.Now()
 	for i := range failing {
 		u := e.images.handle(fmt.Sprintf("/down/%d.png", i), unavailable)
@@ -124,9 +123,9 @@ func TestTricklingSourcesDoNotStall(t *testing.T) {
 	t.Parallel()
 	const slow = 12
 	e := newEnv(t)
-	e.cfg.Archive.FetchTimeout = config.Duration(3 * time.Second)
+	e.cfg.Limits.Timeout = 3 * time.Second
 	other := newImageServer(t)
-	e.cfg.Archive.AllowHosts = append(e.cfg.Archive.AllowHosts, other.host)
+	e.cfg.AllowHosts = append(e.cfg.AllowHosts, other.host)
 	at := time.Now()
 	for i := range slow {
 		// A real PNG, so that its first bytes pass as an image.
@@ -144,7 +143,7 @@ func TestTricklingSourcesDoNotStall(t *testing.T) {
 		for i := range slow {
 			n += e.images.count(fmt.Sprintf("/trickle/%d.png", i))
 		}
-		return n >= e.cfg.Archive.Workers/2
+		return n >= e.cfg.Workers/2
 	})
 	good := pngOf(t, 2, 24, 24)
 	e.publishCallback("a_slow", "good", time.Now(), map[string]any{"success": true, "data": map[string]any{
@@ -180,7 +179,7 @@ func TestFailuresLogOnce(t *testing.T) {
 	t.Parallel()
 	const n = 5
 	e := newEnv(t)
-	e.cfg.Archive.URLLifetime = config.Duration(5 * time.Second)
+	e.cfg.URLLifetime = 5 * time.Second
 	at := time.Now()
 	for i := range n {
 		u := e.images.handle(fmt.Sprintf("/down/%d.png", i), unavailable)
@@ -217,8 +216,8 @@ func TestFailuresLogOnce(t *testing.T) {
 func TestShutdownHandsQueuedWorkBack(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	e.cfg.Archive.Workers = 2 // one fetch at a time from the image server
-	e.cfg.Archive.MinRate = 0 // the held fetch below may wait long on a loaded machine
+	e.cfg.Workers = 2         // one fetch at a time from the image server
+	e.cfg.Limits.MinRate = -1 // no minimum: the held fetch below may wait long on a loaded machine
 	at := time.Now()
 	release := make(chan struct{})
 	wants := map[string]want{}
@@ -247,7 +246,7 @@ func TestShutdownHandsQueuedWorkBack(t *testing.T) {
 		c.Resolver = loopbackResolver{}
 		c.ReadTimeout = time.Minute
 	})
-	a := e.start(archiver.WithDrainTimeout(time.Minute), patient)
+	a := e.startDraining(time.Minute, patient)
 	natstest.Eventually(t, 10*time.Second, "one fetch in flight and the rest held", func() bool {
 		c, err := e.js.Consumer(context.Background(), contract.StreamIngress, archiver.ConsumerName)
 		return err == nil && c.CachedInfo().NumAckPending == 6 && e.images.count("/queued/0.png") == 1
@@ -269,5 +268,5 @@ func TestShutdownHandsQueuedWorkBack(t *testing.T) {
 	close(release)
 	<-stopped
 	evs := e.waitSettled(len(wants), 20*time.Second)
-	checkStored(t, evs, wants, "file://"+e.cfg.Archive.Dir+"/")
+	checkStored(t, evs, wants, "file://"+e.sink.Dir+"/")
 }

@@ -20,7 +20,8 @@
 //     archive.allow_hosts), s3:// URIs through fetch.S3Source
 //     (archive.source_s3). Bytes stream from the source through
 //     fetch.InspectImage into the BlobStore: no image is held in memory.
-//   - Sink: a BlobStore, declared here; dirstore and s3store implement it.
+//   - Sink: a BlobStore, declared here and handed to New (a process opens
+//     its sink once, package sink); dirstore and s3store implement it.
 //   - Output: ARCHIVE events, made exactly-once by the ARCHIVE_KEYS bucket
 //     (see outcomes) and Nats-Msg-Id. Failed events carry a generic reason;
 //     the details go to the log.

@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/sdevents/sdevents/pkg/contract"
+	"github.com/sdevents/sdevents/pkg/fetch"
 	"github.com/sdevents/sdevents/pkg/miniotest"
 	"github.com/sdevents/sdevents/services/archiver"
 )
@@ -33,8 +34,7 @@ func TestEndToEndMinIO(t *testing.T) {
 	m := miniotest.Start(t)
 	sink := e.useMinIO(m)
 	src := m.MakeBucket(t, "sd-results")
-	e.cfg.Archive.SourceS3 = e.cfg.Archive.S3
-	e.cfg.Archive.SourceS3.Bucket = ""
+	e.cfg.SourceS3 = fetch.S3Config{Endpoint: e.sink.S3.Endpoint, AccessKey: e.sink.S3.AccessKey, SecretKey: e.sink.S3.SecretKey}
 	ctx := t.Context()
 
 	at := time.Now().UTC()

@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sdevents/sdevents/pkg/config"
 	"github.com/sdevents/sdevents/pkg/contract"
 )
 
@@ -18,8 +17,8 @@ import (
 func TestFailurePaths(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	e.cfg.Archive.MaxBytes = 256 << 10
-	e.cfg.Archive.URLLifetime = config.Duration(time.Minute)
+	e.cfg.MaxBytes = 256 << 10
+	e.cfg.URLLifetime = time.Minute
 	good := pngOf(t, 7, 64, 64)
 	port := e.images.host[strings.LastIndexByte(e.images.host, ':'):]
 

@@ -22,7 +22,7 @@ import (
 func TestFanOutLimits(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	e.cfg.Archive.MaxImagesPerTask = 3
+	e.cfg.MaxImagesPerTask = 3
 	at := time.Now()
 	var urls []string
 	bodies := map[int][]byte{}
@@ -100,7 +100,7 @@ func TestAccountsTakeTurns(t *testing.T) {
 	t.Parallel()
 	const tasks, perTask = 4, 20
 	e := newEnv(t)
-	e.cfg.Archive.Workers = 2 // one fetch at a time from the image server
+	e.cfg.Workers = 2 // one fetch at a time from the image server
 	at := time.Now()
 	slow := func(b []byte) http.HandlerFunc {
 		return func(w http.ResponseWriter, r *http.Request) {
@@ -218,7 +218,7 @@ func TestDeadLetterWhenReplicaDiesOnLastDelivery(t *testing.T) {
 		}
 	})
 	e.publishCallback("a_dead", "inv", time.Now(), map[string]any{"success": true, "data": map[string]any{"generatedImageId": "g", "url": u, "type": "png"}})
-	a := e.start(archiver.WithDrainTimeout(0))
+	a := e.startDraining(time.Nanosecond)
 	natstest.Eventually(t, 10*time.Second, "the image being fetched", func() bool { return e.images.count("/held.png") == 1 })
 	reg := newRegistry()
 	e.startWith(reg)

@@ -26,7 +26,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
-	"github.com/sdevents/sdevents/pkg/config"
+	"github.com/sdevents/sdevents/pkg/blob/s3store"
+	"github.com/sdevents/sdevents/pkg/blob/sink"
 	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/pkg/event"
 	"github.com/sdevents/sdevents/pkg/fetch"
@@ -40,30 +41,30 @@ type env struct {
 	t      *testing.T
 	node   *natstest.Node
 	js     jetstream.JetStream
-	cfg    config.Config
+	cfg    archiver.Config
+	sink   sink.Config
 	images *imageServer
 	seq    atomic.Int64
 }
 
 // newEnv starts JetStream with the project's streams and an image server
-// allowed by archive.allow_hosts. The sink is a directory unless the test
-// points archive.s3 at a MinIO.
+// allowed by cfg.AllowHosts. The sink is a directory unless the test points
+// it at a MinIO.
 func newEnv(t *testing.T) *env {
 	t.Helper()
 	node := natstest.Start(t)
 	_, js := natstest.Connect(t, node.URL())
 	natstest.ApplyStreams(t, js, 1)
-	e := &env{t: t, node: node, js: js, cfg: config.Default(), images: newImageServer(t)}
-	e.cfg.Archive.Dir = t.TempDir()
-	e.cfg.Archive.AllowHosts = []string{e.images.host}
-	e.cfg.Archive.URLLifetime = config.Duration(time.Minute)
+	e := &env{t: t, node: node, js: js, images: newImageServer(t)}
+	e.cfg = archiver.Config{Workers: archiver.DefaultWorkers, AllowHosts: []string{e.images.host}, URLLifetime: time.Minute}
+	e.sink.Dir = t.TempDir()
 	return e
 }
 
 // useMinIO makes the sink a fresh bucket (created by the archiver) of m.
 func (e *env) useMinIO(m *miniotest.Server) string {
 	bucket := miniotest.BucketName("sink")
-	e.cfg.Archive.S3 = config.S3{Endpoint: m.Endpoint, Bucket: bucket, AccessKey: m.AccessKey, SecretKey: config.Secret(m.SecretKey)}
+	e.sink.S3 = s3store.Config{Endpoint: m.Endpoint, Bucket: bucket, AccessKey: m.AccessKey, SecretKey: m.SecretKey}
 	return bucket
 }
 
@@ -95,14 +96,34 @@ type replica struct {
 // start runs an archiver replica until the test ends.
 func (e *env) start(opts ...archiver.Option) *replica {
 	e.t.Helper()
-	return e.startWith(nil, opts...)
+	return e.run(e.cfg, nil, opts...)
 }
 
 // startWith runs an archiver replica whose metrics go to reg (none when
 // nil) until the test ends.
 func (e *env) startWith(reg prometheus.Registerer, opts ...archiver.Option) *replica {
 	e.t.Helper()
-	nc, _ := natstest.Connect(e.t, e.node.URL())
+	return e.run(e.cfg, reg, opts...)
+}
+
+// startDraining runs an archiver replica with a drain limit of its own; a
+// nanosecond lets nothing in flight finish (kill).
+func (e *env) startDraining(limit time.Duration, opts ...archiver.Option) *replica {
+	e.t.Helper()
+	cfg := e.cfg
+	cfg.DrainTimeout = limit
+	return e.run(cfg, nil, opts...)
+}
+
+// run runs an archiver replica of cfg, on its own connection and with the
+// sink opened anew, until the test ends.
+func (e *env) run(cfg archiver.Config, reg prometheus.Registerer, opts ...archiver.Option) *replica {
+	e.t.Helper()
+	nc, js := natstest.Connect(e.t, e.node.URL())
+	store, err := sink.Open(e.sink)
+	if err != nil {
+		e.t.Fatal(err)
+	}
 	base := []archiver.Option{
 		archiver.WithBackoff(50*time.Millisecond, 400*time.Millisecond),
 		archiver.WithHTTPConfig(func(c *fetch.HTTPConfig) {
@@ -111,7 +132,7 @@ func (e *env) startWith(reg prometheus.Registerer, opts ...archiver.Option) *rep
 		}),
 		archiver.WithLogger(zerolog.New(zerolog.NewTestWriter(e.t)).Level(zerolog.WarnLevel)),
 	}
-	svc, err := archiver.New(e.t.Context(), e.cfg, nc, reg, append(base, opts...)...)
+	svc, err := archiver.New(e.t.Context(), cfg, js, store, reg, append(base, opts...)...)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -134,8 +155,8 @@ func (r *replica) stop() {
 }
 
 // kill drops the replica's connection, then cancels its work: what JetStream
-// sees of a crash. Start the replica WithDrainTimeout(0) so that nothing in
-// flight finishes.
+// sees of a crash. Start the replica with startDraining(time.Nanosecond) so
+// that nothing in flight finishes.
 func (r *replica) kill() {
 	r.nc.Close()
 	r.stop()

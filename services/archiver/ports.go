@@ -9,9 +9,6 @@ import (
 	"strings"
 
 	"github.com/sdevents/sdevents/pkg/blob"
-	"github.com/sdevents/sdevents/pkg/blob/dirstore"
-	"github.com/sdevents/sdevents/pkg/blob/s3store"
-	"github.com/sdevents/sdevents/pkg/config"
 	"github.com/sdevents/sdevents/pkg/fetch"
 )
 
@@ -29,6 +26,9 @@ type BlobStore interface {
 	Put(ctx context.Context, key string, r io.Reader, size int64, meta blob.PutMeta) (blob.Object, error)
 	// URI is the address of key recorded in events.
 	URI(key string) string
+	// EnsureReady creates the bucket or directory when it is missing. New
+	// calls it; errors of an unreachable S3 service are worth retrying.
+	EnsureReady(ctx context.Context) error
 }
 
 // Source opens the image at a URL. fetch.HTTPSource and fetch.S3Source
@@ -75,21 +75,11 @@ func hostOf(rawURL string) string {
 	return strings.ToLower(u.Host)
 }
 
-// limits are the fetch limits of archive.fetch_timeout, min_rate and
-// min_rate_window.
-func limits(a config.Archive) fetch.Limits {
-	l := fetch.Limits{Timeout: a.FetchTimeout.D(), MinRate: a.MinRate, RateWindow: a.MinRateWindow.D()}
-	if l.MinRate == 0 {
-		l.MinRate = -1 // archive.min_rate: 0 means no minimum
-	}
-	return l
-}
-
 // newSources builds the http(s) source with the SSRF guard of
-// archive.allow_hosts, and the s3 source when archive.source_s3 has an
-// endpoint; both with the fetch limits.
-func newSources(a config.Archive, httpCfg func(*fetch.HTTPConfig)) (sources, error) {
-	hc := fetch.HTTPConfig{AllowHosts: a.AllowHosts, MaxBytes: a.MaxBytes, Limits: limits(a)}
+// cfg.AllowHosts, and the s3 source when cfg.SourceS3 has an endpoint; both
+// with the fetch limits.
+func newSources(cfg Config, httpCfg func(*fetch.HTTPConfig)) (sources, error) {
+	hc := fetch.HTTPConfig{AllowHosts: cfg.AllowHosts, MaxBytes: cfg.MaxBytes, Limits: cfg.Limits}
 	if httpCfg != nil {
 		httpCfg(&hc)
 	}
@@ -98,43 +88,14 @@ func newSources(a config.Archive, httpCfg func(*fetch.HTTPConfig)) (sources, err
 		return nil, fmt.Errorf("archiver: %w", err)
 	}
 	s := sources{"http": h, "https": h}
-	if a.SourceS3.Endpoint != "" {
-		s3, err := fetch.NewS3Source(fetch.S3Config{
-			Endpoint: a.SourceS3.Endpoint, AccessKey: a.SourceS3.AccessKey, SecretKey: a.SourceS3.SecretKey.Reveal(),
-			Secure: a.SourceS3.Secure, Region: a.SourceS3.Region, MaxBytes: a.MaxBytes, Limits: limits(a),
-		})
+	if cfg.SourceS3.Endpoint != "" {
+		sc := cfg.SourceS3
+		sc.MaxBytes, sc.Limits = cfg.MaxBytes, cfg.Limits
+		s3, err := fetch.NewS3Source(sc)
 		if err != nil {
 			return nil, fmt.Errorf("archiver: %w", err)
 		}
 		s["s3"] = s3
 	}
 	return s, nil
-}
-
-// NewStore returns the sink of the configuration, ready for use: the bucket
-// of archive.s3 (created if missing) when its endpoint is set, else the
-// directory archive.dir (created if missing). Errors of an unreachable S3
-// service are worth retrying.
-func NewStore(ctx context.Context, a config.Archive) (BlobStore, error) {
-	if a.S3.Endpoint != "" {
-		s, err := s3store.NewFromConfig(s3store.Config{
-			Endpoint: a.S3.Endpoint, Bucket: a.S3.Bucket, AccessKey: a.S3.AccessKey, SecretKey: a.S3.SecretKey.Reveal(),
-			Secure: a.S3.Secure, Region: a.S3.Region,
-		}, s3store.Options{})
-		if err != nil {
-			return nil, fmt.Errorf("archiver: %w", err)
-		}
-		if err := s.EnsureReady(ctx); err != nil {
-			return nil, fmt.Errorf("archiver: %w", err)
-		}
-		return s, nil
-	}
-	d, err := dirstore.New(a.Dir)
-	if err != nil {
-		return nil, fmt.Errorf("archiver: %w", err)
-	}
-	if err := d.EnsureReady(ctx); err != nil {
-		return nil, fmt.Errorf("archiver: %w", err)
-	}
-	return d, nil
 }

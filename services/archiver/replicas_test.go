@@ -13,7 +13,6 @@ import (
 
 	"github.com/sdevents/sdevents/pkg/miniotest"
 	"github.com/sdevents/sdevents/pkg/natstest"
-	"github.com/sdevents/sdevents/services/archiver"
 )
 
 // slowImages serves n distinct PNGs, each after delay, and returns what
@@ -53,7 +52,7 @@ func TestMinIORestartLosesNothing(t *testing.T) {
 	e := newEnv(t)
 	m := miniotest.Start(t)
 	bucket := e.useMinIO(m)
-	e.cfg.Archive.Workers = 4
+	e.cfg.Workers = 4
 	at := time.Now()
 	wants := slowImages(e, 30, 40*time.Millisecond, "a_restart", at)
 	e.start()
@@ -85,20 +84,20 @@ func TestTwoReplicasOneKilled(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	e.setAckWait(2 * time.Second)
-	e.cfg.Archive.Workers = 6 // at most 3 fetch from the one image server
+	e.cfg.Workers = 6 // at most 3 fetch from the one image server
 	at := time.Now()
 	var busy atomic.Int64
 	wants := slowImagesCounted(e, 30, 200*time.Millisecond, "a_replicas", at, &busy)
-	a := e.start(archiver.WithDrainTimeout(0))
+	a := e.startDraining(time.Nanosecond)
 	e.start()
 	// More fetches in flight than one replica may run on one host: the
 	// killed one is in the middle of at least one.
 	natstest.Eventually(t, 30*time.Second, "stored events and both replicas fetching", func() bool {
-		return busy.Load() > int64(e.cfg.Archive.Workers/2) && len(e.events()) >= 4
+		return busy.Load() > int64(e.cfg.Workers/2) && len(e.events()) >= 4
 	})
 	a.kill()
 	evs := e.waitSettled(len(wants), 60*time.Second)
-	checkStored(t, evs, wants, "file://"+e.cfg.Archive.Dir+"/")
+	checkStored(t, evs, wants, "file://"+e.sink.Dir+"/")
 	fetches := 0
 	for i := range len(wants) {
 		fetches += e.images.count(fmt.Sprintf("/slow/%d.png", i))
@@ -113,7 +112,7 @@ func TestTwoReplicasOneKilled(t *testing.T) {
 func TestShutdownDrainsInFlight(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	e.cfg.Archive.Workers = 8 // four at a time from the one image server
+	e.cfg.Workers = 8 // four at a time from the one image server
 	var started atomic.Int64
 	at := time.Now()
 	wants := map[string]want{}
@@ -132,5 +131,5 @@ func TestShutdownDrainsInFlight(t *testing.T) {
 	natstest.Eventually(t, 10*time.Second, "four fetches in flight", func() bool { return started.Load() == 4 })
 	r.stop()
 	evs := e.waitSettled(len(wants), time.Second) // already settled: no replica runs now
-	checkStored(t, evs, wants, "file://"+e.cfg.Archive.Dir+"/")
+	checkStored(t, evs, wants, "file://"+e.sink.Dir+"/")
 }
