@@ -14,7 +14,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/sdevents/sdevents/pkg/config"
 	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/pkg/event"
 	"github.com/sdevents/sdevents/pkg/natstest"
@@ -83,12 +82,11 @@ func BenchmarkAggregatorLive(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		cfg := config.Default()
 		var opts []aggregator.Option
 		if w := aggEnvInt("BENCH_AGG_WORKERS", 0); w > 0 {
 			opts = append(opts, aggregator.WithWorkers(w)) // else the service's default
 		}
-		svc, err := aggregator.New(context.Background(), cfg, nc, prometheus.NewRegistry(), opts...)
+		svc, err := aggregator.New(context.Background(), aggregator.Config{}, serviceJetStream(b, nc), prometheus.NewRegistry(), opts...)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -175,7 +173,7 @@ func BenchmarkAggregatorJobSize(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				svc, err := aggregator.New(context.Background(), config.Default(), nc, prometheus.NewRegistry())
+				svc, err := aggregator.New(context.Background(), aggregator.Config{}, serviceJetStream(b, nc), prometheus.NewRegistry())
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -291,4 +289,16 @@ func floorRead(b *testing.B, js jetstream.JetStream) uint64 {
 			return read
 		}
 	}
+}
+
+// serviceJetStream is the JetStream context of a service's connection nc
+// as the binary makes it (cmd/sdevents, newJetStream; natstest.Connect).
+func serviceJetStream(tb testing.TB, nc *nats.Conn) jetstream.JetStream {
+	tb.Helper()
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(natstest.AsyncMaxPending),
+		jetstream.WithPublishAsyncTimeout(natstest.AsyncAckTimeout))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return js
 }

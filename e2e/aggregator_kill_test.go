@@ -139,8 +139,8 @@ func testAggregatorReplicaKilledAcrossFailover(t *testing.T, d *deployment) {
 
 func startAggregator(t *testing.T, d *deployment) *replica {
 	t.Helper()
-	nc, _ := d.connect()
-	svc, err := aggregator.New(t.Context(), d.cfg, nc, prometheus.NewRegistry())
+	nc, js := d.connect()
+	svc, err := aggregator.New(t.Context(), d.aggregator, js, prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
 	}

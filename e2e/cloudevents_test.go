@@ -29,7 +29,6 @@ import (
 	"github.com/sdevents/sdevents/pkg/account"
 	"github.com/sdevents/sdevents/pkg/archiveretry"
 	"github.com/sdevents/sdevents/pkg/callback"
-	"github.com/sdevents/sdevents/pkg/config"
 	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/pkg/event"
 	"github.com/sdevents/sdevents/pkg/natstest"
@@ -95,6 +94,7 @@ func TestEveryStreamReadWholeByCloudEventsSDK(t *testing.T) {
 	d.archiveDir = t.TempDir()
 	d.archiver.AllowHosts = []string{imgs.host}
 	d.quota.ReservationTTL = ttl
+	d.aggregator.CreditLookback = ttl
 
 	q := d.startQuota()
 	front := d.serveIngress(q)
@@ -264,11 +264,7 @@ func singleNode(t *testing.T) *deployment {
 	n := natstest.Start(t)
 	_, js := natstest.Connect(t, n.URL())
 	natstest.ApplyStreams(t, js, 1)
-	cfg := config.Default()
-	cfg.Callbacks = []config.Callback{{Name: "default", Keys: []config.Key{{AK: platformKey.AK, SK: config.Secret(platformKey.SK)}}}}
-	cfg.HTTP.Addr = "127.0.0.1:0"
-	cfg.Admin.Token = adminToken
-	return &deployment{t: t, urls: n.URL(), js: js, cfg: cfg, ingress: platformIngress(), quota: operatedQuota()}
+	return &deployment{t: t, urls: n.URL(), js: js, ingress: platformIngress(), quota: operatedQuota()}
 }
 
 // sendCallback signs and POSTs one callback to base with the given

@@ -22,9 +22,9 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/sdevents/sdevents/pkg/callback"
-	"github.com/sdevents/sdevents/pkg/config"
 	"github.com/sdevents/sdevents/pkg/httpserver"
 	"github.com/sdevents/sdevents/pkg/natstest"
+	"github.com/sdevents/sdevents/services/aggregator"
 	"github.com/sdevents/sdevents/services/archiver"
 	"github.com/sdevents/sdevents/services/ingress"
 	"github.com/sdevents/sdevents/services/quota"
@@ -41,13 +41,13 @@ type deployment struct {
 	nodes []node
 	urls  string // every node's client URL, comma-separated
 	js    jetstream.JetStream
-	cfg   config.Config
-	// ingress, quota and archiver configure the replicas a test starts;
-	// the archivers' sink is the directory archiveDir.
+	// ingress, quota, archiver and aggregator configure the replicas a
+	// test starts; the archivers' sink is the directory archiveDir.
 	ingress    ingress.Config
 	quota      quota.Config
 	archiver   archiver.Config
 	archiveDir string
+	aggregator aggregator.Config
 }
 
 // operatedQuota is the quota configuration of a test deployment: the
@@ -98,16 +98,12 @@ func newProcDeployment(t *testing.T) *deployment {
 }
 
 // deployOn connects to the cluster at urls, applies the streams at R3 and
-// returns the deployment's configuration.
+// returns the deployment, its services configured as the tests start them.
 func deployOn(t *testing.T, urls string) *deployment {
 	t.Helper()
 	_, js := natstest.Connect(t, urls)
 	natstest.ApplyStreams(t, js, 3)
-	cfg := config.Default()
-	cfg.Callbacks = []config.Callback{{Name: "default", Keys: []config.Key{{AK: platformKey.AK, SK: config.Secret(platformKey.SK)}}}}
-	cfg.HTTP.Addr = "127.0.0.1:0"
-	cfg.Admin.Token = adminToken
-	return &deployment{t: t, urls: urls, js: js, cfg: cfg, ingress: platformIngress(), quota: operatedQuota()}
+	return &deployment{t: t, urls: urls, js: js, ingress: platformIngress(), quota: operatedQuota()}
 }
 
 // connect opens a service connection that knows every node and reconnects

@@ -24,7 +24,6 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/sdevents/sdevents/pkg/callback"
-	"github.com/sdevents/sdevents/pkg/config"
 	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/pkg/httpserver"
 	"github.com/sdevents/sdevents/pkg/jshealth"
@@ -301,7 +300,7 @@ func (d *partDeployment) startQuota(name string, urls []string) *quota.Service {
 func (d *partDeployment) startAggregator(name string, urls []string) {
 	d.t.Helper()
 	g := d.connect(name, urls, false, contract.StreamJobs, "KV_"+contract.BucketAggregatorState, contract.StreamAggregatorTimers)
-	svc, err := aggregator.New(d.t.Context(), d.cfg, g.nc, prometheus.NewRegistry())
+	svc, err := aggregator.New(d.t.Context(), d.aggregator, g.js, prometheus.NewRegistry())
 	if err != nil {
 		d.t.Fatal(err)
 	}
@@ -314,7 +313,6 @@ type partReplica struct {
 	*guarded
 	name string
 	base string
-	cfg  config.Config
 
 	ready   atomic.Bool // last /readyz answer was 200
 	storing atomic.Bool // last probe callback was stored
@@ -362,7 +360,7 @@ func (d *partDeployment) serveIngress(name string, urls []string, pinned bool, a
 		<-done
 		<-done
 	})
-	r := &partReplica{guarded: g, name: name, base: "http://" + srv.Addr(), cfg: d.cfg}
+	r := &partReplica{guarded: g, name: name, base: "http://" + srv.Addr()}
 	natstest.Eventually(d.t, 30*time.Second, name+" ready", func() bool { return r.pollReady(http.DefaultClient) })
 	return r
 }

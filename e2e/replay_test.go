@@ -12,7 +12,6 @@ import (
 
 	"github.com/sdevents/sdevents/pkg/account"
 	"github.com/sdevents/sdevents/pkg/callback"
-	"github.com/sdevents/sdevents/pkg/config"
 	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/pkg/natstest"
 	"github.com/sdevents/sdevents/services/quota/ledger"
@@ -25,10 +24,6 @@ func deploySingle(t *testing.T) *deployment {
 	d := &deployment{t: t, urls: n.URL()}
 	_, d.js = natstest.Connect(t, d.urls)
 	natstest.ApplyStreams(t, d.js, 1)
-	d.cfg = config.Default()
-	d.cfg.Callbacks = []config.Callback{{Name: "default", Keys: []config.Key{{AK: platformKey.AK, SK: config.Secret(platformKey.SK)}}}}
-	d.cfg.HTTP.Addr = "127.0.0.1:0"
-	d.cfg.Admin.Token = adminToken
 	d.ingress, d.quota = platformIngress(), operatedQuota()
 	d.ingress.PublishTimeout = 10 * time.Second // a loaded machine is not under test
 	return d

@@ -8,6 +8,8 @@ import (
 	"github.com/sdevents/sdevents/pkg/callback"
 	"github.com/sdevents/sdevents/pkg/config"
 	"github.com/sdevents/sdevents/pkg/fetch"
+	"github.com/sdevents/sdevents/services/aggregator"
+	"github.com/sdevents/sdevents/services/aggregator/jobs"
 	"github.com/sdevents/sdevents/services/archiver"
 	"github.com/sdevents/sdevents/services/ingress"
 	"github.com/sdevents/sdevents/services/quota"
@@ -33,6 +35,21 @@ func quotaConfig(cfg config.Config) quota.Config {
 		SnapshotEvery: q.SnapshotEvery, MaxAccounts: q.MaxAccounts, AccountIdle: q.AccountIdle.D(),
 		DecideDeadline: cfg.Ingress.SyncDeadline.D(), RequestMaxAge: cfg.Ingress.SyncSkew.D(),
 		AdminToken: cfg.Admin.Token.Reveal(), DrainTimeout: drainTimeout(cfg),
+	}
+}
+
+// aggregatorConfig is the aggregator's part of cfg: aggregator.*, and the
+// quota's reservation_ttl, how long before a job its credits may have been
+// reserved.
+func aggregatorConfig(cfg config.Config) aggregator.Config {
+	a := cfg.Aggregator
+	return aggregator.Config{
+		Jobs: jobs.Config{
+			Key: a.Key, IdleTimeout: a.IdleTimeout.D(), MaxTasks: a.MaxTasks, MaxDuration: a.MaxDuration.D(),
+			MaxImagesPerTask: a.MaxImagesPerTask, MaxRecordBytes: a.MaxRecordBytes,
+		},
+		CreditLookback: cfg.Quota.ReservationTTL.D(),
+		DrainTimeout:   drainTimeout(cfg),
 	}
 }
 

@@ -70,7 +70,8 @@ func (p *process) jetStream(service string) jetstream.JetStream {
 }
 
 // The JetStream contexts' bounds of asynchronous publishes (the quota's
-// expiry timers, the aggregator's facts).
+// expiry timers, the aggregator's facts); natstest.Connect makes the tests'
+// contexts with the same.
 const (
 	// asyncAckTimeout bounds the wait for the ack of an asynchronous
 	// publish: past it the publish fails with

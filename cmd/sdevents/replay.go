@@ -92,7 +92,7 @@ in the last few seconds may show as missing until the aggregator closes them.`,
 
 // replayJobs runs `sdevents replay jobs` over js.
 func replayJobs(cmd *cobra.Command, cfg config.Config, js jetstream.JetStream) error {
-	jcfg := aggregator.JobsConfig(cfg)
+	jcfg := aggregatorConfig(cfg).Jobs
 	bar := replayBar(cmd, "replaying INGRESS")
 	res, err := aggregator.Replay(cmd.Context(), js, jcfg, time.Now().Add(-replayMargin), bar)
 	if err != nil {

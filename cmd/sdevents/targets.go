@@ -189,7 +189,7 @@ func wireArchiver(ctx context.Context, p *process) error {
 
 // wireAggregator: a consumer of INGRESS with no HTTP routes.
 func wireAggregator(ctx context.Context, p *process) error {
-	a, err := aggregator.New(ctx, p.cfg, p.conn("aggregator"), p.reg, aggregator.WithLogger(serviceLogger(p.cfg.Log, "aggregator")))
+	a, err := aggregator.New(ctx, aggregatorConfig(p.cfg), p.jetStream("aggregator"), p.reg, aggregator.WithLogger(serviceLogger(p.cfg.Log, "aggregator")))
 	if err != nil {
 		return err
 	}

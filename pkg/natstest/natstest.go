@@ -102,8 +102,17 @@ func (n *Node) Reload(change func(*server.Options)) {
 	n.opts = opts
 }
 
+// The bounds of asynchronous publishes of the JetStream contexts Connect
+// returns: those of the binary's.
+const (
+	AsyncAckTimeout = 10 * time.Second
+	AsyncMaxPending = 32 << 10
+)
+
 // Connect returns a connection to url that reconnects forever and is closed at
-// cleanup.
+// cleanup, with its JetStream context made as the binary makes a service's
+// (cmd/sdevents, newJetStream): at most AsyncMaxPending asynchronous
+// publishes awaiting their ack, each for at most AsyncAckTimeout.
 func Connect(t testing.TB, url string, opts ...nats.Option) (*nats.Conn, jetstream.JetStream) {
 	t.Helper()
 	opts = append([]nats.Option{nats.MaxReconnects(-1), nats.ReconnectWait(50 * time.Millisecond)}, opts...)
@@ -112,7 +121,7 @@ func Connect(t testing.TB, url string, opts ...nats.Option) (*nats.Conn, jetstre
 		t.Fatalf("natstest: connect: %v", err)
 	}
 	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(AsyncAckTimeout), jetstream.WithPublishAsyncMaxPending(AsyncMaxPending))
 	if err != nil {
 		t.Fatalf("natstest: jetstream: %v", err)
 	}

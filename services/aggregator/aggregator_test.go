@@ -187,7 +187,7 @@ func TestBacklogOfOneKeyInGroups(t *testing.T) {
 			}
 		}
 	}
-	svc, err := aggregator.New(context.Background(), e.cfg, nc, reg, aggregator.WithFaults(
+	svc, err := aggregator.New(context.Background(), e.cfg, jetStreamOf(t, nc), reg, aggregator.WithFaults(
 		func(uint64) { first.Do(delivered) },
 		func(m jetstream.Msg) error { return m.Ack() }))
 	if err != nil {

@@ -43,7 +43,9 @@ func (s *Service) storeChunks(ctx context.Context, chunks []jobs.Chunk) error {
 		if err != nil {
 			return err
 		}
-		ack, err := s.js.PublishMsgAsync(msg, jetstream.WithExpectStream(contract.StreamAggregatorFacts))
+		// The connection's context bounds the publishes awaiting their
+		// ack: past its bound, wait for room as long as an operation may.
+		ack, err := s.js.PublishMsgAsync(msg, jetstream.WithExpectStream(contract.StreamAggregatorFacts), jetstream.WithStallWait(s.opts.opTimeout))
 		if err != nil {
 			return fmt.Errorf("store %s: %w", c.ID(), err)
 		}

@@ -12,7 +12,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/sdevents/sdevents/pkg/config"
 	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/pkg/event"
 	"github.com/sdevents/sdevents/pkg/natstest"
@@ -26,7 +25,7 @@ type env struct {
 	srv *natstest.Node
 	nc  *nats.Conn
 	js  jetstream.JetStream
-	cfg config.Config
+	cfg aggregator.Config
 	ids atomic.Int64
 }
 
@@ -35,8 +34,7 @@ func newEnv(t *testing.T) *env {
 	srv := natstest.Start(t)
 	nc, js := natstest.Connect(t, srv.URL())
 	natstest.ApplyStreams(t, js, 1)
-	cfg := config.Default()
-	cfg.Aggregator.IdleTimeout = config.Duration(time.Hour)
+	cfg := aggregator.Config{Jobs: jobs.Config{IdleTimeout: time.Hour}}
 	return &env{t: t, srv: srv, nc: nc, js: js, cfg: cfg}
 }
 
@@ -140,7 +138,7 @@ func (e *env) start(opts ...aggregator.Option) *replica {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	svc, err := aggregator.New(context.Background(), e.cfg, nc, prometheus.NewRegistry(), opts...)
+	svc, err := aggregator.New(context.Background(), e.cfg, jetStreamOf(e.t, nc), prometheus.NewRegistry(), opts...)
 	if err != nil {
 		nc.Close()
 		e.t.Fatal(err)
@@ -200,7 +198,19 @@ func (e *env) jobCount() uint64 {
 }
 
 func (e *env) jobsConfig() jobs.Config {
-	return aggregator.JobsConfig(e.cfg)
+	return e.cfg.Jobs
+}
+
+// jetStreamOf is the JetStream context of a service's connection nc, with
+// the bounds of natstest.Connect's (the binary's).
+func jetStreamOf(t testing.TB, nc *nats.Conn) jetstream.JetStream {
+	t.Helper()
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(natstest.AsyncAckTimeout),
+		jetstream.WithPublishAsyncMaxPending(natstest.AsyncMaxPending))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js
 }
 
 // rebuild is the oracle: the pure jobs package over INGRESS, in order.

@@ -15,7 +15,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/sdevents/sdevents/pkg/config"
 	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/pkg/deadletter"
 	"github.com/sdevents/sdevents/pkg/natstest"
@@ -31,7 +30,7 @@ func (e *env) startWith(reg *prometheus.Registry, opts ...aggregator.Option) {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	svc, err := aggregator.New(context.Background(), e.cfg, nc, reg, opts...)
+	svc, err := aggregator.New(context.Background(), e.cfg, jetStreamOf(e.t, nc), reg, opts...)
 	if err != nil {
 		nc.Close()
 		e.t.Fatal(err)
@@ -227,7 +226,7 @@ func (sw *stateWrites) largest(key string) (int, int) {
 func TestStateBytesDoNotGrowWithTheJob(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	e.cfg.Aggregator.MaxTasks = 100_000
+	e.cfg.Jobs.MaxTasks = 100_000
 	writes := e.watchState()
 	e.start()
 	sizes := []int{10, 100, 1000}
@@ -259,7 +258,7 @@ func TestStateBytesDoNotGrowWithTheJob(t *testing.T) {
 func TestMaxDurationClosesAJob(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	e.cfg.Aggregator.MaxDuration = config.Duration(time.Second)
+	e.cfg.Jobs.MaxDuration = time.Second
 	e.start(aggregator.WithTimerMargin(200 * time.Millisecond))
 	e.callback("default", "sdTaskFinished", "a_long", "inv-1", taskBody(true, "img-1"))
 	e.waitJobs(15*time.Second, 1)
@@ -436,7 +435,7 @@ func TestPanickingMessageIsBuried(t *testing.T) {
 func TestPoisonTimerIsBuried(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	e.cfg.Aggregator.IdleTimeout = config.Duration(time.Second)
+	e.cfg.Jobs.IdleTimeout = time.Second
 	c, err := e.js.Consumer(t.Context(), contract.StreamAggregatorTimers, "aggregator-due")
 	if err != nil {
 		t.Fatal(err)
@@ -551,7 +550,7 @@ func readAll(t *testing.T, js jetstream.JetStream, stream string) []jetstream.Ms
 func TestLargeJobsOnceAcrossReplicasKillsAndRedeliveries(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	e.cfg.Aggregator.MaxTasks = 12
+	e.cfg.Jobs.MaxTasks = 12
 	e.setAckWait(time.Second)
 
 	var mu sync.Mutex

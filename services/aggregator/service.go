@@ -1,6 +1,7 @@
 package aggregator
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -12,9 +13,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
-	"github.com/sdevents/sdevents/pkg/config"
 	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/pkg/deadletter"
+	"github.com/sdevents/sdevents/pkg/drain"
 	"github.com/sdevents/sdevents/services/aggregator/jobs"
 )
 
@@ -29,6 +30,7 @@ const ConsumerName = "aggregator"
 // number of replicas may run against the same streams.
 type Service struct {
 	cfg     jobs.Config
+	drain   time.Duration // Config.DrainTimeout
 	nc      *nats.Conn
 	js      jetstream.JetStream
 	store   stateStore
@@ -46,8 +48,11 @@ type Service struct {
 	dead                     *deadletter.Recorder
 
 	index *index
-	ioctx context.Context
-	cache stateCache
+	// ioctx bounds the I/O of the messages Run handles; Run cancels it
+	// when they outlast its drain limit.
+	ioctx  context.Context
+	stopIO context.CancelFunc
+	cache  stateCache
 
 	// lanes holds, per key token, the messages waiting for the key's lane
 	// (worker.go); slots bounds how many lanes run at once.
@@ -124,40 +129,29 @@ func (h hooks) ack(m jetstream.Msg) error {
 	return m.Ack()
 }
 
-// JobsConfig returns the grouping policy of cfg: what the service, and a
-// replay that must reproduce JOBS, apply.
-func JobsConfig(cfg config.Config) jobs.Config {
-	a := cfg.Aggregator
-	return jobs.Config{
-		Key: a.Key, IdleTimeout: a.IdleTimeout.D(), MaxTasks: a.MaxTasks, MaxDuration: a.MaxDuration.D(),
-		MaxImagesPerTask: a.MaxImagesPerTask, MaxRecordBytes: a.MaxRecordBytes,
-	}
-}
-
-// New builds the aggregator over an open NATS connection. The streams must
-// have been applied (streams.Apply). reg receives the aggregator's metrics.
-// It fails with jobs.ErrInvalidConfig for an unusable aggregator
-// configuration, and when a record of aggregator.max_record_bytes would not
-// fit in the server's max_payload.
-func New(ctx context.Context, cfg config.Config, nc *nats.Conn, reg prometheus.Registerer, opts ...Option) (*Service, error) {
-	jcfg := JobsConfig(cfg)
-	if err := jcfg.Validate(); err != nil {
+// New builds the aggregator over the JetStream context of an open NATS
+// connection, which should bound the wait for the acks of asynchronous
+// publishes (jetstream.WithPublishAsyncTimeout, as the binary's does): a
+// fact published to a stream leader that died is never acknowledged. The
+// streams must have been applied (streams.Apply). reg receives the
+// aggregator's metrics. It fails with jobs.ErrInvalidConfig
+// for an unusable cfg, and when a record of cfg.Jobs.MaxRecordBytes would
+// not fit in the server's max_payload.
+func New(ctx context.Context, cfg Config, js jetstream.JetStream, reg prometheus.Registerer, opts ...Option) (*Service, error) {
+	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("aggregator: %w", err)
 	}
-	if room := nc.MaxPayload() - headerRoom; int64(jcfg.MaxRecordBytes) > room {
+	cfg = cfg.withDefaults()
+	jcfg := cfg.Jobs
+	nc := js.Conn()
+	if rec, room := cmp.Or(jcfg.MaxRecordBytes, jobs.DefaultMaxRecordBytes), nc.MaxPayload()-headerRoom; int64(rec) > room {
 		return nil, fmt.Errorf("aggregator: %w: max_record_bytes %d does not fit in the server's max_payload %d",
-			jobs.ErrInvalidConfig, jcfg.MaxRecordBytes, nc.MaxPayload())
+			jobs.ErrInvalidConfig, rec, nc.MaxPayload())
 	}
 	o := options{workers: 256, timerMargin: 2 * time.Second, opTimeout: 10 * time.Second,
 		maxWindow: 1 << 18, cacheSize: 1 << 17, gaugesEvery: 10 * time.Second, log: zerolog.Nop()}
 	for _, opt := range opts {
 		opt(&o)
-	}
-	// Facts are stored asynchronously, a group's at once: up to 64 per lane.
-	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(o.workers*maxGroup+1024),
-		jetstream.WithPublishAsyncTimeout(o.opTimeout))
-	if err != nil {
-		return nil, fmt.Errorf("aggregator: %w", err)
 	}
 	kv, err := js.KeyValue(ctx, contract.BucketAggregatorState)
 	if err != nil {
@@ -180,8 +174,8 @@ func New(ctx context.Context, cfg config.Config, nc *nats.Conn, reg prometheus.R
 		return nil, fmt.Errorf("aggregator: %w", err)
 	}
 	return &Service{
-		cfg: jcfg, nc: nc, js: js, store: stateStore{kv: kv, js: js}, facts: facts,
-		lookup:  lookup{nc: nc, quotaLookback: cfg.Quota.ReservationTTL.D() + time.Minute},
+		cfg: jcfg, drain: cfg.DrainTimeout, nc: nc, js: js, store: stateStore{kv: kv, js: js}, facts: facts,
+		lookup:  lookup{nc: nc, quotaLookback: cfg.CreditLookback + creditLookbackMargin},
 		durable: durable, due: due, log: o.log, metrics: newMetrics(reg), opts: o,
 		ingressBudget: deadletter.BudgetOf(durable.CachedInfo().Config),
 		dueBudget:     deadletter.BudgetOf(due.CachedInfo().Config),
@@ -190,11 +184,14 @@ func New(ctx context.Context, cfg config.Config, nc *nats.Conn, reg prometheus.R
 	}, nil
 }
 
-// Run consumes INGRESS and the fired timers until ctx ends, then drains:
-// it stops fetching, finishes the messages it holds and returns. It returns
-// an error only when it cannot start. Run may be called once.
+// Run consumes INGRESS and the fired timers until ctx ends, then drains
+// (package drain): it stops fetching and handles the messages it holds for
+// at most Config.DrainTimeout (then cancels their I/O: they are delivered
+// again), and returns. It returns an error only when it cannot start. Run
+// may be called once.
 func (s *Service) Run(ctx context.Context) error {
-	s.ioctx = context.WithoutCancel(ctx)
+	s.ioctx, s.stopIO = context.WithCancel(context.WithoutCancel(ctx))
+	defer s.stopIO()
 	startCtx, cancel := context.WithTimeout(s.ioctx, s.opts.opTimeout)
 	idx, err := newIndex(startCtx, s.js, s.durable, s.cfg, s.opts.maxWindow)
 	cancel()
@@ -218,8 +215,6 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	defer stopWatch()
 
-	defer s.stopLanes()
-
 	onErr := jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 		if !errors.Is(err, jetstream.ErrNoHeartbeat) {
 			s.log.Debug().Err(err).Msg("aggregator consumer")
@@ -234,19 +229,14 @@ func (s *Service) Run(ctx context.Context) error {
 	timers, err := s.due.Consume(s.dispatchDue, onErr, jetstream.PullMaxMessages(64), jetstream.PullExpiry(pullExpiry))
 	if err != nil {
 		ingress.Stop()
+		s.stopLanes()
 		return fmt.Errorf("aggregator: consume %s: %w", contract.StreamAggregatorTimers, err)
 	}
 	<-ctx.Done()
-	for _, cc := range []jetstream.ConsumeContext{ingress, timers} {
-		cc.Drain()
-	}
-	for _, cc := range []jetstream.ConsumeContext{ingress, timers} {
-		select {
-		case <-cc.Closed():
-		case <-time.After(s.opts.opTimeout):
-			cc.Stop()
-		}
-	}
+	ingress.Drain()
+	timers.Drain()
+	drain.Wait(s.drain, func() { ingress.Stop(); timers.Stop(); s.stopIO() },
+		func() { <-ingress.Closed() }, func() { <-timers.Closed() }, s.stopLanes)
 	return nil
 }
 

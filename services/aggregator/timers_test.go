@@ -5,7 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sdevents/sdevents/pkg/config"
 	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/pkg/natstest"
 	"github.com/sdevents/sdevents/services/aggregator"
@@ -18,7 +17,7 @@ import (
 func TestIdleTimeoutFiresAfterRestart(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	e.cfg.Aggregator.IdleTimeout = config.Duration(2 * time.Second)
+	e.cfg.Jobs.IdleTimeout = 2 * time.Second
 	margin := aggregator.WithTimerMargin(200 * time.Millisecond)
 
 	r := e.start(margin)
