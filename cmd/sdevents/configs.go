@@ -11,6 +11,7 @@ import (
 	"github.com/sdevents/sdevents/services/aggregator"
 	"github.com/sdevents/sdevents/services/aggregator/jobs"
 	"github.com/sdevents/sdevents/services/archiver"
+	"github.com/sdevents/sdevents/services/console"
 	"github.com/sdevents/sdevents/services/ingress"
 	"github.com/sdevents/sdevents/services/quota"
 )
@@ -79,6 +80,12 @@ func sinkConfig(cfg config.Config) sink.Config {
 	return sink.Config{Dir: cfg.Archive.Dir, S3: s3store.Config{
 		Endpoint: s.Endpoint, Bucket: s.Bucket, AccessKey: s.AccessKey, SecretKey: s.SecretKey.Reveal(), Secure: s.Secure, Region: s.Region,
 	}}
+}
+
+// consoleConfig is the console's part of cfg: console.* and admin.token.
+func consoleConfig(cfg config.Config) console.Config {
+	return console.Config{AdminToken: cfg.Admin.Token.Reveal(), LiveMaxClients: cfg.Console.LiveMaxClients,
+		LiveWriteTimeout: cfg.Console.LiveWriteTimeout.D()}
 }
 
 // ingressConfig is the ingress's part of cfg: ingress.*, the sources, and

@@ -49,15 +49,6 @@ type natsConns struct {
 	js        map[string]jetstream.JetStream
 }
 
-// conn returns the connection a service uses: its own with the embedded
-// server, else the process's.
-func (p *process) conn(service string) *nats.Conn {
-	if nc := p.natsConns.services[service]; nc != nil {
-		return nc
-	}
-	return p.nc
-}
-
 // jetStream returns the JetStream context of the connection a service
 // uses: its own with the embedded server, else the process's. Every
 // connection has one context, made when it is connected (newJetStream), so

@@ -92,7 +92,7 @@ var targets = []target{
 	{
 		name:    "console",
 		short:   "Run the operators' web console (/console on http.addr) against an external NATS",
-		needs:   []part{adminBrake},
+		needs:   []part{adminBrake, archiveSink},
 		wire:    wireConsole,
 		command: requireAdminToken,
 	},
@@ -202,8 +202,9 @@ func wireAggregator(ctx context.Context, p *process) error {
 // replicas over NATS, wherever they run. Without admin.token the console is off:
 // `sdevents run` goes on without it.
 func wireConsole(ctx context.Context, p *process) error {
-	nc := p.conn("console")
-	c, err := console.New(ctx, p.cfg, nc, quotaclient.New(nc), console.WithLogger(serviceLogger(p.cfg.Log, "console")), console.WithAdminBrake(p.brake))
+	js := p.jetStream("console")
+	c, err := console.New(ctx, consoleConfig(p.cfg), js, p.sink, quotaclient.New(js.Conn()),
+		console.WithLogger(serviceLogger(p.cfg.Log, "console")), console.WithAdminBrake(p.brake))
 	if errors.Is(err, console.ErrDisabled) {
 		p.log.Info().Msg("console off: admin.token is empty")
 		return nil

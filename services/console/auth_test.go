@@ -17,7 +17,6 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/sdevents/sdevents/pkg/admintoken"
-	"github.com/sdevents/sdevents/pkg/config"
 	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/pkg/httpserver"
 	"github.com/sdevents/sdevents/pkg/natstest"
@@ -26,11 +25,9 @@ import (
 func TestConsoleIsOffWithoutAdminToken(t *testing.T) {
 	t.Parallel()
 	node := natstest.Start(t)
-	nc, js := natstest.Connect(t, node.URL())
+	_, js := natstest.Connect(t, node.URL())
 	natstest.ApplyStreams(t, js, 1)
-	cfg := config.Default()
-	cfg.Archive.Dir = t.TempDir()
-	if _, err := New(context.Background(), cfg, nc, &stubQuota{}); !errors.Is(err, ErrDisabled) {
+	if _, err := New(context.Background(), Config{}, js, emptyStore(t), &stubQuota{}); !errors.Is(err, ErrDisabled) {
 		t.Fatalf("New without admin.token: %v, want ErrDisabled", err)
 	}
 }
@@ -251,7 +248,7 @@ func TestSecureCookiesBehindTLS(t *testing.T) {
 // its base URL.
 func (h *harness) replica() string {
 	h.t.Helper()
-	svc, err := New(context.Background(), h.cfg, h.nc, h.quota)
+	svc, err := New(context.Background(), h.cfg, h.js, h.store, h.quota)
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -323,22 +320,20 @@ func TestLogoutEndsTheSessionEverywhere(t *testing.T) {
 func TestConsoleNeedsTheSessionsBucket(t *testing.T) {
 	t.Parallel()
 	node := natstest.Start(t)
-	nc, js := natstest.Connect(t, node.URL())
+	_, js := natstest.Connect(t, node.URL())
 	natstest.ApplyStreams(t, js, 1)
-	cfg := config.Default()
-	cfg.Admin.Token = adminToken
-	cfg.Archive.Dir = t.TempDir()
+	cfg, store := Config{AdminToken: adminToken}, emptyStore(t)
 	ctx := context.Background()
 	if err := js.DeleteKeyValue(ctx, contract.BucketConsoleSessions); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := New(ctx, cfg, nc, &stubQuota{}); err == nil || !strings.Contains(err.Error(), contract.BucketConsoleSessions) {
+	if _, err := New(ctx, cfg, js, store, &stubQuota{}); err == nil || !strings.Contains(err.Error(), contract.BucketConsoleSessions) {
 		t.Fatalf("New without %s: %v", contract.BucketConsoleSessions, err)
 	}
 	if _, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: contract.BucketConsoleSessions, TTL: time.Hour}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := New(ctx, cfg, nc, &stubQuota{}); err == nil || !strings.Contains(err.Error(), "not longer than a session lives") {
+	if _, err := New(ctx, cfg, js, store, &stubQuota{}); err == nil || !strings.Contains(err.Error(), "not longer than a session lives") {
 		t.Fatalf("New with a bucket of 1 h: %v", err)
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -14,16 +13,13 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/sdevents/sdevents/pkg/admintoken"
-	"github.com/sdevents/sdevents/pkg/blob/dirstore"
-	"github.com/sdevents/sdevents/pkg/blob/s3store"
-	"github.com/sdevents/sdevents/pkg/config"
 	"github.com/sdevents/sdevents/pkg/contract"
 	"github.com/sdevents/sdevents/pkg/httpserver"
 	"github.com/sdevents/sdevents/pkg/quotarpc"
 )
 
-// ErrDisabled is returned by New when admin.token is empty: the console is
-// off, like the admin API. Callers skip the console (sdevents run) or refuse
+// ErrDisabled is returned by New when Config.AdminToken (admin.token) is
+// empty: the console is off, like the admin API. Callers skip the console (sdevents run) or refuse
 // to start (sdevents console).
 var ErrDisabled = errors.New("console: admin.token is empty, the console is off")
 
@@ -35,7 +31,7 @@ const thumbCacheBytes = 32 << 20
 // register its pages with Routes, start the live view with Run. Any number
 // of replicas may run; sessions are valid on all of them.
 type Service struct {
-	cfg    config.Config
+	cfg    Config // defaults filled in
 	nc     *nats.Conn
 	js     jetstream.JetStream
 	reader Reader
@@ -81,43 +77,30 @@ func WithAdminBrake(b *admintoken.Brake) Option { return func(s *Service) { s.br
 // WithClock replaces time.Now (sessions, live buckets).
 func WithClock(now func() time.Time) Option { return func(s *Service) { s.now = now } }
 
-// New builds a console over an open NATS connection that grants and reads
-// balances through quota. It fails with
-// ErrDisabled when admin.token is empty, and when the streams of streams/
-// or the bucket contract.BucketConsoleSessions are missing (or the bucket keeps entries no
-// longer than a session lives). It opens the archive sink of cfg.archive for reading (the
-// directory or bucket is not created).
-func New(ctx context.Context, cfg config.Config, nc *nats.Conn, quota Quota, opts ...Option) (*Service, error) {
-	token := cfg.Admin.Token.Reveal()
+// New builds a console over the JetStream context of an open NATS
+// connection, reading images from store (which it does not create), that
+// grants and reads balances through quota. It fails with ErrDisabled when
+// cfg.AdminToken is empty, with one wrapping ErrInvalidConfig for an
+// unusable cfg, and when the streams of streams/ or the bucket
+// contract.BucketConsoleSessions are missing (or the bucket keeps entries
+// no longer than a session lives).
+func New(ctx context.Context, cfg Config, js jetstream.JetStream, store ImageStore, quota Quota, opts ...Option) (*Service, error) {
+	token := cfg.AdminToken
 	if token == "" {
 		return nil, ErrDisabled
 	}
-	js, err := jetstream.New(nc)
-	if err != nil {
+	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("console: %w", err)
 	}
+	cfg = cfg.withDefaults()
+	nc := js.Conn()
 	for _, name := range []string{contract.StreamIngress, contract.StreamQuota, contract.StreamArchive, contract.StreamJobs} {
 		if _, err := js.Stream(ctx, name); err != nil {
 			return nil, fmt.Errorf("console: stream %s: %w", name, err)
 		}
 	}
-	s := &Service{cfg: cfg, nc: nc, js: js, reader: NewReader(nc), quota: quota, log: zerolog.Nop(), now: time.Now}
-	if a := cfg.Archive; a.S3.Endpoint != "" {
-		st, err := s3store.NewFromConfig(s3store.Config{
-			Endpoint: a.S3.Endpoint, Bucket: a.S3.Bucket, AccessKey: a.S3.AccessKey, SecretKey: a.S3.SecretKey.Reveal(),
-			Secure: a.S3.Secure, Region: a.S3.Region,
-		}, s3store.Options{})
-		if err != nil {
-			return nil, fmt.Errorf("console: archive sink: %w", err)
-		}
-		s.store, s.keys = st, sinkKeys{bucket: st.Bucket()}
-	} else {
-		st, err := dirstore.New(a.Dir)
-		if err != nil {
-			return nil, fmt.Errorf("console: archive sink: %w", err)
-		}
-		s.store, s.keys = st, sinkKeys{filePrefix: strings.TrimSuffix(st.URI("x"), "x")}
-	}
+	s := &Service{cfg: cfg, nc: nc, js: js, reader: NewReader(nc), store: store, keys: keysOf(store), quota: quota,
+		log: zerolog.Nop(), now: time.Now}
 	for _, o := range opts {
 		o(s)
 	}
@@ -126,6 +109,7 @@ func New(ctx context.Context, cfg config.Config, nc *nats.Conn, quota Quota, opt
 		s.brake = admintoken.NewBrake(func() time.Time { return s.now() })
 	}
 	s.auth = newAuth(token, s.brake, func() time.Time { return s.now() })
+	var err error
 	if s.auth.ended, err = js.KeyValue(ctx, contract.BucketConsoleSessions); err != nil {
 		return nil, fmt.Errorf("console: bucket %s: %w", contract.BucketConsoleSessions, err)
 	}
@@ -134,7 +118,7 @@ func New(ctx context.Context, cfg config.Config, nc *nats.Conn, quota Quota, opt
 	} else if ttl := st.TTL(); ttl != 0 && ttl <= sessionTTL {
 		return nil, fmt.Errorf("console: bucket %s keeps entries %s, not longer than a session lives (%s): a session ended by logout would be valid again", contract.BucketConsoleSessions, ttl, sessionTTL)
 	}
-	s.live = newLive(func() time.Time { return s.now() }, cfg.Console.LiveMaxClients)
+	s.live = newLive(func() time.Time { return s.now() }, cfg.LiveMaxClients)
 	if s.views, err = loadViews(); err != nil {
 		return nil, fmt.Errorf("console: %w", err)
 	}

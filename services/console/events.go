@@ -44,6 +44,16 @@ type sinkKeys struct {
 	bucket string
 }
 
+// keysOf maps the archive URIs of store's objects to their keys: those of
+// its bucket (s3://<bucket>/...) or of its directory (file://<dir>/...).
+func keysOf(store ImageStore) sinkKeys {
+	prefix := strings.TrimSuffix(store.URI("x"), "x")
+	if u, err := url.Parse(prefix); err == nil && u.Scheme == "s3" {
+		return sinkKeys{bucket: u.Host}
+	}
+	return sinkKeys{filePrefix: prefix}
+}
+
 // key returns the object key of uri in the sink, and false when uri names
 // another sink.
 func (s sinkKeys) key(uri string) (string, bool) {

@@ -29,7 +29,6 @@ import (
 
 	"github.com/sdevents/sdevents/pkg/blob"
 	"github.com/sdevents/sdevents/pkg/blob/dirstore"
-	"github.com/sdevents/sdevents/pkg/config"
 	"github.com/sdevents/sdevents/pkg/event"
 	"github.com/sdevents/sdevents/pkg/httpserver"
 	"github.com/sdevents/sdevents/pkg/natstest"
@@ -137,7 +136,7 @@ func (q *stubQuota) granted() []quotarpc.GrantRequest {
 // streams, served by the shared HTTP base on loopback.
 type harness struct {
 	t     *testing.T
-	cfg   config.Config
+	cfg   Config
 	nc    *nats.Conn
 	js    jetstream.JetStream
 	svc   *Service
@@ -180,19 +179,22 @@ func newHarness(t *testing.T) *harness {
 }
 
 // newHarnessWith is newHarness with the configuration changed by change.
-func newHarnessWith(t *testing.T, change func(*config.Config)) *harness {
+// The archive sink is a fresh directory.
+func newHarnessWith(t *testing.T, change func(*Config)) *harness {
 	t.Helper()
 	node := natstest.Start(t)
 	nc, js := natstest.Connect(t, node.URL())
 	natstest.ApplyStreams(t, js, 1)
-	cfg := config.Default()
-	cfg.Admin.Token = adminToken
-	cfg.Archive.Dir = t.TempDir()
+	cfg := Config{AdminToken: adminToken}
 	if change != nil {
 		change(&cfg)
 	}
-	h := &harness{t: t, cfg: cfg, nc: nc, js: js, quota: &stubQuota{}}
-	svc, err := New(context.Background(), cfg, nc, h.quota,
+	store, err := dirstore.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &harness{t: t, cfg: cfg, nc: nc, js: js, store: store, quota: &stubQuota{}}
+	svc, err := New(context.Background(), cfg, js, store, h.quota,
 		WithReader(func(r Reader) Reader { h.reads = &countingReader{Reader: r}; return h.reads }),
 		WithClock(func() time.Time {
 			if p := h.now.Load(); p != nil {
@@ -211,10 +213,6 @@ func newHarnessWith(t *testing.T, change func(*config.Config)) *harness {
 	h.srv.Start()
 	t.Cleanup(h.srv.Close)
 	t.Cleanup(svc.Close)
-	h.store, err = dirstore.New(cfg.Archive.Dir)
-	if err != nil {
-		t.Fatal(err)
-	}
 	return h
 }
 
@@ -368,4 +366,14 @@ func testJPEG(t *testing.T, w, h int) []byte {
 		t.Fatal(err)
 	}
 	return b.Bytes()
+}
+
+// emptyStore is an archive sink in a fresh directory.
+func emptyStore(t *testing.T) *dirstore.Store {
+	t.Helper()
+	s, err := dirstore.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }

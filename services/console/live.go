@@ -312,7 +312,7 @@ func (s *Service) handleStream(c echo.Context) error {
 	}
 	defer cancel()
 	rc := http.NewResponseController(w)
-	timeout := s.cfg.Console.LiveWriteTimeout.D()
+	timeout := s.cfg.LiveWriteTimeout
 	// write sends b and flushes it within the write timeout, which replaces
 	// the server's own for this long-lived response.
 	write := func(b ...[]byte) error {

@@ -16,7 +16,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/sdevents/sdevents/pkg/config"
 	"github.com/sdevents/sdevents/pkg/natstest"
 )
 
@@ -191,7 +190,7 @@ func (h *harness) openStream(ctx context.Context) *http.Response {
 func TestLiveViewersAreCapped(t *testing.T) {
 	t.Parallel()
 	const max = 3
-	h := newHarnessWith(t, func(c *config.Config) { c.Console.LiveMaxClients = max })
+	h := newHarnessWith(t, func(c *Config) { c.LiveMaxClients = max })
 	h.run()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -228,7 +227,7 @@ func TestLiveViewersAreCapped(t *testing.T) {
 // console.live_write_timeout, instead of holding its handler forever.
 func TestLiveViewThatStopsReadingIsDropped(t *testing.T) {
 	t.Parallel()
-	h := newHarnessWith(t, func(c *config.Config) { c.Console.LiveWriteTimeout = config.Duration(500 * time.Millisecond) })
+	h := newHarnessWith(t, func(c *Config) { c.LiveWriteTimeout = 500 * time.Millisecond })
 	h.run()
 	natstest.Eventually(t, 5*time.Second, "live subscription", func() bool {
 		_ = h.nc.Publish("sd.probe.x", nil)

@@ -6,6 +6,9 @@ import (
 	"testing"
 
 	"github.com/nats-io/nats.go"
+
+	"github.com/sdevents/sdevents/pkg/blob/dirstore"
+	"github.com/sdevents/sdevents/pkg/blob/s3store"
 )
 
 func TestShowHeadersRedactsSecrets(t *testing.T) {
@@ -124,6 +127,26 @@ func TestSinkKeys(t *testing.T) {
 		if got, ok := tc.keys.key(tc.uri); got != tc.want || ok != tc.ok {
 			t.Errorf("key(%q) = %q, %v", tc.uri, got, ok)
 		}
+	}
+}
+
+// TestKeysOfTheSink: the keys of a sink are read from the URIs it gives its
+// objects: its directory's, or its bucket's.
+func TestKeysOfTheSink(t *testing.T) {
+	t.Parallel()
+	dir, err := dirstore.New("/data/archive")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bucket, err := s3store.NewFromConfig(s3store.Config{Endpoint: "127.0.0.1:9", Bucket: "sd-archive", AccessKey: "k", SecretKey: "s"}, s3store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := keysOf(dir); got != (sinkKeys{filePrefix: "file:///data/archive/"}) {
+		t.Errorf("keys of a directory: %+v", got)
+	}
+	if got := keysOf(bucket); got != (sinkKeys{bucket: "sd-archive"}) {
+		t.Errorf("keys of a bucket: %+v", got)
 	}
 }
 

@@ -26,11 +26,15 @@ import (
 )
 
 // ImageStore is what the console needs of the archive sink: reading an
-// object. dirstore.Store and s3store.Store implement it.
+// object, and the URI events name it by. dirstore.Store and s3store.Store
+// implement it.
 type ImageStore interface {
 	// Get opens the object under key; the caller closes it. Errors:
 	// blob.ErrNotFound, blob.ErrInvalidKey, or the store's.
 	Get(ctx context.Context, key string) (io.ReadCloser, blob.Object, error)
+	// URI is the address of key in the archive events: s3://<bucket>/<key>
+	// or file:// and the absolute path.
+	URI(key string) string
 }
 
 // Thumbnail sizes: the longest side, in pixels.

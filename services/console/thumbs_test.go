@@ -165,6 +165,8 @@ func (m memStore) Get(_ context.Context, key string) (io.ReadCloser, blob.Object
 	return io.NopCloser(bytes.NewReader(raw)), blob.Object{Key: key, Size: int64(len(raw)), ContentType: "image/png"}, nil
 }
 
+func (m memStore) URI(key string) string { return "mem://" + key }
+
 // TestLargeOriginalsAreDecodedOneAtATime: originals whose decoding takes
 // more than half the budget are decoded one at a time, whatever the number
 // of requests; each gets its thumbnail. (The limits are scaled down from
