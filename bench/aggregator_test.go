@@ -86,7 +86,7 @@ func BenchmarkAggregatorLive(b *testing.B) {
 		if w := aggEnvInt("BENCH_AGG_WORKERS", 0); w > 0 {
 			opts = append(opts, aggregator.WithWorkers(w)) // else the service's default
 		}
-		svc, err := aggregator.New(context.Background(), aggregator.Config{}, serviceJetStream(b, nc), prometheus.NewRegistry(), opts...)
+		svc, err := aggregator.New(context.Background(), aggregator.Config{}, natstest.JetStream(b, nc), prometheus.NewRegistry(), opts...)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -173,7 +173,7 @@ func BenchmarkAggregatorJobSize(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				svc, err := aggregator.New(context.Background(), aggregator.Config{}, serviceJetStream(b, nc), prometheus.NewRegistry())
+				svc, err := aggregator.New(context.Background(), aggregator.Config{}, natstest.JetStream(b, nc), prometheus.NewRegistry())
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -289,16 +289,4 @@ func floorRead(b *testing.B, js jetstream.JetStream) uint64 {
 			return read
 		}
 	}
-}
-
-// serviceJetStream is the JetStream context of a service's connection nc
-// as the binary makes it (cmd/sdevents, newJetStream; natstest.Connect).
-func serviceJetStream(tb testing.TB, nc *nats.Conn) jetstream.JetStream {
-	tb.Helper()
-	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(natstest.AsyncMaxPending),
-		jetstream.WithPublishAsyncTimeout(natstest.AsyncAckTimeout))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return js
 }

@@ -492,76 +492,71 @@ func TestOverdueWithoutTimerExpiredWhileHeld(t *testing.T) {
 }
 
 // TestTimerRefusedIsPublishedAgain: a reservation does not wait for its
-// expiry timer. When QUOTA_TIMERS refuses it (here: the stream is gone for a
-// moment), the reservation still stands and is answered yes, and the timer
-// is published again in the background until the stream takes it.
+// expiry timer. When QUOTA_TIMERS refuses it — the stream is gone for a
+// moment, or it refuses the timer with an error no retry of the publish
+// itself gets past (a max_msg_size the timer exceeds, for a moment) — the
+// reservation still stands and is answered yes, and the timer is published
+// again in the background until the stream takes it.
 func TestTimerRefusedIsPublishedAgain(t *testing.T) {
 	t.Parallel()
-	d := start(t, quotatest.Config(), 1)
-	const token = "user-timer-refused"
-	acct := quotatest.AcctOf(token)
-	d.Grant(token, 3, "")
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := d.JS.DeleteStream(ctx, contract.StreamQuotaTimers); err != nil {
-		t.Fatal(err)
+	for _, tc := range []struct {
+		name           string
+		refuse, accept func(ctx context.Context, d *deployment) error
+	}{
+		{
+			"stream gone",
+			func(ctx context.Context, d *deployment) error { return d.JS.DeleteStream(ctx, contract.StreamQuotaTimers) },
+			func(_ context.Context, d *deployment) error { natstest.ApplyStreams(d.T, d.JS, 1); return nil },
+		},
+		{
+			"timer too large",
+			func(ctx context.Context, d *deployment) error { return setMaxMsgSize(ctx, d.JS, contract.StreamQuotaTimers, 16) },
+			func(ctx context.Context, d *deployment) error { return setMaxMsgSize(ctx, d.JS, contract.StreamQuotaTimers, -1) },
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			d := start(t, quotatest.Config(), 1)
+			const token = "user-timer-refused"
+			acct := quotatest.AcctOf(token)
+			d.Grant(token, 3, "")
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			if err := tc.refuse(ctx, d); err != nil {
+				t.Fatal(err)
+			}
+			if a := d.reserve(token, "timer-later"); !a.Success() {
+				t.Fatalf("reserve while timers are refused: %s", a.Raw)
+			}
+			if err := tc.accept(ctx, d); err != nil {
+				t.Fatal(err)
+			}
+			timers, err := d.JS.Stream(ctx, contract.StreamQuotaTimers)
+			if err != nil {
+				t.Fatal(err)
+			}
+			natstest.Eventually(t, 30*time.Second, "the timer stored", func() bool {
+				info, err := timers.Info(ctx, jetstream.WithSubjectFilter("sdevents.quota.timer."+acct+".>"))
+				return err == nil && len(info.State.Subjects) == 1
+			})
+			if v := d.View(acct); v.Balance != 2 || v.Reserved != 1 {
+				t.Fatalf("after the reservation: %+v", v)
+			}
+			d.Replay()
+		})
 	}
-	if a := d.reserve(token, "timer-later"); !a.Success() {
-		t.Fatalf("reserve without a timer stream: %s", a.Raw)
-	}
-	natstest.ApplyStreams(t, d.JS, 1)
-	timers, err := d.JS.Stream(ctx, contract.StreamQuotaTimers)
-	if err != nil {
-		t.Fatal(err)
-	}
-	natstest.Eventually(t, 30*time.Second, "the timer stored", func() bool {
-		info, err := timers.Info(ctx, jetstream.WithSubjectFilter("sdevents.quota.timer."+acct+".>"))
-		return err == nil && len(info.State.Subjects) == 1
-	})
-	if v := d.View(acct); v.Balance != 2 || v.Reserved != 1 {
-		t.Fatalf("after the reservation: %+v", v)
-	}
-	d.Replay()
 }
 
-// TestTimerRefusedOutrightIsPublishedAgain: a timer that QUOTA_TIMERS
-// refuses with an error (here: larger than its max_msg_size allows, for a
-// moment; no retry of the publish itself helps) is published again in the
-// background, and stored once the stream takes it.
-func TestTimerRefusedOutrightIsPublishedAgain(t *testing.T) {
-	t.Parallel()
-	d := start(t, quotatest.Config(), 1)
-	const token = "user-timer-refused"
-	acct := quotatest.AcctOf(token)
-	d.Grant(token, 3, "")
-	if a := d.reserve(token, "timer-first"); !a.Success() {
-		t.Fatalf("first reserve: %s", a.Raw)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	timers, err := d.JS.Stream(ctx, contract.StreamQuotaTimers)
+// setMaxMsgSize sets the max_msg_size of stream (-1: unlimited).
+func setMaxMsgSize(ctx context.Context, js jetstream.JetStream, stream string, size int32) error {
+	s, err := js.Stream(ctx, stream)
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
-	info, err := timers.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	small := info.Config
-	small.MaxMsgSize = 16
-	if _, err := d.JS.UpdateStream(ctx, small); err != nil {
-		t.Fatal(err)
-	}
-	if a := d.reserve(token, "timer-refused"); !a.Success() {
-		t.Fatalf("reserve while timers are refused: %s", a.Raw)
-	}
-	if _, err := d.JS.UpdateStream(ctx, info.Config); err != nil {
-		t.Fatal(err)
-	}
-	natstest.Eventually(t, 30*time.Second, "the refused timer stored", func() bool {
-		info, err := timers.Info(ctx, jetstream.WithSubjectFilter("sdevents.quota.timer."+acct+".>"))
-		return err == nil && len(info.State.Subjects) == 2
-	})
+	cfg := s.CachedInfo().Config
+	cfg.MaxMsgSize = size
+	_, err = js.UpdateStream(ctx, cfg)
+	return err
 }
 
 // TestLostAnswersHoldNothing: while no replica answers (their requests

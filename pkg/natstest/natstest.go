@@ -102,17 +102,15 @@ func (n *Node) Reload(change func(*server.Options)) {
 	n.opts = opts
 }
 
-// The bounds of asynchronous publishes of the JetStream contexts Connect
-// returns: those of the binary's.
+// The bounds of asynchronous publishes of the JetStream contexts of
+// JetStream and Connect: those of the binary's.
 const (
 	AsyncAckTimeout = 10 * time.Second
 	AsyncMaxPending = 32 << 10
 )
 
 // Connect returns a connection to url that reconnects forever and is closed at
-// cleanup, with its JetStream context made as the binary makes a service's
-// (cmd/sdevents, newJetStream): at most AsyncMaxPending asynchronous
-// publishes awaiting their ack, each for at most AsyncAckTimeout.
+// cleanup, with its JetStream context (JetStream).
 func Connect(t testing.TB, url string, opts ...nats.Option) (*nats.Conn, jetstream.JetStream) {
 	t.Helper()
 	opts = append([]nats.Option{nats.MaxReconnects(-1), nats.ReconnectWait(50 * time.Millisecond)}, opts...)
@@ -121,11 +119,20 @@ func Connect(t testing.TB, url string, opts ...nats.Option) (*nats.Conn, jetstre
 		t.Fatalf("natstest: connect: %v", err)
 	}
 	t.Cleanup(nc.Close)
+	return nc, JetStream(t, nc)
+}
+
+// JetStream returns the JetStream context of nc made as the binary makes a
+// service's (cmd/sdevents, newJetStream): at most AsyncMaxPending
+// asynchronous publishes awaiting their ack, each for at most
+// AsyncAckTimeout.
+func JetStream(t testing.TB, nc *nats.Conn) jetstream.JetStream {
+	t.Helper()
 	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(AsyncAckTimeout), jetstream.WithPublishAsyncMaxPending(AsyncMaxPending))
 	if err != nil {
 		t.Fatalf("natstest: jetstream: %v", err)
 	}
-	return nc, js
+	return js
 }
 
 // ApplyStreams applies the project's stream definitions with the given replicas.

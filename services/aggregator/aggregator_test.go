@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sdevents/sdevents/pkg/contract"
+	"github.com/sdevents/sdevents/pkg/natstest"
 	"github.com/sdevents/sdevents/services/aggregator"
 	"github.com/sdevents/sdevents/services/aggregator/jobs"
 )
@@ -187,7 +188,7 @@ func TestBacklogOfOneKeyInGroups(t *testing.T) {
 			}
 		}
 	}
-	svc, err := aggregator.New(context.Background(), e.cfg, jetStreamOf(t, nc), reg, aggregator.WithFaults(
+	svc, err := aggregator.New(context.Background(), e.cfg, natstest.JetStream(t, nc), reg, aggregator.WithFaults(
 		func(uint64) { first.Do(delivered) },
 		func(m jetstream.Msg) error { return m.Ack() }))
 	if err != nil {

@@ -138,7 +138,7 @@ func (e *env) start(opts ...aggregator.Option) *replica {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	svc, err := aggregator.New(context.Background(), e.cfg, jetStreamOf(e.t, nc), prometheus.NewRegistry(), opts...)
+	svc, err := aggregator.New(context.Background(), e.cfg, natstest.JetStream(e.t, nc), prometheus.NewRegistry(), opts...)
 	if err != nil {
 		nc.Close()
 		e.t.Fatal(err)
@@ -199,18 +199,6 @@ func (e *env) jobCount() uint64 {
 
 func (e *env) jobsConfig() jobs.Config {
 	return e.cfg.Jobs
-}
-
-// jetStreamOf is the JetStream context of a service's connection nc, with
-// the bounds of natstest.Connect's (the binary's).
-func jetStreamOf(t testing.TB, nc *nats.Conn) jetstream.JetStream {
-	t.Helper()
-	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(natstest.AsyncAckTimeout),
-		jetstream.WithPublishAsyncMaxPending(natstest.AsyncMaxPending))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return js
 }
 
 // rebuild is the oracle: the pure jobs package over INGRESS, in order.

@@ -30,7 +30,7 @@ func (e *env) startWith(reg *prometheus.Registry, opts ...aggregator.Option) {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	svc, err := aggregator.New(context.Background(), e.cfg, jetStreamOf(e.t, nc), reg, opts...)
+	svc, err := aggregator.New(context.Background(), e.cfg, natstest.JetStream(e.t, nc), reg, opts...)
 	if err != nil {
 		nc.Close()
 		e.t.Fatal(err)

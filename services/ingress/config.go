@@ -100,12 +100,16 @@ func (c Config) Validate() error {
 	if d.SNSMaxAge+sns.MaxClockSkew > d.DedupHorizon {
 		bad("sns_max_age %s plus the %s an SNS Timestamp may be ahead exceeds dedup_horizon %s", d.SNSMaxAge, sns.MaxClockSkew, d.DedupHorizon)
 	}
+	// A source's name is a subject token: set, and one source's only.
 	names := map[string]bool{}
-	for _, cb := range c.Callbacks {
-		if cb.Name == "" || names[cb.Name] {
-			bad("callback source %q: a name must be set and used once", cb.Name)
+	named := func(kind, name string) {
+		if name == "" || names[kind+" "+name] {
+			bad("%s source %q: a name must be set and used once", kind, name)
 		}
-		names[cb.Name] = true
+		names[kind+" "+name] = true
+	}
+	for _, cb := range c.Callbacks {
+		named("callback", cb.Name)
 		if len(cb.Keys) == 0 {
 			bad("callback source %q: no key pair", cb.Name)
 		}
@@ -115,12 +119,8 @@ func (c Config) Validate() error {
 			}
 		}
 	}
-	names = map[string]bool{}
 	for _, s := range c.SNS {
-		if s.Name == "" || names[s.Name] {
-			bad("sns source %q: a name must be set and used once", s.Name)
-		}
-		names[s.Name] = true
+		named("sns", s.Name)
 		if len(s.TopicARNs) == 0 {
 			bad("sns source %q: no topic ARN", s.Name)
 		}
@@ -130,13 +130,9 @@ func (c Config) Validate() error {
 
 // withDefaults fills the zero fields of c.
 func (c Config) withDefaults() Config {
-	c.SyncSkew = cmp.Or(c.SyncSkew, DefaultSyncSkew)
-	c.AsyncMaxAge = cmp.Or(c.AsyncMaxAge, DefaultAsyncMaxAge)
-	c.SyncDeadline = cmp.Or(c.SyncDeadline, DefaultSyncDeadline)
-	c.PublishTimeout = cmp.Or(c.PublishTimeout, DefaultPublishTimeout)
-	c.DedupHorizon = cmp.Or(c.DedupHorizon, DefaultDedupHorizon)
-	c.SNSMaxAge = cmp.Or(c.SNSMaxAge, DefaultSNSMaxAge)
-	c.MaxBody = cmp.Or(c.MaxBody, DefaultMaxBody)
-	c.DrainTimeout = cmp.Or(c.DrainTimeout, drain.DefaultLimit)
+	c.SyncSkew, c.AsyncMaxAge = cmp.Or(c.SyncSkew, DefaultSyncSkew), cmp.Or(c.AsyncMaxAge, DefaultAsyncMaxAge)
+	c.SyncDeadline, c.PublishTimeout = cmp.Or(c.SyncDeadline, DefaultSyncDeadline), cmp.Or(c.PublishTimeout, DefaultPublishTimeout)
+	c.DedupHorizon, c.SNSMaxAge = cmp.Or(c.DedupHorizon, DefaultDedupHorizon), cmp.Or(c.SNSMaxAge, DefaultSNSMaxAge)
+	c.MaxBody, c.DrainTimeout = cmp.Or(c.MaxBody, DefaultMaxBody), cmp.Or(c.DrainTimeout, drain.DefaultLimit)
 	return c
 }

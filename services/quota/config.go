@@ -87,14 +87,10 @@ func (c Config) Validate() error {
 
 // withDefaults fills the zero fields of c.
 func (c Config) withDefaults() Config {
-	c.PerImage = cmp.Or(c.PerImage, DefaultPerImage)
-	c.ReservationTTL = cmp.Or(c.ReservationTTL, DefaultReservationTTL)
-	c.DecidedRetention = cmp.Or(c.DecidedRetention, DefaultDecidedRetention)
-	c.SnapshotEvery = cmp.Or(c.SnapshotEvery, DefaultSnapshotEvery)
-	c.MaxAccounts = cmp.Or(c.MaxAccounts, DefaultMaxAccounts)
-	c.AccountIdle = cmp.Or(c.AccountIdle, DefaultAccountIdle)
-	c.DecideDeadline = cmp.Or(c.DecideDeadline, DefaultDecideDeadline)
-	c.RequestMaxAge = cmp.Or(c.RequestMaxAge, DefaultRequestMaxAge)
+	c.PerImage, c.ReservationTTL = cmp.Or(c.PerImage, DefaultPerImage), cmp.Or(c.ReservationTTL, DefaultReservationTTL)
+	c.DecidedRetention, c.SnapshotEvery = cmp.Or(c.DecidedRetention, DefaultDecidedRetention), cmp.Or(c.SnapshotEvery, DefaultSnapshotEvery)
+	c.MaxAccounts, c.AccountIdle = cmp.Or(c.MaxAccounts, DefaultMaxAccounts), cmp.Or(c.AccountIdle, DefaultAccountIdle)
+	c.DecideDeadline, c.RequestMaxAge = cmp.Or(c.DecideDeadline, DefaultDecideDeadline), cmp.Or(c.RequestMaxAge, DefaultRequestMaxAge)
 	c.DrainTimeout = cmp.Or(c.DrainTimeout, drain.DefaultLimit)
 	return c
 }
