@@ -133,6 +133,9 @@ func checkImports(pkgs []goPackage) []violation {
 				if other := serviceOf(ir); mine && other != "" && other != svc {
 					add(imp, "services meet only on subjects: no service imports another, not even in tests")
 				}
+				if mine && ir == "pkg/config" {
+					add(imp, "a service takes a Config of its own: it reads no configuration file, not even in tests")
+				}
 			}
 		}
 	}
@@ -193,6 +196,9 @@ func TestShapeRules(t *testing.T) {
 		{"service on another", pkg("services/archiver", own("services/aggregator")), "no service imports another"},
 		{"service on another's domain", pkg("services/console", own("services/aggregator/jobs")), "no service imports another"},
 		{"service test on another", test(pkg("services/aggregator"), own("services/ingress")), "no service imports another"},
+		{"service on the file", pkg("services/quota", own("pkg/config")), "a service takes a Config of its own"},
+		{"service test on the file", test(pkg("services/ingress"), own("pkg/config")), "a service takes a Config of its own"},
+		{"binary on the file", pkg("cmd/sdevents", own("pkg/config")), ""},
 		{"binary on every service", pkg("cmd/sdevents", own("services/quota"), own("services/console")), ""},
 		{"end-to-end tests on services", test(pkg("e2e"), own("services/quota"), own("services/ingress")), ""},
 	} {
