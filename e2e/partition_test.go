@@ -275,10 +275,7 @@ func (d *partDeployment) connect(name string, urls []string, pinned bool, writes
 		opts = append(opts, nats.IgnoreDiscoveredServers())
 	}
 	g.nc, g.js = natstest.Connect(d.t, strings.Join(urls, ","), opts...)
-	var err error
-	if g.h, err = jshealth.New(g.nc, jshealth.Options{Streams: writes}); err != nil {
-		d.t.Fatal(err)
-	}
+	g.h = jshealth.New(g.js, jshealth.Options{Streams: writes})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); _ = m.Run(ctx, g.h) }()

@@ -59,16 +59,12 @@ func (p *process) newMover() (*jshealth.Mover, error) {
 // connection (pkg/jshealth). With a mover (external NATS) it also runs the
 // mover, which takes the connection to another server when that one can
 // write them and this one cannot.
-func (p *process) watchJetStream(services []string, mv *jshealth.Mover) error {
-	h, err := jshealth.New(p.nc, jshealth.Options{Streams: writtenBy(services), OnChange: p.writableChanged()})
-	if err != nil {
-		return err
-	}
+func (p *process) watchJetStream(services []string, mv *jshealth.Mover) {
+	h := jshealth.New(p.js, jshealth.Options{Streams: writtenBy(services), OnChange: p.writableChanged()})
 	p.http.AddReadyCheck("jetstream", h.Ready)
 	if mv != nil {
 		p.add("nats mover", func(ctx context.Context) error { return mv.Run(ctx, h) })
 	}
-	return nil
 }
 
 // writableChanged returns the OnChange of the process's Health: it logs

@@ -234,9 +234,7 @@ func build(ctx context.Context, cfg config.Config, services []string) (*process,
 		}
 		return nil
 	})
-	if err := p.watchJetStream(services, mover); err != nil {
-		return fail(err)
-	}
+	p.watchJetStream(services, mover)
 	if guard != nil {
 		p.http.AddReadyCheck("store", guard.Ready)
 		p.add("store guard", guard.Run)

@@ -108,14 +108,11 @@ type Health struct {
 	running chan struct{} // closed when the check in flight ends
 }
 
-// New returns a Health for the streams of o, checked through nc.
-func New(nc *nats.Conn, o Options) (*Health, error) {
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return nil, fmt.Errorf("jshealth: %w", err)
-	}
+// New returns a Health for the streams of o, checked through js, the
+// JetStream context of the connection whose writes it answers for.
+func New(js jetstream.JetStream, o Options) *Health {
 	o.defaults()
-	return &Health{nc: nc, js: js, opts: o}, nil
+	return &Health{nc: js.Conn(), js: js, opts: o}
 }
 
 // Ready reports whether every stream can be written now: nil, or an error

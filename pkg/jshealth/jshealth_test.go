@@ -41,11 +41,11 @@ func newHealth(t *testing.T, nc *nats.Conn, o jshealth.Options) *jshealth.Health
 	if o.Streams == nil {
 		o.Streams = []string{stream}
 	}
-	h, err := jshealth.New(nc, o)
+	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return h
+	return jshealth.New(js, o)
 }
 
 func ready(h *jshealth.Health) error {
