@@ -106,9 +106,12 @@ func TestPartitions(t *testing.T) {
 	simDone := make(chan error, 1)
 	go func() { simDone <- sim.Run(t.Context()) }()
 
-	// The scenarios, while the simulator runs.
+	// The scenarios, while the simulator runs. Each phase lasts until what it
+	// is there to cause has been seen, within bounds that fail the test.
 	stamp := func(what string, n *partNode) { t.Logf("%s %s %s", time.Now().Format("15:04:05.0"), what, n.id) }
 	var scenarios []*scenario
+	// settle waits for every replica to be ready and to have stored a steady
+	// run of probes (two seconds' worth) asked after that.
 	settle := func() {
 		natstest.Eventually(t, 60*time.Second, "every replica ready and storing", func() bool {
 			for _, r := range replicas {
@@ -118,16 +121,36 @@ func TestPartitions(t *testing.T) {
 			}
 			return true
 		})
-		time.Sleep(2 * time.Second) // a steady stretch between scenarios, for the figures
+		steady := time.Now()
+		natstest.Eventually(t, 30*time.Second, "a steady stretch of stored probes", func() bool {
+			for _, r := range replicas {
+				if stored, refused := r.probesSince(steady); stored < steadyProbes || refused > 0 {
+					return false
+				}
+			}
+			return true
+		})
 	}
-	time.Sleep(3 * time.Second) // traffic under way
+	natstest.Eventually(t, 30*time.Second, "simulator traffic stored", func() bool {
+		ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
+		defer cancel()
+		st, err := d.js.Stream(ctx, contract.StreamIngress)
+		return err == nil && st.CachedInfo().State.Msgs >= 20
+	})
 	settle()
 
+	// The leader stays cut off until in-1, on it, has been seen unready and
+	// the majority (in-2, on a follower) has stored ten seconds of probes
+	// after that: a new leader took over and served under traffic.
 	s := &scenario{name: fmt.Sprintf("leader isolated (%s, INGRESS leader; in-1 on it)", nodes[leader].id)}
 	s.cut = time.Now()
 	pn.cut(leader)
 	stamp("cut", nodes[leader])
-	time.Sleep(20 * time.Second) // the partition itself: the leader stays cut off this long under traffic
+	holdUntil(t, "in-1 unready, then in-2 storing through a new leader", func() bool {
+		red := in1.firstUnready(s.cut)
+		stored, _ := in2.probesSince(red)
+		return !red.IsZero() && stored >= faultProbes
+	})
 	pn.heal(leader)
 	s.heal = time.Now()
 	stamp("healed", nodes[leader])
@@ -135,11 +158,18 @@ func TestPartitions(t *testing.T) {
 	s.end = time.Now()
 	scenarios = append(scenarios, s)
 
+	// The pinned node stays cut off until in-2, which knows no other, has
+	// been seen unready and in-1 has stored ten seconds of probes after
+	// that.
 	s = &scenario{name: fmt.Sprintf("pinned (%s, the only node in-2 knows)", nodes[follower].id)}
 	s.cut = time.Now()
 	pn.cut(follower)
 	stamp("cut", nodes[follower])
-	time.Sleep(15 * time.Second) // the partition itself: the pinned node stays cut off this long
+	holdUntil(t, "in-2 unready, then in-1 storing", func() bool {
+		red := in2.firstUnready(s.cut)
+		stored, _ := in1.probesSince(red)
+		return !red.IsZero() && stored >= faultProbes
+	})
 	pn.heal(follower)
 	s.heal = time.Now()
 	stamp("healed", nodes[follower])
@@ -147,17 +177,35 @@ func TestPartitions(t *testing.T) {
 	s.end = time.Now()
 	scenarios = append(scenarios, s)
 
+	// Three flaps of the INGRESS leader, as short as they can be felt: each
+	// cut lasts until a probe was refused or a replica seen unready, each
+	// link until every replica is ready and storing again.
 	flapper := pd.leaderOf(contract.StreamIngress)
-	s = &scenario{name: fmt.Sprintf("flapping (%s, INGRESS leader: 3 s cut, 3 s linked, three times)", nodes[flapper].id)}
+	s = &scenario{name: fmt.Sprintf("flapping (%s, INGRESS leader: cut until felt, linked until all store, three times)", nodes[flapper].id)}
 	s.cut = time.Now()
 	for i := range 3 {
+		cut := time.Now()
 		pn.cut(flapper)
 		stamp("cut", nodes[flapper])
-		time.Sleep(3 * time.Second) // one flap: cut for 3 s
+		holdUntil(t, "a probe refused or a replica unready", func() bool {
+			for _, r := range replicas {
+				if _, refused := r.probesSince(cut); refused > 0 || !r.firstUnready(cut).IsZero() {
+					return true
+				}
+			}
+			return false
+		})
 		pn.heal(flapper)
 		stamp("healed", nodes[flapper])
 		if i < 2 {
-			time.Sleep(3 * time.Second) // then healed for 3 s
+			holdUntil(t, "every replica ready and storing", func() bool {
+				for _, r := range replicas {
+					if stored, _ := r.probesSince(time.Now().Add(-time.Second)); !r.ready.Load() || stored == 0 || !r.storing.Load() {
+						return false
+					}
+				}
+				return true
+			})
 		}
 	}
 	s.heal = time.Now()
@@ -421,6 +469,51 @@ func (r *partReplica) startProbe(t *testing.T) {
 		}
 	}()
 	t.Cleanup(r.stopProbe)
+}
+
+// Runs of probe callbacks (one every 250 ms): a steady stretch between
+// scenarios, and the service of the majority a partition lasts through.
+const (
+	steadyProbes = 8  // two seconds' worth
+	faultProbes  = 40 // ten seconds' worth
+)
+
+// holdUntil keeps a fault in place until cond holds, failing t when it
+// does not within a minute: the fault did not have the effect it is there
+// for.
+func holdUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	natstest.Eventually(t, time.Minute, what, cond)
+}
+
+// probesSince counts r's probe callbacks asked at or after since that were
+// stored and that were refused.
+func (r *partReplica) probesSince(since time.Time) (stored, refused int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, p := range r.probes {
+		switch {
+		case p.at.Before(since):
+		case p.ok:
+			stored++
+		default:
+			refused++
+		}
+	}
+	return stored, refused
+}
+
+// firstUnready is when r's readiness was first asked, at or after since,
+// and answered not ready; zero when it has not been.
+func (r *partReplica) firstUnready(since time.Time) time.Time {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, s := range r.readiness {
+		if !s.ok && !s.at.Before(since) {
+			return s.at
+		}
+	}
+	return time.Time{}
 }
 
 func (r *partReplica) stopProbe() {
