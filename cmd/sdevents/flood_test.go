@@ -33,7 +33,7 @@ func TestDescriptorFloodUnderLimit(t *testing.T) {
 	const limit, flood = 64, 300
 	bin := proctest.Build(t, ".", "sdevents")
 	dir := t.TempDir()
-	httpAddr, natsAddr := freeAddr(t), freeAddr(t)
+	httpAddr, natsAddr := proctest.FreeAddr(t), proctest.FreeAddr(t)
 	cfgPath := filepath.Join(dir, "sdevents.yaml")
 	writeConfig(t, cfgPath, fmt.Sprintf(`http:
   addr: %s

@@ -110,7 +110,7 @@ func TestBinaryExitsNonZeroWhenNATSGivesUp(t *testing.T) {
 	node := natstest.Start(t)
 	bin := proctest.Build(t, ".", "sdevents")
 	dir := t.TempDir()
-	httpAddr := freeAddr(t)
+	httpAddr := proctest.FreeAddr(t)
 	cfgPath := filepath.Join(dir, "sdevents.yaml")
 	writeConfig(t, cfgPath, fmt.Sprintf(`http:
   addr: %s

@@ -41,7 +41,7 @@ var unitless = map[string]bool{"took": true, "wait": true, "retry_in": true, "de
 func TestLogHygiene(t *testing.T) {
 	bin := proctest.Build(t, ".", "sdevents")
 	dir := t.TempDir()
-	httpAddr, natsAddr := freeAddr(t), freeAddr(t)
+	httpAddr, natsAddr := proctest.FreeAddr(t), proctest.FreeAddr(t)
 	ca, err := simulator.NewCA()
 	if err != nil {
 		t.Fatal(err)

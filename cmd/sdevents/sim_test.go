@@ -18,12 +18,6 @@ import (
 	"github.com/sdevents/sdevents/services/simulator"
 )
 
-// freeAddr returns a loopback address whose port was free a moment ago.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	return fmt.Sprintf("127.0.0.1:%d", proctest.FreePorts(t, 1)[0])
-}
-
 // waitReady polls p's /readyz on httpAddr until it answers 200. When the
 // process exits first or the time runs out, it fails with the tail of the
 // process's log.
@@ -71,7 +65,7 @@ func TestSoakWithKills(t *testing.T) {
 	dir := t.TempDir()
 	mc := miniotest.Start(t)
 	bucket := mc.MakeBucket(t, "sim-output")
-	httpAddr, natsAddr, imgAddr, snsAddr := freeAddr(t), freeAddr(t), freeAddr(t), freeAddr(t)
+	httpAddr, natsAddr, imgAddr, snsAddr := proctest.FreeAddr(t), proctest.FreeAddr(t), proctest.FreeAddr(t), proctest.FreeAddr(t)
 	caFile := filepath.Join(dir, "sim-ca.pem")
 	if _, _, err := simulator.LoadOrCreateCA(caFile, caFile+".key"); err != nil {
 		t.Fatal(err)

@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/zerolog"
+	"github.com/sdevents/sdevents/pkg/proctest"
 )
 
 func TestDescribeBuild(t *testing.T) {
@@ -170,7 +171,7 @@ func TestVersionStamped(t *testing.T) {
 
 	t.Run("run", func(t *testing.T) {
 		dir := t.TempDir()
-		httpAddr := freeAddr(t)
+		httpAddr := proctest.FreeAddr(t)
 		logPath := filepath.Join(dir, "run.log")
 		logFile, err := os.Create(logPath)
 		if err != nil {
@@ -180,7 +181,7 @@ func TestVersionStamped(t *testing.T) {
 		cmd := exec.Command(bin, "run", "--config", filepath.Join("..", "..", "sdevents.example.yaml"))
 		cmd.Env = append(os.Environ(),
 			"SDEVENTS_HTTP_ADDR="+httpAddr,
-			"SDEVENTS_NATS_EMBEDDED_ADDR="+freeAddr(t),
+			"SDEVENTS_NATS_EMBEDDED_ADDR="+proctest.FreeAddr(t),
 			"SDEVENTS_NATS_EMBEDDED_STORE_DIR="+filepath.Join(dir, "nats"),
 			"SDEVENTS_ARCHIVE_DIR="+filepath.Join(dir, "archive"),
 			"SDEVENTS_LOG_LEVEL=warn",

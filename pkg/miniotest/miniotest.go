@@ -12,7 +12,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -26,6 +25,8 @@ import (
 
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
+
+	"github.com/sdevents/sdevents/pkg/proctest"
 )
 
 // EnvBin names the environment variable that overrides the binary's path.
@@ -74,8 +75,8 @@ func Start(t testing.TB) *Server {
 		t.Fatalf("miniotest: %v", err)
 	}
 	s := &Server{
-		Endpoint:    freeAddr(t),
-		consoleAddr: freeAddr(t),
+		Endpoint:    proctest.FreeAddr(t),
+		consoleAddr: proctest.FreeAddr(t),
 		AccessKey:   AccessKey,
 		SecretKey:   SecretKey,
 		t:           t,
@@ -117,17 +118,6 @@ func findBinary() (string, error) {
 			return "", fmt.Errorf("no go.work above %s and %s unset: run `make tools` in the repository", wd, EnvBin)
 		}
 	}
-}
-
-// freeAddr returns a loopback address whose port was free a moment ago.
-func freeAddr(t testing.TB) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("miniotest: %v", err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 func (s *Server) start() {
@@ -222,9 +212,9 @@ func (s *Server) Stop() {
 }
 
 // Restart stops the server if it runs and starts it again on the same
-// address with the same data, waiting until it is live. It fails the test
-// when the server does not come back (for instance when another process took
-// the port meanwhile).
+// address (held for the test process, proctest.FreePorts) with the same data,
+// waiting until it is live. It fails the test when the server does not come
+// back.
 func (s *Server) Restart() {
 	s.t.Helper()
 	s.Stop()

@@ -6,10 +6,10 @@ package natstest
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/url"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -29,10 +29,12 @@ type Node struct {
 }
 
 // baseOptions is a fresh copy of the options every test server starts from.
+// Its client port is held for the test process (proctest.FreePorts), so a
+// restart finds it free.
 func baseOptions(t testing.TB, dir string) server.Options {
 	return server.Options{
 		Host:                  "127.0.0.1",
-		Port:                  server.RANDOM_PORT,
+		Port:                  proctest.FreePorts(t, 1)[0],
 		NoLog:                 true,
 		NoSigs:                true,
 		MaxControlLine:        4096,
@@ -59,18 +61,55 @@ func (n *Node) start() {
 	if err != nil {
 		n.t.Fatalf("natstest: %v", err)
 	}
+	// A listener that cannot bind is reported only to the server's log, and
+	// the server then never becomes ready: the log's fatal line ends the
+	// wait with its reason.
+	fatal := &fatalLog{}
+	s.SetLoggerV2(fatal, false, false, false)
 	s.Start()
 	// A restarted cluster node recovers its streams and meets its routes
 	// before it listens; with race detection on two loaded cores this took
 	// more than 10 s at times. The bound is for a server that never comes
 	// up, not a measure of how fast one does.
-	if !s.ReadyForConnections(time.Minute) {
-		n.t.Fatalf("natstest: server %s not ready for connections after a minute", opts.ServerName)
+	for deadline := time.Now().Add(time.Minute); !s.ReadyForConnections(100 * time.Millisecond); {
+		if msg := fatal.first(); msg != "" {
+			s.Shutdown()
+			n.t.Fatalf("natstest: server %s: %s", opts.ServerName, msg)
+		}
+		if time.Now().After(deadline) {
+			s.Shutdown()
+			n.t.Fatalf("natstest: server %s not ready for connections after a minute", opts.ServerName)
+		}
 	}
 	n.Srv = s
-	// Keep the port for restarts.
-	n.opts.Port = s.Addr().(*net.TCPAddr).Port
 }
+
+// fatalLog is a server logger that keeps the first fatal line and drops
+// every other.
+type fatalLog struct {
+	mu  sync.Mutex
+	msg string
+}
+
+func (l *fatalLog) Fatalf(format string, v ...any) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.msg == "" {
+		l.msg = fmt.Sprintf(format, v...)
+	}
+}
+
+func (l *fatalLog) first() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.msg
+}
+
+func (*fatalLog) Noticef(string, ...any) {}
+func (*fatalLog) Warnf(string, ...any)   {}
+func (*fatalLog) Errorf(string, ...any)  {}
+func (*fatalLog) Debugf(string, ...any)  {}
+func (*fatalLog) Tracef(string, ...any)  {}
 
 // URL is the client URL.
 func (n *Node) URL() string { return n.Srv.ClientURL() }

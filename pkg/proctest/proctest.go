@@ -8,10 +8,12 @@ package proctest
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -129,21 +131,103 @@ func (p *Proc) Tail(n int) string {
 	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
 
-// FreePorts returns n loopback ports that were free a moment ago.
+// FreePorts returns n loopback ports held for the test process until it
+// exits.
+//
+// A port learnt by listening on port 0 and closing again is free only for a
+// moment: until the server given it binds it, an outgoing connection or a
+// listener of this or another test process may be handed the same port, and
+// a server that cannot bind its port never becomes ready. So these ports
+// come from outside the kernel's ephemeral range (which neither a listen on
+// port 0 nor a connect ever hands out), are checked free by binding them,
+// and are locked against every other test process by an flock on a file per
+// port in the temporary directory, held until this process exits. A server
+// stopped and started again finds its port still its own.
 func FreePorts(t testing.TB, n int) []int {
 	t.Helper()
-	var ls []net.Listener
-	var ports []int
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	for _, l := range ls {
-		l.Close()
+	ports, err := reservePorts(n)
+	if err != nil {
+		t.Fatalf("proctest: %v", err)
 	}
 	return ports
+}
+
+// FreeAddr returns a loopback address ("127.0.0.1:port") on a port of
+// FreePorts.
+func FreeAddr(t testing.TB) string {
+	t.Helper()
+	return fmt.Sprintf("127.0.0.1:%d", FreePorts(t, 1)[0])
+}
+
+// held keeps the lock files of the ports handed out, open until the process
+// exits.
+var held struct {
+	sync.Mutex
+	files []*os.File
+}
+
+func reservePorts(n int) ([]int, error) {
+	held.Lock()
+	defer held.Unlock()
+	lo, hi := reservableRange()
+	dir := filepath.Join(os.TempDir(), fmt.Sprintf("sdevents-test-ports-%d", os.Getuid()))
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("port locks: %w", err)
+	}
+	size := hi - lo
+	start := rand.IntN(size)
+	var ports []int
+	for i := 0; i < size && len(ports) < n; i++ {
+		port := lo + (start+i)%size
+		f, ok := lockPort(dir, port)
+		if !ok {
+			continue
+		}
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			f.Close()
+			continue
+		}
+		l.Close()
+		held.files = append(held.files, f)
+		ports = append(ports, port)
+	}
+	if len(ports) < n {
+		return nil, fmt.Errorf("no %d free ports in %d-%d", n, lo, hi-1)
+	}
+	return ports, nil
+}
+
+// lockPort takes the lock of port, if no other process holds it.
+func lockPort(dir string, port int) (*os.File, bool) {
+	f, err := os.OpenFile(filepath.Join(dir, strconv.Itoa(port)), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, false
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		return nil, false
+	}
+	return f, true
+}
+
+// reservableRange is the larger of the port ranges below and above the
+// kernel's ephemeral range, leaving the well-known and registered ports
+// below 20000 alone: [lo, hi).
+func reservableRange() (lo, hi int) {
+	elo, ehi := 32768, 60999 // Linux's default
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			a, errA := strconv.Atoi(f[0])
+			b, errB := strconv.Atoi(f[1])
+			if errA == nil && errB == nil {
+				elo, ehi = a, b
+			}
+		}
+	}
+	below, above := max(0, elo-20000), 65535-ehi
+	if below >= above {
+		return 20000, elo
+	}
+	return ehi + 1, 65536
 }
