@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -220,6 +221,9 @@ func TestShutdownHandsQueuedWorkBack(t *testing.T) {
 	e.cfg.Limits.MinRate = -1 // no minimum: the held fetch below may wait long on a loaded machine
 	at := time.Now()
 	release := make(chan struct{})
+	var releaseOnce sync.Once
+	unhold := func() { releaseOnce.Do(func() { close(release) }) }
+	t.Cleanup(unhold) // a failed assertion does not leave the fetch held until its read timeout
 	wants := map[string]want{}
 	for i := range 6 {
 		b := pngOf(t, uint64(300+i), 16, 16)
@@ -247,7 +251,7 @@ func TestShutdownHandsQueuedWorkBack(t *testing.T) {
 		c.ReadTimeout = time.Minute
 	})
 	a := e.startDraining(time.Minute, patient)
-	natstest.Eventually(t, 10*time.Second, "one fetch in flight and the rest held", func() bool {
+	natstest.Eventually(t, 30*time.Second, "one fetch in flight and the rest held", func() bool {
 		c, err := e.js.Consumer(context.Background(), contract.StreamIngress, archiver.ConsumerName)
 		return err == nil && c.CachedInfo().NumAckPending == 6 && e.images.count("/queued/0.png") == 1
 	})
@@ -257,7 +261,7 @@ func TestShutdownHandsQueuedWorkBack(t *testing.T) {
 		a.stop()
 		close(stopped)
 	}()
-	natstest.Eventually(t, 20*time.Second, "the queued images archived by the other replica", func() bool {
+	natstest.Eventually(t, time.Minute, "the queued images archived by the other replica", func() bool {
 		return len(e.events()) == 5
 	})
 	select {
@@ -265,7 +269,7 @@ func TestShutdownHandsQueuedWorkBack(t *testing.T) {
 		t.Fatal("the stopping replica did not wait for its fetch in flight")
 	default:
 	}
-	close(release)
+	unhold()
 	<-stopped
 	evs := e.waitSettled(len(wants), 20*time.Second)
 	checkStored(t, evs, wants, "file://"+e.sink.Dir+"/")
