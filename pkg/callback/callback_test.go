@@ -2,7 +2,9 @@ package callback_test
 
 import (
 	"errors"
+	"fmt"
 	"net/url"
+	"strings"
 	"sync"
 	"testing"
 
@@ -83,4 +85,22 @@ func TestVerifierConcurrent(t *testing.T) {
 		})
 	}
 	wg.Wait()
+}
+
+// TestKeyHidesItsSecret: a key printed with any verb, alone or inside a
+// configuration, shows its access key and never its secret.
+func TestKeyHidesItsSecret(t *testing.T) {
+	k := callback.Key{AK: "ak-visible", SK: "sk-must-not-show"}
+	cfg := struct{ Keys []callback.Key }{[]callback.Key{k}}
+	for _, verb := range []string{"%v", "%+v", "%#v", "%s"} {
+		for _, v := range []any{k, &k, cfg} {
+			out := fmt.Sprintf(verb, v)
+			if strings.Contains(out, "sk-must-not-show") {
+				t.Errorf("%s of %T shows the secret: %s", verb, v, out)
+			}
+			if !strings.Contains(out, "ak-visible") {
+				t.Errorf("%s of %T hides the access key: %s", verb, v, out)
+			}
+		}
+	}
 }

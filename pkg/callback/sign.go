@@ -9,6 +9,7 @@ import (
 	"crypto/subtle"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"hash"
 	"strings"
 	"unicode"
@@ -20,11 +21,24 @@ import (
 // sign. Callers answer 401.
 var ErrSignature = errors.New("signature mismatch")
 
-// Key is one access-key pair of a callback source.
+// Key is one access-key pair of a callback source. Printed with fmt, it
+// shows the access key and hides the secret.
 type Key struct {
 	AK string
 	SK string
 }
+
+// String shows AK and hides SK.
+func (k Key) String() string {
+	sk := ""
+	if k.SK != "" {
+		sk = "[redacted]"
+	}
+	return fmt.Sprintf("{AK:%s SK:%s}", k.AK, sk)
+}
+
+// GoString is String, for %#v.
+func (k Key) GoString() string { return "callback.Key" + k.String() }
 
 // signsContext reports whether the context fields (token, bizType, apiId,
 // invokeId) are part of the signed string: exactly when bizType is non-empty
