@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"path/filepath"
 	"testing"
 )
 
@@ -15,7 +14,6 @@ import (
 func TestFreePortsAreHeld(t *testing.T) {
 	ports := append(FreePorts(t, 5), FreePorts(t, 5)...)
 	lo, hi := reservableRange()
-	dir := filepath.Join(os.TempDir(), fmt.Sprintf("sdevents-test-ports-%d", os.Getuid()))
 	seen := map[int]bool{}
 	for _, p := range ports {
 		if seen[p] {
@@ -25,7 +23,7 @@ func TestFreePortsAreHeld(t *testing.T) {
 		if p < lo || p >= hi {
 			t.Errorf("port %d outside %d-%d", p, lo, hi-1)
 		}
-		if f, ok := lockPort(dir, p); ok {
+		if f, ok := lockPort(lockDir, p); ok {
 			f.Close()
 			t.Errorf("port %d: its lock was free to take", p)
 		}
@@ -55,5 +53,20 @@ func TestReservableRangeAvoidsEphemeralPorts(t *testing.T) {
 		if p >= lo && p < hi {
 			t.Fatalf("the kernel handed out port %d, inside %d-%d", p, lo, hi-1)
 		}
+	}
+}
+
+// TestFreePortsLeaveTMPDIRAlone: a test that points TMPDIR at a directory
+// to watch finds no lock file of FreePorts there.
+func TestFreePortsLeaveTMPDIRAlone(t *testing.T) {
+	tmp := t.TempDir()
+	t.Setenv("TMPDIR", tmp)
+	FreePorts(t, 2)
+	entries, err := os.ReadDir(tmp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) != 0 {
+		t.Errorf("FreePorts wrote to TMPDIR: %v", entries)
 	}
 }

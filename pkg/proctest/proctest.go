@@ -166,12 +166,16 @@ var held struct {
 	files []*os.File
 }
 
+// lockDir holds the ports' lock files: in the temporary directory of the
+// process as it started, shared by every test process of a user, and not
+// where a test that sets TMPDIR would look for files of its own.
+var lockDir = filepath.Join(os.TempDir(), fmt.Sprintf("sdevents-test-ports-%d", os.Getuid()))
+
 func reservePorts(n int) ([]int, error) {
 	held.Lock()
 	defer held.Unlock()
 	lo, hi := reservableRange()
-	dir := filepath.Join(os.TempDir(), fmt.Sprintf("sdevents-test-ports-%d", os.Getuid()))
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := os.MkdirAll(lockDir, 0o700); err != nil {
 		return nil, fmt.Errorf("port locks: %w", err)
 	}
 	size := hi - lo
@@ -179,7 +183,7 @@ func reservePorts(n int) ([]int, error) {
 	var ports []int
 	for i := 0; i < size && len(ports) < n; i++ {
 		port := lo + (start+i)%size
-		f, ok := lockPort(dir, port)
+		f, ok := lockPort(lockDir, port)
 		if !ok {
 			continue
 		}
