@@ -16,7 +16,13 @@ import (
 // and the same event decoded back otherwise; an error where Marshal has one.
 func TestAppendJSONMatchesMarshal(t *testing.T) {
 	t.Parallel()
-	rng := rand.New(rand.NewSource(time.Now().UnixNano()))
+	seed := time.Now().UnixNano()
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("random events of seed %d", seed)
+		}
+	})
+	rng := rand.New(rand.NewSource(seed))
 	for i := range 5000 {
 		e := randomEvent(rng, i%3 == 0)
 		want, wantErr := json.Marshal(e)
@@ -105,19 +111,19 @@ func randomEvent(rng *rand.Rand, snapshot bool) Event {
 		for range rng.Intn(3) {
 			r.Withdrawn = append(r.Withdrawn, randomString(rng))
 		}
-		s.Open[randomString(rng)] = r
+		s.Open[randomKey(rng)] = r
 	}
 	for range rng.Intn(4) {
 		if s.Finished == nil {
 			s.Finished = map[string]Outcome{}
 		}
-		s.Finished[randomString(rng)] = Outcome{Type: types[rng.Intn(len(types))], Credits: randomInt(rng), Reason: randomString(rng), At: randomTime(rng)}
+		s.Finished[randomKey(rng)] = Outcome{Type: types[rng.Intn(len(types))], Credits: randomInt(rng), Reason: randomString(rng), At: randomTime(rng)}
 	}
 	for range rng.Intn(4) {
 		if s.Grants == nil {
 			s.Grants = map[string]int64{}
 		}
-		s.Grants[randomString(rng)] = randomInt(rng)
+		s.Grants[randomKey(rng)] = randomInt(rng)
 	}
 	if rng.Intn(8) == 0 {
 		s.Open = map[string]Reservation{} // empty, not nil: omitted all the same
@@ -138,6 +144,14 @@ func randomString(rng *rand.Rand) string {
 	}
 	return b.String()
 }
+
+// randomKey is a randomString made valid UTF-8, as the keys of a State's
+// maps always are: they are invokeIds and grant ids that reached the quota
+// in JSON, which decodes to valid UTF-8. (Two keys that differ only in
+// invalid bytes would be written as one JSON key, twice; which of the two
+// values a decoder keeps then depends on the order, which AppendJSON does
+// not fix.)
+func randomKey(rng *rand.Rand) string { return strings.ToValidUTF8(randomString(rng), "\ufffd") }
 
 func randomInt(rng *rand.Rand) int64 {
 	switch rng.Intn(4) {
