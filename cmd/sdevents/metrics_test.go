@@ -129,6 +129,9 @@ func parseDesc(s string) (name string, labels []string, err error) {
 		}
 	}
 	vars, ok := strings.CutPrefix(rest, "}, variableLabels: {")
+	if !ok {
+		return "", nil, bad
+	}
 	if vars, ok = strings.CutSuffix(vars, "}}"); !ok {
 		return "", nil, bad
 	}
