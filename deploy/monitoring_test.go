@@ -119,7 +119,7 @@ func checkQuery(expr string, metrics map[string][]string) []error {
 				return nil
 			}
 			for _, m := range n.LabelMatchers {
-				if m.Name != labels.MetricName && !slices.Contains(ls, m.Name) {
+				if m.Name != model.MetricNameLabel && !slices.Contains(ls, m.Name) {
 					errs = append(errs, fmt.Errorf("%q: %s has no label %q", expr, name, m.Name))
 				}
 			}
@@ -143,7 +143,7 @@ func selectorName(vs *parser.VectorSelector) string {
 		return vs.Name
 	}
 	for _, m := range vs.LabelMatchers {
-		if m.Name == labels.MetricName && m.Type == labels.MatchEqual {
+		if m.Name == model.MetricNameLabel && m.Type == labels.MatchEqual {
 			return m.Value
 		}
 	}

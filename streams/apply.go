@@ -169,7 +169,7 @@ func (a *applier) stream(ctx context.Context, f File) error {
 		}
 		return nil
 	case errors.Is(err, jetstream.ErrStreamNotFound):
-		if s, err = a.js.CreateStream(ctx, want); errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+		if _, err = a.js.CreateStream(ctx, want); errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
 			// Created meanwhile by another process, with another configuration.
 			s, err = a.js.Stream(ctx, want.Name)
 			if err == nil {
@@ -223,7 +223,7 @@ func (a *applier) consumer(ctx context.Context, stream string, c Consumer) error
 		a.r.Missing = append(a.r.Missing, object)
 		return nil
 	case errors.Is(err, jetstream.ErrConsumerNotFound):
-		if got, err = a.js.CreateConsumer(ctx, stream, want); errors.Is(err, jetstream.ErrConsumerExists) {
+		if _, err = a.js.CreateConsumer(ctx, stream, want); errors.Is(err, jetstream.ErrConsumerExists) {
 			got, err = a.js.Consumer(ctx, stream, want.Durable)
 			if err == nil {
 				err = a.existingConsumer(ctx, stream, object, got, want)
