@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -384,13 +385,33 @@ func (p *platform) deliver(ctx context.Context, base, bizType, invokeID, token s
 // any replica of the stream, one still catching up after a restart
 // included, which then delivers only what it holds: after restarting a
 // node, wait for the replicas to converge (waitReplicasConverge) first.
+//
+// A restarted node that rejoins may call a meta leader election, and a
+// JetStream API request sent meanwhile goes unanswered: a read that times
+// out starts again, for up to a minute.
 func readAll(t *testing.T, js jetstream.JetStream, stream, filter string) []jetstream.Msg {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	deadline := time.Now().Add(time.Minute)
+	for {
+		out, err := readAllOnce(t.Context(), js, stream, filter)
+		if err == nil {
+			return out
+		}
+		unanswered := errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, nats.ErrNoResponders)
+		if !unanswered || time.Now().After(deadline) {
+			t.Fatalf("read %s: %v", stream, err)
+		}
+		t.Logf("read %s: %v; reading again", stream, err)
+	}
+}
+
+// readAllOnce is one attempt of readAll, bounded by 15 s.
+func readAllOnce(ctx context.Context, js jetstream.JetStream, stream, filter string) ([]jetstream.Msg, error) {
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 	s, err := js.Stream(ctx, stream)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	var opts []jetstream.StreamInfoOpt
 	if filter != "" {
@@ -398,10 +419,10 @@ func readAll(t *testing.T, js jetstream.JetStream, stream, filter string) []jets
 	}
 	info, err := s.Info(ctx, opts...)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	if info.State.Msgs == 0 || filter != "" && len(info.State.Subjects) == 0 {
-		return nil
+		return nil, nil
 	}
 	cfg := jetstream.OrderedConsumerConfig{}
 	if filter != "" {
@@ -409,26 +430,26 @@ func readAll(t *testing.T, js jetstream.JetStream, stream, filter string) []jets
 	}
 	c, err := js.OrderedConsumer(ctx, stream, cfg)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	var out []jetstream.Msg
 	for {
 		batch, err := c.Fetch(1000, jetstream.FetchMaxWait(time.Second))
 		if err != nil {
-			t.Fatal(err)
+			return nil, err
 		}
 		for m := range batch.Messages() {
 			out = append(out, m)
 			md, err := m.Metadata()
 			if err != nil {
-				t.Fatal(err)
+				return nil, err
 			}
 			if md.NumPending == 0 {
-				return out
+				return out, nil
 			}
 		}
 		if ctx.Err() != nil {
-			t.Fatalf("read %s: only %d messages before the deadline (%v)", stream, len(out), batch.Error())
+			return nil, fmt.Errorf("only %d messages before the deadline (%v): %w", len(out), batch.Error(), ctx.Err())
 		}
 	}
 }
